@@ -1,0 +1,260 @@
+//! Claim: take the most urgent ready job under a lease. The claim point is one
+//! no-replace rename `pending/<seg>/<name>` → `leased/<ID>.<A+1>.<F>.<I>.json`;
+//! of several claimers racing for a file exactly one wins, the others move on
+//! to the next candidate.
+//!
+//! The cost of a claim does not grow with the number of pending jobs: it
+//! reads the list of segments (each holds at most `SEG_CAP` jobs and is named
+//! by the least key it may hold), then only the segments that can contain a
+//! job more urgent than the best found so far.
+
+use crate::error::{Error, IoContext, Kind, Result};
+use crate::fsx::{self, Renamed};
+use crate::ident;
+use crate::job::{Job, MAX_RECORD};
+use crate::names::{Counters, Key, LeasedName, QueuedName};
+use crate::queue::Queue;
+use crate::record::{Lease, Liveness};
+use crate::time;
+use serde_json::json;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Options of a claim.
+#[derive(Debug, Clone)]
+pub struct ClaimOpts {
+    pub lease_ms: u64,
+    pub worker_id: Option<String>,
+    pub liveness: Liveness,
+}
+
+/// A job claimed under a lease. Holding `lease_file` (flock'ed for
+/// `Liveness::Flock`) keeps the claim provably alive on this host.
+#[derive(Debug)]
+pub struct Claim {
+    pub id: String,
+    pub name: LeasedName,
+    pub lease_ms: u64,
+    pub expires_at_ms: i64,
+    pub job: Job,
+    pub lease_file: File,
+}
+
+impl Claim {
+    pub fn token(&self) -> String {
+        self.name.token()
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.name.c.attempt
+    }
+
+    /// The `claim` line (SPEC "Output").
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "type": "claim",
+            "id": self.id,
+            "token": self.token(),
+            "fence": self.attempt(),
+            "attempt": self.attempt(),
+            "lease_expires_at": time::rfc3339(self.expires_at_ms),
+            "lease_ms": self.lease_ms,
+            "job": self.job,
+        })
+    }
+}
+
+/// A ready candidate: the segment it sits in and its name.
+#[derive(Debug, Clone)]
+struct Candidate {
+    seg: Key,
+    name: QueuedName,
+}
+
+impl Queue {
+    /// Claim up to `n` ready jobs. Returns an empty list when none is ready
+    /// or the queue is paused.
+    pub fn claim(&self, n: usize, opts: &ClaimOpts) -> Result<Vec<Claim>> {
+        let mut out = Vec::new();
+        let now = time::now_ms();
+        if n == 0 || self.paused(now).is_some() {
+            return Ok(out);
+        }
+        // A few rounds: a round whose every candidate was taken by others
+        // looks again.
+        for _ in 0..8 {
+            let want = (n - out.len()).max(1) + 8;
+            let cands = self.candidates(now, want)?;
+            if cands.is_empty() {
+                break;
+            }
+            for c in cands {
+                if out.len() >= n {
+                    return Ok(out);
+                }
+                if let Some(claim) = self.try_claim(&c, opts)? {
+                    out.push(claim);
+                }
+            }
+            if out.len() >= n {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The most urgent ready jobs, best first, at least `want` of them when
+    /// there are that many: strict order by (priority, due time, id).
+    fn candidates(&self, now: i64, want: usize) -> Result<Vec<Candidate>> {
+        let segs = self.segments()?;
+        let pending = self.dir("pending");
+        let mut cands: Vec<Candidate> = Vec::new();
+        let mut skip_prio: Option<u32> = None;
+        for seg in segs {
+            if skip_prio == Some(seg.inv_prio) {
+                continue;
+            }
+            if cands.len() >= want {
+                // Segments are named by the least key they may hold: one whose
+                // name sorts after the want-th best cannot improve the list.
+                if seg >= cands[want - 1].name.key {
+                    break;
+                }
+            }
+            if seg.run_at > now {
+                // Later segments of this priority are due later still.
+                skip_prio = Some(seg.inv_prio);
+                continue;
+            }
+            let dir = pending.join(seg.to_string());
+            let names = fsx::list(&dir)?;
+            if names.is_empty() {
+                // Drained: remove it (a pusher that meets a vanished segment
+                // re-creates it). Fails harmlessly if a job just arrived.
+                let _ = fs::remove_dir(&dir);
+                continue;
+            }
+            for n in names {
+                match QueuedName::parse(&n) {
+                    Some(q) if q.key.run_at <= now => cands.push(Candidate { seg: seg.clone(), name: q }),
+                    Some(_) => {}
+                    None => {
+                        self.quarantine(&dir.join(&n), "pending file name is not of the queue's form");
+                    }
+                }
+            }
+            cands.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(cands)
+    }
+
+    /// Try to claim one candidate; `None` when another claimer was faster.
+    fn try_claim(&self, c: &Candidate, opts: &ClaimOpts) -> Result<Option<Claim>> {
+        let id = c.name.key.id.clone();
+        let leased_name = LeasedName {
+            id: id.clone(),
+            c: Counters { attempt: c.name.c.attempt + 1, ..c.name.c },
+        };
+        let token = leased_name.token();
+        let now = time::now_ms();
+        let (pid, pid_start) = ident::me();
+        let h = ident::host();
+        let lease = Lease {
+            v: 1,
+            id: id.clone(),
+            attempt: leased_name.c.attempt,
+            token: token.clone(),
+            claimed_at: time::rfc3339(now),
+            lease_ms: opts.lease_ms,
+            host: h.host.clone(),
+            boot_id: h.boot_id.clone(),
+            pidns: h.pidns.clone(),
+            pid,
+            pid_start,
+            worker_id: opts.worker_id.clone(),
+            liveness: opts.liveness,
+        };
+        // 1. The lease, staged and locked before the claim point.
+        let lease_tmp = self.tmp().join(fsx::tmp_name("lease"));
+        let mut lf = fsx::create_new(&lease_tmp)?;
+        lf.lock().ctx("lock", &lease_tmp)?;
+        let mut bytes = serde_json::to_vec(&lease).unwrap_or_default();
+        bytes.push(b'\n');
+        if let Err(e) = lf.write_all(&bytes) {
+            let _ = fs::remove_file(&lease_tmp);
+            return Err(Error::io("write", &lease_tmp, e));
+        }
+        crate::failpoint!("claim.after_lease_tmp");
+        // 2. The claim point.
+        let from = self.dir("pending").join(c.seg.to_string()).join(c.name.to_string());
+        let to = self.dir("leased").join(leased_name.to_string());
+        match fsx::rename_noreplace(&from, &to) {
+            Ok(Renamed::Done) => {}
+            Ok(_) | Err(_) => {
+                let _ = fs::remove_file(&lease_tmp);
+                return Ok(None);
+            }
+        }
+        crate::failpoint!("claim.after_claim_rename");
+        // 3. Publish the lease beside the job.
+        let var = self.var(&id);
+        fsx::mkdir(&var)?;
+        let lease_path = var.join(format!("{}.lease.json", leased_name.c.attempt));
+        fs::rename(&lease_tmp, &lease_path).ctx("publish lease", &lease_path)?;
+        crate::failpoint!("claim.after_lease_publish");
+        // 4. Read the job; a record that cannot be read is quarantined.
+        let job = match self.read_job(&to) {
+            Ok(j) => j,
+            Err(e) if e.kind == Kind::Data || e.kind == Kind::Permission => {
+                self.quarantine(&to, &e.to_string());
+                let _ = fs::remove_file(&lease_path);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if self.sync_claims(job.is_at_most_once()) {
+            fsx::fsync_dir(&self.dir("leased"))?;
+        }
+        Ok(Some(Claim {
+            id,
+            name: leased_name,
+            lease_ms: opts.lease_ms,
+            expires_at_ms: now + opts.lease_ms as i64,
+            job,
+            lease_file: lf,
+        }))
+    }
+
+    /// Read and check a job file: not a symlink, not writable by others,
+    /// parsable, and naming the id its file name says.
+    pub fn read_job(&self, path: &std::path::Path) -> Result<Job> {
+        let f = fsx::open_read(path).ctx("open", path)?;
+        let meta = f.metadata().ctx("stat", path)?;
+        self.check_meta(path, &meta)?;
+        drop(f);
+        let bytes = fsx::read_capped(path, MAX_RECORD + 4096)
+            .map_err(|e| Error::io("read", path, e).with_kind(Kind::Data))?;
+        let job = Job::from_bytes(&bytes).map_err(|e| Error::new(Kind::Data, format!("{}: {e}", path.display())))?;
+        let fname = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !fname.contains(&job.id) {
+            return Err(Error::new(Kind::Data, format!("{}: record id {} does not match its file name", path.display(), job.id)));
+        }
+        Ok(job)
+    }
+
+    /// Move a file that is not of the queue's form to `corrupt/`, never
+    /// deleting it; report on stderr is the caller's business (gc reports).
+    pub fn quarantine(&self, path: &std::path::Path, why: &str) -> Option<PathBuf> {
+        let base = path.file_name()?.to_string_lossy().replace('/', "_");
+        let dest = self.dir("corrupt").join(format!("{base}.{}", crate::id::new_id()));
+        match fsx::rename_noreplace(path, &dest) {
+            Ok(Renamed::Done) => {
+                let note = PathBuf::from(format!("{}.why", dest.display()));
+                let _ = fs::write(note, format!("{why}\nfrom {}\n", path.display()));
+                Some(dest)
+            }
+            _ => None,
+        }
+    }
+}

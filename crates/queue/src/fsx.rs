@@ -1,0 +1,170 @@
+//! Small, careful file-system steps: no-replace renames, fsync of files and
+//! directories, write-once files published by rename, capped reads that never
+//! follow a symlink. Every state change of the queue is built from these.
+
+use crate::error::{Error, IoContext, Kind, Result};
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+const O_NOFOLLOW: i32 = nix::libc::O_NOFOLLOW;
+
+/// Outcome of a no-replace rename.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Renamed {
+    Done,
+    /// The source was gone: someone else moved it first (a lost race, or fencing).
+    SourceGone,
+    /// The destination exists already.
+    Exists,
+}
+
+/// `renameat2(RENAME_NOREPLACE)`, falling back to `rename` where the filesystem
+/// does not support the flag (every destination name in a queue is unique, so
+/// the fallback is safe). ENOENT on the source is reported, not an error.
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<Renamed> {
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(Renamed::Done),
+        Err(Errno::EEXIST) => Ok(Renamed::Exists),
+        Err(Errno::ENOENT) => {
+            if to.parent().is_some_and(|p| !p.exists()) {
+                Err(Error::io("rename into missing directory", to, io::Error::from(Errno::ENOENT)))
+            } else {
+                Ok(Renamed::SourceGone)
+            }
+        }
+        Err(Errno::EINVAL | Errno::ENOSYS) => match fs::rename(from, to) {
+            Ok(()) => Ok(Renamed::Done),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Renamed::SourceGone),
+            Err(e) => Err(Error::io("rename", from, e)),
+        },
+        Err(e) => Err(Error::io(&format!("rename to {}", to.display()), from, e.into())),
+    }
+}
+
+/// fsync a directory, so that renames into it survive a crash.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = File::open(dir).ctx("open directory", dir)?;
+    f.sync_all().ctx("fsync directory", dir)
+}
+
+/// Create a new file exclusively (O_EXCL, O_NOFOLLOW), mode 0600.
+pub fn create_new(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            let kind = if e.kind() == io::ErrorKind::AlreadyExists { Kind::Create } else { Kind::Io };
+            Error::io("create", path, e).with_kind(kind)
+        })
+}
+
+/// Open an existing file for reading without following a symlink.
+pub fn open_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).custom_flags(O_NOFOLLOW).open(path)
+}
+
+/// Open an existing file read-write without following a symlink (for locks).
+pub fn open_rw(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).custom_flags(O_NOFOLLOW).open(path)
+}
+
+/// Write `bytes` to a fresh temporary file in `tmp_dir`, optionally fsync it,
+/// and publish it at `dest` with a no-replace rename. Nothing partial is ever
+/// visible at `dest`. On any failure the temporary file is removed.
+pub fn publish(tmp_dir: &Path, dest: &Path, bytes: &[u8], sync: bool) -> Result<Renamed> {
+    let tmp = tmp_dir.join(tmp_name("pub"));
+    let res = (|| {
+        let mut f = create_new(&tmp)?;
+        f.write_all(bytes).ctx("write", &tmp)?;
+        if sync {
+            f.sync_all().ctx("fsync", &tmp)?;
+        }
+        drop(f);
+        crate::failpoint!("publish.before_rename");
+        rename_noreplace(&tmp, dest)
+    })();
+    match res {
+        Ok(Renamed::Done) => Ok(Renamed::Done),
+        other => {
+            let _ = fs::remove_file(&tmp);
+            other
+        }
+    }
+}
+
+/// A unique temporary file name: `<ulid>.<pid>.<what>.tmp`.
+pub fn tmp_name(what: &str) -> String {
+    format!("{}.{}.{what}.tmp", crate::id::new_id(), std::process::id())
+}
+
+/// Read a whole small file, refusing symlinks and anything over `max` bytes.
+pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let f = open_read(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The names in a directory, skipping dot-files; a missing directory is empty.
+pub fn list(dir: &Path) -> Result<Vec<String>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read directory", dir, e)),
+    };
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = match ent {
+            Ok(ent) => ent,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("read directory", dir, e)),
+        };
+        if let Some(name) = ent.file_name().to_str() {
+            if !name.starts_with('.') {
+                out.push(name.to_owned());
+            }
+        } else {
+            // A name that is not UTF-8 is foreign: keep it visible to the
+            // quarantine logic with a lossy name.
+            out.push(ent.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// `mkdir`, mode 0700, treating "already exists" as success.
+pub fn mkdir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io("create directory", dir, e).with_kind(Kind::Create)),
+    }
+}
+
+/// Remove a file; a missing file is fine.
+pub fn remove(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+pub fn exists(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}

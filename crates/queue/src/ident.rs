@@ -1,0 +1,90 @@
+//! Who and where a process is: host name, boot id, pid namespace, and a pid's
+//! start time (so that a reused pid is never mistaken for the process that
+//! held a lease).
+
+use std::fs;
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub host: String,
+    pub boot_id: String,
+    pub pidns: String,
+}
+
+/// This machine's identity (cached for the life of the process).
+pub fn host() -> &'static Host {
+    static H: OnceLock<Host> = OnceLock::new();
+    H.get_or_init(|| Host {
+        host: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into()),
+        boot_id: fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+        pidns: fs::read_link("/proc/self/ns/pid")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    })
+}
+
+/// The start time of a process in clock ticks since boot (`/proc/PID/stat`
+/// field 22), or `None` when there is no such process.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip to
+    // the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Is the process `pid` with this start time still alive (and not a zombie)?
+pub fn alive(pid: i32, ticks: u64) -> bool {
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = s.rfind(')') else { return false };
+    let mut f = s[close + 1..].split_whitespace();
+    let state = f.next();
+    if state == Some("Z") || state == Some("X") {
+        return false;
+    }
+    f.nth(18).and_then(|t| t.parse::<u64>().ok()) == Some(ticks)
+}
+
+/// This process's pid and start time.
+pub fn me() -> (i32, u64) {
+    let pid = std::process::id() as i32;
+    (pid, start_ticks(pid).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn self_is_alive() {
+        let (pid, t) = super::me();
+        assert!(t > 0);
+        assert!(super::alive(pid, t));
+        assert!(!super::alive(pid, t + 1));
+        assert!(!super::host().boot_id.is_empty());
+    }
+}
+
+/// Kill what is left of a job's process group, if it is provably the group
+/// that was recorded: if a process with the leader's pid exists it must have
+/// the recorded start time (a reused pid is never signalled). While any
+/// member of a group lives, its number cannot be reused by a new process.
+/// Returns whether a signal was sent.
+pub fn kill_group(pgid: i32, leader_start: u64, sig: nix::sys::signal::Signal) -> bool {
+    use nix::unistd::Pid;
+    if pgid <= 1 {
+        return false;
+    }
+    if let Some(t) = start_ticks(pgid) {
+        if t != leader_start {
+            return false;
+        }
+    }
+    nix::sys::signal::killpg(Pid::from_raw(pgid), sig).is_ok()
+}

@@ -1,0 +1,467 @@
+//! The job record: what a job line may say (validated field by field, so an
+//! error names the field), and the immutable record written to the queue.
+
+use crate::error::{Error, Kind, Result};
+use crate::names::{MAX_PRIORITY, MIN_PRIORITY};
+use crate::time;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The version of the job record this tool writes and fully understands.
+pub const JOB_VERSION: u32 = 1;
+
+/// The largest job line (and job record) accepted: 1 MiB.
+pub const MAX_RECORD: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnvFrom {
+    #[default]
+    Pusher,
+    Worker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    #[default]
+    AtLeastOnce,
+    AtMostOnce,
+}
+
+/// Retry delay: `base_ms` doubling per failure up to `max_ms`, equal jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { base_ms: 1000, max_ms: 300_000 }
+    }
+}
+
+impl Backoff {
+    /// `"5s"` or `"5s:10m"`.
+    pub fn parse(s: &str) -> Result<Backoff> {
+        let (b, m) = match s.split_once(':') {
+            Some((b, m)) => (time::parse_duration(b)?, time::parse_duration(m)?),
+            None => {
+                let b = time::parse_duration(s)?;
+                (b, b.max(Backoff::default().max_ms))
+            }
+        };
+        if m < b {
+            return Err(Error::new(Kind::Data, format!("backoff {s:?}: the cap is below the base")));
+        }
+        Ok(Backoff { base_ms: b, max_ms: m })
+    }
+
+    /// The delay before the retry that follows failure number `failures`
+    /// (1-based): `d = min(max, base·2^(failures−1))`, then `d/2 + rand(0..=d/2)`.
+    pub fn delay_ms(&self, failures: u32, rand: u64) -> u64 {
+        let exp = failures.saturating_sub(1).min(62);
+        let d = self.base_ms.saturating_mul(1u64 << exp).min(self.max_ms);
+        let half = d / 2;
+        d - half + if half == 0 { 0 } else { rand % (half + 1) }
+    }
+}
+
+/// A job as stored in the queue. Written once at push, never changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub v: u32,
+    pub id: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sh: Option<String>,
+    pub cwd: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub env_from: EnvFrom,
+    /// The recorded environment of the pusher (`env/<ref>.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub priority: i32,
+    pub run_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    pub attempts: u32,
+    #[serde(default)]
+    pub backoff: Backoff,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Fields written by a newer tool, kept as they are.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Job {
+    pub fn is_at_most_once(&self) -> bool {
+        self.delivery == Delivery::AtMostOnce
+    }
+
+    /// Parse a stored job record.
+    pub fn from_bytes(b: &[u8]) -> Result<Job> {
+        serde_json::from_slice(b).map_err(|e| Error::new(Kind::Data, format!("bad job record: {e}")))
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+}
+
+/// A validated job, ready to push: the record plus what decides its file name.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job: Job,
+    pub run_at_ms: i64,
+    /// The pusher's environment to record (for `env_from: pusher`).
+    pub pusher_env: Option<BTreeMap<String, String>>,
+}
+
+/// What the pusher knows that a job line does not say.
+#[derive(Debug, Clone, Default)]
+pub struct PushContext {
+    /// The pusher's current directory (absolute).
+    pub cwd: String,
+    /// The pusher's whole environment.
+    pub env: BTreeMap<String, String>,
+    pub now_ms: i64,
+}
+
+const FIELDS: &[&str] = &[
+    "cmd", "sh", "cwd", "env", "env_from", "payload", "name", "priority", "run_at", "delay",
+    "timeout", "attempts", "backoff", "key", "after", "tags", "delivery",
+];
+
+fn field_err(field: &str, what: impl std::fmt::Display) -> Error {
+    Error::new(Kind::Data, format!("field {field:?}: {what}"))
+}
+
+fn no_nul(field: &str, s: &str) -> Result<()> {
+    if s.contains('\0') {
+        Err(field_err(field, "contains a NUL character"))
+    } else {
+        Ok(())
+    }
+}
+
+fn string(field: &str, v: &Value) -> Result<String> {
+    let s = v.as_str().ok_or_else(|| field_err(field, format!("must be a string, not {}", type_name(v))))?;
+    no_nul(field, s)?;
+    Ok(s.to_owned())
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn duration_field(field: &str, v: &Value) -> Result<u64> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|s| s.checked_mul(1000))
+            .ok_or_else(|| field_err(field, "must be a non-negative number of seconds or a duration like \"90s\"")),
+        Value::String(s) => time::parse_duration(s).map_err(|e| field_err(field, e)),
+        _ => Err(field_err(field, format!("must be a duration like \"90s\", not {}", type_name(v)))),
+    }
+}
+
+fn string_list(field: &str, v: &Value) -> Result<Vec<String>> {
+    let arr = v.as_array().ok_or_else(|| field_err(field, format!("must be an array of strings, not {}", type_name(v))))?;
+    arr.iter().map(|x| string(field, x)).collect()
+}
+
+/// Merge a job line over the defaults from flags: a line's field replaces the
+/// default, and `cmd`/`sh`, `run_at`/`delay` replace each other as pairs.
+pub fn merge(defaults: &Map<String, Value>, line: Map<String, Value>) -> Map<String, Value> {
+    let mut m = defaults.clone();
+    let pairs = [("cmd", "sh"), ("run_at", "delay")];
+    for (a, b) in pairs {
+        if line.contains_key(a) || line.contains_key(b) {
+            m.remove(a);
+            m.remove(b);
+        }
+    }
+    m.extend(line);
+    m
+}
+
+/// Validate a job object and build the record. `handler_ok`: a job with
+/// neither `cmd` nor `sh` is pure data for a handler (`q-run -- HANDLER`).
+pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
+    for k in obj.keys() {
+        if !FIELDS.contains(&k.as_str()) {
+            return Err(Error::new(
+                Kind::Data,
+                format!("unknown field {k:?} (known fields: {})", FIELDS.join(", ")),
+            ));
+        }
+    }
+    let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
+
+    let cmd = match get("cmd") {
+        Some(v) => {
+            let c = string_list("cmd", v)?;
+            if c.is_empty() {
+                return Err(field_err("cmd", "is empty: give at least the program to run"));
+            }
+            if c[0].is_empty() {
+                return Err(field_err("cmd", "the program name is empty"));
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let sh = get("sh").map(|v| string("sh", v)).transpose()?;
+    if cmd.is_some() && sh.is_some() {
+        return Err(Error::new(Kind::Data, "fields \"cmd\" and \"sh\": give one, not both"));
+    }
+    if sh.as_deref() == Some("") {
+        return Err(field_err("sh", "is empty"));
+    }
+
+    let cwd = match get("cwd") {
+        Some(v) => {
+            let c = string("cwd", v)?;
+            if c.is_empty() {
+                return Err(field_err("cwd", "is empty"));
+            }
+            if c.starts_with('/') { c } else { format!("{}/{c}", ctx.cwd.trim_end_matches('/')) }
+        }
+        None => ctx.cwd.clone(),
+    };
+
+    let mut env = BTreeMap::new();
+    if let Some(v) = get("env") {
+        let o = v.as_object().ok_or_else(|| field_err("env", format!("must be an object of strings, not {}", type_name(v))))?;
+        for (k, val) in o {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(field_err("env", format!("invalid variable name {k:?}")));
+            }
+            env.insert(k.clone(), string("env", val)?);
+        }
+    }
+    let env_from = match get("env_from") {
+        None => EnvFrom::Pusher,
+        Some(v) => match string("env_from", v)?.as_str() {
+            "pusher" => EnvFrom::Pusher,
+            "worker" => EnvFrom::Worker,
+            other => return Err(field_err("env_from", format!("{other:?} is not \"pusher\" or \"worker\""))),
+        },
+    };
+
+    let name = get("name").map(|v| string("name", v)).transpose()?;
+    let priority = match get("priority") {
+        None => 0,
+        Some(v) => {
+            let p = v.as_i64().ok_or_else(|| field_err("priority", format!("must be an integer, not {}", type_name(v))))?;
+            if !(i64::from(MIN_PRIORITY)..=i64::from(MAX_PRIORITY)).contains(&p) {
+                return Err(field_err("priority", format!("{p} is outside -9999..9999")));
+            }
+            p as i32
+        }
+    };
+
+    let run_at_ms = match (get("run_at"), get("delay")) {
+        (Some(_), Some(_)) => return Err(Error::new(Kind::Data, "fields \"run_at\" and \"delay\": give one, not both")),
+        (Some(v), None) => match v {
+            Value::Number(n) => {
+                let s = n.as_i64().ok_or_else(|| field_err("run_at", "must be whole Unix seconds"))?;
+                time::parse_time(&s.to_string()).map_err(|e| field_err("run_at", e))?
+            }
+            Value::String(s) => time::parse_time(s).map_err(|e| field_err("run_at", e))?,
+            _ => return Err(field_err("run_at", format!("must be an RFC 3339 time or Unix seconds, not {}", type_name(v)))),
+        },
+        (None, Some(v)) => {
+            let d = duration_field("delay", v)?;
+            ctx.now_ms.saturating_add(i64::try_from(d).unwrap_or(i64::MAX)).min(time::MAX_MS)
+        }
+        (None, None) => ctx.now_ms,
+    };
+
+    let timeout_ms = get("timeout").map(|v| duration_field("timeout", v)).transpose()?;
+    if timeout_ms == Some(0) {
+        return Err(field_err("timeout", "must be more than zero"));
+    }
+
+    let delivery = match get("delivery") {
+        None => Delivery::AtLeastOnce,
+        Some(v) => match string("delivery", v)?.as_str() {
+            "at-least-once" => Delivery::AtLeastOnce,
+            "at-most-once" => Delivery::AtMostOnce,
+            other => return Err(field_err("delivery", format!("{other:?} is not \"at-least-once\" or \"at-most-once\""))),
+        },
+    };
+    let attempts = match get("attempts") {
+        None => 1,
+        Some(v) => {
+            let a = v.as_u64().ok_or_else(|| field_err("attempts", format!("must be a positive integer, not {}", type_name(v))))?;
+            if a == 0 || a > 10_000 {
+                return Err(field_err("attempts", format!("{a} is outside 1..10000")));
+            }
+            a as u32
+        }
+    };
+    if delivery == Delivery::AtMostOnce && attempts > 1 {
+        return Err(field_err("attempts", "must be 1 for an at-most-once job (it is never started twice)"));
+    }
+
+    let backoff = match get("backoff") {
+        None => Backoff::default(),
+        Some(v) => {
+            let s = v.as_str().ok_or_else(|| field_err("backoff", format!("must be a string like \"5s\" or \"5s:10m\", not {}", type_name(v))))?;
+            Backoff::parse(s).map_err(|e| field_err("backoff", e))?
+        }
+    };
+
+    let key = get("key").map(|v| string("key", v)).transpose()?;
+    if key.as_deref() == Some("") {
+        return Err(field_err("key", "is empty"));
+    }
+    let after = match get("after") {
+        None => Vec::new(),
+        Some(v) => {
+            let ids = string_list("after", v)?;
+            for id in &ids {
+                crate::id::check_id(id).map_err(|e| field_err("after", e))?;
+            }
+            ids
+        }
+    };
+    let tags = get("tags").map(|v| string_list("tags", v)).transpose()?.unwrap_or_default();
+    let payload = obj.get("payload").cloned();
+    if let Some(p) = &payload {
+        check_no_nul_value(p).map_err(|()| field_err("payload", "contains a NUL character"))?;
+    }
+
+    let id = crate::id::new_id();
+    let job = Job {
+        v: JOB_VERSION,
+        id,
+        created_at: time::rfc3339(ctx.now_ms),
+        cmd,
+        sh,
+        cwd,
+        env,
+        env_from,
+        env_ref: None,
+        payload,
+        name,
+        priority,
+        run_at: time::rfc3339(run_at_ms),
+        timeout_ms,
+        attempts,
+        backoff,
+        key,
+        after,
+        tags,
+        delivery,
+        extra: Map::new(),
+    };
+    let pusher_env = (env_from == EnvFrom::Pusher).then(|| ctx.env.clone());
+    Ok(NewJob { job, run_at_ms, pusher_env })
+}
+
+fn check_no_nul_value(v: &Value) -> Result<(), ()> {
+    match v {
+        Value::String(s) if s.contains('\0') => Err(()),
+        Value::Array(a) => a.iter().try_for_each(check_no_nul_value),
+        Value::Object(o) => o.iter().try_for_each(|(k, v)| {
+            if k.contains('\0') { Err(()) } else { check_no_nul_value(v) }
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> PushContext {
+        PushContext { cwd: "/tmp".into(), env: BTreeMap::new(), now_ms: 1_000_000 }
+    }
+
+    fn v(j: Value) -> Result<NewJob> {
+        validate(j.as_object().unwrap(), &ctx())
+    }
+
+    #[test]
+    fn rejects_with_field_names() {
+        let cases = [
+            (json!({"cmd": []}), "cmd"),
+            (json!({"cmd": ["a"], "sh": "b"}), "sh"),
+            (json!({"cmd": "ls"}), "cmd"),
+            (json!({"cmd": ["a\u{0}b"]}), "NUL"),
+            (json!({"cmd": ["a"], "bogus": 1}), "bogus"),
+            (json!({"cmd": ["a"], "priority": 10000}), "priority"),
+            (json!({"cmd": ["a"], "attempts": 3, "delivery": "at-most-once"}), "attempts"),
+            (json!({"cmd": ["a"], "delay": "soon"}), "delay"),
+            (json!({"cmd": ["a"], "after": ["../x"]}), "after"),
+        ];
+        for (j, needle) in cases {
+            let e = v(j.clone()).unwrap_err();
+            assert!(e.to_string().contains(needle), "{j}: {e}");
+            assert_eq!(e.kind, Kind::Data);
+        }
+    }
+
+    #[test]
+    fn accepts_full_line() {
+        let j = v(json!({"cmd":["echo","hi"],"priority":5,"delay":"90s","attempts":3,"backoff":"2s:1m",
+                       "tags":["a"],"env":{"X":"1"},"cwd":"sub","payload":{"k":1},"timeout":"5m"}))
+        .unwrap();
+        assert_eq!(j.run_at_ms, 1_090_000);
+        assert_eq!(j.job.cwd, "/tmp/sub");
+        assert_eq!(j.job.backoff, Backoff { base_ms: 2000, max_ms: 60_000 });
+        let back = Job::from_bytes(&j.job.to_bytes()).unwrap();
+        assert_eq!(back, j.job);
+    }
+
+    #[test]
+    fn merge_pairs() {
+        let d = json!({"sh":"x","delay":"5s","priority":3}).as_object().unwrap().clone();
+        let m = merge(&d, json!({"cmd":["y"],"run_at":5}).as_object().unwrap().clone());
+        assert!(!m.contains_key("sh") && !m.contains_key("delay"));
+        assert_eq!(m["priority"], 3);
+    }
+
+    #[test]
+    fn backoff_bounds() {
+        let b = Backoff { base_ms: 1000, max_ms: 8000 };
+        for f in 1..10 {
+            for r in [0, 1, 999, u64::MAX] {
+                let d = b.delay_ms(f, r);
+                let full = (1000u64 << (f - 1).min(3)).min(8000);
+                assert!(d >= full / 2 && d <= full, "f={f} d={d}");
+            }
+        }
+    }
+}

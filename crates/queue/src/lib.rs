@@ -1,0 +1,34 @@
+//! The on-disk format of a q queue directory and every protocol that moves a
+//! job through it: push, claim, heartbeat, settle, reclaim, list. The tools
+//! in the `q` package are thin layers over this crate.
+//!
+//! Invariants: this crate never prints, never exits the process, and never
+//! reads the environment (except the test-only failpoints). Every state
+//! change is a rename to a name that never existed before.
+
+pub mod error;
+pub mod failpoint;
+pub mod fsx;
+pub mod id;
+pub mod ident;
+pub mod job;
+pub mod names;
+pub mod queue;
+pub mod record;
+pub mod time;
+
+mod claim;
+mod list;
+mod push;
+mod reclaim;
+mod settle;
+
+pub use claim::{Claim, ClaimOpts};
+pub use error::{Error, Kind, Result};
+pub use job::{Job, NewJob, PushContext};
+pub use list::{Counts, Entry};
+pub use push::{Pushed, SEG_CAP};
+pub use queue::{Durability, Queue};
+pub use record::{Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State};
+pub use settle::{Located, SettleOpts, remove_tree, MAX_INTERRUPTS};
+pub use reclaim::Reclaimed;

@@ -1,0 +1,154 @@
+//! Listing: what is in the queue, for `q-ls`, `q-wait` and the supervisor.
+//! Counting reads only directory listings; full listings read job files.
+
+use crate::error::Result;
+use crate::fsx;
+use crate::job::Job;
+use crate::names::{Counters, LeasedName, QueuedName, parse_terminal};
+use crate::queue::Queue;
+use crate::record::{Lease, ResultRecord, RunInfo, State};
+use crate::settle::Located;
+use crate::time;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Counts per state (`q-ls --counts`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub ready: u64,
+    pub scheduled: u64,
+    pub waiting: u64,
+    pub held: u64,
+    pub running: u64,
+    pub done: u64,
+    pub dead: u64,
+    pub canceled: u64,
+    /// When the earliest scheduled job is due.
+    #[serde(skip)]
+    pub next_due_ms: Option<i64>,
+}
+
+impl Counts {
+    pub fn pending(&self) -> u64 {
+        self.ready + self.scheduled
+    }
+}
+
+/// One job as listed: where it is and what is known of it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub state: State,
+    pub path: PathBuf,
+    pub c: Option<Counters>,
+    pub run_at_ms: Option<i64>,
+}
+
+impl Queue {
+    /// Count jobs per state from directory listings alone.
+    pub fn counts(&self) -> Result<Counts> {
+        let now = time::now_ms();
+        let mut c = Counts::default();
+        for seg in self.segments()? {
+            for n in fsx::list(&self.dir("pending").join(seg.to_string()))? {
+                if let Some(q) = QueuedName::parse(&n) {
+                    if q.key.run_at <= now {
+                        c.ready += 1;
+                    } else {
+                        c.scheduled += 1;
+                        c.next_due_ms = Some(c.next_due_ms.map_or(q.key.run_at, |d| d.min(q.key.run_at)));
+                    }
+                }
+            }
+        }
+        c.waiting = fsx::list(&self.dir("waiting"))?.len() as u64;
+        c.held = fsx::list(&self.dir("held"))?.len() as u64;
+        c.running = fsx::list(&self.dir("leased"))?.len() as u64;
+        c.done = fsx::list(&self.dir("done"))?.len() as u64;
+        c.dead = fsx::list(&self.dir("dead"))?.len() as u64;
+        c.canceled = fsx::list(&self.dir("canceled"))?.len() as u64;
+        Ok(c)
+    }
+
+    /// Every job in the given states, from directory listings.
+    pub fn entries(&self, states: &[State]) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for &st in states {
+            match st {
+                State::Pending => {
+                    for seg in self.segments()? {
+                        let dir = self.dir("pending").join(seg.to_string());
+                        for n in fsx::list(&dir)? {
+                            if let Some(q) = QueuedName::parse(&n) {
+                                out.push(Entry { id: q.key.id.clone(), state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at) });
+                            }
+                        }
+                    }
+                }
+                State::Waiting | State::Held => {
+                    let dir = self.dir(st.dir());
+                    for n in fsx::list(&dir)? {
+                        if let Some(q) = QueuedName::parse(&n) {
+                            out.push(Entry { id: q.key.id.clone(), state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at) });
+                        }
+                    }
+                }
+                State::Running => {
+                    let dir = self.dir("leased");
+                    for n in fsx::list(&dir)? {
+                        if let Some(l) = LeasedName::parse(&n) {
+                            out.push(Entry { id: l.id.clone(), state: st, path: dir.join(&n), c: Some(l.c), run_at_ms: None });
+                        }
+                    }
+                }
+                State::Done | State::Dead | State::Canceled => {
+                    let dir = self.dir(st.dir());
+                    for n in fsx::list(&dir)? {
+                        if let Some(id) = parse_terminal(&n) {
+                            out.push(Entry { id: id.to_owned(), state: st, path: dir.join(&n), c: None, run_at_ms: None });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest result of a job: `end.json` if the job ended without an
+    /// attempt, else the result of its highest attempt.
+    pub fn last_result(&self, id: &str) -> Option<ResultRecord> {
+        let var = self.var(id);
+        let read = |p: PathBuf| -> Option<ResultRecord> {
+            let b = fsx::read_capped(&p, 1 << 20).ok()?;
+            serde_json::from_slice(&b).ok()
+        };
+        if let Some(r) = read(var.join("end.json")) {
+            return Some(r);
+        }
+        let best = fsx::list(&var)
+            .ok()?
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(".result.json").and_then(|a| a.parse::<u32>().ok()))
+            .max()?;
+        read(var.join(format!("{best}.result.json")))
+    }
+
+    /// The lease and run records of a running job.
+    pub fn live_records(&self, id: &str, attempt: u32) -> (Option<Lease>, Option<RunInfo>) {
+        let lease = self.read_lease(id, attempt).ok();
+        let run = fsx::read_capped(&self.var(id).join(format!("{attempt}.run.json")), 64 * 1024)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        (lease, run)
+    }
+
+    /// The job record of a listed or located job (None if it moved away).
+    pub fn job_at(&self, path: &std::path::Path) -> Option<Job> {
+        self.read_job(path).ok()
+    }
+
+    /// The state of a job, cheaply for terminal jobs.
+    pub fn state_of(&self, id: &str) -> Result<Option<Located>> {
+        self.locate(id)
+    }
+}

@@ -1,0 +1,225 @@
+//! File-name codecs. A job's state is the directory its file sits in; its
+//! order and counters are in its file name, so that a claim needs no file
+//! content and every state change is one rename to a name never used before.
+//!
+//! * waiting, held and pending jobs: `<P>.<RUNAT>.<ID>.<A>.<F>.<I>.json`
+//!   (pending ones inside a segment directory named `<P>.<RUNAT>.<ID>`)
+//! * leased jobs: `<ID>.<A>.<F>.<I>.json`; terminal jobs: `<ID>.json`
+//!
+//! `P` is 9999 − priority, five digits, so that names sort most urgent first;
+//! `RUNAT` is the not-before time in Unix ms, 13 digits; `A` the number of
+//! claims so far (the fence of the latest), `F` failures, `I` interruptions in
+//! a row.
+
+use crate::id::is_valid_id;
+use std::cmp::Ordering;
+use std::fmt;
+
+pub const MIN_PRIORITY: i32 = -9999;
+pub const MAX_PRIORITY: i32 = 9999;
+
+/// The counters of a job that travel in its file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Claims so far: the attempt number of the latest claim (0 before any).
+    pub attempt: u32,
+    /// Attempts that failed by the job's own fault.
+    pub failures: u32,
+    /// Interruptions in a row that were not the job's fault.
+    pub interrupts: u32,
+}
+
+/// The sort key of a pending job: priority, due time, id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    /// 9999 − priority: lower runs first.
+    pub inv_prio: u32,
+    pub run_at: i64,
+    pub id: String,
+}
+
+impl Key {
+    pub fn new(priority: i32, run_at: i64, id: &str) -> Key {
+        Key {
+            inv_prio: (MAX_PRIORITY - priority.clamp(MIN_PRIORITY, MAX_PRIORITY)) as u32,
+            run_at: run_at.clamp(0, crate::time::MAX_MS),
+            id: id.to_owned(),
+        }
+    }
+
+    pub fn priority(&self) -> i32 {
+        MAX_PRIORITY - self.inv_prio as i32
+    }
+
+    pub fn parse(s: &str) -> Option<Key> {
+        let mut it = s.splitn(3, '.');
+        let p = it.next()?;
+        let r = it.next()?;
+        let id = it.next()?;
+        if p.len() != 5 || r.len() != 13 || !is_valid_id(id) {
+            return None;
+        }
+        let inv_prio: u32 = digits(p)?;
+        if inv_prio > (MAX_PRIORITY - MIN_PRIORITY) as u32 {
+            return None;
+        }
+        Some(Key { inv_prio, run_at: digits(r)?, id: id.to_owned() })
+    }
+
+    /// The due-time bucket (~65 s) a segment may gather jobs from.
+    pub fn bucket(&self) -> i64 {
+        self.run_at >> 16
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:05}.{:013}.{}", self.inv_prio, self.run_at, self.id)
+    }
+}
+
+fn digits<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn counters(a: &str, f: &str, i: &str) -> Option<Counters> {
+    Some(Counters { attempt: digits(a)?, failures: digits(f)?, interrupts: digits(i)? })
+}
+
+/// Name of a pending, waiting or held job file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedName {
+    pub key: Key,
+    pub c: Counters,
+}
+
+impl QueuedName {
+    pub fn parse(s: &str) -> Option<QueuedName> {
+        let stem = s.strip_suffix(".json")?;
+        let parts: Vec<&str> = stem.split('.').collect();
+        if parts.len() != 6 {
+            return None;
+        }
+        let key = Key::parse(&format!("{}.{}.{}", parts[0], parts[1], parts[2]))?;
+        Some(QueuedName { key, c: counters(parts[3], parts[4], parts[5])? })
+    }
+}
+
+impl fmt::Display for QueuedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}.{}.json", self.key, self.c.attempt, self.c.failures, self.c.interrupts)
+    }
+}
+
+impl PartialOrd for QueuedName {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for QueuedName {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// Name of a leased job file: `<ID>.<A>.<F>.<I>.json`. The token of a claim is
+/// `<A>.<F>.<I>`: completing a claim renames exactly this name, so a stale
+/// token names a file that is no longer there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedName {
+    pub id: String,
+    pub c: Counters,
+}
+
+impl LeasedName {
+    pub fn parse(s: &str) -> Option<LeasedName> {
+        let stem = s.strip_suffix(".json")?;
+        let parts: Vec<&str> = stem.split('.').collect();
+        if parts.len() != 4 || !is_valid_id(parts[0]) {
+            return None;
+        }
+        Some(LeasedName { id: parts[0].to_owned(), c: counters(parts[1], parts[2], parts[3])? })
+    }
+
+    pub fn token(&self) -> String {
+        format!("{}.{}.{}", self.c.attempt, self.c.failures, self.c.interrupts)
+    }
+
+    /// Rebuild the leased name from an id and a token; `None` if the token is
+    /// not of the token form.
+    pub fn from_token(id: &str, token: &str) -> Option<LeasedName> {
+        let parts: Vec<&str> = token.split('.').collect();
+        if parts.len() != 3 || !is_valid_id(id) {
+            return None;
+        }
+        Some(LeasedName { id: id.to_owned(), c: counters(parts[0], parts[1], parts[2])? })
+    }
+}
+
+impl fmt::Display for LeasedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.json", self.id, self.token())
+    }
+}
+
+/// Name of a terminal job file: `<ID>.json`.
+pub fn terminal_name(id: &str) -> String {
+    format!("{id}.json")
+}
+
+pub fn parse_terminal(s: &str) -> Option<&str> {
+    s.strip_suffix(".json").filter(|id| is_valid_id(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn queued_roundtrip(p in -9999i32..=9999, r in 0i64..=crate::time::MAX_MS,
+                            id in "[0-9A-Za-z_-]{1,40}", a in 0u32..100000, f in 0u32..1000, i in 0u32..10) {
+            let n = QueuedName { key: Key::new(p, r, &id), c: Counters { attempt: a, failures: f, interrupts: i } };
+            let s = n.to_string();
+            prop_assert_eq!(QueuedName::parse(&s), Some(n.clone()));
+            prop_assert_eq!(n.key.priority(), p);
+        }
+
+        #[test]
+        fn leased_roundtrip(id in "[0-9A-Za-z_-]{1,40}", a in 0u32..100000, f in 0u32..1000, i in 0u32..10) {
+            let n = LeasedName { id, c: Counters { attempt: a, failures: f, interrupts: i } };
+            prop_assert_eq!(LeasedName::parse(&n.to_string()), Some(n.clone()));
+            prop_assert_eq!(LeasedName::from_token(&n.id, &n.token()), Some(n));
+        }
+
+        #[test]
+        fn names_sort_like_keys(p1 in -9999i32..=9999, p2 in -9999i32..=9999,
+                                r1 in 0i64..=crate::time::MAX_MS, r2 in 0i64..=crate::time::MAX_MS) {
+            let a = Key::new(p1, r1, "A");
+            let b = Key::new(p2, r2, "A");
+            // Higher priority first, then earlier due time.
+            let expect = p2.cmp(&p1).then(r1.cmp(&r2));
+            prop_assert_eq!(a.cmp(&b), expect);
+            prop_assert_eq!(a.to_string().cmp(&b.to_string()), expect);
+        }
+
+        #[test]
+        fn garbage_never_panics(s in "\\PC{0,80}") {
+            let _ = QueuedName::parse(&s);
+            let _ = LeasedName::parse(&s);
+            let _ = Key::parse(&s);
+            let _ = parse_terminal(&s);
+        }
+    }
+
+    #[test]
+    fn rejects_traversal() {
+        assert!(LeasedName::from_token("../x", "1.0.0").is_none());
+        assert!(LeasedName::from_token("x", "1.0").is_none());
+        assert!(QueuedName::parse("00000.0000000000000.../x.1.0.0.json").is_none());
+    }
+}

@@ -1,0 +1,497 @@
+//! Settle: every way a job leaves a state. The fenced completion of an
+//! attempt, the lease heartbeat, and the moves that need no attempt (cancel,
+//! hold, release, retry, remove, dependency promotion).
+//!
+//! Fencing: the outcome of attempt A is decided by whoever first publishes
+//! `var/<ID>/<A>.result.json` (a no-replace rename); only that party then
+//! renames `leased/<ID>.<token>.json` to the job's next state. A worker whose
+//! lease was taken over finds either the result or the leased name gone and
+//! is refused (`lease-lost`, exit 76), changing nothing.
+
+use crate::error::{Error, IoContext, Kind, Result};
+use crate::fsx::{self, Renamed};
+use crate::job::Job;
+use crate::names::{Counters, Key, LeasedName, QueuedName, terminal_name};
+use crate::queue::Queue;
+use crate::record::{Lease, Outcome, Reason, ResultRecord, State};
+use crate::time;
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// A job poisoned by interruptions ends `dead` after this many in a row.
+pub const MAX_INTERRUPTS: u32 = 5;
+
+/// Who settles, for the record.
+#[derive(Debug, Clone, Default)]
+pub struct SettleOpts {
+    /// Replace the backoff delay of a retry (`q-ctl nack --delay`).
+    pub delay_ms: Option<u64>,
+    pub worker_id: Option<String>,
+    /// Random bits for the backoff jitter.
+    pub rand: u64,
+}
+
+/// Where a job is now.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub state: State,
+    pub path: PathBuf,
+    /// Counters from the file name (terminal names carry none).
+    pub c: Option<Counters>,
+    pub run_at_ms: Option<i64>,
+    /// The segment, for pending jobs.
+    pub seg: Option<Key>,
+}
+
+impl Queue {
+    /// The lease record of attempt `attempt`.
+    pub fn lease_path(&self, id: &str, attempt: u32) -> PathBuf {
+        self.var(id).join(format!("{attempt}.lease.json"))
+    }
+
+    pub fn read_lease(&self, id: &str, attempt: u32) -> Result<Lease> {
+        let p = self.lease_path(id, attempt);
+        let b = fsx::read_capped(&p, 64 * 1024).ctx("read", &p)?;
+        serde_json::from_slice(&b).map_err(|e| Error::new(Kind::Data, format!("{}: {e}", p.display())))
+    }
+
+    fn leased_path(&self, name: &LeasedName) -> PathBuf {
+        self.dir("leased").join(name.to_string())
+    }
+
+    fn parse_token(id: &str, token: &str) -> Result<LeasedName> {
+        crate::id::check_id(id)?;
+        LeasedName::from_token(id, token)
+            .ok_or_else(|| Error::new(Kind::Data, format!("invalid token {token:?}: give the token of the claim line")))
+    }
+
+    /// Extend a claim: the heartbeat. Refused (76) if the claim is no longer
+    /// current. Returns the new expiry.
+    pub fn touch(&self, id: &str, token: &str) -> Result<i64> {
+        let name = Self::parse_token(id, token)?;
+        if !fsx::exists(&self.leased_path(&name)) {
+            return Err(Error::lease_lost(id, token));
+        }
+        let lease = self.read_lease(id, name.c.attempt).map_err(|_| Error::lease_lost(id, token))?;
+        let p = self.lease_path(id, name.c.attempt);
+        let f = fsx::open_read(&p).ctx("open", &p)?;
+        f.set_modified(std::time::SystemTime::now()).ctx("touch", &p)?;
+        if !fsx::exists(&self.leased_path(&name)) {
+            return Err(Error::lease_lost(id, token));
+        }
+        Ok(time::now_ms() + lease.lease_ms as i64)
+    }
+
+    /// Has someone asked to cancel this running attempt?
+    pub fn cancel_requested(&self, id: &str, attempt: u32) -> bool {
+        fsx::exists(&self.var(id).join(format!("{attempt}.cancel")))
+    }
+
+    /// Settle attempt `token` of job `id` with `reason`: the fenced commit.
+    pub fn settle(&self, id: &str, token: &str, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Result<ResultRecord> {
+        let name = Self::parse_token(id, token)?;
+        let leased = self.leased_path(&name);
+        if !fsx::exists(&leased) {
+            return Err(Error::lease_lost(id, token));
+        }
+        let job = match self.read_job(&leased) {
+            Ok(j) => j,
+            Err(_) if !fsx::exists(&leased) => return Err(Error::lease_lost(id, token)),
+            Err(e) => return Err(e),
+        };
+        let now = time::now_ms();
+        let started = outcome.started_at_ms.is_some();
+        let mut c = name.c;
+        let mut run_at = None;
+        let state = match reason {
+            Reason::Ok => State::Done,
+            Reason::Canceled => State::Canceled,
+            Reason::DependencyFailed => State::Canceled,
+            r if r.is_failure() => {
+                c.failures += 1;
+                c.interrupts = 0;
+                if c.failures < job.attempts && !job.is_at_most_once() {
+                    let d = opts.delay_ms.unwrap_or_else(|| job.backoff.delay_ms(c.failures, opts.rand));
+                    run_at = Some(now.saturating_add(d as i64));
+                    State::Pending
+                } else {
+                    State::Dead
+                }
+            }
+            r if r.is_interruption() => {
+                c.interrupts += 1;
+                if job.is_at_most_once() || c.interrupts >= MAX_INTERRUPTS {
+                    State::Dead
+                } else {
+                    run_at = Some(now + opts.delay_ms.unwrap_or(0) as i64);
+                    State::Pending
+                }
+            }
+            _ => State::Dead,
+        };
+        let rec = ResultRecord {
+            kind: "result".into(),
+            id: id.to_owned(),
+            attempt: name.c.attempt,
+            token: Some(token.to_owned()),
+            state,
+            reason,
+            exit_code: outcome.exit_code,
+            signal: outcome.signal,
+            started_at: outcome.started_at_ms.map(time::rfc3339),
+            finished_at: Some(time::rfc3339(outcome.finished_at_ms.unwrap_or(now))),
+            duration_ms: outcome.started_at_ms.map(|s| (outcome.finished_at_ms.unwrap_or(now) - s).max(0) as u64),
+            cpu_user_ms: outcome.cpu_user_ms,
+            cpu_sys_ms: outcome.cpu_sys_ms,
+            max_rss_kb: outcome.max_rss_kb,
+            failures: c.failures,
+            next_run_at: run_at.map(time::rfc3339),
+            name: job.name.clone(),
+            host: Some(crate::ident::host().host.clone()),
+            worker_id: opts.worker_id.clone(),
+            detail: (!started && reason.is_interruption()).then(|| serde_json::json!({"started": false})),
+        };
+        let sync = self.sync_claims(job.is_at_most_once());
+        // 1. The outcome: whoever publishes it first owns this attempt.
+        let var = self.var(id);
+        fsx::mkdir(&var)?;
+        let result_path = var.join(format!("{}.result.json", name.c.attempt));
+        match fsx::publish(&self.tmp(), &result_path, &rec.to_line(), sync)? {
+            Renamed::Done => {}
+            _ => return Err(Error::lease_lost(id, token)),
+        }
+        if sync {
+            fsx::fsync_dir(&var)?;
+        }
+        crate::failpoint!("settle.after_result");
+        // 2. The fenced move.
+        self.move_leased(&name, &job, state, run_at.unwrap_or(now), c, sync)?;
+        crate::failpoint!("settle.after_commit_rename");
+        // 3. Clean up the attempt's live records.
+        let _ = fs::remove_file(var.join(format!("{}.run.json", name.c.attempt)));
+        let _ = fs::remove_file(var.join(format!("{}.cancel", name.c.attempt)));
+        let _ = fs::remove_file(self.lease_path(id, name.c.attempt));
+        if state.is_terminal() {
+            self.on_terminal(id, state)?;
+        }
+        Ok(rec)
+    }
+
+    /// Move a leased job to its next state, the result already published.
+    /// A vanished source means a recovery pass finished the move for us.
+    pub(crate) fn move_leased(&self, name: &LeasedName, job: &Job, state: State, run_at: i64, c: Counters, sync: bool) -> Result<()> {
+        let from = self.leased_path(name);
+        let mut dirty = Vec::new();
+        match state {
+            State::Pending => {
+                let key = Key::new(job.priority, run_at, &job.id);
+                let seg = self.place(std::slice::from_ref(&key))?.remove(0);
+                let q = QueuedName { key, c: Counters { attempt: name.c.attempt, ..c } };
+                match self.rename_into_segment(&from, &seg, &q.to_string(), &mut dirty) {
+                    Ok(()) => {}
+                    Err(_) if !fsx::exists(&from) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {
+                let dir = self.dir(state.dir());
+                match fsx::rename_noreplace(&from, &dir.join(terminal_name(&job.id)))? {
+                    Renamed::Done | Renamed::SourceGone => {}
+                    Renamed::Exists => {
+                        // Never two terminal records: keep the first, quarantine this one.
+                        self.quarantine(&from, "a terminal record for this job exists already");
+                    }
+                }
+                dirty.push(dir);
+            }
+        }
+        if sync {
+            for d in dirty {
+                fsx::fsync_dir(&d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where is job `id`? Scans the small directories first; pending jobs
+    /// cost a scan of the pending segments.
+    pub fn locate(&self, id: &str) -> Result<Option<Located>> {
+        crate::id::check_id(id)?;
+        for _ in 0..3 {
+            if let Some(l) = self.locate_once(id)? {
+                return Ok(Some(l));
+            }
+        }
+        Ok(None)
+    }
+
+    fn locate_once(&self, id: &str) -> Result<Option<Located>> {
+        for st in [State::Done, State::Dead, State::Canceled] {
+            let p = self.dir(st.dir()).join(terminal_name(id));
+            if fsx::exists(&p) {
+                return Ok(Some(Located { state: st, path: p, c: None, run_at_ms: None, seg: None }));
+            }
+        }
+        let prefix = format!("{id}.");
+        for n in fsx::list(&self.dir("leased"))? {
+            if let Some(l) = LeasedName::parse(&n).filter(|l| n.starts_with(&prefix) && l.id == id) {
+                return Ok(Some(Located { state: State::Running, path: self.dir("leased").join(&n), c: Some(l.c), run_at_ms: None, seg: None }));
+            }
+        }
+        let needle = format!(".{id}.");
+        for st in [State::Waiting, State::Held] {
+            let dir = self.dir(st.dir());
+            for n in fsx::list(&dir)? {
+                if !n.contains(&needle) {
+                    continue;
+                }
+                if let Some(q) = QueuedName::parse(&n).filter(|q| q.key.id == id) {
+                    return Ok(Some(Located { state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at), seg: None }));
+                }
+            }
+        }
+        for seg in self.segments()? {
+            let dir = self.dir("pending").join(seg.to_string());
+            for n in fsx::list(&dir)? {
+                if !n.contains(&needle) {
+                    continue;
+                }
+                if let Some(q) = QueuedName::parse(&n).filter(|q| q.key.id == id) {
+                    return Ok(Some(Located { state: State::Pending, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at), seg: Some(seg) }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// End a job that is not running (pending, waiting or held) without an
+    /// attempt: cancel, or a failed dependency. Writes `var/<ID>/end.json`,
+    /// then moves the job. Returns the record.
+    pub fn end_without_attempt(&self, id: &str, from: State, to: State, reason: Reason, detail: Option<Value>) -> Result<ResultRecord> {
+        for _ in 0..5 {
+            let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+            if l.state != from && !(from == State::Pending && matches!(l.state, State::Waiting | State::Held)) {
+                return Err(Error::new(Kind::Busy, format!("job {id} is {} now, not {}", l.state.as_str(), from.as_str())));
+            }
+            let c = l.c.unwrap_or_default();
+            let job = self.read_job(&l.path).ok();
+            let now = time::now_ms();
+            let rec = ResultRecord {
+                kind: "result".into(),
+                id: id.to_owned(),
+                attempt: c.attempt,
+                token: None,
+                state: to,
+                reason,
+                exit_code: None,
+                signal: None,
+                started_at: None,
+                finished_at: Some(time::rfc3339(now)),
+                duration_ms: None,
+                cpu_user_ms: None,
+                cpu_sys_ms: None,
+                max_rss_kb: None,
+                failures: c.failures,
+                next_run_at: None,
+                name: job.and_then(|j| j.name),
+                host: Some(crate::ident::host().host.clone()),
+                worker_id: None,
+                detail: detail.clone(),
+            };
+            let var = self.var(id);
+            fsx::mkdir(&var)?;
+            let end = var.join("end.json");
+            match fsx::publish(&self.tmp(), &end, &rec.to_line(), true)? {
+                Renamed::Done => {}
+                _ => return Err(Error::new(Kind::Busy, format!("job {id} is being ended by another process"))),
+            }
+            let dir = self.dir(to.dir());
+            match fsx::rename_noreplace(&l.path, &dir.join(terminal_name(id)))? {
+                Renamed::Done => {
+                    fsx::fsync_dir(&dir)?;
+                    if to.is_terminal() {
+                        self.on_terminal(id, to)?;
+                    }
+                    return Ok(rec);
+                }
+                _ => {
+                    // It moved meanwhile (claimed, released...): look again.
+                    let _ = fs::remove_file(&end);
+                }
+            }
+        }
+        Err(Error::new(Kind::Busy, format!("job {id} keeps changing state; try again")))
+    }
+
+    /// Job `id` became terminal: settle the jobs waiting on it.
+    pub(crate) fn on_terminal(&self, id: &str, state: State) -> Result<()> {
+        let (dep, st) = (id, state);
+        {
+            let dir = self.dir("waiting");
+            for n in fsx::list(&dir)? {
+                let Some(q) = QueuedName::parse(&n) else { continue };
+                let Ok(job) = self.read_job(&dir.join(&n)) else { continue };
+                if !job.after.iter().any(|a| *a == dep) {
+                    continue;
+                }
+                if st == State::Done {
+                    self.promote_if_ready(&q.key.id)?;
+                } else {
+                    let detail = serde_json::json!({"dependency": dep});
+                    // Cascades: ending it settles the jobs waiting on it.
+                    let _ = self.end_without_attempt(&q.key.id, State::Waiting, State::Canceled, Reason::DependencyFailed, Some(detail));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A waiting job whose dependencies are all done moves to pending; one
+    /// with a failed dependency ends canceled. Safe to call from anywhere,
+    /// any number of times (both sides of a race call it).
+    pub fn promote_if_ready(&self, id: &str) -> Result<()> {
+        let Some(l) = self.locate(id)? else { return Ok(()) };
+        if l.state != State::Waiting {
+            return Ok(());
+        }
+        let job = self.read_job(&l.path)?;
+        let mut all_done = true;
+        for dep in &job.after {
+            match self.locate(dep)?.map(|d| d.state) {
+                Some(State::Done) => {}
+                Some(State::Dead | State::Canceled) | None => {
+                    let detail = serde_json::json!({"dependency": dep});
+                    let _ = self.end_without_attempt(id, State::Waiting, State::Canceled, Reason::DependencyFailed, Some(detail));
+                    return Ok(());
+                }
+                Some(_) => all_done = false,
+            }
+        }
+        if all_done {
+            self.requeue_file(&l.path, &job, l.run_at_ms.unwrap_or(0).max(0), l.c.unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
+    /// Move a job file (waiting, held, terminal) into a pending segment.
+    /// `Ok(false)` when the file had moved away already.
+    pub(crate) fn requeue_file(&self, from: &Path, job: &Job, run_at: i64, c: Counters) -> Result<bool> {
+        let key = Key::new(job.priority, run_at, &job.id);
+        let seg = self.place(std::slice::from_ref(&key))?.remove(0);
+        let q = QueuedName { key, c };
+        let mut dirty = Vec::new();
+        match self.rename_into_segment(from, &seg, &q.to_string(), &mut dirty) {
+            Ok(()) => {}
+            Err(_) if !fsx::exists(from) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        for d in dirty {
+            fsx::fsync_dir(&d)?;
+        }
+        Ok(true)
+    }
+
+    /// Cancel a job: a queued one ends `canceled` at once; a running one is
+    /// asked to stop (its runner kills the process group within a heartbeat
+    /// and settles it `canceled`). Returns the state it was found in.
+    pub fn cancel(&self, id: &str) -> Result<State> {
+        let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+        match l.state {
+            State::Pending | State::Waiting | State::Held => {
+                self.end_without_attempt(id, l.state, State::Canceled, Reason::Canceled, None)?;
+            }
+            State::Running => {
+                let c = l.c.unwrap_or_default();
+                let p = self.var(id).join(format!("{}.cancel", c.attempt));
+                fs::write(&p, b"").ctx("write", &p)?;
+            }
+            _ => {}
+        }
+        Ok(l.state)
+    }
+
+    /// Put a finished job (done, dead, canceled) back to pending with a fresh
+    /// failure budget. Attempt numbers go on: they are never reused.
+    pub fn retry(&self, id: &str) -> Result<()> {
+        let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+        if !l.state.is_terminal() {
+            return Err(Error::new(Kind::Busy, format!("job {id} is {}: only done, dead or canceled jobs can be retried", l.state.as_str())));
+        }
+        let job = self.read_job(&l.path)?;
+        let attempt = self.last_attempt(id);
+        let var = self.var(id);
+        let end = var.join("end.json");
+        if fsx::exists(&end) {
+            let _ = fs::rename(&end, var.join(format!("end.{}.json", crate::id::new_id())));
+        }
+        if !self.requeue_file(&l.path, &job, time::now_ms(), Counters { attempt, failures: 0, interrupts: 0 })? {
+            return Err(Error::new(Kind::Busy, format!("job {id} changed state meanwhile; try again")));
+        }
+        Ok(())
+    }
+
+    /// The highest attempt number recorded for a job.
+    pub fn last_attempt(&self, id: &str) -> u32 {
+        fsx::list(&self.var(id))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n.split('.').next()?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Hold a pending or waiting job: it is never claimed until released.
+    pub fn hold(&self, id: &str) -> Result<State> {
+        let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+        if matches!(l.state, State::Pending | State::Waiting) {
+            let name = l.path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+            let dir = self.dir("held");
+            if fsx::rename_noreplace(&l.path, &dir.join(name))? != Renamed::Done {
+                return Err(Error::new(Kind::Busy, format!("job {id} changed state meanwhile; try again")));
+            }
+            fsx::fsync_dir(&dir)?;
+        }
+        Ok(l.state)
+    }
+
+    /// Release a held job: back to waiting if it has unfinished
+    /// dependencies, else pending.
+    pub fn release(&self, id: &str) -> Result<State> {
+        let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+        if l.state != State::Held {
+            return Ok(l.state);
+        }
+        let job = self.read_job(&l.path)?;
+        if job.after.is_empty() {
+            self.requeue_file(&l.path, &job, l.run_at_ms.unwrap_or(0), l.c.unwrap_or_default())?;
+        } else {
+            let name = l.path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+            let dir = self.dir("waiting");
+            fsx::rename_noreplace(&l.path, &dir.join(name))?;
+            fsx::fsync_dir(&dir)?;
+            self.promote_if_ready(id)?;
+        }
+        Ok(l.state)
+    }
+
+    /// Remove a finished job and everything kept for it.
+    pub fn remove(&self, id: &str) -> Result<State> {
+        let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+        if !l.state.is_terminal() {
+            return Err(Error::new(Kind::Busy, format!("job {id} is {}: cancel it first, only finished jobs are removed", l.state.as_str())));
+        }
+        fsx::remove(&l.path)?;
+        remove_tree(&self.var(id))?;
+        Ok(l.state)
+    }
+}
+
+/// Remove a directory tree without following symlinks.
+pub fn remove_tree(p: &Path) -> Result<()> {
+    match fs::symlink_metadata(p) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p).ctx("remove", p),
+        Ok(_) => fsx::remove(p),
+    }
+}

@@ -1,0 +1,137 @@
+//! Wall-clock times as Unix milliseconds, durations like `90s` or `1h30m`, and
+//! RFC 3339 formatting. Local timeouts use `Instant` elsewhere; this module is
+//! only for what is written to disk or printed.
+
+use crate::error::{Error, Kind, Result};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, as Unix milliseconds.
+pub fn now_ms() -> i64 {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The largest run_at the 13-digit file names can hold (year 2286).
+pub const MAX_MS: i64 = 9_999_999_999_999;
+
+/// Parse a duration: an integer with a unit, possibly several (`90s`, `5m`,
+/// `1h30m`, `250ms`, `2d`); a bare integer means seconds.
+pub fn parse_duration(s: &str) -> Result<u64> {
+    let bad = || {
+        Error::new(
+            Kind::Data,
+            format!("invalid duration {s:?}: use a number with a unit, like 90s, 5m, 1h30m, 250ms or 2d"),
+        )
+    };
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return n.checked_mul(1000).ok_or_else(bad);
+    }
+    let mut total: u64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let mult: u64 = match unit {
+            "ms" => 1,
+            "s" | "sec" => 1000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// Parse a point in time: RFC 3339 with any offset, or Unix seconds.
+pub fn parse_time(s: &str) -> Result<i64> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<i64>() {
+        return secs
+            .checked_mul(1000)
+            .filter(|ms| (0..=MAX_MS).contains(ms))
+            .ok_or_else(|| Error::new(Kind::Data, format!("time {s:?} is out of range")));
+    }
+    let ts: jiff::Timestamp = s.parse().map_err(|e| {
+        Error::new(
+            Kind::Data,
+            format!("invalid time {s:?}: use RFC 3339 like 2026-11-25T18:00:00+01:00, or Unix seconds ({e})"),
+        )
+    })?;
+    let ms = ts.as_millisecond();
+    if !(0..=MAX_MS).contains(&ms) {
+        return Err(Error::new(Kind::Data, format!("time {s:?} is out of range")));
+    }
+    Ok(ms)
+}
+
+/// Format Unix milliseconds as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(ts) => format!("{ts:.3}"),
+        Err(_) => ms.to_string(),
+    }
+}
+
+/// Format a duration in ms the way users write them (`1h30m`, `90s`, `250ms`).
+pub fn human_duration(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let mut s = ms / 1000;
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if s >= size {
+            out.push_str(&format!("{}{unit}", s / size));
+            s %= size;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), 90_000);
+        assert_eq!(parse_duration("1h30m").unwrap(), 5_400_000);
+        assert_eq!(parse_duration("250ms").unwrap(), 250);
+        assert_eq!(parse_duration("7").unwrap(), 7000);
+        assert_eq!(parse_duration("2d").unwrap(), 172_800_000);
+        for bad in ["", "s", "5x", "-5s", "1.5s", "5 s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(human_duration(5_400_000), "1h30m");
+        assert_eq!(human_duration(250), "250ms");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("1700000000").unwrap(), 1_700_000_000_000);
+        let a = parse_time("2026-11-25T18:00:00+01:00").unwrap();
+        let b = parse_time("2026-11-25T17:00:00Z").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(rfc3339(b), "2026-11-25T17:00:00.000Z");
+        assert!(parse_time("yesterday").is_err());
+    }
+}
