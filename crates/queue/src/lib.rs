@@ -22,6 +22,7 @@ mod list;
 mod push;
 mod reclaim;
 mod settle;
+mod wake;
 
 pub use claim::{Claim, ClaimOpts};
 pub use error::{Error, Kind, Result};
@@ -32,3 +33,17 @@ pub use queue::{Durability, Queue};
 pub use record::{Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State};
 pub use settle::{Located, SettleOpts, remove_tree, MAX_INTERRUPTS};
 pub use reclaim::Reclaimed;
+pub use wake::Waiter;
+
+/// The supervisor lock file (held by the one live `q-supervise`).
+pub fn supervisor_lock_path(q: &Queue) -> std::path::PathBuf {
+    q.dir("locks").join("supervise.lock")
+}
+
+/// Does a live supervisor hold this queue's lock?
+pub fn supervisor_running(q: &Queue) -> bool {
+    match fsx::open_rw(&supervisor_lock_path(q)) {
+        Ok(f) => f.try_lock().is_err(),
+        Err(_) => false,
+    }
+}

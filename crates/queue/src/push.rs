@@ -326,6 +326,9 @@ impl Queue {
             fsx::fsync_dir(d)?;
         }
         crate::failpoint!("push.before_ack");
+        if out.iter().any(|p| p.state == State::Pending) {
+            self.wake();
+        }
         Ok(out)
     }
 

@@ -121,7 +121,7 @@ impl Queue {
             }
             r if r.is_interruption() => {
                 c.interrupts += 1;
-                if job.is_at_most_once() || c.interrupts >= MAX_INTERRUPTS {
+                if (job.is_at_most_once() && started) || c.interrupts >= MAX_INTERRUPTS {
                     State::Dead
                 } else {
                     run_at = Some(now + opts.delay_ms.unwrap_or(0) as i64);
@@ -189,7 +189,7 @@ impl Queue {
                 let seg = self.place(std::slice::from_ref(&key))?.remove(0);
                 let q = QueuedName { key, c: Counters { attempt: name.c.attempt, ..c } };
                 match self.rename_into_segment(&from, &seg, &q.to_string(), &mut dirty) {
-                    Ok(()) => {}
+                    Ok(()) => self.wake(),
                     Err(_) if !fsx::exists(&from) => return Ok(()),
                     Err(e) => return Err(e),
                 }
@@ -389,6 +389,7 @@ impl Queue {
         for d in dirty {
             fsx::fsync_dir(&d)?;
         }
+        self.wake();
         Ok(true)
     }
 

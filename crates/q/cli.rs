@@ -1,0 +1,88 @@
+//! Options every tool shares, and how they become an open queue.
+
+use anyhow::Result;
+use clap::Args;
+use q_queue::{Durability, Queue};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The queue directory [default: $XDG_STATE_HOME/q/default, i.e. ~/.local/state/q/default]
+    #[arg(long, env = "Q_DIR", value_name = "DIR", global = true)]
+    pub queue: Option<PathBuf>,
+
+    /// Print errors only
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// full: every state change is durable before it is reported; relaxed:
+    /// claims and completions of at-least-once jobs skip their fsyncs (a
+    /// crash may re-run a job, never lose one). Pushes are always durable.
+    #[arg(long, env = "Q_DURABILITY", value_name = "MODE", default_value = "full", global = true, value_parser = ["full", "relaxed"])]
+    pub durability: String,
+}
+
+impl Common {
+    /// The queue path: --queue, $Q_DIR, or the default.
+    pub fn path(&self) -> PathBuf {
+        if let Some(p) = &self.queue {
+            return p.clone();
+        }
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        state.join("q").join("default")
+    }
+
+    fn tune(&self, mut q: Queue) -> Queue {
+        q.durability = Durability::parse(&self.durability).unwrap_or_default();
+        q
+    }
+
+    /// Open the queue for reading: `None` when it does not exist yet.
+    pub fn open(&self) -> Result<Option<Queue>> {
+        Ok(Queue::open(&self.path())?.map(|q| self.tune(q)))
+    }
+
+    /// Open the queue, creating it if needed.
+    pub fn create(&self, group: Option<u32>) -> Result<Queue> {
+        Ok(self.tune(Queue::create(&self.path(), group)?))
+    }
+
+    /// Open a queue that must exist (for tools that change a job).
+    pub fn open_existing(&self) -> Result<Queue> {
+        match self.open()? {
+            Some(q) => Ok(q),
+            None => Err(q_queue::Error::new(
+                q_queue::Kind::NoJob,
+                format!("no queue at {} (push a job first, or pass --queue)", self.path().display()),
+            )
+            .into()),
+        }
+    }
+}
+
+/// Parse a duration flag (`90s`, `5m`, `1h30m`) for clap.
+pub fn duration(s: &str) -> Result<u64, String> {
+    q_queue::time::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// The worker id of this process: `$Q_WORKER_ID`, else `<host>-<pid>`.
+pub fn worker_id() -> String {
+    std::env::var("Q_WORKER_ID")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("{}-{}", q_queue::ident::host().host, std::process::id()))
+}
+
+/// A random u64 for backoff jitter, from the kernel.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    u64::from_ne_bytes(b)
+}

@@ -1,0 +1,271 @@
+//! `q-ls`: list jobs and counts. A table on a terminal, JSON lines otherwise.
+
+use crate::cli::Common;
+use crate::exit;
+use crate::out;
+use anyhow::Result;
+use clap::Parser;
+use q_queue::{Entry, Queue, State, time};
+use serde_json::{Value, json};
+use std::process::ExitCode;
+
+/// Finished jobs shown by default (the most recent ones).
+const RECENT: usize = 20;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "q-ls",
+    version,
+    about = "List the jobs of a q queue, or count them",
+    long_about = "List jobs: by default the unfinished ones (pending, waiting, held, running) and the 20 most recently finished. A table on a terminal, one {\"type\":\"job\",...} JSON line per job otherwise (or with --json).",
+    after_help = "Examples:\n  q-ls                                  # what is queued and running\n  q-ls --state dead | q-ctl retry       # retry every dead job\n  q-ls --counts                         # {\"type\":\"counts\",\"ready\":...}"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Only jobs in this state (repeatable): pending waiting held running done dead canceled
+    #[arg(long, value_name = "STATE", value_parser = ["pending", "waiting", "held", "running", "done", "dead", "canceled"])]
+    state: Vec<String>,
+    /// Only jobs with this tag (repeatable: all must match)
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+    /// Every job, finished ones included
+    #[arg(long)]
+    all: bool,
+    /// Print the counts per state instead of jobs
+    #[arg(long)]
+    counts: bool,
+    /// JSON lines even on a terminal
+    #[arg(long)]
+    json: bool,
+    /// Only these jobs
+    #[arg(value_name = "ID")]
+    ids: Vec<String>,
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    exit::run("q-ls", || run(args))
+}
+
+fn run(a: Args) -> Result<u8> {
+    let q = a.common.open()?;
+    let table = !a.json && out::stdout_is_tty();
+    if a.counts {
+        let v = counts_json(q.as_ref())?;
+        if table {
+            println!("{}", counts_text(&v));
+        } else {
+            out::line(&v)?;
+        }
+        return Ok(exit::OK);
+    }
+    let Some(q) = q else { return Ok(exit::OK) };
+    warn_corrupt(&q, a.common.quiet);
+    let mut status = exit::OK;
+    let entries: Vec<Entry> = if a.ids.is_empty() {
+        let states: Vec<State> = if a.state.is_empty() {
+            State::ALL.to_vec()
+        } else {
+            a.state.iter().filter_map(|s| State::parse(s)).collect()
+        };
+        let mut e = q.entries(&states)?;
+        if a.state.is_empty() && !a.all {
+            limit_finished(&mut e);
+        }
+        e
+    } else {
+        let mut v = Vec::new();
+        for id in &a.ids {
+            q_queue::id::check_id(id)?;
+            match q.locate(id)? {
+                Some(l) => v.push(Entry { id: id.clone(), state: l.state, path: l.path, c: l.c, run_at_ms: l.run_at_ms }),
+                None => {
+                    eprintln!("q-ls: no such job: {id}");
+                    status = exit::NO_JOB;
+                }
+            }
+        }
+        v
+    };
+    let mut rows = Vec::new();
+    for e in entries {
+        let Some(v) = job_json(&q, &e) else { continue };
+        if !a.tag.is_empty() {
+            let tags: Vec<&str> = v["tags"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            if !a.tag.iter().all(|t| tags.contains(&t.as_str())) {
+                continue;
+            }
+        }
+        rows.push(v);
+    }
+    rows.sort_by(|x, y| order(x).cmp(&order(y)));
+    if table {
+        print_table(&rows);
+    } else {
+        for r in &rows {
+            if !out::line(r)? {
+                break;
+            }
+        }
+    }
+    Ok(status)
+}
+
+fn order(v: &Value) -> (u8, String) {
+    let st = v["state"].as_str().and_then(State::parse).map_or(9, |s| s as u8);
+    (st, v["id"].as_str().unwrap_or("").to_owned())
+}
+
+/// Keep all unfinished jobs and only the most recently finished ones.
+fn limit_finished(e: &mut Vec<Entry>) {
+    let mut fin: Vec<(i64, usize)> = e
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.state.is_terminal())
+        .map(|(i, x)| (ctime(&x.path), i))
+        .collect();
+    if fin.len() <= RECENT {
+        return;
+    }
+    fin.sort_unstable_by(|a, b| b.cmp(a));
+    let drop: std::collections::HashSet<usize> = fin[RECENT..].iter().map(|(_, i)| *i).collect();
+    let mut i = 0;
+    e.retain(|_| {
+        let keep = !drop.contains(&i);
+        i += 1;
+        keep
+    });
+}
+
+fn ctime(p: &std::path::Path) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).map(|m| m.ctime()).unwrap_or(0)
+}
+
+fn warn_corrupt(q: &Queue, quiet: bool) {
+    let n = q_queue::fsx::list(&q.dir("corrupt")).map(|v| v.iter().filter(|n| !n.ends_with(".why")).count()).unwrap_or(0);
+    if n > 0 && !quiet {
+        eprintln!("q-ls: warning: {n} file(s) quarantined in {} (unreadable or foreign; see the .why notes)", q.dir("corrupt").display());
+    }
+}
+
+/// The `counts` record.
+pub fn counts_json(q: Option<&Queue>) -> Result<Value> {
+    let c = match q {
+        Some(q) => q.counts()?,
+        None => q_queue::Counts::default(),
+    };
+    let pause = q.and_then(|q| q.paused(time::now_ms()));
+    Ok(json!({
+        "type": "counts",
+        "pending": c.pending(),
+        "ready": c.ready,
+        "scheduled": c.scheduled,
+        "waiting": c.waiting,
+        "held": c.held,
+        "running": c.running,
+        "done": c.done,
+        "dead": c.dead,
+        "canceled": c.canceled,
+        "paused": pause.is_some(),
+        "paused_until": pause.and_then(|p| p.until_ms).map(time::rfc3339),
+    }))
+}
+
+pub fn counts_text(v: &Value) -> String {
+    let mut s = String::new();
+    for k in ["ready", "scheduled", "waiting", "held", "running", "done", "dead", "canceled"] {
+        s.push_str(&format!("{k} {}  ", v[k]));
+    }
+    if v["paused"] == json!(true) {
+        s.push_str("(paused)");
+    }
+    s.trim_end().to_owned()
+}
+
+/// The `job` record of an entry; `None` if the job moved away meanwhile.
+pub fn job_json(q: &Queue, e: &Entry) -> Option<Value> {
+    let job = match q.read_job(&e.path) {
+        Ok(j) => j,
+        Err(_) => {
+            // It moved: look it up again once.
+            let l = q.locate(&e.id).ok()??;
+            return job_json(q, &Entry { id: e.id.clone(), state: l.state, path: l.path, c: l.c, run_at_ms: l.run_at_ms });
+        }
+    };
+    let last = q.last_result(&e.id);
+    let attempt = e.c.map(|c| c.attempt).or(last.as_ref().map(|r| r.attempt)).unwrap_or(0);
+    let failures = e.c.map(|c| c.failures).or(last.as_ref().map(|r| r.failures)).unwrap_or(0);
+    let mut v = json!({
+        "type": "job",
+        "id": e.id,
+        "state": e.state.as_str(),
+        "name": job.name,
+        "priority": job.priority,
+        "run_at": e.run_at_ms.map_or(job.run_at.clone(), time::rfc3339),
+        "attempt": attempt,
+        "failures": failures,
+        "attempts": job.attempts,
+        "tags": job.tags,
+        "created_at": job.created_at,
+    });
+    if let Some(c) = &job.cmd {
+        v["cmd"] = json!(c);
+    }
+    if let Some(s) = &job.sh {
+        v["sh"] = json!(s);
+    }
+    if !job.after.is_empty() {
+        v["after"] = json!(job.after);
+    }
+    if e.state == State::Running {
+        let (lease, run) = q.live_records(&e.id, attempt);
+        if let Some(l) = lease {
+            v["host"] = json!(l.host);
+            v["worker_id"] = json!(l.worker_id);
+            v["claimed_at"] = json!(l.claimed_at);
+        }
+        if let Some(r) = run {
+            v["pid"] = json!(r.pgid);
+            v["started_at"] = json!(r.started_at);
+        }
+    }
+    if let Some(r) = last {
+        v["result"] = serde_json::to_value(r).unwrap_or(Value::Null);
+    }
+    Some(v)
+}
+
+fn print_table(rows: &[Value]) {
+    println!("{:<26}  {:<9} {:>4}  {:<24}  COMMAND", "ID", "STATE", "TRY", "INFO");
+    for r in rows {
+        let cmd = if let Some(c) = r["cmd"].as_array() {
+            c.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")
+        } else {
+            r["sh"].as_str().map(|s| format!("sh: {s}")).unwrap_or_else(|| "(payload for a handler)".into())
+        };
+        let cmd = match r["name"].as_str() {
+            Some(n) => format!("[{n}] {cmd}"),
+            None => cmd,
+        };
+        let info = match r["state"].as_str() {
+            Some("pending") => format!("due {}", short_time(r["run_at"].as_str().unwrap_or(""))),
+            Some("running") => format!("on {}", r["worker_id"].as_str().unwrap_or("?")),
+            Some("waiting") => "after dependencies".to_owned(),
+            _ => match r["result"]["reason"].as_str() {
+                Some(reason) => match r["result"]["exit_code"].as_i64() {
+                    Some(code) => format!("{reason} {code}"),
+                    None => reason.to_owned(),
+                },
+                None => String::new(),
+            },
+        };
+        let cmd: String = cmd.chars().take(60).collect();
+        println!("{:<26}  {:<9} {:>4}  {:<24}  {}", r["id"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""), r["attempt"], info, cmd);
+    }
+}
+
+fn short_time(t: &str) -> String {
+    t.replace('T', " ").chars().take(19).collect()
+}

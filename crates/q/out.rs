@@ -1,0 +1,29 @@
+//! JSON lines on stdout: one object per line, flushed per line. A closed
+//! stdout is not a crash: writes report it so the caller can stop quietly
+//! (or, for `q-claim`, hand the claim back).
+
+use serde::Serialize;
+use std::io::{self, Write};
+
+/// Write one JSON line to stdout. `Ok(false)` when stdout is closed.
+pub fn line<T: Serialize + ?Sized>(v: &T) -> io::Result<bool> {
+    let mut buf = serde_json::to_vec(v).map_err(io::Error::other)?;
+    buf.push(b'\n');
+    let mut out = io::stdout().lock();
+    match out.write_all(&buf).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Is stdout a terminal?
+pub fn stdout_is_tty() -> bool {
+    use std::io::IsTerminal;
+    io::stdout().is_terminal()
+}
+
+pub fn stderr_is_tty() -> bool {
+    use std::io::IsTerminal;
+    io::stderr().is_terminal()
+}

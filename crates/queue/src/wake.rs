@@ -1,0 +1,83 @@
+//! Waking waiters without polling: whoever makes a job ready touches
+//! `pending/.wake`; waiters watch `pending/` with inotify and rescan on any
+//! event (events are hints, never trusted alone). Where inotify is not
+//! available (NFS, watches exhausted) the waiter polls.
+
+use crate::queue::Queue;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use std::fs;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+/// The longest a waiter sleeps without looking again, event or not.
+pub const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+impl Queue {
+    /// Tell waiters that a job may be ready.
+    pub fn wake(&self) {
+        let p = self.dir("pending").join(".wake");
+        let now = std::time::SystemTime::now();
+        match fs::OpenOptions::new().write(true).open(&p) {
+            Ok(f) => {
+                let _ = f.set_modified(now);
+            }
+            Err(_) => {
+                let _ = fs::write(&p, b"");
+            }
+        }
+    }
+
+    /// A waiter on this queue's pending jobs.
+    pub fn waiter(&self) -> Waiter {
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok().and_then(|i| {
+            let flags = AddWatchFlags::IN_ATTRIB
+                | AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_CLOSE_WRITE;
+            i.add_watch(&self.dir("pending"), flags).ok()?;
+            // Results and state changes elsewhere matter to q-wait.
+            for d in ["done", "dead", "canceled", "leased", "waiting"] {
+                let _ = i.add_watch(&self.dir(d), AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE);
+            }
+            Some(i)
+        });
+        let ino = if is_network_fs(self.root()) { None } else { ino };
+        Waiter { ino }
+    }
+}
+
+fn is_network_fs(p: &std::path::Path) -> bool {
+    use nix::sys::statfs::{NFS_SUPER_MAGIC, statfs};
+    statfs(p).map(|s| s.filesystem_type() == NFS_SUPER_MAGIC).unwrap_or(false)
+}
+
+/// Blocks until something changed in the queue, or a timeout.
+pub struct Waiter {
+    ino: Option<Inotify>,
+}
+
+impl Waiter {
+    /// Wait up to `timeout` (capped at `MAX_SLEEP`) for a change.
+    pub fn wait(&self, timeout: Duration) {
+        let timeout = timeout.min(MAX_SLEEP);
+        match &self.ino {
+            Some(ino) => {
+                use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+                let mut fds = [PollFd::new(ino.as_fd(), PollFlags::POLLIN)];
+                let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::NONE);
+                let _ = poll(&mut fds, ms);
+                // Drain the events: they are only hints.
+                while let Ok(ev) = ino.read_events() {
+                    if ev.is_empty() {
+                        break;
+                    }
+                }
+            }
+            None => std::thread::sleep(timeout.min(Duration::from_millis(250))),
+        }
+    }
+
+    pub fn uses_inotify(&self) -> bool {
+        self.ino.is_some()
+    }
+}

@@ -1,0 +1,3 @@
+#[allow(unused_imports)]
+
+use crate::util::*;

@@ -1,0 +1,280 @@
+//! Test harness: a temporary queue per test, commands wired to it with a
+//! scrubbed environment, JSON-line helpers, and waiting on conditions with a
+//! deadline (never a bare sleep). Processes a test starts are killed (by
+//! their own pid only) when the handle drops.
+
+#![allow(dead_code, unused_imports)]
+
+pub use serde_json::{Value, json};
+pub use std::path::{Path, PathBuf};
+pub use std::process::{Child, Command, Output, Stdio};
+pub use std::time::{Duration, Instant};
+use std::io::Write;
+
+/// Path of a built tool.
+pub fn bin(name: &str) -> PathBuf {
+    let p = match name {
+        "q-push" => env!("CARGO_BIN_EXE_q-push"),
+        "q-claim" => env!("CARGO_BIN_EXE_q-claim"),
+        "q-ls" => env!("CARGO_BIN_EXE_q-ls"),
+        "q-run" => env!("CARGO_BIN_EXE_q-run"),
+        "q-wait" => env!("CARGO_BIN_EXE_q-wait"),
+        "q-log" => env!("CARGO_BIN_EXE_q-log"),
+        "q-ctl" => env!("CARGO_BIN_EXE_q-ctl"),
+        "q-supervise" => env!("CARGO_BIN_EXE_q-supervise"),
+        "q-gc" => env!("CARGO_BIN_EXE_q-gc"),
+        "q" => env!("CARGO_BIN_EXE_q"),
+        other => panic!("unknown tool {other}"),
+    };
+    PathBuf::from(p)
+}
+
+/// A temporary directory holding a queue (at `root/q`) and scratch files.
+pub struct QDir {
+    pub tmp: tempfile::TempDir,
+    pub queue: PathBuf,
+}
+
+impl QDir {
+    pub fn new() -> QDir {
+        let tmp = tempfile::Builder::new().prefix("qtest").tempdir().expect("tempdir");
+        let queue = tmp.path().join("q");
+        QDir { tmp, queue }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// A command for a tool, on this queue, with a scrubbed environment.
+    pub fn cmd(&self, tool: &str) -> Command {
+        let mut c = Command::new(bin(tool));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("Q_") {
+                c.env_remove(&k);
+            }
+        }
+        c.env("Q_DIR", &self.queue);
+        c.current_dir(self.tmp.path());
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Run a tool to completion (with a 60 s guard) and return its output.
+    pub fn run(&self, tool: &str, args: &[&str]) -> Out {
+        let mut c = self.cmd(tool);
+        c.args(args);
+        run_cmd(c, None)
+    }
+
+    /// Run a tool with `input` on stdin.
+    pub fn run_in(&self, tool: &str, args: &[&str], input: &str) -> Out {
+        let mut c = self.cmd(tool);
+        c.args(args);
+        run_cmd(c, Some(input.as_bytes().to_vec()))
+    }
+
+    /// Push one argv job and return its id.
+    pub fn push(&self, args: &[&str]) -> String {
+        let o = self.run("q-push", args);
+        o.ok();
+        o.lines()[0]["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Names of the files in a state directory (recursively for pending).
+    pub fn files(&self, dir: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in walkdir::WalkDir::new(self.queue.join(dir)).min_depth(1) {
+            let e = e.expect("walk");
+            if e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with('.') {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The state of a job per `q-ls ID`.
+    pub fn state(&self, id: &str) -> String {
+        let o = self.run("q-ls", &["--json", id]);
+        o.lines().first().map(|v| v["state"].as_str().unwrap_or("").to_owned()).unwrap_or_default()
+    }
+
+    /// `q-ls --json ID` record.
+    pub fn job(&self, id: &str) -> Value {
+        self.run("q-ls", &["--json", id]).lines().into_iter().next().unwrap_or(Value::Null)
+    }
+
+    /// A file path in the scratch area.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
+
+/// The captured result of a finished command.
+#[derive(Debug)]
+pub struct Out {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub what: String,
+}
+
+impl Out {
+    pub fn code(&self) -> i32 {
+        self.status.unwrap_or(-1)
+    }
+
+    /// Assert success; panics with everything we know otherwise.
+    pub fn ok(&self) -> &Out {
+        assert_eq!(self.status, Some(0), "command failed: {self:#?}");
+        self
+    }
+
+    pub fn expect_code(&self, code: i32) -> &Out {
+        assert_eq!(self.status, Some(code), "unexpected status: {self:#?}");
+        self
+    }
+
+    /// Stdout parsed as JSON lines (every line must parse).
+    pub fn lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}\n{self:#?}")))
+            .collect()
+    }
+}
+
+pub fn run_cmd(mut c: Command, input: Option<Vec<u8>>) -> Out {
+    let what = format!("{c:?}");
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if input.is_some() {
+        c.stdin(Stdio::piped());
+    }
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    if let Some(inp) = input {
+        let mut sin = child.stdin.take().expect("stdin");
+        std::thread::spawn(move || {
+            let _ = sin.write_all(&inp);
+        });
+    }
+    let guard = Killer::new(child.id());
+    let o = child.wait_with_output().expect("wait");
+    guard.disarm();
+    Out {
+        status: o.status.code().or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            o.status.signal().map(|s| 128 + s)
+        }),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        what,
+    }
+}
+
+/// Kills a pid after 120 s unless disarmed: a hung child fails the test
+/// instead of hanging CI.
+pub struct Killer {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Killer {
+    pub fn new(pid: u32) -> Killer {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = done.clone();
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < until {
+                if d.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !d.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+            }
+        });
+        Killer { done }
+    }
+
+    pub fn disarm(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A spawned process that is killed (SIGKILL, by its own pid) when dropped.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn spawn(mut c: Command) -> Proc {
+        Proc { child: c.spawn().expect("spawn") }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// Wait for exit with a deadline; panics if it does not exit in time.
+    pub fn wait_for(&mut self, within: Duration) -> i32 {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                use std::os::unix::process::ExitStatusExt;
+                return st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0));
+            }
+            assert!(Instant::now() < until, "process {} did not exit within {within:?}", self.pid());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Collect the remaining stdout (after exit) as a string.
+    pub fn stdout(&mut self) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Wait until `cond` holds, polling every 20 ms, or panic after `within`.
+pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < until, "timed out after {within:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Does a process with this pid exist (and is not a zombie)?
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Parse JSON lines from a string.
+pub fn parse_lines(s: &str) -> Vec<Value> {
+    s.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("json line")).collect()
+}
