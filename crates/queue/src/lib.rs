@@ -8,6 +8,8 @@
 
 pub mod error;
 pub mod failpoint;
+pub mod gc;
+pub mod lock;
 pub mod fsx;
 pub mod id;
 pub mod ident;
@@ -45,5 +47,28 @@ pub fn supervisor_running(q: &Queue) -> bool {
     match fsx::open_rw(&supervisor_lock_path(q)) {
         Ok(f) => f.try_lock().is_err(),
         Err(_) => false,
+    }
+}
+
+/// Which output stream of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Queue {
+    /// The log of one attempt's stdout or stderr: `var/<ID>/<A>.out|.err`.
+    pub fn log_path(&self, id: &str, attempt: u32, stream: Stream) -> std::path::PathBuf {
+        let ext = match stream {
+            Stream::Stdout => "out",
+            Stream::Stderr => "err",
+        };
+        self.var(id).join(format!("{attempt}.{ext}"))
+    }
+
+    /// The per-attempt workspace (`Q_WORKSPACE`): `var/<ID>/<A>.work/`.
+    pub fn workspace_path(&self, id: &str, attempt: u32) -> std::path::PathBuf {
+        self.var(id).join(format!("{attempt}.work"))
     }
 }

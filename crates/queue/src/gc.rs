@@ -1,0 +1,1 @@
+//! Garbage collection and repair (q-gc): being written.
