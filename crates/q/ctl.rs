@@ -1,6 +1,304 @@
-//! Placeholder: this tool is being written.
+//! `q-ctl`: change state by hand. Pause or resume the whole queue; cancel,
+//! retry, hold, release or remove jobs (ids from arguments or stdin); settle
+//! or extend a claim yourself (`ack`, `nack`, `touch` with its token).
+//!
+//! Invariants: every change goes through the library's fenced or no-replace
+//! moves, so q-ctl racing a worker can never produce two outcomes; a stale
+//! token changes nothing (exit 76). Each id is acted on independently: one
+//! unknown id (66) or refused move is reported and the others still run; the
+//! exit status is that of the first failure.
 
-pub fn main() -> std::process::ExitCode {
-    eprintln!("not built yet");
-    std::process::ExitCode::from(1)
+use crate::cli::{self, Common};
+use crate::exit;
+use crate::ids;
+use crate::out;
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use q_queue::{Kind, Outcome, Queue, Reason, SettleOpts, State, time};
+use serde_json::{Value, json};
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+const TOOL: &str = "q-ctl";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "q-ctl",
+    version,
+    about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, settle a claim by hand",
+    long_about = "Change the state of a q queue or of its jobs. Job ids come from the arguments, or from stdin when none are given (bare ids or JSON lines with an \"id\" field, so `q-ls ... | q-ctl retry` works). Prints one {\"type\":\"ctl\",...} JSON line per job acted on (`was`: the state it was found in, `state`: the state now); ack and nack print the job's `result` line. An unknown id is reported (exit 66) and the other ids are still handled.",
+    after_help = "Examples:\n  q-ctl pause --for 10m                 # stop new claims for ten minutes (running jobs go on)\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl ack \"$id\" --token \"$token\"       # finish a job claimed with q-claim by hand"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Stop new claims (running jobs go on) until `resume`, or for DUR
+    Pause {
+        /// Resume by itself after this long (90s, 10m, 1h)
+        #[arg(long = "for", value_name = "DUR", value_parser = cli::duration)]
+        for_ms: Option<u64>,
+    },
+    /// Allow claims again and wake waiting workers
+    Resume,
+    /// Cancel jobs: a queued one ends canceled at once; a running one is
+    /// stopped by its runner (process group terminated) within a heartbeat
+    Cancel {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Put finished (done, dead, canceled) jobs back to pending with a fresh
+    /// failure budget; attempt numbers go on
+    Retry {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Hold pending or waiting jobs: never claimed until released
+    Hold {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Release held jobs (to pending, or waiting while dependencies are unfinished)
+    Release {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Delete finished jobs with their results and logs
+    Rm {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Settle a claim as succeeded (the job ends done)
+    Ack(Settle),
+    /// Settle a claim as failed: retried after backoff (or --delay) while the
+    /// job has attempts left, else it ends dead
+    Nack {
+        #[command(flatten)]
+        s: Settle,
+        /// The exit code to record
+        #[arg(long, value_name = "N", default_value_t = 1, allow_hyphen_values = true)]
+        exit_code: i32,
+        /// Retry after this long instead of the job's backoff
+        #[arg(long, value_name = "DUR", value_parser = cli::duration)]
+        delay: Option<u64>,
+    },
+    /// Extend a claim's lease (a heartbeat)
+    Touch(Settle),
+}
+
+/// A claim to settle: ID and --token, or claim lines (`q-claim` output) on
+/// stdin.
+#[derive(Debug, clap::Args)]
+struct Settle {
+    /// The job id (omit both ID and --token to read claim lines from stdin)
+    #[arg(value_name = "ID", requires = "token")]
+    id: Option<String>,
+    /// The token of the claim line
+    #[arg(long, value_name = "T", requires = "id")]
+    token: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    exit::run(TOOL, || run(args))
+}
+
+/// The first failure's status sticks; later ones are reported only.
+#[derive(Default)]
+struct Status(u8);
+
+impl Status {
+    fn fail(&mut self, e: &anyhow::Error) {
+        eprintln!("{TOOL}: error: {e:#}");
+        if self.0 == exit::OK {
+            self.0 = exit::code_of(e);
+        }
+    }
+}
+
+fn run(a: Args) -> Result<u8> {
+    let quiet = a.common.quiet;
+    match a.cmd {
+        Cmd::Pause { for_ms } => {
+            let q = a.common.open_existing()?;
+            let until = for_ms.map(|d| time::now_ms().saturating_add(d as i64));
+            q.pause(until)?;
+            let until = until.map(time::rfc3339);
+            if !quiet && out::stderr_is_tty() {
+                match &until {
+                    Some(u) => eprintln!("{TOOL}: paused until {u} (q-ctl resume to resume earlier)"),
+                    None => eprintln!("{TOOL}: paused; running jobs go on (q-ctl resume to resume)"),
+                }
+            }
+            out::line(&json!({"type": "ctl", "action": "pause", "paused": true, "paused_until": until}))?;
+            Ok(exit::OK)
+        }
+        Cmd::Resume => {
+            let q = a.common.open_existing()?;
+            let was = q.resume()?;
+            q.wake();
+            out::line(&json!({"type": "ctl", "action": "resume", "paused": false, "was_paused": was}))?;
+            Ok(exit::OK)
+        }
+        Cmd::Cancel { ids } => per_id(&a.common, &ids, "cancel", cancel),
+        Cmd::Retry { ids } => per_id(&a.common, &ids, "retry", |q, id| {
+            let was = q.locate(id)?.map(|l| l.state.as_str());
+            q.retry(id)?;
+            Ok(json!({"was": was}))
+        }),
+        Cmd::Hold { ids } => per_id(&a.common, &ids, "hold", hold),
+        Cmd::Release { ids } => per_id(&a.common, &ids, "release", |q, id| {
+            let was = q.release(id)?;
+            if was != State::Held {
+                note(quiet, &format!("job {id} is {} (not held): nothing to release", was.as_str()));
+            }
+            Ok(json!({"was": was.as_str()}))
+        }),
+        Cmd::Rm { ids } => per_id(&a.common, &ids, "rm", |q, id| {
+            let was = q.remove(id)?;
+            Ok(json!({"was": was.as_str(), "state": Value::Null}))
+        }),
+        Cmd::Ack(s) => settle_each(&a.common, &s, |q, id, token| {
+            settle(q, id, token, Reason::Ok, None, None)
+        }),
+        Cmd::Nack { s, exit_code, delay } => settle_each(&a.common, &s, |q, id, token| {
+            settle(q, id, token, Reason::Exit, Some(exit_code), delay)
+        }),
+        Cmd::Touch(s) => settle_each(&a.common, &s, |q, id, token| {
+            let until = q.touch(id, token)?;
+            Ok(json!({"type": "ctl", "action": "touch", "id": id, "token": token, "lease_expires_at": time::rfc3339(until)}))
+        }),
+    }
+}
+
+fn note(quiet: bool, msg: &str) {
+    if !quiet {
+        eprintln!("{TOOL}: {msg}");
+    }
+}
+
+/// Act on each id; the action returns extra fields for the `ctl` line
+/// (`was`, and `state` when it knows it better than a fresh look-up).
+fn per_id(common: &Common, args: &[String], action: &str, act: impl Fn(&Queue, &str) -> Result<Value>) -> Result<u8> {
+    let ids = ids::collect(args, TOOL)?;
+    if ids.is_empty() {
+        bail!(q_queue::Error::new(
+            Kind::NoJob,
+            format!("no job ids given: pass IDs as arguments or pipe them in (e.g. q-ls --state dead | q-ctl {action})")
+        ));
+    }
+    let q = common.open_existing()?;
+    let mut st = Status::default();
+    for id in &ids {
+        let mut rec = match act(&q, id) {
+            Ok(v) => v,
+            Err(e) => {
+                st.fail(&e);
+                continue;
+            }
+        };
+        if rec.get("state").is_none() {
+            let now = q.locate(id).ok().flatten().map(|l| l.state.as_str());
+            rec["state"] = json!(now);
+        }
+        let mut line = json!({"type": "ctl", "action": action, "id": id});
+        if let (Some(line), Some(extra)) = (line.as_object_mut(), rec.as_object()) {
+            line.extend(extra.clone());
+        }
+        if !out::line(&line)? {
+            break;
+        }
+    }
+    Ok(st.0)
+}
+
+fn cancel(q: &Queue, id: &str) -> Result<Value> {
+    let was = q.cancel(id)?;
+    Ok(match was {
+        State::Running => json!({"was": "running", "cancel_requested": true}),
+        s if s.is_terminal() => json!({"was": s.as_str(), "state": s.as_str()}),
+        s => json!({"was": s.as_str(), "state": "canceled"}),
+    })
+}
+
+fn hold(q: &Queue, id: &str) -> Result<Value> {
+    let was = q.hold(id)?;
+    match was {
+        State::Pending | State::Waiting => Ok(json!({"was": was.as_str(), "state": "held"})),
+        State::Held => Ok(json!({"was": "held", "state": "held"})),
+        s => bail!(q_queue::Error::new(
+            Kind::Busy,
+            format!("job {id} is {}: only pending or waiting jobs can be held", s.as_str())
+        )),
+    }
+}
+
+/// Settle (ack/nack) one claim and return its `result` record.
+fn settle(q: &Queue, id: &str, token: &str, reason: Reason, exit_code: Option<i32>, delay_ms: Option<u64>) -> Result<Value> {
+    // The claim time stands in for the start: a hand-settled attempt ran
+    // somewhere between its claim and now.
+    let started = q_queue::names::LeasedName::from_token(id, token)
+        .and_then(|n| q.read_lease(id, n.c.attempt).ok())
+        .and_then(|l| time::parse_time(&l.claimed_at).ok());
+    let outcome = Outcome { exit_code: exit_code.or((reason == Reason::Ok).then_some(0)), started_at_ms: started, ..Outcome::default() };
+    let opts = SettleOpts { delay_ms, worker_id: Some(cli::worker_id()), rand: cli::random_u64() };
+    let rec = q.settle(id, token, reason, &outcome, &opts)?;
+    Ok(serde_json::to_value(rec)?)
+}
+
+/// Run a claim action for ID/--token, or for every claim line on stdin.
+fn settle_each(common: &Common, s: &Settle, act: impl Fn(&Queue, &str, &str) -> Result<Value>) -> Result<u8> {
+    let claims: Vec<(String, String)> = match (&s.id, &s.token) {
+        (Some(id), Some(t)) => vec![(id.clone(), t.clone())],
+        _ => claims_from_stdin()?,
+    };
+    let q = common.open_existing()?;
+    let mut st = Status::default();
+    for (id, token) in &claims {
+        let r = q_queue::id::check_id(id).map_err(anyhow::Error::from).and_then(|_| {
+            if q.locate(id)?.is_none() {
+                bail!(q_queue::Error::no_job(id));
+            }
+            act(&q, id, token)
+        });
+        match r {
+            Ok(v) => {
+                if !out::line(&v)? {
+                    break;
+                }
+            }
+            Err(e) => st.fail(&e),
+        }
+    }
+    Ok(st.0)
+}
+
+/// Claim lines (`{"id":..,"token":..}`, as q-claim prints) from stdin.
+fn claims_from_stdin() -> Result<Vec<(String, String)>> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        bail!(q_queue::Error::new(Kind::Data, "give ID and --token, or pipe the claim line (q-claim's output) on stdin"));
+    }
+    let mut v = Vec::new();
+    for (n, line) in stdin.lock().lines().enumerate() {
+        let line = line.context("read stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = || q_queue::Error::new(Kind::Data, format!("stdin line {}: expected a claim line with \"id\" and \"token\"", n + 1));
+        let j: Value = serde_json::from_str(&line).map_err(|_| bad())?;
+        match (j["id"].as_str(), j["token"].as_str()) {
+            (Some(id), Some(t)) => v.push((id.to_owned(), t.to_owned())),
+            _ => bail!(bad()),
+        }
+    }
+    if v.is_empty() {
+        bail!(q_queue::Error::new(Kind::NoJob, "no claim lines on stdin: give ID and --token"));
+    }
+    Ok(v)
 }

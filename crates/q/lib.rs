@@ -6,6 +6,7 @@ pub mod cli_signals;
 pub mod exit;
 pub mod ids;
 pub mod out;
+pub mod sys;
 
 pub mod claim;
 pub mod ctl;

@@ -1,6 +1,243 @@
-//! Placeholder: this tool is being written.
+//! `q-run`: run claimed jobs. As a worker it claims jobs itself (until idle
+//! with `--exit-on-idle`, else waiting for new ones); with `--stdin` it runs
+//! the claims `q-claim` printed; with `--once` it runs one job and exits
+//! like GNU `timeout`. Every attempt ends in one fenced settle and one
+//! `result` line on stdout.
 
-pub fn main() -> std::process::ExitCode {
-    eprintln!("not built yet");
-    std::process::ExitCode::from(1)
+mod attempt;
+mod heartbeat;
+
+use crate::cli::{self, Common};
+use crate::exit;
+use crate::out;
+use anyhow::{Context, Result};
+use clap::Parser;
+use heartbeat::{Heartbeat, Held};
+use q_queue::{ClaimOpts, Liveness, Queue, Reason};
+use std::ffi::OsString;
+use std::io::BufRead;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "q-run",
+    version,
+    about = "Run jobs of a q queue: as a worker, from q-claim's output, or one job like timeout(1)",
+    long_about = "Run jobs, each in its own process group, in its recorded directory and environment plus Q_DIR, Q_JOB_ID, Q_ATTEMPT, Q_FENCE and Q_WORKSPACE, with its payload on stdin. Keeps the lease alive while the job runs, enforces --timeout and the output cap (SIGTERM to the whole group, --grace, then SIGKILL), keeps stdout and stderr in the queue (q-log), and settles the attempt: done, retry after backoff, or dead. Prints one {\"type\":\"result\",...} line per attempt.\n\nModes: by default a worker that claims jobs itself and waits for new ones (--exit-on-idle: stop when nothing is ready); --stdin runs the claim lines q-claim printed; --once runs one job and exits with its status: the job's own, 124 on timeout, 125 when q-run failed, 126/127 when the command cannot run or is not found, 128+N when killed by signal N, 75 when nothing was ready, 76 when its lease was taken over.\n\nSIGTERM or SIGINT: stop claiming, let the running job finish within --grace, then terminate it and requeue it (worker-shutdown); a second signal stops at once. When the job's leader exits, what is left of its process group is killed; a job that leaves its group on purpose (setsid) is outside q's reach.",
+    after_help = "Examples:\n  q-run --exit-on-idle                 # drain the queue with one worker\n  q-claim | q-run --stdin --once       # take one job and run it here, with its status\n  q-run -- ./handle.sh                 # jobs are data: the handler gets each claim line on stdin"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Run the claim lines read from stdin (as printed by q-claim)
+    #[arg(long)]
+    stdin: bool,
+    /// Run one job, then exit with its status (like GNU timeout)
+    #[arg(long)]
+    once: bool,
+    /// Stop when no job is ready (worker mode)
+    #[arg(long)]
+    exit_on_idle: bool,
+    /// Lease of the jobs this worker claims; extended every third of it
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = cli::duration)]
+    lease: u64,
+    /// Time between SIGTERM and SIGKILL, and to finish a job when asked to stop
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = cli::duration)]
+    grace: u64,
+    /// Cap on an attempt's stdout plus stderr, in bytes (K, M, G suffixes); beyond it the attempt ends with output-limit
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    output_limit: u64,
+    /// A handler to run instead of each job's command; it gets the claim line on stdin
+    #[arg(last = true, value_name = "HANDLER")]
+    handler: Vec<OsString>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("invalid size {s:?}: use bytes with an optional K, M or G suffix"))
+}
+
+/// Settings of one run loop, shared by the modes.
+pub(crate) struct Ctx {
+    pub q: Queue,
+    pub handler: Vec<OsString>,
+    pub grace: Duration,
+    pub output_limit: u64,
+    pub worker_id: String,
+    /// SIGTERM/SIGINT received so far: 1 drains, 2 stops at once.
+    pub signals: Arc<AtomicUsize>,
+    pub heartbeat: Heartbeat,
+}
+
+impl Ctx {
+    pub fn draining(&self) -> bool {
+        self.signals.load(Ordering::Relaxed) > 0
+    }
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    exit::run("q-run", || run(args))
+}
+
+fn run(a: Args) -> Result<u8> {
+    let signals = Arc::new(AtomicUsize::new(0));
+    {
+        let s = Arc::clone(&signals);
+        let mut it = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+        std::thread::spawn(move || {
+            for _ in it.forever() {
+                s.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    if std::env::var_os("Q_SUPERVISOR_PID").is_some() {
+        // Die with the supervisor that started us.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    }
+    let q = match a.common.open()? {
+        Some(q) => q,
+        None if a.stdin => a.common.create(None)?,
+        None => {
+            if !a.common.quiet && !a.exit_on_idle && !a.once {
+                eprintln!("q-run: no queue yet at {}; waiting for the first push", a.common.path().display());
+            }
+            if a.once {
+                return Ok(exit::TEMP);
+            }
+            if a.exit_on_idle {
+                return Ok(exit::OK);
+            }
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                if signals.load(Ordering::Relaxed) > 0 {
+                    return Ok(exit::OK);
+                }
+                if let Some(q) = a.common.open()? {
+                    break q;
+                }
+            }
+        }
+    };
+    let ctx = Ctx {
+        q: q.clone(),
+        handler: a.handler.clone(),
+        grace: Duration::from_millis(a.grace),
+        output_limit: a.output_limit,
+        worker_id: cli::worker_id(),
+        signals,
+        heartbeat: Heartbeat::start(),
+    };
+    if a.stdin { run_stdin(&ctx, a.once) } else { run_worker(&ctx, &a) }
+}
+
+/// Worker mode: claim, run, repeat.
+fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
+    let opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(ctx.worker_id.clone()), liveness: Liveness::Flock };
+    let waiter = ctx.q.waiter();
+    loop {
+        if ctx.draining() {
+            return Ok(exit::OK);
+        }
+        let mut claims = ctx.q.claim(1, &opts)?;
+        let Some(c) = claims.pop() else {
+            if a.once {
+                return Ok(exit::TEMP);
+            }
+            if a.exit_on_idle {
+                return Ok(exit::OK);
+            }
+            waiter.wait(Duration::from_secs(1));
+            continue;
+        };
+        let held = ctx.heartbeat.hold(&ctx.q, c);
+        let end = attempt::run(ctx, &held)?;
+        ctx.heartbeat.release(&held);
+        if a.once {
+            return Ok(end.once_code);
+        }
+    }
+}
+
+/// `--stdin`: adopt every claim line as it arrives (so all their leases are
+/// extended), run them one by one.
+fn run_stdin(ctx: &Ctx, once: bool) -> Result<u8> {
+    let (tx, rx) = std::sync::mpsc::channel::<Arc<Held>>();
+    let q = ctx.q.clone();
+    let hb = ctx.heartbeat.clone();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for (n, line) in stdin.lock().lines().enumerate() {
+            let Ok(line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            match adopt(&q, &hb, &line) {
+                Ok(h) => {
+                    if tx.send(h).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => eprintln!("q-run: stdin line {}: {e:#}", n + 1),
+            }
+        }
+    });
+    let mut code = exit::OK;
+    let mut ran = false;
+    while let Ok(held) = rx.recv() {
+        if ctx.draining() {
+            // Not started: hand it back at once.
+            let _ = ctx.q.settle(&held.id, &held.token, Reason::WorkerShutdown, &Default::default(), &Default::default());
+            ctx.heartbeat.release(&held);
+            continue;
+        }
+        let end = attempt::run(ctx, &held)?;
+        ctx.heartbeat.release(&held);
+        ran = true;
+        code = end.once_code;
+        if once {
+            break;
+        }
+    }
+    if once {
+        return Ok(if ran { code } else { exit::TEMP });
+    }
+    Ok(exit::OK)
+}
+
+/// Take over a claim printed by q-claim: lock its lease, check it is still
+/// current, and start extending it.
+fn adopt(q: &Queue, hb: &Heartbeat, line: &str) -> Result<Arc<Held>> {
+    let v: serde_json::Value = serde_json::from_str(line).context("not a JSON claim line")?;
+    let id = v["id"].as_str().context("the claim line has no \"id\"")?;
+    let token = v["token"].as_str().context("the claim line has no \"token\"")?;
+    q_queue::id::check_id(id)?;
+    let name = q_queue::names::LeasedName::from_token(id, token)
+        .ok_or_else(|| q_queue::Error::new(q_queue::Kind::Data, format!("invalid token {token:?}")))?;
+    let lease_path = q.lease_path(id, name.c.attempt);
+    let f = q_queue::fsx::open_rw(&lease_path).map_err(|_| q_queue::Error::lease_lost(id, token))?;
+    if f.try_lock().is_err() {
+        anyhow::bail!(q_queue::Error::new(q_queue::Kind::Busy, format!("job {id} attempt {} is already being run by another process", name.c.attempt)));
+    }
+    let leased = q.dir("leased").join(name.to_string());
+    let job = q.read_job(&leased).map_err(|_| q_queue::Error::lease_lost(id, token))?;
+    let lease = q.read_lease(id, name.c.attempt)?;
+    Ok(hb.adopt(q, id, name, job, f, lease.lease_ms))
+}
+
+/// Print a result line; a closed stdout is not an error for a reporter.
+pub(crate) fn report(v: &q_queue::ResultRecord) {
+    let _ = out::line(v);
 }

@@ -1,0 +1,396 @@
+//! One attempt: spawn the job in its own process group, stream its output
+//! into the queue under a cap, keep watch (timeout, cancel, lost lease,
+//! drain), stop it when asked (SIGTERM to the group, grace, SIGKILL), reap
+//! it with its resource usage, and settle.
+
+use super::Ctx;
+use super::heartbeat::Held;
+use crate::sys;
+use anyhow::Result;
+use nix::sys::signal::Signal;
+use q_queue::{Outcome, Reason, ResultRecord, RunInfo, SettleOpts, Stream, State, ident, time};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How an attempt ended, for the caller.
+pub struct End {
+    /// `q-run --once` exit status.
+    pub once_code: u8,
+}
+
+/// Why we are stopping the job, and when we sent SIGTERM.
+struct Stopping {
+    reason: Reason,
+    term_at: Instant,
+    killed: bool,
+}
+
+pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
+    let q = &ctx.q;
+    let job = &held.job;
+    let a = held.attempt();
+    let var = q.var(&held.id);
+    q_queue::fsx::mkdir(&var)?;
+    let workspace = q.workspace_path(&held.id, a);
+    q_queue::fsx::mkdir(&workspace)?;
+    let mut out_log = File::create(q.log_path(&held.id, a, Stream::Stdout))?;
+    let mut err_log = File::create(q.log_path(&held.id, a, Stream::Stderr))?;
+
+    let started_ms = time::now_ms();
+    let mut cmd = match build_command(ctx, held, &workspace) {
+        Ok(c) => c,
+        Err(e) => return finish_spawn_failed(ctx, held, started_ms, &e.to_string(), 125),
+    };
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                _ => 126,
+            };
+            let _ = writeln!(err_log, "q-run: cannot run the job: {e}");
+            return finish_spawn_failed(ctx, held, started_ms, &e.to_string(), code);
+        }
+    };
+    let pid = child.id() as i32;
+    let leader_start = ident::start_ticks(pid).unwrap_or(0);
+    write_run_record(ctx, held, pid, leader_start, started_ms);
+
+    // The payload (or the claim line, for a handler) on stdin.
+    if let Some(mut sin) = child.stdin.take() {
+        let input = stdin_bytes(ctx, held);
+        std::thread::spawn(move || {
+            let _ = sin.write_all(&input);
+        });
+    }
+    let mut pout = child.stdout.take();
+    let mut perr = child.stderr.take();
+    for p in [pout.as_ref().map(|p| p.as_fd()), perr.as_ref().map(|p| p.as_fd())].into_iter().flatten() {
+        let _ = nix::fcntl::fcntl(p, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+    }
+
+    // Readable when the leader exits: wakes the loop without polling.
+    let pidfd = rustix::process::Pid::from_raw(pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let start = Instant::now();
+    let deadline = job.timeout_ms.map(|t| start + Duration::from_millis(t));
+    let mut written: u64 = 0;
+    let mut stopping: Option<Stopping> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut last_cancel_check = Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    let reaped = loop {
+        // Output, or up to 100 ms of waiting for it.
+        pump(&mut pout, &mut perr, pidfd.as_ref(), &mut out_log, &mut err_log, &mut buf, &mut written, ctx.output_limit, Duration::from_millis(100));
+        if let Some(r) = sys::wait4(pid, true)? {
+            break r;
+        }
+        let now = Instant::now();
+        if written >= ctx.output_limit && stopping.is_none() {
+            stopping = Some(stop(pid, leader_start, Reason::OutputLimit));
+        }
+        if deadline.is_some_and(|d| now >= d) && stopping.is_none() {
+            stopping = Some(stop(pid, leader_start, Reason::Timeout));
+        }
+        if held.lost.load(Ordering::Relaxed) {
+            // Taken over: end it now, its result will be refused anyway.
+            ident::kill_group(pid, leader_start, Signal::SIGKILL);
+            if stopping.is_none() {
+                stopping = Some(Stopping { reason: Reason::LeaseLost, term_at: now, killed: true });
+            }
+        }
+        if now.duration_since(last_cancel_check) >= Duration::from_millis(200) {
+            last_cancel_check = now;
+            if stopping.is_none() && q.cancel_requested(&held.id, a) {
+                stopping = Some(stop(pid, leader_start, Reason::Canceled));
+            }
+        }
+        match ctx.signals.load(Ordering::Relaxed) {
+            0 => {}
+            1 => {
+                let d = *drain_deadline.get_or_insert(now + ctx.grace);
+                if now >= d && stopping.is_none() {
+                    stopping = Some(stop(pid, leader_start, Reason::WorkerShutdown));
+                }
+            }
+            _ => {
+                ident::kill_group(pid, leader_start, Signal::SIGKILL);
+                if stopping.as_ref().is_none_or(|s| s.reason != Reason::WorkerShutdown) && stopping.is_none() {
+                    stopping = Some(Stopping { reason: Reason::WorkerShutdown, term_at: now, killed: true });
+                }
+            }
+        }
+        if let Some(s) = stopping.as_mut() {
+            if !s.killed && now.duration_since(s.term_at) >= ctx.grace {
+                ident::kill_group(pid, leader_start, Signal::SIGKILL);
+                s.killed = true;
+            }
+        }
+    };
+    // The leader is gone: so is whatever it left in its group.
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    pump(&mut pout, &mut perr, None, &mut out_log, &mut err_log, &mut buf, &mut written, ctx.output_limit, Duration::ZERO);
+    drop(child);
+    let finished_ms = time::now_ms();
+
+    let reason = match &stopping {
+        Some(s) => s.reason,
+        None if reaped.exit_code == Some(0) => Reason::Ok,
+        None if reaped.signal.is_some() => Reason::Signal,
+        None => Reason::Exit,
+    };
+    let outcome = Outcome {
+        exit_code: reaped.exit_code,
+        signal: reaped.signal,
+        started_at_ms: Some(started_ms),
+        finished_at_ms: Some(finished_ms),
+        cpu_user_ms: Some(reaped.user_ms),
+        cpu_sys_ms: Some(reaped.sys_ms),
+        max_rss_kb: Some(reaped.max_rss_kb),
+    };
+    let once_code = match reason {
+        Reason::Ok => 0,
+        Reason::Timeout => 124,
+        Reason::LeaseLost => 76,
+        Reason::OutputLimit => 1,
+        _ => match (reaped.exit_code, reaped.signal) {
+            (Some(c), _) => c.clamp(0, 255) as u8,
+            (None, Some(s)) => (128 + s).clamp(0, 255) as u8,
+            _ => 125,
+        },
+    };
+    let rec = settle(ctx, held, reason, &outcome);
+    if rec.as_ref().is_some_and(|r| r.state == State::Done) {
+        let _ = fs::remove_dir_all(&workspace);
+    }
+    let lost = rec.is_none();
+    Ok(End { once_code: if lost { 76 } else { once_code } })
+}
+
+/// Settle and print; `None` when the lease was lost (a lease-lost line is
+/// printed instead).
+fn settle(ctx: &Ctx, held: &Held, reason: Reason, outcome: &Outcome) -> Option<ResultRecord> {
+    let opts = SettleOpts { delay_ms: None, worker_id: Some(ctx.worker_id.clone()), rand: crate::cli::random_u64() };
+    if reason != Reason::LeaseLost {
+        match ctx.q.settle(&held.id, &held.token, reason, outcome, &opts) {
+            Ok(rec) => {
+                super::report(&rec);
+                return Some(rec);
+            }
+            Err(e) if e.kind == q_queue::Kind::LeaseLost => {}
+            Err(e) => {
+                eprintln!("q-run: error: cannot record the result of job {}: {e}; its lease will expire and it will be retried", held.id);
+                return None;
+            }
+        }
+    }
+    eprintln!("q-run: job {} attempt {}: lease-lost: the lease was taken over; this result is refused", held.id, held.attempt());
+    let state = ctx.q.locate(&held.id).ok().flatten().map_or(State::Pending, |l| l.state);
+    let rec = ResultRecord {
+        kind: "result".into(),
+        id: held.id.clone(),
+        attempt: held.attempt(),
+        token: Some(held.token.clone()),
+        state,
+        reason: Reason::LeaseLost,
+        exit_code: outcome.exit_code,
+        signal: outcome.signal,
+        started_at: outcome.started_at_ms.map(time::rfc3339),
+        finished_at: outcome.finished_at_ms.map(time::rfc3339),
+        duration_ms: outcome.started_at_ms.zip(outcome.finished_at_ms).map(|(s, f)| (f - s).max(0) as u64),
+        cpu_user_ms: outcome.cpu_user_ms,
+        cpu_sys_ms: outcome.cpu_sys_ms,
+        max_rss_kb: outcome.max_rss_kb,
+        failures: held.name.c.failures,
+        next_run_at: None,
+        name: held.job.name.clone(),
+        host: Some(ident::host().host.clone()),
+        worker_id: Some(ctx.worker_id.clone()),
+        detail: None,
+    };
+    super::report(&rec);
+    None
+}
+
+fn finish_spawn_failed(ctx: &Ctx, held: &Held, started_ms: i64, why: &str, code: u8) -> Result<End> {
+    let outcome = Outcome { exit_code: Some(i32::from(code)), started_at_ms: Some(started_ms), finished_at_ms: Some(time::now_ms()), ..Outcome::default() };
+    eprintln!("q-run: job {}: cannot run its command: {why}", held.id);
+    let rec = settle(ctx, held, Reason::SpawnFailed, &outcome);
+    Ok(End { once_code: if rec.is_some() { code } else { 76 } })
+}
+
+/// SIGTERM the job's group and note why.
+fn stop(pid: i32, leader_start: u64, reason: Reason) -> Stopping {
+    ident::kill_group(pid, leader_start, Signal::SIGTERM);
+    Stopping { reason, term_at: Instant::now(), killed: false }
+}
+
+fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<Command> {
+    let job = &held.job;
+    let mut cmd = if !ctx.handler.is_empty() {
+        let mut c = Command::new(&ctx.handler[0]);
+        c.args(&ctx.handler[1..]);
+        c
+    } else if let Some(argv) = &job.cmd {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        c
+    } else if let Some(sh) = &job.sh {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(sh);
+        c
+    } else {
+        anyhow::bail!("job {} has no cmd or sh: it is data for a handler (run q-run -- HANDLER...)", job.id);
+    };
+    if job.env_from == q_queue::job::EnvFrom::Pusher {
+        cmd.env_clear();
+        if let Some(r) = &job.env_ref {
+            cmd.envs(ctx.q.load_env(r)?);
+        }
+    }
+    cmd.envs(&job.env);
+    let root = std::fs::canonicalize(ctx.q.root()).unwrap_or_else(|_| ctx.q.root().to_path_buf());
+    cmd.env("Q_DIR", &root)
+        .env("Q_QUEUE", &root)
+        .env("Q_JOB_ID", &job.id)
+        .env("Q_ATTEMPT", held.attempt().to_string())
+        .env("Q_FENCE", format!("{}:{}", job.id, held.attempt()))
+        .env("Q_WORKSPACE", workspace);
+    cmd.env_remove("Q_SUPERVISOR_PID").env_remove("Q_WORKER_ID");
+    cmd.current_dir(&job.cwd);
+    let has_input = !ctx.handler.is_empty() || job.payload.is_some();
+    cmd.stdin(if has_input { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.process_group(0);
+    sys::kill_with_parent(&mut cmd);
+    Ok(cmd)
+}
+
+fn stdin_bytes(ctx: &Ctx, held: &Held) -> Vec<u8> {
+    let mut v = if !ctx.handler.is_empty() {
+        serde_json::to_vec(&serde_json::json!({
+            "type": "claim",
+            "id": held.id,
+            "token": held.token,
+            "fence": held.attempt(),
+            "attempt": held.attempt(),
+            "lease_ms": held.lease_ms,
+            "job": held.job,
+        }))
+        .unwrap_or_default()
+    } else {
+        serde_json::to_vec(held.job.payload.as_ref().unwrap_or(&serde_json::Value::Null)).unwrap_or_default()
+    };
+    v.push(b'\n');
+    v
+}
+
+fn write_run_record(ctx: &Ctx, held: &Held, pid: i32, leader_start: u64, started_ms: i64) {
+    let h = ident::host();
+    let (me, me_start) = ident::me();
+    let rec = RunInfo {
+        v: 1,
+        host: h.host.clone(),
+        boot_id: h.boot_id.clone(),
+        pidns: h.pidns.clone(),
+        pid: me,
+        pid_start: me_start,
+        pgid: pid,
+        leader_start,
+        started_at: time::rfc3339(started_ms),
+        worker_id: Some(ctx.worker_id.clone()),
+    };
+    let path = ctx.q.var(&held.id).join(format!("{}.run.json", held.attempt()));
+    let mut b = serde_json::to_vec(&rec).unwrap_or_default();
+    b.push(b'\n');
+    let _ = q_queue::fsx::publish(&ctx.q.tmp(), &path, &b, false);
+}
+
+/// Move available output into the logs, waiting up to `wait` for some.
+#[allow(clippy::too_many_arguments)]
+fn pump(
+    pout: &mut Option<std::process::ChildStdout>,
+    perr: &mut Option<std::process::ChildStderr>,
+    pidfd: Option<&std::os::fd::OwnedFd>,
+    out_log: &mut File,
+    err_log: &mut File,
+    buf: &mut [u8],
+    written: &mut u64,
+    limit: u64,
+    wait: Duration,
+) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut first = true;
+    // Bounded, so that a chatty job cannot keep the watch loop from its checks.
+    for _ in 0..64 {
+        let mut fds = Vec::new();
+        if let Some(p) = pout.as_ref() {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(p) = perr.as_ref() {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        }
+        let pipes = fds.len();
+        if let Some(p) = pidfd {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        }
+        if fds.is_empty() {
+            if first && !wait.is_zero() {
+                std::thread::sleep(wait.min(Duration::from_millis(5)));
+            }
+            return;
+        }
+        if pipes == 0 && !first {
+            return;
+        }
+        let t = if first { PollTimeout::try_from(wait.as_millis() as i32).unwrap_or(PollTimeout::ZERO) } else { PollTimeout::ZERO };
+        first = false;
+        match poll(&mut fds, t) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let exited = fds.get(pipes).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+        drop(fds);
+        let mut progressed = false;
+        if let Some(p) = pout.as_mut() {
+            match read_into(p, out_log, buf, written, limit) {
+                Some(0) => *pout = None,
+                Some(_) => progressed = true,
+                None => {}
+            }
+        }
+        if let Some(p) = perr.as_mut() {
+            match read_into(p, err_log, buf, written, limit) {
+                Some(0) => *perr = None,
+                Some(_) => progressed = true,
+                None => {}
+            }
+        }
+        if exited || (!progressed && (pout.is_some() || perr.is_some())) {
+            return;
+        }
+    }
+}
+
+/// Read once: `Some(0)` at end of file, `Some(n)` bytes read, `None` would block.
+fn read_into(r: &mut impl Read, log: &mut File, buf: &mut [u8], written: &mut u64, limit: u64) -> Option<usize> {
+    match r.read(buf) {
+        Ok(0) => Some(0),
+        Ok(n) => {
+            let room = limit.saturating_sub(*written) as usize;
+            let keep = n.min(room);
+            if keep > 0 {
+                let _ = log.write_all(&buf[..keep]);
+            }
+            *written = written.saturating_add(n as u64);
+            Some(n)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => None,
+        Err(_) => Some(0),
+    }
+}

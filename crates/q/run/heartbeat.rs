@@ -1,0 +1,101 @@
+//! The heartbeat: one thread that extends every lease this process holds
+//! (every third of its length) and notices when one was taken over.
+
+use q_queue::names::LeasedName;
+use q_queue::{Claim, Job, Queue};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A claim this process holds: its lease file stays open and flock'ed.
+pub struct Held {
+    pub id: String,
+    pub token: String,
+    pub name: LeasedName,
+    pub job: Job,
+    pub lease_ms: u64,
+    lease_file: File,
+    leased_path: PathBuf,
+    last_touch: Mutex<Instant>,
+    /// The lease was taken over: stop the job, its result will be refused.
+    pub lost: AtomicBool,
+}
+
+impl Held {
+    pub fn attempt(&self) -> u32 {
+        self.name.c.attempt
+    }
+
+    fn beat(&self) {
+        let _ = self.lease_file.set_modified(SystemTime::now());
+        if !self.leased_path.exists() {
+            self.lost.store(true, Ordering::Relaxed);
+        }
+        if let Ok(mut t) = self.last_touch.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    fn due(&self) -> bool {
+        let every = Duration::from_millis((self.lease_ms / 3).max(50));
+        self.last_touch.lock().map(|t| t.elapsed() >= every).unwrap_or(true)
+    }
+}
+
+/// The set of held claims and the thread that keeps them alive.
+#[derive(Clone)]
+pub struct Heartbeat {
+    held: Arc<Mutex<Vec<Arc<Held>>>>,
+}
+
+impl Heartbeat {
+    pub fn start() -> Heartbeat {
+        let hb = Heartbeat { held: Arc::new(Mutex::new(Vec::new())) };
+        let held = Arc::clone(&hb.held);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                let list: Vec<Arc<Held>> = held.lock().map(|l| l.clone()).unwrap_or_default();
+                for h in list.iter().filter(|h| h.due()) {
+                    h.beat();
+                }
+            }
+        });
+        hb
+    }
+
+    /// Hold a claim this process made.
+    pub fn hold(&self, q: &Queue, c: Claim) -> Arc<Held> {
+        let id = c.id.clone();
+        self.adopt(q, &id, c.name, c.job, c.lease_file, c.lease_ms)
+    }
+
+    /// Hold a claim made elsewhere whose lease file we locked.
+    pub fn adopt(&self, q: &Queue, id: &str, name: LeasedName, job: Job, lease_file: File, lease_ms: u64) -> Arc<Held> {
+        let h = Arc::new(Held {
+            id: id.to_owned(),
+            token: name.token(),
+            leased_path: q.dir("leased").join(name.to_string()),
+            name,
+            job,
+            lease_ms,
+            lease_file,
+            last_touch: Mutex::new(Instant::now()),
+            lost: AtomicBool::new(false),
+        });
+        h.beat();
+        if let Ok(mut l) = self.held.lock() {
+            l.push(Arc::clone(&h));
+        }
+        h
+    }
+
+    /// Stop extending a claim (it was settled, or lost).
+    pub fn release(&self, h: &Arc<Held>) {
+        if let Ok(mut l) = self.held.lock() {
+            l.retain(|x| !Arc::ptr_eq(x, h));
+        }
+    }
+}
