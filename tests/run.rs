@@ -1,3 +1,333 @@
-#[allow(unused_imports)]
+//! q-run: process groups, timeouts, retries with backoff, fencing against a
+//! paused worker, crashes of the runner, cancel, output cap, pipelines,
+//! dependencies, environment.
 
 use crate::util::*;
+use nix::sys::signal::Signal;
+
+fn read_pids(p: &Path) -> Vec<i32> {
+    std::fs::read_to_string(p).unwrap_or_default().split_whitespace().filter_map(|s| s.parse().ok()).collect()
+}
+
+fn results(o: &Out) -> Vec<Value> {
+    o.lines().into_iter().filter(|l| l["type"] == "result").collect()
+}
+
+/// A job that spawns a grandchild and ignores SIGTERM is killed within
+/// timeout + grace, with no process of its tree left; reason timeout.
+#[test]
+fn serial_timeout_kills_the_whole_tree() {
+    let q = QDir::new();
+    let pids = q.file("pids");
+    let script = format!("trap '' TERM; (trap '' TERM; echo $(sh -c 'echo $PPID') >> {p}; sleep 60) & echo $$ >> {p}; sleep 60", p = pids.display());
+    let id = q.push(&["--timeout", "1s", "--sh", &script]);
+    let t0 = Instant::now();
+    let o = q.run("q-run", &["--exit-on-idle", "--grace", "500ms"]);
+    let took = t0.elapsed();
+    o.ok();
+    let r = &results(&o)[0];
+    assert_eq!(r["reason"], "timeout");
+    assert_eq!(r["state"], "dead");
+    assert_eq!(r["signal"], 9, "SIGTERM was ignored, SIGKILL ended it");
+    assert!(took < Duration::from_secs(20), "bounded by timeout + grace (+ slack): {took:?}");
+    let ps = read_pids(&pids);
+    assert_eq!(ps.len(), 2, "leader and grandchild recorded: {ps:?}");
+    wait_until("no process of the job's tree is left", Duration::from_secs(5), || ps.iter().all(|p| !pid_alive(*p)));
+    assert_eq!(q.state(&id), "dead");
+}
+
+/// Fails twice, then succeeds: done on attempt 3, with backoff between.
+#[test]
+fn serial_retries_with_backoff_then_done() {
+    let q = QDir::new();
+    let count = q.file("count");
+    let script = format!("n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ]", c = count.display());
+    let id = q.push(&["--attempts", "3", "--backoff", "300ms:5s", "--sh", &script]);
+    let mut all = Vec::new();
+    let t0 = Instant::now();
+    while q.state(&id) != "done" && q.state(&id) != "dead" {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        let o = q.run("q-run", &["--exit-on-idle"]);
+        all.extend(results(&o));
+        if all.len() < 3 {
+            // Wait for the retry to be due (its own next_run_at).
+            let due = all.last().and_then(|r| r["next_run_at"].as_str()).map(str::to_owned);
+            if let Some(d) = due {
+                let due_ms = jiff_ms(&d);
+                wait_until("retry due", Duration::from_secs(10), || now_ms() >= due_ms);
+            }
+        }
+    }
+    assert_eq!(q.state(&id), "done");
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert_eq!(all[0]["reason"], "exit");
+    assert_eq!(all[0]["state"], "pending");
+    assert_eq!(all[1]["failures"], 2);
+    assert_eq!(all[2]["attempt"], 3);
+    assert_eq!(all[2]["reason"], "ok");
+    // Backoff: base 300ms doubling with equal jitter: the first delay lies in
+    // [150, 300] ms, the second in [300, 600] ms after the failure.
+    for (i, (lo, hi)) in [(150, 300), (300, 600)].into_iter().enumerate() {
+        let fin = jiff_ms(all[i]["finished_at"].as_str().unwrap());
+        let next = jiff_ms(all[i]["next_run_at"].as_str().unwrap());
+        let d = next - fin;
+        assert!(d >= lo - 5 && d <= hi + 5, "delay {i}: {d} ms not in [{lo}, {hi}]");
+        let started_next = jiff_ms(all[i + 1]["started_at"].as_str().unwrap());
+        assert!(started_next >= next, "attempt {} started before its backoff ran out", i + 2);
+    }
+    // With attempts=2 the same job ends dead.
+    std::fs::remove_file(&count).unwrap();
+    let id2 = q.push(&["--attempts", "2", "--backoff", "100ms", "--sh", &script]);
+    let t0 = Instant::now();
+    while !["done", "dead"].contains(&q.state(&id2).as_str()) {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        q.run("q-run", &["--exit-on-idle"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(q.state(&id2), "dead");
+    assert_eq!(q.job(&id2)["result"]["failures"], 2);
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+pub fn jiff_ms(s: &str) -> i64 {
+    q_queue::time::parse_time(s).unwrap()
+}
+
+/// A worker SIGSTOPped past its lease, whose job another worker then
+/// completes: when continued, it refuses to commit (76) and the recorded
+/// result is the other worker's.
+#[test]
+fn serial_paused_worker_cannot_overwrite_the_takeover() {
+    let q = QDir::new();
+    let started = q.file("started");
+    let script = format!("echo $Q_ATTEMPT >> {s}; sleep 1.5; echo done-$Q_ATTEMPT", s = started.display());
+    let id = q.push(&["--sh", &script]);
+    let mut c = q.cmd("q-run");
+    c.args(["--once", "--lease", "600ms"]).env("Q_WORKER_ID", "first").stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut first = Proc::spawn(c);
+    wait_until("first attempt started", Duration::from_secs(10), || std::fs::read_to_string(&started).is_ok_and(|s| s.contains('1')));
+    first.signal(Signal::SIGSTOP);
+    let queue = q_queue::Queue::open(&q.queue).unwrap().unwrap();
+    // The lease runs out 600 ms after the last heartbeat; reclaim then.
+    wait_until("the stopped worker's lease is reclaimed", Duration::from_secs(10), || !queue.reclaim(false).unwrap().is_empty());
+    let o = q.run("q-run", &["--once"]);
+    o.ok();
+    assert_eq!(results(&o)[0]["attempt"], 2);
+    assert_eq!(q.state(&id), "done");
+    first.signal(Signal::SIGCONT);
+    let code = first.wait_for(Duration::from_secs(20));
+    assert_eq!(code, 76, "the late worker is refused");
+    let out = first.stdout();
+    let late = parse_lines(&out);
+    assert_eq!(late[0]["reason"], "lease-lost", "{out}");
+    let rec = queue.last_result(&id).unwrap();
+    assert_eq!(rec.attempt, 2, "the recorded result is the second worker's");
+    assert_eq!(rec.worker_id.as_deref().map(|w| w != "first"), Some(true));
+    assert_eq!(q.state(&id), "done");
+}
+
+/// SIGKILL of q-run mid-job: the job's tree dies too; after reclaim the job
+/// runs again (at-least-once) or ends dead (at-most-once).
+#[test]
+fn serial_sigkill_of_runner_kills_tree_and_requeues() {
+    for (flag, expect) in [(None, "done"), (Some("--at-most-once"), "dead")] {
+        let q = QDir::new();
+        let pids = q.file("pids");
+        let script = format!("(sleep 60 & echo $! >> {p}; wait) & echo $$ >> {p}; if [ $Q_ATTEMPT = 1 ]; then sleep 60; fi", p = pids.display());
+        let mut args = vec![];
+        if let Some(f) = flag {
+            args.push(f);
+        }
+        args.extend(["--sh", &script]);
+        let id = q.push(&args);
+        let mut c = q.cmd("q-run");
+        c.args(["--exit-on-idle"]).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut runner = Proc::spawn(c);
+        wait_until("job started", Duration::from_secs(10), || read_pids(&pids).len() >= 2);
+        let ps = read_pids(&pids);
+        runner.signal(Signal::SIGKILL);
+        runner.wait_for(Duration::from_secs(5));
+        // The leader dies with its runner (PDEATHSIG).
+        wait_until("job leader died with its runner", Duration::from_secs(5), || !pid_alive(ps[0]));
+        let queue = q_queue::Queue::open(&q.queue).unwrap().unwrap();
+        let rec = queue.reclaim(false).unwrap();
+        assert_eq!(rec.len(), 1, "the dead runner's claim is reclaimed at once (same host, free lock)");
+        wait_until("no process of the tree is left", Duration::from_secs(5), || ps.iter().all(|p| !pid_alive(*p)));
+        if expect == "done" {
+            assert_eq!(q.state(&id), "pending");
+            q.run("q-run", &["--exit-on-idle"]).ok();
+            let j = q.job(&id);
+            assert_eq!(j["state"], "done");
+            assert_eq!(j["attempt"], 2);
+        } else {
+            assert_eq!(q.state(&id), "dead");
+            let j = q.job(&id);
+            assert_eq!(j["result"]["reason"], "lease-expired");
+        }
+    }
+}
+
+/// Cancel of a running job ends its whole process tree; reason canceled.
+#[test]
+fn serial_cancel_running_job_kills_tree() {
+    let q = QDir::new();
+    let pids = q.file("pids");
+    let script = format!("sleep 60 & echo $! >> {p}; echo $$ >> {p}; wait", p = pids.display());
+    let id = q.push(&["--sh", &script]);
+    let mut c = q.cmd("q-run");
+    c.args(["--once", "--grace", "1s"]).stdout(Stdio::piped());
+    let mut runner = Proc::spawn(c);
+    wait_until("job started", Duration::from_secs(10), || read_pids(&pids).len() >= 2);
+    let queue = q_queue::Queue::open(&q.queue).unwrap().unwrap();
+    assert_eq!(queue.cancel(&id).unwrap(), q_queue::State::Running);
+    runner.wait_for(Duration::from_secs(10));
+    let r = parse_lines(&runner.stdout());
+    assert_eq!(r[0]["reason"], "canceled");
+    assert_eq!(r[0]["state"], "canceled");
+    assert_eq!(q.state(&id), "canceled");
+    let ps = read_pids(&pids);
+    wait_until("tree gone", Duration::from_secs(5), || ps.iter().all(|p| !pid_alive(*p)));
+}
+
+#[test]
+fn output_past_the_cap_ends_with_output_limit() {
+    let q = QDir::new();
+    let id = q.push(&["--sh", "yes hello | head -c 2000000; sleep 30"]);
+    let o = q.run("q-run", &["--exit-on-idle", "--output-limit", "64K", "--grace", "200ms"]);
+    let r = &results(&o)[0];
+    assert_eq!(r["reason"], "output-limit");
+    assert_eq!(r["state"], "dead");
+    let log = q.queue.join("var").join(&id).join("1.out");
+    assert_eq!(std::fs::metadata(log).unwrap().len(), 64 * 1024, "the log holds exactly the cap");
+}
+
+#[test]
+fn stdout_and_stderr_are_kept_apart() {
+    let q = QDir::new();
+    let id = q.push(&["--sh", "echo to-out; echo to-err >&2"]);
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    let var = q.queue.join("var").join(&id);
+    assert_eq!(std::fs::read_to_string(var.join("1.out")).unwrap(), "to-out\n");
+    assert_eq!(std::fs::read_to_string(var.join("1.err")).unwrap(), "to-err\n");
+}
+
+#[test]
+fn claim_pipe_to_run_stdin() {
+    let q = QDir::new();
+    let id = q.push(&["--sh", "exit 3"]);
+    let sh = format!("{} | {} --stdin --once", bin("q-claim").display(), bin("q-run").display());
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c").arg(&sh).env("Q_DIR", &q.queue);
+    let o = run_cmd(c, None);
+    assert_eq!(o.code(), 3, "--once exits with the job's status: {o:?}");
+    assert_eq!(results(&o)[0]["id"], id.as_str());
+    assert_eq!(q.state(&id), "dead");
+}
+
+#[test]
+fn job_environment_cwd_and_payload() {
+    let q = QDir::new();
+    let dir = q.file("work");
+    std::fs::create_dir(&dir).unwrap();
+    let mut c = q.cmd("q-push");
+    c.current_dir(&dir)
+        .env("PUSHER_VAR", "from-pusher")
+        .args(["--env", "EXTRA=1", "--payload", "{\"x\":1}", "--sh", "pwd; echo $PUSHER_VAR $EXTRA; echo $Q_JOB_ID $Q_ATTEMPT $Q_FENCE; test -d \"$Q_WORKSPACE\" && echo ws; cat; echo \"[$WORKER_ONLY]\""]);
+    let o = run_cmd(c, None);
+    let id = o.lines()[0]["id"].as_str().unwrap().to_owned();
+    let mut r = q.cmd("q-run");
+    r.args(["--exit-on-idle"]).env("WORKER_ONLY", "leak");
+    run_cmd(r, None).ok();
+    let out = std::fs::read_to_string(q.queue.join("var").join(&id).join("1.out")).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], std::fs::canonicalize(&dir).unwrap().to_str().unwrap());
+    assert_eq!(lines[1], "from-pusher 1");
+    assert_eq!(lines[2], format!("{id} 1 {id}:1"));
+    assert_eq!(lines[3], "ws");
+    assert_eq!(lines[4], "{\"x\":1}");
+    assert_eq!(lines[5], "[]", "the worker's environment does not leak into a pusher-env job");
+    // The workspace is removed after success.
+    assert!(!q.queue.join("var").join(&id).join("1.work").exists());
+}
+
+#[test]
+fn handler_gets_the_claim_line() {
+    let q = QDir::new();
+    let id = q.push(&["--payload", "{\"file\":\"a.txt\"}", "--", "unused"]);
+    let o = q.run("q-run", &["--exit-on-idle", "--", "/bin/sh", "-c", "cat"]);
+    o.ok();
+    let out = std::fs::read_to_string(q.queue.join("var").join(&id).join("1.out")).unwrap();
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["type"], "claim");
+    assert_eq!(v["job"]["payload"]["file"], "a.txt");
+}
+
+#[test]
+fn missing_command_is_spawn_failed_127() {
+    let q = QDir::new();
+    let id = q.push(&["--", "/nonexistent/program"]);
+    let o = q.run("q-run", &["--once"]);
+    o.expect_code(127);
+    assert_eq!(results(&o)[0]["reason"], "spawn-failed");
+    assert_eq!(q.state(&id), "dead");
+    q.run("q-run", &["--once"]).expect_code(75);
+}
+
+/// a → b → c run in order; if a fails, b and c end canceled.
+#[test]
+fn dependency_chain() {
+    let q = QDir::new();
+    let log = q.file("order");
+    let a = q.push(&["--sh", &format!("echo a >> {}", log.display())]);
+    let b = q.push(&["--after", &a, "--sh", &format!("echo b >> {}", log.display())]);
+    let c = q.push(&["--after", &b, "--sh", &format!("echo c >> {}", log.display())]);
+    assert_eq!(q.state(&c), "waiting");
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "a\nb\nc\n");
+    let a2 = q.push(&["--sh", "exit 1"]);
+    let b2 = q.push(&["--after", &a2, "--", "true"]);
+    let c2 = q.push(&["--after", &b2, "--", "true"]);
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!(q.state(&a2), "dead");
+    for j in [&b2, &c2] {
+        let v = q.job(j);
+        assert_eq!(v["state"], "canceled");
+        assert_eq!(v["result"]["reason"], "dependency-failed");
+    }
+}
+
+/// SIGTERM to a worker: the running job may finish within --grace.
+#[test]
+fn serial_sigterm_lets_the_job_finish_within_grace() {
+    let q = QDir::new();
+    let started = q.file("started");
+    let id = q.push(&["--sh", &format!("touch {}; sleep 0.5; echo fin", started.display())]);
+    let mut c = q.cmd("q-run");
+    c.args(["--grace", "10s"]).stdout(Stdio::piped());
+    let mut w = Proc::spawn(c);
+    wait_until("job started", Duration::from_secs(10), || started.exists());
+    w.signal(Signal::SIGTERM);
+    assert_eq!(w.wait_for(Duration::from_secs(15)), 0, "a worker stopped as asked exits 0");
+    assert_eq!(q.state(&id), "done");
+}
+
+/// SIGTERM, job outlasting --grace: terminated and requeued (worker-shutdown).
+#[test]
+fn serial_sigterm_requeues_a_job_past_grace() {
+    let q = QDir::new();
+    let started = q.file("started");
+    let id = q.push(&["--sh", &format!("touch {}; sleep 60", started.display())]);
+    let mut c = q.cmd("q-run");
+    c.args(["--grace", "300ms"]).stdout(Stdio::piped());
+    let mut w = Proc::spawn(c);
+    wait_until("job started", Duration::from_secs(10), || started.exists());
+    w.signal(Signal::SIGTERM);
+    assert_eq!(w.wait_for(Duration::from_secs(15)), 0);
+    let r = parse_lines(&w.stdout());
+    assert_eq!(r[0]["reason"], "worker-shutdown");
+    assert_eq!(q.state(&id), "pending");
+    assert_eq!(q.job(&id)["failures"], 0, "an interruption is not a failure");
+}

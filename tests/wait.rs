@@ -1,3 +1,224 @@
-#[allow(unused_imports)]
+//! q-wait: ids from arguments or stdin, results printed once, exit status
+//! (0 done, 1 otherwise, 66 unknown/no ids, 124 timeout), `--all`. Jobs are
+//! driven by hand with q-claim + q-ctl ack/nack.
 
+#[allow(unused_imports)]
 use crate::util::*;
+use crate::ctl::{claim, token};
+
+fn ack(q: &QDir, id: &str, c: &Value) {
+    q.run("q-ctl", &["ack", id, "--token", &token(c)]).ok();
+}
+
+fn nack(q: &QDir, id: &str, c: &Value) {
+    q.run("q-ctl", &["nack", id, "--token", &token(c)]).ok();
+}
+
+#[test]
+fn wait_done_job_exits_0_and_prints_its_result() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    let c = claim(&q, &[]);
+    ack(&q, &id, &c);
+    let o = q.run("q-wait", &[&id]);
+    o.ok();
+    let l = o.lines();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0]["type"], "result");
+    assert_eq!(l[0]["id"], id.as_str());
+    assert_eq!(l[0]["state"], "done");
+    assert_eq!(l[0]["reason"], "ok");
+    assert_eq!(l[0]["attempt"], 1);
+}
+
+#[test]
+fn wait_dead_job_exits_1() {
+    let q = QDir::new();
+    let ok = q.push(&["--", "true"]);
+    let bad = q.push(&["--attempts", "1", "--", "false"]);
+    let c = claim(&q, &[]);
+    ack(&q, &ok, &c);
+    let c = claim(&q, &[]);
+    nack(&q, &bad, &c);
+    let o = q.run("q-wait", &[&ok, &bad]);
+    o.expect_code(1);
+    let l = o.lines();
+    assert_eq!(l.len(), 2);
+    assert_eq!(l[1]["state"], "dead");
+    assert_eq!(l[1]["reason"], "exit");
+    assert_eq!(l[1]["failures"], 1);
+    // Alone, the done one is a success.
+    q.run("q-wait", &[&ok]).ok();
+}
+
+#[test]
+fn wait_reads_push_lines_on_stdin() {
+    let q = QDir::new();
+    let p = q.run_in("q-push", &[], "{\"cmd\":[\"true\"]}\n{\"cmd\":[\"true\"]}\n");
+    p.ok();
+    let ids: Vec<String> = p.lines().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+    for id in &ids {
+        let c = claim(&q, &[]);
+        assert_eq!(c["id"], id.as_str());
+        ack(&q, id, &c);
+    }
+    let o = q.run_in("q-wait", &[], &p.stdout);
+    o.ok();
+    let got: Vec<String> = o.lines().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(got, ids);
+    // Bare ids, and the same id twice: one result line.
+    let o = q.run_in("q-wait", &[], &format!("{}\n{}\n", ids[0], ids[0]));
+    o.ok();
+    assert_eq!(o.lines().len(), 1);
+}
+
+#[test]
+fn wait_with_zero_ids_is_66() {
+    let q = QDir::new();
+    q.push(&["--", "true"]);
+    let o = q.run_in("q-wait", &[], "");
+    o.expect_code(66);
+    assert!(o.stderr.contains("no job ids"), "{}", o.stderr);
+    // A q-push that fails prints no id: the pipeline fails too.
+    let sh = format!("{} --no-such-flag -- true | {}", bin("q-push").display(), bin("q-wait").display());
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c").arg(&sh).env("Q_DIR", &q.queue).current_dir(q.path()).stdin(Stdio::null());
+    run_cmd(c, None).expect_code(66);
+}
+
+#[test]
+fn wait_push_pipe_blocks_until_the_job_is_acked() {
+    let q = QDir::new();
+    let p = q.run("q-push", &["--", "true"]);
+    p.ok();
+    let id = p.lines()[0]["id"].as_str().unwrap().to_owned();
+    let mut w = q.cmd("q-wait");
+    w.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut w = Proc::spawn(w);
+    {
+        use std::io::Write;
+        let mut sin = w.child.stdin.take().unwrap();
+        sin.write_all(p.stdout.as_bytes()).unwrap();
+    }
+    let c = claim(&q, &[]);
+    // The job is running: q-wait cannot have finished.
+    assert!(w.child.try_wait().unwrap().is_none(), "q-wait returned before the job finished");
+    ack(&q, &id, &c);
+    assert_eq!(w.wait_for(Duration::from_secs(30)), 0);
+    let l = parse_lines(&w.stdout());
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0]["state"], "done");
+}
+
+#[test]
+fn wait_follows_a_retried_job_to_its_end() {
+    let q = QDir::new();
+    let id = q.push(&["--attempts", "2", "--", "false"]);
+    let mut w = q.cmd("q-wait");
+    w.arg(&id).stdout(Stdio::piped());
+    let mut w = Proc::spawn(w);
+    let c = claim(&q, &[]);
+    q.run("q-ctl", &["nack", &id, "--token", &token(&c), "--delay", "0s"]).ok();
+    assert_eq!(q.state(&id), "pending");
+    let c = claim(&q, &[]);
+    assert!(w.child.try_wait().unwrap().is_none(), "q-wait returned while the job was being retried");
+    nack(&q, &id, &c);
+    assert_eq!(w.wait_for(Duration::from_secs(30)), 1);
+    let l = parse_lines(&w.stdout());
+    assert_eq!(l.len(), 1, "only the final result");
+    assert_eq!(l[0]["attempt"], 2);
+    assert_eq!(l[0]["state"], "dead");
+}
+
+#[test]
+fn serial_wait_timeout_is_124() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    let o = q.run("q-wait", &["--timeout", "300ms", &id]);
+    o.expect_code(124);
+    assert!(o.stdout.is_empty());
+    assert!(o.stderr.contains("timed out"), "{}", o.stderr);
+    assert!(o.stderr.contains(&id), "names what is unfinished: {}", o.stderr);
+}
+
+#[test]
+fn wait_unknown_id_is_66() {
+    let q = QDir::new();
+    // No queue at all.
+    q.run("q-wait", &["01ZZZZZZZZZZZZZZZZZZZZZZZZ"]).expect_code(66);
+    let id = q.push(&["--", "true"]);
+    let o = q.run("q-wait", &[&id, "01ZZZZZZZZZZZZZZZZZZZZZZZZ"]);
+    o.expect_code(66);
+    assert!(o.stderr.contains("no such job: 01ZZZZZZZZZZZZZZZZZZZZZZZZ"), "{}", o.stderr);
+}
+
+#[test]
+fn serial_wait_sigint_is_130() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    let mut w = q.cmd("q-wait");
+    w.arg(&id).stderr(Stdio::piped());
+    let mut w = Proc::spawn(w);
+    // Wait until it catches SIGINT (bit 2 of SigCgt in /proc/PID/status).
+    let status = format!("/proc/{}/status", w.pid());
+    wait_until("q-wait catches SIGINT", Duration::from_secs(30), || {
+        std::fs::read_to_string(&status).ok().and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?.trim().to_owned();
+            u64::from_str_radix(&hex, 16).ok()
+        }).is_some_and(|m| m & 0b10 != 0)
+    });
+    w.signal(nix::sys::signal::SIGINT);
+    assert_eq!(w.wait_for(Duration::from_secs(30)), 130);
+}
+
+#[test]
+fn wait_all_drains_and_prints_what_finished() {
+    let q = QDir::new();
+    let a = q.push(&["--", "true"]);
+    let b = q.push(&["--", "false"]);
+    let mut w = q.cmd("q-wait");
+    w.arg("--all").stdout(Stdio::piped());
+    let mut w = Proc::spawn(w);
+    let ca = claim(&q, &[]);
+    assert_eq!(ca["id"], a.as_str());
+    ack(&q, &a, &ca);
+    assert!(w.child.try_wait().unwrap().is_none(), "one job is still pending");
+    let cb = claim(&q, &[]);
+    nack(&q, &b, &cb);
+    assert_eq!(w.wait_for(Duration::from_secs(30)), 1, "one ended dead");
+    let l = parse_lines(&w.stdout());
+    let states: Vec<_> = l.iter().map(|r| (r["id"].as_str().unwrap().to_owned(), r["state"].as_str().unwrap().to_owned())).collect();
+    assert!(states.contains(&(b.clone(), "dead".into())), "{states:?}");
+    // An empty (or missing) queue: nothing to wait for.
+    q.run("q-wait", &["--all"]).ok();
+    QDir::new().run("q-wait", &["--all"]).ok();
+}
+
+#[test]
+fn wait_all_does_not_hang_on_held_jobs_or_a_paused_queue() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    q.run("q-ctl", &["hold", &id]).ok();
+    let o = q.run("q-wait", &["--all"]);
+    o.expect_code(1);
+    assert!(o.stderr.contains("held"), "{}", o.stderr);
+    q.run("q-ctl", &["release", &id]).ok();
+    q.run("q-ctl", &["pause"]).ok();
+    let o = q.run("q-wait", &["--all"]);
+    o.expect_code(1);
+    assert!(o.stderr.contains("paused"), "{}", o.stderr);
+    // A job waiting on a held one cannot run either.
+    q.run("q-ctl", &["resume"]).ok();
+    q.run("q-ctl", &["hold", &id]).ok();
+    q.push(&["--after", &id, "--", "true"]);
+    let o = q.run("q-wait", &["--all"]);
+    o.expect_code(1);
+    assert!(o.stderr.contains("dependencies"), "{}", o.stderr);
+}
+
+#[test]
+fn serial_wait_all_timeout_is_124() {
+    let q = QDir::new();
+    q.push(&["--", "true"]);
+    q.run("q-wait", &["--all", "--timeout", "300ms"]).expect_code(124);
+}

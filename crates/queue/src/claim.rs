@@ -203,6 +203,11 @@ impl Queue {
         let lease_path = var.join(format!("{}.lease.json", leased_name.c.attempt));
         fs::rename(&lease_tmp, &lease_path).ctx("publish lease", &lease_path)?;
         crate::failpoint!("claim.after_lease_publish");
+        if opts.liveness == Liveness::Ttl {
+            // Whoever runs the claim takes the lock (q-run --stdin); holding
+            // it here would only make that runner wait for us to exit.
+            let _ = lf.unlock();
+        }
         // 4. Read the job; a record that cannot be read is quarantined.
         let job = match self.read_job(&to) {
             Ok(j) => j,
