@@ -234,6 +234,9 @@ fn report(a: &Args, p: &q_queue::Pushed, line: Option<usize>) -> Result<()> {
     if let Some(n) = line {
         v["line"] = json!(n);
     }
+    if a.common.quiet {
+        return Ok(());
+    }
     if !out::line(&v)? && !a.common.quiet {
         // Stdout closed: the job is queued all the same; say so once.
         eprintln!("q-push: note: stdout is closed; job {} was queued", p.id);

@@ -38,8 +38,8 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
     q_queue::fsx::mkdir(&var)?;
     let workspace = q.workspace_path(&held.id, a);
     q_queue::fsx::mkdir(&workspace)?;
-    let mut out_log = File::create(q.log_path(&held.id, a, Stream::Stdout))?;
-    let mut err_log = File::create(q.log_path(&held.id, a, Stream::Stderr))?;
+    let mut out_log = Log::new(q.log_path(&held.id, a, Stream::Stdout));
+    let mut err_log = Log::new(q.log_path(&held.id, a, Stream::Stderr));
 
     let started_ms = time::now_ms();
     let mut cmd = match build_command(ctx, held, &workspace) {
@@ -53,7 +53,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
                 std::io::ErrorKind::NotFound => 127,
                 _ => 126,
             };
-            let _ = writeln!(err_log, "q-run: cannot run the job: {e}");
+            err_log.write(format!("q-run: cannot run the job: {e}\n").as_bytes());
             return finish_spawn_failed(ctx, held, started_ms, &e.to_string(), code);
         }
     };
@@ -317,8 +317,8 @@ fn pump(
     pout: &mut Option<std::process::ChildStdout>,
     perr: &mut Option<std::process::ChildStderr>,
     pidfd: Option<&std::os::fd::OwnedFd>,
-    out_log: &mut File,
-    err_log: &mut File,
+    out_log: &mut Log,
+    err_log: &mut Log,
     buf: &mut [u8],
     written: &mut u64,
     limit: u64,
@@ -378,19 +378,40 @@ fn pump(
 }
 
 /// Read once: `Some(0)` at end of file, `Some(n)` bytes read, `None` would block.
-fn read_into(r: &mut impl Read, log: &mut File, buf: &mut [u8], written: &mut u64, limit: u64) -> Option<usize> {
+fn read_into(r: &mut impl Read, log: &mut Log, buf: &mut [u8], written: &mut u64, limit: u64) -> Option<usize> {
     match r.read(buf) {
         Ok(0) => Some(0),
         Ok(n) => {
             let room = limit.saturating_sub(*written) as usize;
             let keep = n.min(room);
             if keep > 0 {
-                let _ = log.write_all(&buf[..keep]);
+                log.write(&buf[..keep]);
             }
             *written = written.saturating_add(n as u64);
             Some(n)
         }
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => None,
         Err(_) => Some(0),
+    }
+}
+
+/// A log file created on the first byte: a job without output leaves none.
+pub struct Log {
+    path: std::path::PathBuf,
+    file: Option<File>,
+}
+
+impl Log {
+    fn new(path: std::path::PathBuf) -> Log {
+        Log { path, file: None }
+    }
+
+    fn write(&mut self, b: &[u8]) {
+        if self.file.is_none() {
+            self.file = fs::OpenOptions::new().create(true).append(true).open(&self.path).ok();
+        }
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.write_all(b);
+        }
     }
 }
