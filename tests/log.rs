@@ -1,51 +1,27 @@
-//! q-log: which job and attempt, --stderr, --path, -f, and the errors.
-//!
-//! The logs are written by hand where q-run would write them
-//! (`var/<ID>/<A>.out|.err`), with the job claimed by q-claim and settled by
-//! q-ctl: `attempt_by_hand` is the one place to switch to a real
-//! `q-claim | q-run --stdin` (or `q-run --once`) run of a `--sh` job.
+//! q-log: which job and attempt, --stderr, --path, -f, and the errors. The
+//! logs are written by a real `q-run --once`; jobs block on marker files
+//! the test creates, so output grows exactly when the test says.
 
 #[allow(unused_imports)]
 use crate::util::*;
 use crate::ctl::{claim, token};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 
-/// Claim the next job and write its attempt's logs as q-run would.
-/// Returns the claim line.
-fn attempt_by_hand(q: &QDir, out: &str, err: &str) -> Value {
-    let c = claim(q, &["--lease", "10m"]);
-    let (id, a) = (c["id"].as_str().unwrap(), c["attempt"].as_u64().unwrap());
-    let var = q.queue.join("var").join(id);
-    std::fs::write(var.join(format!("{a}.out")), out).unwrap();
-    std::fs::write(var.join(format!("{a}.err")), err).unwrap();
-    c
+/// Run the next ready job with `q-run --once`; returns its exit status.
+fn run_once(q: &QDir) -> i32 {
+    q.run("q-run", &["--once"]).code()
 }
 
 fn log_file(q: &QDir, id: &str, a: u32, ext: &str) -> PathBuf {
     q.queue.join("var").join(id).join(format!("{a}.{ext}"))
 }
 
-/// `q-ctl ack|nack` a claim (a nack retries at once).
-fn settle(q: &QDir, action: &str, c: &Value) {
-    let t = token(c);
-    let mut args = vec![action, c["id"].as_str().unwrap(), "--token", &t];
-    if action == "nack" {
-        args.extend(["--delay", "0s"]);
-    }
-    q.run("q-ctl", &args).ok();
-}
-
 #[test]
 fn log_prints_stdout_and_with_stderr_flag_stderr() {
     let q = QDir::new();
-    let id = q.push(&["--", "true"]);
-    let c = attempt_by_hand(&q, "hello\nworld\n", "oops\n");
-    // While running and after.
-    let o = q.run("q-log", &[&id]);
-    o.ok();
-    assert_eq!(o.stdout, "hello\nworld\n");
-    settle(&q, "ack", &c);
+    let id = q.push(&["--sh", "printf 'hello\\nworld\\n'; echo oops >&2"]);
+    assert_eq!(run_once(&q), 0);
     let o = q.run("q-log", &[&id]);
     o.ok();
     assert_eq!(o.stdout, "hello\nworld\n");
@@ -57,31 +33,27 @@ fn log_prints_stdout_and_with_stderr_flag_stderr() {
 #[test]
 fn log_without_id_shows_the_newest_job_with_a_log() {
     let q = QDir::new();
-    let _a = q.push(&["--", "true"]);
-    let ca = attempt_by_hand(&q, "first\n", "");
-    settle(&q, "ack", &ca);
-    let _b = q.push(&["--", "true"]);
-    let cb = attempt_by_hand(&q, "second\n", "");
+    q.push(&["--", "echo", "first"]);
+    assert_eq!(run_once(&q), 0);
+    q.push(&["--", "echo", "second"]);
+    assert_eq!(run_once(&q), 0);
     // A newer job that never ran has no log: it is skipped.
-    let _c = q.push(&["--", "true"]);
+    q.push(&["--", "echo", "third"]);
     let o = q.run("q-log", &[]);
     o.ok();
     assert_eq!(o.stdout, "second\n");
-    settle(&q, "ack", &cb);
-    assert_eq!(q.run("q-log", &[]).stdout, "second\n");
 }
 
 #[test]
 fn log_attempt_picks_an_attempt_and_defaults_to_the_newest() {
     let q = QDir::new();
-    let id = q.push(&["--attempts", "3", "--", "false"]);
-    let c1 = attempt_by_hand(&q, "one\n", "e1\n");
-    settle(&q, "nack", &c1);
-    let c2 = attempt_by_hand(&q, "two\n", "e2\n");
-    assert_eq!(c2["attempt"], 2);
-    settle(&q, "nack", &c2);
-    assert_eq!(q.run("q-log", &[&id]).stdout, "two\n");
-    assert_eq!(q.run("q-log", &["--attempt", "1", &id]).stdout, "one\n");
+    let id = q.push(&["--attempts", "3", "--backoff", "1ms", "--sh", "echo \"try $Q_ATTEMPT\"; echo \"e$Q_ATTEMPT\" >&2; exit 1"]);
+    assert_eq!(run_once(&q), 1);
+    // The retry is due within a millisecond or two.
+    wait_until("the second attempt ran", Duration::from_secs(30), || run_once(&q) != 75);
+    assert_eq!(q.job(&id)["attempt"], 2);
+    assert_eq!(q.run("q-log", &[&id]).stdout, "try 2\n");
+    assert_eq!(q.run("q-log", &["--attempt", "1", &id]).stdout, "try 1\n");
     assert_eq!(q.run("q-log", &["--attempt", "1", "--stderr", &id]).stdout, "e1\n");
     let o = q.run("q-log", &["--attempt", "3", &id]);
     o.expect_code(66);
@@ -91,8 +63,8 @@ fn log_attempt_picks_an_attempt_and_defaults_to_the_newest() {
 #[test]
 fn log_path_prints_the_path_only() {
     let q = QDir::new();
-    let id = q.push(&["--", "true"]);
-    attempt_by_hand(&q, "x\n", "y\n");
+    let id = q.push(&["--", "echo", "x"]);
+    assert_eq!(run_once(&q), 0);
     let o = q.run("q-log", &["--path", &id]);
     o.ok();
     assert_eq!(o.stdout.trim_end(), log_file(&q, &id, 1, "out").to_string_lossy());
@@ -116,9 +88,9 @@ fn log_missing_log_is_66_with_a_reason() {
     let o = q.run("q-log", &["01ZZZZZZZZZZZZZZZZZZZZZZZZ"]);
     o.expect_code(66);
     assert!(o.stderr.contains("no such job"), "{}", o.stderr);
-    // Claimed but its runner never wrote a log (a hand-settled job).
+    // Claimed and settled by hand: no runner wrote a log.
     let c = claim(&q, &[]);
-    settle(&q, "ack", &c);
+    q.run("q-ctl", &["ack", &id, "--token", &token(&c)]).ok();
     let o = q.run("q-log", &["--attempt", "1", &id]);
     o.expect_code(66);
     assert!(o.stderr.contains("attempt 1"), "{}", o.stderr);
@@ -141,53 +113,53 @@ fn collect(p: &mut Proc) -> Arc<Mutex<String>> {
     buf
 }
 
-fn append(p: &Path, s: &str) {
-    std::fs::OpenOptions::new().append(true).open(p).unwrap().write_all(s.as_bytes()).unwrap();
+/// A shell snippet that blocks until the file `name` exists (in the job's
+/// directory, the test's scratch dir).
+fn until(name: &str) -> String {
+    format!("while [ ! -e {name} ]; do sleep 0.02; done")
 }
 
 #[test]
 fn serial_log_follow_streams_until_the_job_ends() {
     let q = QDir::new();
-    let id = q.push(&["--", "true"]);
-    let c = attempt_by_hand(&q, "a\n", "");
+    let script = format!("echo a; {}; echo b; {}; echo c", until("go1"), until("go2"));
+    let id = q.push(&["--sh", &script]);
+    // Started before the job: it waits for it to start, then follows.
     let mut f = q.cmd("q-log");
     f.args(["-f", &id]).stdout(Stdio::piped());
     let mut f = Proc::spawn(f);
     let got = collect(&mut f);
+    let mut r = q.cmd("q-run");
+    r.args(["--once"]).stdout(Stdio::null());
+    let mut r = Proc::spawn(r);
     let within = Duration::from_secs(30);
-    wait_until("the existing output", within, || *got.lock().unwrap() == "a\n");
-    let path = log_file(&q, &id, 1, "out");
-    append(&path, "b\n");
-    wait_until("output appended while running", within, || *got.lock().unwrap() == "a\nb\n");
+    wait_until("the first output", within, || *got.lock().unwrap() == "a\n");
+    std::fs::write(q.file("go1"), "").unwrap();
+    wait_until("output written while running", within, || *got.lock().unwrap() == "a\nb\n");
     assert!(f.child.try_wait().unwrap().is_none(), "still following while the job runs");
-    // Written just before the attempt ends: still printed, then it stops.
-    append(&path, "c\n");
-    settle(&q, "ack", &c);
-    assert_eq!(f.wait_for(within), 0);
+    assert_eq!(q.state(&id), "running");
+    std::fs::write(q.file("go2"), "").unwrap();
+    assert_eq!(r.wait_for(within), 0);
+    assert_eq!(f.wait_for(within), 0, "-f ends with the attempt");
     wait_until("the rest", within, || *got.lock().unwrap() == "a\nb\nc\n");
 }
 
 #[test]
-fn serial_log_follow_waits_for_a_pending_job_to_start() {
+fn serial_log_follow_of_a_finished_job_prints_and_ends() {
     let q = QDir::new();
-    let id = q.push(&["--", "true"]);
-    let mut f = q.cmd("q-log");
-    f.args(["-f", &id]).stdout(Stdio::piped());
-    let mut f = Proc::spawn(f);
-    let got = collect(&mut f);
-    let c = attempt_by_hand(&q, "started\n", "");
-    let within = Duration::from_secs(30);
-    wait_until("the output of the attempt that started", within, || *got.lock().unwrap() == "started\n");
-    settle(&q, "ack", &c);
-    assert_eq!(f.wait_for(within), 0);
+    let id = q.push(&["--", "echo", "over"]);
+    assert_eq!(run_once(&q), 0);
+    let o = q.run("q-log", &["-f", &id]);
+    o.ok();
+    assert_eq!(o.stdout, "over\n");
 }
 
 #[test]
 fn log_closed_stdout_ends_quietly() {
     let q = QDir::new();
-    let id = q.push(&["--", "true"]);
-    let big = "0123456789abcdef".repeat(64 * 1024);
-    attempt_by_hand(&q, &big, "");
+    let id = q.push(&["--sh", "i=0; while [ $i -lt 16384 ]; do echo 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde; i=$((i+1)); done"]);
+    assert_eq!(run_once(&q), 0);
+    assert!(std::fs::metadata(log_file(&q, &id, 1, "out")).unwrap().len() >= 1 << 20);
     let mut c = q.cmd("q-log");
     c.arg(&id).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut p = Proc::spawn(c);

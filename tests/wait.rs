@@ -222,3 +222,78 @@ fn serial_wait_all_timeout_is_124() {
     q.push(&["--", "true"]);
     q.run("q-wait", &["--all", "--timeout", "300ms"]).expect_code(124);
 }
+
+#[test]
+fn wait_many_ids_from_stdin() {
+    let q = QDir::new();
+    let lines: String = (0..12).map(|_| "{\"cmd\":[\"true\"]}\n").collect();
+    let p = q.run_in("q-push", &[], &lines);
+    p.ok();
+    let ids: Vec<String> = p.lines().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), 12);
+    for _ in 0..11 {
+        let c = claim(&q, &[]);
+        ack(&q, c["id"].as_str().unwrap(), &c);
+    }
+    let mut w = q.cmd("q-wait");
+    w.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut w = Proc::spawn(w);
+    {
+        use std::io::Write;
+        w.child.stdin.take().unwrap().write_all(p.stdout.as_bytes()).unwrap();
+    }
+    let last = claim(&q, &[]);
+    assert!(w.child.try_wait().unwrap().is_none(), "one job is still running");
+    ack(&q, last["id"].as_str().unwrap(), &last);
+    assert_eq!(w.wait_for(Duration::from_secs(30)), 0);
+    let got = parse_lines(&w.stdout());
+    assert_eq!(got.len(), 12);
+    assert!(got.iter().all(|r| r["state"] == "done"));
+    // Many ids, one unknown: 66 before any waiting.
+    let mut many = p.stdout.clone();
+    many.push_str("01ZZZZZZZZZZZZZZZZZZZZZZZZ\n");
+    let o = q.run_in("q-wait", &[], &many);
+    o.expect_code(66);
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn serial_wait_all_waits_out_a_timed_pause() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    q.run("q-ctl", &["pause", "--for", "1s"]).ok();
+    let mut w = q.cmd("q-wait");
+    w.args(["--all", "--timeout", "60s"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut w = Proc::spawn(w);
+    // Claimable once the pause ran out.
+    let c = claim(&q, &["--wait=30s"]);
+    assert!(w.child.try_wait().unwrap().is_none(), "q-wait --all gave up on a pause that ends by itself");
+    ack(&q, &id, &c);
+    assert_eq!(w.wait_for(Duration::from_secs(30)), 0);
+    let l = parse_lines(&w.stdout());
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0]["id"], id.as_str());
+}
+
+#[test]
+fn serial_wait_push_pipeline_with_a_worker() {
+    let q = QDir::new();
+    q.push(&["--", "true"]); // the queue exists before the worker starts
+    let mut w = q.cmd("q-run");
+    w.stdout(Stdio::null()).stderr(Stdio::null());
+    let _worker = Proc::spawn(w);
+    let pipeline = |job: &str| {
+        let sh = format!("{} --sh '{job}' | {}", bin("q-push").display(), bin("q-wait").display());
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(&sh).env("Q_DIR", &q.queue).current_dir(q.path()).stdin(Stdio::null());
+        run_cmd(c, None)
+    };
+    let o = pipeline("exit 0");
+    o.ok();
+    assert_eq!(o.lines()[0]["reason"], "ok");
+    let o = pipeline("exit 3");
+    o.expect_code(1);
+    assert_eq!(o.lines()[0]["reason"], "exit");
+    assert_eq!(o.lines()[0]["exit_code"], 3);
+    assert_eq!(o.lines()[0]["state"], "dead");
+}

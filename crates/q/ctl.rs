@@ -27,7 +27,7 @@ const TOOL: &str = "q-ctl";
     version,
     about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, settle a claim by hand",
     long_about = "Change the state of a q queue or of its jobs. Job ids come from the arguments, or from stdin when none are given (bare ids or JSON lines with an \"id\" field, so `q-ls ... | q-ctl retry` works). Prints one {\"type\":\"ctl\",...} JSON line per job acted on (`was`: the state it was found in, `state`: the state now); ack and nack print the job's `result` line. An unknown id is reported (exit 66) and the other ids are still handled.",
-    after_help = "Examples:\n  q-ctl pause --for 10m                 # stop new claims for ten minutes (running jobs go on)\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl ack \"$id\" --token \"$token\"       # finish a job claimed with q-claim by hand"
+    after_help = "Examples:\n  q-ctl pause --for 10m                 # stop new claims for ten minutes (running jobs go on)\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl ack \"$id\" --token \"$token\"      # finish a job claimed with q-claim by hand"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -145,7 +145,7 @@ fn run(a: Args) -> Result<u8> {
             out::line(&json!({"type": "ctl", "action": "resume", "paused": false, "was_paused": was}))?;
             Ok(exit::OK)
         }
-        Cmd::Cancel { ids } => per_id(&a.common, &ids, "cancel", cancel),
+        Cmd::Cancel { ids } => per_id(&a.common, &ids, "cancel", |q, id| cancel(q, id, quiet)),
         Cmd::Retry { ids } => per_id(&a.common, &ids, "retry", |q, id| {
             let was = q.locate(id)?.map(|l| l.state.as_str());
             q.retry(id)?;
@@ -217,11 +217,14 @@ fn per_id(common: &Common, args: &[String], action: &str, act: impl Fn(&Queue, &
     Ok(st.0)
 }
 
-fn cancel(q: &Queue, id: &str) -> Result<Value> {
+fn cancel(q: &Queue, id: &str, quiet: bool) -> Result<Value> {
     let was = q.cancel(id)?;
     Ok(match was {
         State::Running => json!({"was": "running", "cancel_requested": true}),
-        s if s.is_terminal() => json!({"was": s.as_str(), "state": s.as_str()}),
+        s if s.is_terminal() => {
+            note(quiet, &format!("job {id} is {} already: nothing to cancel", s.as_str()));
+            json!({"was": s.as_str(), "state": s.as_str()})
+        }
         s => json!({"was": s.as_str(), "state": "canceled"}),
     })
 }

@@ -90,16 +90,29 @@ fn run(a: Args) -> Result<u8> {
     let path = q.log_path(&id, attempt, stream);
     let running = || q.locate(&id).ok().flatten().is_some_and(|l| l.state == State::Running && l.c.is_some_and(|c| c.attempt == attempt));
     let file = match File::open(&path) {
-        Ok(f) => f,
-        // A runner creates the log as it starts the job: wait for it.
+        Ok(f) => Some(f),
+        // A runner creates the log on the job's first output: wait for it.
         Err(e) if e.kind() == io::ErrorKind::NotFound && a.follow && running() => {
             match wait_for_file(&path, &running, &interrupted) {
-                Some(f) => f,
+                Some(f) => Some(f),
                 None if interrupted.load(Ordering::Relaxed) => return Ok(exit::INTERRUPTED),
-                None => bail!(no_log(why_no_log(&q, &id, Some(attempt), stream)?)),
+                // The attempt ended without writing to this stream.
+                None => return Ok(exit::OK),
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(no_log(why_no_log(&q, &id, Some(attempt), stream)?)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !a.path => {
+            if attempts_with_log(&q, &id, stream).contains(&attempt) {
+                // It ran and wrote nothing to this stream.
+                return Ok(exit::OK);
+            }
+            bail!(no_log(why_no_log(&q, &id, Some(attempt), stream)?))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !attempts_with_log(&q, &id, stream).contains(&attempt) {
+                bail!(no_log(why_no_log(&q, &id, Some(attempt), stream)?));
+            }
+            None
+        }
         Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
     };
     if a.path {
@@ -109,7 +122,10 @@ fn run(a: Args) -> Result<u8> {
             _ => Ok(exit::OK),
         };
     }
-    follow(file, &path, a.follow, &running, &interrupted)
+    match file {
+        Some(f) => follow(f, &path, a.follow, &running, &interrupted),
+        None => Ok(exit::OK),
+    }
 }
 
 /// Copy the log to stdout; with `keep`, go on while `running()` holds.
@@ -191,18 +207,31 @@ fn wait_for_start(q: &Queue, id: &str, stream: Stream, interrupted: &std::sync::
     }
 }
 
-/// The attempts of a job that have a log of `stream`.
-fn attempts_with_log(q: &Queue, id: &str, stream: Stream) -> Vec<u32> {
-    let ext = match stream {
-        Stream::Stdout => ".out",
-        Stream::Stderr => ".err",
-    };
-    let mut v: Vec<u32> = q_queue::fsx::list(&q.var(id))
+/// The attempts of a job that started (and so have a log of each stream:
+/// q-run creates a log file on the first byte, so a missing file of a
+/// started attempt is an empty log).
+fn attempts_with_log(q: &Queue, id: &str, _stream: Stream) -> Vec<u32> {
+    let var = q.var(id);
+    let mut v: Vec<u32> = q_queue::fsx::list(&var)
         .unwrap_or_default()
         .iter()
-        .filter_map(|n| n.strip_suffix(ext)?.parse().ok())
+        .filter_map(|n| {
+            let (a, rest) = n.split_once('.')?;
+            let a: u32 = a.parse().ok()?;
+            let started = match rest {
+                "out" | "err" | "run.json" => true,
+                // Run by q-run (which measures its CPU), not settled by hand.
+                "result.json" => std::fs::read_to_string(var.join(n))
+                    .ok()
+                    .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+                    .is_some_and(|r| r["cpu_user_ms"].is_u64()),
+                _ => false,
+            };
+            started.then_some(a)
+        })
         .collect();
     v.sort_unstable();
+    v.dedup();
     v
 }
 
@@ -244,6 +273,9 @@ fn why_no_log(q: &Queue, id: &str, attempt: Option<u32>, stream: Stream) -> Resu
             format!("job {id} has no attempt {n}: it has been claimed {last} time(s) and is {}{have}", l.state.as_str())
         }
         Some(n) => format!("attempt {n} of job {id} has no {kind} log: it never started, was not run by q-run, or its log was pruned{have}"),
+        None if l.state == State::Running && have.is_empty() => {
+            format!("job {id} is running (attempt {last}) but has no {kind} log yet (q-log -f waits for it)")
+        }
         None if last == 0 => format!("job {id} has not run yet: it is {} (q-log -f waits for it)", l.state.as_str()),
         None => format!("job {id} has no {kind} log: it is {} after {last} attempt(s) not run by q-run, or its logs were pruned", l.state.as_str()),
     })

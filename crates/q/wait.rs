@@ -18,7 +18,7 @@ use clap::Parser;
 use q_queue::names::terminal_name;
 use q_queue::{Kind, Queue, State, time};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -38,7 +38,7 @@ const MIN_GAP_ALL: Duration = Duration::from_millis(200);
     version,
     about = "Block until jobs finish; print their results; exit 0 when all ended done",
     long_about = "Block until every given job is finished (done, dead or canceled) and print each job's final {\"type\":\"result\",...} line as it finishes. Ids come from the arguments, or from stdin when none are given (bare ids, or JSON lines with an \"id\" field such as q-push prints). Reading no ids at all is an error (66), so a failed q-push in `q-push ... | q-wait` fails the pipeline. An unknown id fails at once (66) without waiting for the others.\n\n--all waits until the queue has nothing ready, scheduled, waiting or running, and prints the results of the jobs that finish meanwhile. It does not wait for what cannot run: when only held jobs (or jobs waiting on them) remain, or the queue is paused with nothing running (a `pause --for` is waited out), it says so and exits 1, so a Makefile target fails instead of hanging.\n\nExit status: 0 all ended done (or --all drained the queue and every job it saw finish ended done); 1 some ended dead or canceled, or --all found work that cannot run; 66 unknown id or no ids; 124 --timeout ran out; 130 interrupted. A progress line is shown on stderr when it is a terminal.",
-    after_help = "Examples:\n  q-push --attempts 3 -- ./flaky.sh | q-wait     # fail a Makefile target if the job fails\n  q-wait --timeout 10m 01J9ZK3QH8T4W1V6C2M5X7B0RA 01J9ZK3QH8T4W1V6C2M5X7B0RB\n  q-supervise -j 4 & q-wait --all               # until the queue is drained"
+    after_help = "Examples:\n  q-push --attempts 3 -- ./flaky.sh | q-wait     # fail a Makefile target if the job fails\n  q-wait --timeout 10m 01J9ZK3QH8T4W1V6C2M5X7B0RA 01J9ZK3QH8T4W1V6C2M5X7B0RB\n  q-wait --all --timeout 1h                      # until the queue is drained (while workers serve it)"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -123,9 +123,10 @@ fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> R
     // Every id must exist before anything is waited for: a typo fails now,
     // not after the others took an hour.
     let now = Instant::now();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let mut unknown = 0;
-    for id in &ids {
-        if q.locate(id)?.is_none() {
+    for (id, st) in ids.iter().zip(states_of(&q, &refs)?) {
+        if st.is_none() {
             eprintln!("{TOOL}: error: no such job: {id}");
             unknown += 1;
         }
@@ -141,29 +142,38 @@ fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> R
     let mut stdout_open = true;
     loop {
         let looked = Instant::now();
-        for j in jobs.iter_mut().filter(|j| !j.finished) {
-            let state = match terminal_state(&q, &j.id) {
-                Some(s) => s,
-                None => {
-                    if j.last_located.elapsed() < RELOCATE {
-                        continue;
-                    }
-                    j.last_located = Instant::now();
-                    match q.locate(&j.id)? {
-                        Some(l) if l.state.is_terminal() => l.state,
-                        Some(_) => continue,
-                        None => {
-                            bar.clear();
-                            eprintln!("{TOOL}: error: job {} vanished before it was seen finished (removed by q-ctl rm or q-gc?)", j.id);
-                            j.finished = true;
-                            vanished = true;
-                            all_done = false;
-                            continue;
-                        }
-                    }
+        // Which jobs finished (None: vanished), cheaply; the others are
+        // located fully only now and then.
+        let mut found: Vec<(usize, Option<State>)> = Vec::new();
+        let mut relocate = Vec::new();
+        for (i, j) in jobs.iter().enumerate().filter(|(_, j)| !j.finished) {
+            match terminal_state(&q, &j.id) {
+                Some(s) => found.push((i, Some(s))),
+                None if j.last_located.elapsed() >= RELOCATE => relocate.push(i),
+                None => {}
+            }
+        }
+        if !relocate.is_empty() {
+            let refs: Vec<&str> = relocate.iter().map(|&i| jobs[i].id.as_str()).collect();
+            let states = states_of(&q, &refs)?;
+            for (&i, st) in relocate.iter().zip(states) {
+                jobs[i].last_located = Instant::now();
+                match st {
+                    Some(s) if !s.is_terminal() => {}
+                    st => found.push((i, st)),
                 }
-            };
+            }
+        }
+        for (i, st) in found {
+            let j = &mut jobs[i];
             j.finished = true;
+            let Some(state) = st else {
+                bar.clear();
+                eprintln!("{TOOL}: error: job {} vanished before it was seen finished (removed by q-ctl rm or q-gc?)", j.id);
+                vanished = true;
+                all_done = false;
+                continue;
+            };
             all_done &= state == State::Done;
             if stdout_open {
                 bar.clear();
@@ -191,7 +201,10 @@ fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> R
             return Ok(code);
         }
         bar.show(jobs.len() - left, "");
-        pause(&q, &mut waiter, stop, looked, MIN_GAP);
+        // Each look stats every unfinished job: look less often when there
+        // are many.
+        let gap = MIN_GAP + Duration::from_micros(20 * left as u64);
+        pause(&q, &mut waiter, stop, looked, gap);
     }
 }
 
@@ -206,6 +219,27 @@ fn pause(q: &Queue, waiter: &mut Option<q_queue::Waiter>, stop: &Stop, looked: I
     }
 }
 
+/// Where each job is (None: unknown). A few are located one by one; many
+/// are found with one listing of the unfinished jobs, so that waiting on
+/// thousands of ids does not scan the pending jobs thousands of times.
+fn states_of(q: &Queue, ids: &[&str]) -> Result<Vec<Option<State>>> {
+    if ids.len() <= 8 {
+        return ids.iter().map(|id| Ok(q.locate(id)?.map(|l| l.state))).collect();
+    }
+    let live: HashMap<String, State> =
+        q.entries(&[State::Pending, State::Waiting, State::Held, State::Running])?.into_iter().map(|e| (e.id, e.state)).collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let st = match live.get(*id).copied().or_else(|| terminal_state(q, id)) {
+            Some(s) => Some(s),
+            // Moving between states while we listed: look once more.
+            None => q.locate(id)?.map(|l| l.state),
+        };
+        out.push(st);
+    }
+    Ok(out)
+}
+
 /// The terminal state of a job, from three `stat`s.
 fn terminal_state(q: &Queue, id: &str) -> Option<State> {
     let name = terminal_name(id);
@@ -216,10 +250,8 @@ fn terminal_state(q: &Queue, id: &str) -> Option<State> {
 /// (if there is none that agrees with where the job is) one with the state
 /// and null fields.
 fn result_line(q: &Queue, id: &str, state: State) -> Value {
-    if let Some(r) = q.last_result(id).filter(|r| r.state == state) {
-        if let Ok(v) = serde_json::to_value(r) {
-            return v;
-        }
+    if let Some(v) = q.last_result(id).filter(|r| r.state == state).and_then(|r| serde_json::to_value(r).ok()) {
+        return v;
     }
     json!({
         "type": "result",
@@ -327,11 +359,12 @@ struct Progress {
     total: usize,
     start: Instant,
     shown: bool,
+    last: String,
 }
 
 impl Progress {
     fn new(on: bool, total: usize) -> Progress {
-        Progress { on, total, start: Instant::now(), shown: false }
+        Progress { on, total, start: Instant::now(), shown: false, last: String::new() }
     }
 
     fn show(&mut self, finished: usize, extra: &str) {
@@ -339,10 +372,15 @@ impl Progress {
             return;
         }
         let secs = self.start.elapsed().as_secs();
+        let text = format!("{TOOL}: {finished}/{} finished{extra}, {}", self.total, time::human_duration(secs * 1000));
+        if self.shown && text == self.last {
+            return;
+        }
         let mut e = std::io::stderr().lock();
-        let _ = write!(e, "\r\x1b[K{TOOL}: {finished}/{} finished{extra}, {}", self.total, time::human_duration(secs * 1000));
+        let _ = write!(e, "\r\x1b[K{text}");
         let _ = e.flush();
         self.shown = true;
+        self.last = text;
     }
 
     fn clear(&mut self) {
