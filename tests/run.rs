@@ -136,7 +136,12 @@ fn serial_sigkill_of_runner_kills_tree_and_requeues() {
     for (flag, expect) in [(None, "done"), (Some("--at-most-once"), "dead")] {
         let q = QDir::new();
         let pids = q.file("pids");
-        let script = format!("(sleep 60 & echo $! >> {p}; wait) & echo $$ >> {p}; if [ $Q_ATTEMPT = 1 ]; then sleep 60; fi", p = pids.display());
+        let leader = q.file("leader");
+        let script = format!(
+            "(sleep 60 & echo $! >> {p}; wait) & echo $$ > {l}.tmp; mv {l}.tmp {l}; if [ $Q_ATTEMPT = 1 ]; then sleep 60; fi",
+            p = pids.display(),
+            l = leader.display()
+        );
         let mut args = vec![];
         if let Some(f) = flag {
             args.push(f);
@@ -146,8 +151,9 @@ fn serial_sigkill_of_runner_kills_tree_and_requeues() {
         let mut c = q.cmd("q-run");
         c.args(["--exit-on-idle"]).stdout(Stdio::null()).stderr(Stdio::null());
         let mut runner = Proc::spawn(c);
-        wait_until("job started", Duration::from_secs(10), || read_pids(&pids).len() >= 2);
-        let ps = read_pids(&pids);
+        wait_until("job started", Duration::from_secs(10), || !read_pids(&pids).is_empty() && leader.exists());
+        let mut ps = read_pids(&leader);
+        ps.extend(read_pids(&pids));
         runner.signal(Signal::SIGKILL);
         runner.wait_for(Duration::from_secs(5));
         // The leader dies with its runner (PDEATHSIG).

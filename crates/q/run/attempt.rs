@@ -177,7 +177,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
 fn settle(ctx: &Ctx, held: &Held, reason: Reason, outcome: &Outcome) -> Option<ResultRecord> {
     let opts = SettleOpts { delay_ms: None, worker_id: Some(ctx.worker_id.clone()), rand: crate::cli::random_u64() };
     if reason != Reason::LeaseLost {
-        match ctx.q.settle(&held.id, &held.token, reason, outcome, &opts) {
+        match ctx.q.settle_job(&held.name, &held.job, reason, outcome, &opts) {
             Ok(rec) => {
                 super::report(&rec);
                 return Some(rec);

@@ -161,9 +161,6 @@ impl Queue {
         };
         let run_at = rec.next_run_at.as_deref().and_then(|t| time::parse_time(t).ok()).unwrap_or_else(time::now_ms);
         self.move_leased(name, &job, rec.state, run_at, c, true)?;
-        let var = self.var(&name.id);
-        let _ = fs::remove_file(var.join(format!("{}.run.json", name.c.attempt)));
-        let _ = fs::remove_file(self.lease_path(&name.id, name.c.attempt));
         if rec.state.is_terminal() {
             self.on_terminal(&name.id, rec.state)?;
         }

@@ -100,6 +100,15 @@ impl Queue {
             Err(_) if !fsx::exists(&leased) => return Err(Error::lease_lost(id, token)),
             Err(e) => return Err(e),
         };
+        self.settle_job(&name, &job, reason, outcome, opts)
+    }
+
+    /// Settle a claim whose job record the caller holds (a runner read it
+    /// at claim time): the same fenced commit without reading it again.
+    pub fn settle_job(&self, name: &LeasedName, job: &Job, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Result<ResultRecord> {
+        let id = name.id.as_str();
+        let token = name.token();
+        let token = token.as_str();
         let now = time::now_ms();
         let started = outcome.started_at_ms.is_some();
         let mut c = name.c;
@@ -161,17 +170,19 @@ impl Queue {
             Renamed::Done => {}
             _ => return Err(Error::lease_lost(id, token)),
         }
+        crate::failpoint!("settle.after_result");
+        // 2. The fenced move; then both renames are made durable (on a
+        // journaling filesystem the second fsync finds nothing left to do).
+        self.move_leased(name, job, state, run_at.unwrap_or(now), c, sync)?;
         if sync {
             fsx::fsync_dir(&var)?;
         }
-        crate::failpoint!("settle.after_result");
-        // 2. The fenced move.
-        self.move_leased(&name, &job, state, run_at.unwrap_or(now), c, sync)?;
         crate::failpoint!("settle.after_commit_rename");
-        // 3. Clean up the attempt's live records.
-        let _ = fs::remove_file(var.join(format!("{}.run.json", name.c.attempt)));
-        let _ = fs::remove_file(var.join(format!("{}.cancel", name.c.attempt)));
-        let _ = fs::remove_file(self.lease_path(id, name.c.attempt));
+        // 3. The lease and run records stay as the attempt's history (q-gc
+        // prunes them with the job); only a cancel request is dropped.
+        if reason == Reason::Canceled {
+            let _ = fs::remove_file(var.join(format!("{}.cancel", name.c.attempt)));
+        }
         if state.is_terminal() {
             self.on_terminal(id, state)?;
         }

@@ -1,0 +1,110 @@
+//! When is a queue drained, for `--exit-on-idle`? Work is: a running job; a
+//! ready job; a job scheduled within the idle horizon (retries included, so
+//! a Makefile drain waits for them). A paused queue's pending jobs and held
+//! jobs are not work. Waiting jobs whose dependencies all finished are moved
+//! on first (promoted, or ended dependency-failed); the waiting jobs left
+//! then wait on something that is itself not work (held, or due after the
+//! horizon), so they are not work either.
+//!
+//! The scan lists `leased/` before and after `pending/`: a job claimed while
+//! we look is in one of the three listings, so it is never missed.
+
+use anyhow::Result;
+use q_queue::names::{Key, QueuedName};
+use q_queue::{Queue, State, fsx, time};
+
+/// What the scan found.
+#[derive(Debug, Default, Clone)]
+pub struct Idle {
+    /// There is work: do not exit.
+    pub busy: bool,
+    pub paused: bool,
+    pub running: u64,
+    /// Pending jobs due within the horizon (ready now or soon).
+    pub due: u64,
+    /// Pending jobs scheduled after the horizon.
+    pub later: u64,
+    pub waiting: u64,
+    pub held: u64,
+}
+
+impl Idle {
+    /// The jobs that stay behind, in words ("" when none).
+    pub fn left_behind(&self) -> String {
+        let mut parts = Vec::new();
+        if self.paused && self.due > 0 {
+            parts.push(format!("{} pending in the paused queue (q-ctl resume)", self.due));
+        }
+        if self.later > 0 {
+            parts.push(format!("{} scheduled after the idle horizon", self.later));
+        }
+        if self.held > 0 {
+            parts.push(format!("{} held (q-ctl release ID)", self.held));
+        }
+        if self.waiting > 0 {
+            parts.push(format!("{} waiting on jobs that are held or scheduled later", self.waiting));
+        }
+        if parts.is_empty() {
+            return String::new();
+        }
+        let n = (if self.paused { self.due } else { 0 }) + self.later + self.held + self.waiting;
+        format!("{n} job{} wait: {}", if n == 1 { "" } else { "s" }, parts.join(", "))
+    }
+}
+
+/// Look at the queue once. `horizon_ms`: how far ahead a scheduled job
+/// still counts (`None`: any).
+pub fn check(q: &Queue, horizon_ms: Option<u64>) -> Result<Idle> {
+    let mut promoted_once = false;
+    loop {
+        let now = time::now_ms();
+        let limit = horizon_ms.map_or(i64::MAX, |h| now.saturating_add(h as i64));
+        let mut s = Idle { paused: q.paused(now).is_some(), ..Idle::default() };
+        s.running = fsx::list(&q.dir("leased"))?.len() as u64;
+        if s.running > 0 {
+            s.busy = true;
+            return Ok(s);
+        }
+        let pending = q.dir("pending");
+        for seg in fsx::list(&pending)? {
+            if Key::parse(&seg).is_none() {
+                continue;
+            }
+            for n in fsx::list(&pending.join(&seg))? {
+                let Some(name) = QueuedName::parse(&n) else { continue };
+                if name.key.run_at <= limit {
+                    s.due += 1;
+                    if !s.paused {
+                        s.busy = true;
+                        return Ok(s);
+                    }
+                } else {
+                    s.later += 1;
+                }
+            }
+        }
+        s.running = fsx::list(&q.dir("leased"))?.len() as u64;
+        if s.running > 0 {
+            s.busy = true;
+            return Ok(s);
+        }
+        s.held = fsx::list(&q.dir("held"))?.len() as u64;
+        let waiting = fsx::list(&q.dir("waiting"))?;
+        s.waiting = waiting.len() as u64;
+        if s.waiting > 0 && !promoted_once {
+            // Move on the waiting jobs whose dependencies finished, then look again.
+            promoted_once = true;
+            let mut moved = false;
+            for n in &waiting {
+                if let Some(name) = QueuedName::parse(n) {
+                    q.promote_if_ready(&name.key.id)?;
+                    moved |= q.locate(&name.key.id)?.is_none_or(|l| l.state != State::Waiting);
+                }
+            }
+            if moved {
+                continue;
+            }
+        }
+        return Ok(s);
+    }
+}
