@@ -77,12 +77,23 @@ pub fn worker_id() -> String {
         .unwrap_or_else(|| format!("{}-{}", q_queue::ident::host().host, std::process::id()))
 }
 
-/// A random u64 for backoff jitter, from the kernel.
+/// A random u64 for backoff jitter: xorshift64*, seeded once per process
+/// from the kernel.
 pub fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut x = STATE.load(Ordering::Relaxed);
+    if x == 0 {
+        let mut b = [0u8; 8];
+        if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+            use std::io::Read;
+            let _ = f.read_exact(&mut b);
+        }
+        x = u64::from_ne_bytes(b) | 1;
     }
-    u64::from_ne_bytes(b)
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    STATE.store(x, Ordering::Relaxed);
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }

@@ -219,7 +219,8 @@ fn attempts_with_log(q: &Queue, id: &str, _stream: Stream) -> Vec<u32> {
             let (a, rest) = n.split_once('.')?;
             let a: u32 = a.parse().ok()?;
             let started = match rest {
-                "out" | "err" | "run.json" => true,
+                "out" | "err" => true,
+                "lease.json" => q.read_run(id, a).is_some(),
                 // Run by q-run (which measures its CPU), not settled by hand.
                 "result.json" => std::fs::read_to_string(var.join(n))
                     .ok()

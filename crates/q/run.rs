@@ -79,6 +79,8 @@ pub(crate) struct Ctx {
     /// SIGTERM/SIGINT received so far: 1 drains, 2 stops at once.
     pub signals: Arc<AtomicUsize>,
     pub heartbeat: Heartbeat,
+    /// Recorded environments read so far (they never change).
+    pub envs: std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeMap<String, String>>>,
 }
 
 impl Ctx {
@@ -139,6 +141,7 @@ fn run(a: Args) -> Result<u8> {
         worker_id: cli::worker_id(),
         signals,
         heartbeat: Heartbeat::start(),
+        envs: Default::default(),
     };
     if a.stdin { run_stdin(&ctx, a.once) } else { run_worker(&ctx, &a) }
 }

@@ -135,10 +135,11 @@ fn run(a: Args) -> Result<u8> {
             }
         });
     }
+    let mut rep = Reporter::new(a.events, a.common.quiet);
     let q = match a.common.open()? {
         Some(q) => q,
         None if a.exit_on_idle => return Ok(exit::OK),
-        None => match wait_for_queue(&a, &rx)? {
+        None => match wait_for_queue(&a, &rx, &mut rep)? {
             Some(q) => q,
             None => return Ok(exit::OK),
         },
@@ -157,7 +158,6 @@ fn run(a: Args) -> Result<u8> {
     };
     // Job processes whose worker died become our children, not init's.
     let _ = nix::sys::prctl::set_child_subreaper(true);
-    let mut rep = Reporter::new(a.events, a.common.quiet);
     let wd = match Watchdog::start(&a.common) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -203,10 +203,8 @@ fn run(a: Args) -> Result<u8> {
 }
 
 /// No queue yet (and not --exit-on-idle): wait for the first push.
-fn wait_for_queue(a: &Args, rx: &Receiver<Ev>) -> Result<Option<Queue>> {
-    if !a.common.quiet {
-        eprintln!("q-supervise: no queue yet at {}; waiting for the first push", a.common.path().display());
-    }
+fn wait_for_queue(a: &Args, rx: &Receiver<Ev>, rep: &mut Reporter) -> Result<Option<Queue>> {
+    rep.note(&format!("no queue yet at {}; waiting for the first push", a.common.path().display()));
     loop {
         if let Ok(Ev::Signal(s)) = rx.recv_timeout(Duration::from_millis(250)) {
             if s != signal_hook::consts::SIGCHLD {
@@ -668,6 +666,17 @@ impl Sup {
         let failed: Vec<&String> = self.outcomes.iter().filter(|(_, (st, r))| failed(*st, r)).map(|(id, _)| id).collect();
         let code = if failed.is_empty() { exit::OK } else { exit::NOTHING };
         let done = self.outcomes.values().filter(|(st, _)| *st == State::Done).count();
+        if self.rep.progress && !self.outcomes.is_empty() {
+            let mut msg = format!("{} job{} ran here: {done} done", self.outcomes.len(), if self.outcomes.len() == 1 { "" } else { "s" });
+            if !failed.is_empty() {
+                msg.push_str(&format!(", {} did not end done (q-ls --state dead)", failed.len()));
+            }
+            let requeued = self.outcomes.len() - done - failed.len();
+            if requeued > 0 {
+                msg.push_str(&format!(", {requeued} back in the queue"));
+            }
+            self.rep.note(&msg);
+        }
         self.rep.event("supervisor-exited", None, Self::me(), json!({"status": code, "jobs_done": done, "jobs_failed": failed.len()}));
         if let Some(g) = self.guard.take() {
             g.release();
@@ -683,20 +692,22 @@ impl Sup {
         self.last_draw = Instant::now();
         let Ok(c) = self.q.counts() else { return };
         let paused = self.q.paused(time::now_ms()).is_some();
-        let mut lines = vec![format!(
-            "q-supervise: {}/{} workers{} · ready {} · scheduled {} · waiting {} · held {} · running {} · done {} · dead {} · canceled {}",
-            self.live(),
-            self.slots.len(),
-            if paused { " (queue paused)" } else { "" },
-            c.ready,
-            c.scheduled,
-            c.waiting,
-            c.held,
-            c.running,
-            c.done,
-            c.dead,
-            c.canceled
-        )];
+        let mut parts = vec![format!("{}/{} workers{}", self.live(), self.slots.len(), if paused { " (queue paused)" } else { "" })];
+        for (n, what, always) in [
+            (c.ready, "ready", true),
+            (c.scheduled, "scheduled", false),
+            (c.waiting, "waiting", false),
+            (c.held, "held", false),
+            (c.running, "running", true),
+            (c.done, "done", true),
+            (c.dead, "dead", false),
+            (c.canceled, "canceled", false),
+        ] {
+            if always || n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        let mut lines = vec![format!("q-supervise: {}", parts.join(" · "))];
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         if self.finished > 0 {
             let rate = self.finished as f64 / secs;

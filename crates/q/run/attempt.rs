@@ -165,7 +165,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
         },
     };
     let rec = settle(ctx, held, reason, &outcome);
-    if rec.as_ref().is_some_and(|r| r.state == State::Done) {
+    if rec.as_ref().is_some_and(|r| r.state == State::Done) && fs::remove_dir(&workspace).is_err() {
         let _ = fs::remove_dir_all(&workspace);
     }
     let lost = rec.is_none();
@@ -250,7 +250,12 @@ fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<
     if job.env_from == q_queue::job::EnvFrom::Pusher {
         cmd.env_clear();
         if let Some(r) = &job.env_ref {
-            cmd.envs(ctx.q.load_env(r)?);
+            let mut cache = ctx.envs.lock().unwrap_or_else(|e| e.into_inner());
+            if !cache.contains_key(r) {
+                let env = ctx.q.load_env(r)?;
+                cache.insert(r.clone(), env);
+            }
+            cmd.envs(&cache[r]);
         }
     }
     cmd.envs(&job.env);
@@ -305,10 +310,9 @@ fn write_run_record(ctx: &Ctx, held: &Held, pid: i32, leader_start: u64, started
         started_at: time::rfc3339(started_ms),
         worker_id: Some(ctx.worker_id.clone()),
     };
-    let path = ctx.q.var(&held.id).join(format!("{}.run.json", held.attempt()));
-    let mut b = serde_json::to_vec(&rec).unwrap_or_default();
-    b.push(b'\n');
-    let _ = q_queue::fsx::publish(&ctx.q.tmp(), &path, &b, false);
+    if let Err(e) = ctx.q.record_start(&held.lease_file, &rec) {
+        eprintln!("q-run: warning: job {}: cannot record its process group: {e}", held.id);
+    }
 }
 
 /// Move available output into the logs, waiting up to `wait` for some.

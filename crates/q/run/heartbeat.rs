@@ -16,7 +16,7 @@ pub struct Held {
     pub name: LeasedName,
     pub job: Job,
     pub lease_ms: u64,
-    lease_file: File,
+    pub lease_file: File,
     leased_path: PathBuf,
     last_touch: Mutex<Instant>,
     /// The lease was taken over: stop the job, its result will be refused.

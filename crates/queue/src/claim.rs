@@ -234,12 +234,15 @@ impl Queue {
     /// Read and check a job file: not a symlink, not writable by others,
     /// parsable, and naming the id its file name says.
     pub fn read_job(&self, path: &std::path::Path) -> Result<Job> {
+        use std::io::Read;
         let f = fsx::open_read(path).ctx("open", path)?;
         let meta = f.metadata().ctx("stat", path)?;
         self.check_meta(path, &meta)?;
-        drop(f);
-        let bytes = fsx::read_capped(path, MAX_RECORD + 4096)
-            .map_err(|e| Error::io("read", path, e).with_kind(Kind::Data))?;
+        if !meta.is_file() || meta.len() > MAX_RECORD + 4096 {
+            return Err(Error::new(Kind::Data, format!("{}: not a job record (not a regular file, or too large)", path.display())));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+        f.take(MAX_RECORD + 4096).read_to_end(&mut bytes).map_err(|e| Error::io("read", path, e).with_kind(Kind::Data))?;
         let job = Job::from_bytes(&bytes).map_err(|e| Error::new(Kind::Data, format!("{}: {e}", path.display())))?;
         let fname = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if !fname.contains(&job.id) {

@@ -55,8 +55,11 @@ pub fn alive(pid: i32, ticks: u64) -> bool {
 
 /// This process's pid and start time.
 pub fn me() -> (i32, u64) {
-    let pid = std::process::id() as i32;
-    (pid, start_ticks(pid).unwrap_or(0))
+    static ME: OnceLock<(i32, u64)> = OnceLock::new();
+    *ME.get_or_init(|| {
+        let pid = std::process::id() as i32;
+        (pid, start_ticks(pid).unwrap_or(0))
+    })
 }
 
 #[cfg(test)]

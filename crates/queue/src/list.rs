@@ -135,11 +135,7 @@ impl Queue {
 
     /// The lease and run records of a running job.
     pub fn live_records(&self, id: &str, attempt: u32) -> (Option<Lease>, Option<RunInfo>) {
-        let lease = self.read_lease(id, attempt).ok();
-        let run = fsx::read_capped(&self.var(id).join(format!("{attempt}.run.json")), 64 * 1024)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        (lease, run)
+        (self.read_lease(id, attempt).ok(), self.read_run(id, attempt))
     }
 
     /// The job record of a listed or located job (None if it moved away).

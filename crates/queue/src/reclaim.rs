@@ -92,7 +92,7 @@ impl Queue {
                     },
                     Err(_) => false,
                 };
-                let started = fsx::exists(&self.var(id).join(format!("{a}.run.json")));
+                let started = self.read_run(id, a).is_some();
                 if same_host && lease.boot_id != here.boot_id {
                     (true, "the host rebooted since the claim".to_owned())
                 } else if same_host && lock_free && (lease.liveness == Liveness::Flock || started) {

@@ -35,8 +35,9 @@ pub struct Lease {
     pub liveness: Liveness,
 }
 
-/// `var/<ID>/<A>.run.json`: written by the runner once the job is started,
-/// so that whoever reclaims the lease can kill what is left of the job.
+/// The second line of `var/<ID>/<A>.lease.json`: appended by the runner once
+/// the job is started, so that whoever reclaims the lease can kill what is
+/// left of the job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunInfo {
     pub v: u32,

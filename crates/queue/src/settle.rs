@@ -13,7 +13,7 @@ use crate::fsx::{self, Renamed};
 use crate::job::Job;
 use crate::names::{Counters, Key, LeasedName, QueuedName, terminal_name};
 use crate::queue::Queue;
-use crate::record::{Lease, Outcome, Reason, ResultRecord, State};
+use crate::record::{Lease, Outcome, Reason, ResultRecord, RunInfo, State};
 use crate::time;
 use serde_json::Value;
 use std::fs;
@@ -50,10 +50,30 @@ impl Queue {
         self.var(id).join(format!("{attempt}.lease.json"))
     }
 
+    /// The lease record of an attempt (the first line of its lease file).
     pub fn read_lease(&self, id: &str, attempt: u32) -> Result<Lease> {
         let p = self.lease_path(id, attempt);
         let b = fsx::read_capped(&p, 64 * 1024).ctx("read", &p)?;
-        serde_json::from_slice(&b).map_err(|e| Error::new(Kind::Data, format!("{}: {e}", p.display())))
+        let first = b.split(|&c| c == b'\n').next().unwrap_or_default();
+        serde_json::from_slice(first).map_err(|e| Error::new(Kind::Data, format!("{}: {e}", p.display())))
+    }
+
+    /// The run record of an attempt (the second line of its lease file,
+    /// appended by the runner once the job started); `None` before.
+    pub fn read_run(&self, id: &str, attempt: u32) -> Option<RunInfo> {
+        let b = fsx::read_capped(&self.lease_path(id, attempt), 64 * 1024).ok()?;
+        let second = b.split(|&c| c == b'\n').nth(1)?;
+        serde_json::from_slice(second).ok()
+    }
+
+    /// Record that the attempt's job started: append the run record to the
+    /// lease file through the holder's open handle (one write, no new file).
+    pub fn record_start(&self, lease_file: &std::fs::File, run: &RunInfo) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut line = serde_json::to_vec(run).unwrap_or_default();
+        line.push(b'\n');
+        let len = lease_file.metadata().map(|m| m.len()).unwrap_or(0);
+        lease_file.write_all_at(&line, len).map_err(|e| Error::io("append run record to", Path::new("lease"), e))
     }
 
     fn leased_path(&self, name: &LeasedName) -> PathBuf {
