@@ -297,3 +297,32 @@ fn serial_sigkill_mid_batch_push() {
         assert!(all.contains(id), "acknowledged job {id} lost");
     }
 }
+
+/// A worker's cached candidate list never hides a more urgent job pushed
+/// after it was built: the push wakes the claimer, which looks again.
+#[test]
+fn worker_cache_sees_a_later_urgent_push() {
+    let q = QDir::new();
+    let input: String = (0..50).map(|i| format!("{{\"cmd\":[\"true\",\"{i}\"]}}\n")).collect();
+    q.run_in("q-push", &[], &input).ok();
+    let queue = q_queue::Queue::open(&q.queue).unwrap().unwrap();
+    let mut claimer = q_queue::Claimer::new(&queue);
+    let opts = q_queue::ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: q_queue::Liveness::Flock };
+    let first = claimer.claim(1, &opts).unwrap();
+    assert_eq!(first.len(), 1);
+    let urgent = q.push(&["--priority", "100", "--", "true"]);
+    let next = claimer.claim(1, &opts).unwrap();
+    assert_eq!(next[0].id, urgent, "the urgent job comes next, cache or not");
+    // And the cache is used without losing anything: all the rest come out once.
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let c = claimer.claim(3, &opts).unwrap();
+        if c.is_empty() {
+            break;
+        }
+        for x in c {
+            assert!(seen.insert(x.id.clone()), "claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 49);
+}

@@ -63,7 +63,9 @@ pub fn main() -> ExitCode {
 }
 
 fn run(a: Args) -> Result<u8> {
-    let Some(q) = a.common.open()? else { return Ok(exit::OK) };
+    let Some(q) = a.common.open()? else {
+        return Ok(exit::OK);
+    };
     let lock = if a.dry_run {
         None
     } else {
@@ -72,7 +74,10 @@ fn run(a: Args) -> Result<u8> {
             Acquired::Busy(holder) => {
                 // Another pass is doing the work: not an error (cron).
                 if !a.common.quiet && out::stderr_is_tty() {
-                    let who = holder.map_or_else(|| "another process".to_owned(), |h| format!("another q-gc ({})", h.describe()));
+                    let who = holder.map_or_else(
+                        || "another process".to_owned(),
+                        |h| format!("another q-gc ({})", h.describe()),
+                    );
                     eprintln!("q-gc: {who} is collecting this queue; nothing done");
                 }
                 return Ok(exit::OK);

@@ -149,12 +149,12 @@ fn run(a: Args) -> Result<u8> {
 /// Worker mode: claim, run, repeat.
 fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     let opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(ctx.worker_id.clone()), liveness: Liveness::Flock };
-    let waiter = ctx.q.waiter();
+    let mut claimer = q_queue::Claimer::new(&ctx.q);
     loop {
         if ctx.draining() {
             return Ok(exit::OK);
         }
-        let mut claims = ctx.q.claim(1, &opts)?;
+        let mut claims = claimer.claim(1, &opts)?;
         let Some(c) = claims.pop() else {
             if a.once {
                 return Ok(exit::TEMP);
@@ -162,7 +162,7 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
             if a.exit_on_idle {
                 return Ok(exit::OK);
             }
-            waiter.wait(Duration::from_secs(1));
+            claimer.wait(Duration::from_secs(1));
             continue;
         };
         let held = ctx.heartbeat.hold(&ctx.q, c);

@@ -90,8 +90,14 @@ pub struct Args {
 /// What the main loop hears about.
 pub enum Ev {
     Signal(i32),
-    Line { pid: i32, stderr: bool, line: String },
-    Eof { pid: i32 },
+    Line {
+        pid: i32,
+        stderr: bool,
+        line: String,
+    },
+    Eof {
+        pid: i32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +106,9 @@ enum Mode {
     /// Idle: workers were asked to stop; exit once they did (if still idle).
     Idle,
     /// Drained by a signal: exit when the workers are gone, or at `hard`.
-    Draining { hard: Instant },
+    Draining {
+        hard: Instant,
+    },
     Stop,
 }
 
@@ -148,14 +156,21 @@ fn run(a: Args) -> Result<u8> {
         Acquired::Held(g) => g,
         Acquired::Busy(_) if a.skip_if_running => return Ok(exit::OK),
         Acquired::Busy(h) => {
-            let who = h.map_or_else(|| "another process".to_owned(), |h| format!("another q-supervise ({})", h.describe()));
+            let who = h.map_or_else(
+                || "another process".to_owned(),
+                |h| format!("another q-supervise ({})", h.describe()),
+            );
             return Err(q_queue::Error::new(
                 q_queue::Kind::Busy,
-                format!("{who} serves queue {}; stop it first, or use --skip-if-running", q.root().display()),
+                format!(
+                    "{who} serves queue {}; stop it first, or use --skip-if-running",
+                    q.root().display()
+                ),
             )
             .into());
         }
     };
+    q_queue::failpoint!("supervise.after_lock");
     // Job processes whose worker died become our children, not init's.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let wd = match Watchdog::start(&a.common) {
@@ -165,10 +180,20 @@ fn run(a: Args) -> Result<u8> {
             None
         }
     };
-    let n = a.jobs.map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()), usize::from);
+    let n = a.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get()),
+        usize::from,
+    );
     let host = q_queue::ident::host().host.clone();
     let slots = (1..=n)
-        .map(|k| Slot { worker_id: format!("{host}-w{k}"), pid: None, pid_start: 0, started: Instant::now(), restarts: 0, restart_at: None })
+        .map(|k| Slot {
+            worker_id: format!("{host}-w{k}"),
+            pid: None,
+            pid_start: 0,
+            started: Instant::now(),
+            restarts: 0,
+            restart_at: None,
+        })
         .collect();
     let sup = Sup {
         cmd: worker_cmd(&a)?,
@@ -204,12 +229,15 @@ fn run(a: Args) -> Result<u8> {
 
 /// No queue yet (and not --exit-on-idle): wait for the first push.
 fn wait_for_queue(a: &Args, rx: &Receiver<Ev>, rep: &mut Reporter) -> Result<Option<Queue>> {
-    rep.note(&format!("no queue yet at {}; waiting for the first push", a.common.path().display()));
+    rep.note(&format!(
+        "no queue yet at {}; waiting for the first push",
+        a.common.path().display()
+    ));
     loop {
-        if let Ok(Ev::Signal(s)) = rx.recv_timeout(Duration::from_millis(250)) {
-            if s != signal_hook::consts::SIGCHLD {
-                return Ok(None);
-            }
+        if let Ok(Ev::Signal(s)) = rx.recv_timeout(Duration::from_millis(250))
+            && s != signal_hook::consts::SIGCHLD
+        {
+            return Ok(None);
         }
         if let Some(q) = a.common.open()? {
             return Ok(Some(q));
@@ -219,7 +247,12 @@ fn wait_for_queue(a: &Args, rx: &Receiver<Ev>, rep: &mut Reporter) -> Result<Opt
 
 fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     let exe = std::env::current_exe()?.with_file_name("q-run");
-    let mut args: Vec<OsString> = vec!["--queue".into(), a.common.path().into(), "--durability".into(), a.common.durability.clone().into()];
+    let mut args: Vec<OsString> = vec![
+        "--queue".into(),
+        a.common.path().into(),
+        "--durability".into(),
+        a.common.durability.clone().into(),
+    ];
     args.push("--grace".into());
     args.push(format!("{}ms", a.grace).into());
     if let Some(l) = a.lease {
@@ -278,7 +311,12 @@ impl Sup {
 
     fn run(mut self) -> u8 {
         let n = self.slots.len();
-        self.rep.event("supervisor-started", None, Self::me(), json!({"workers": n, "queue": self.q.root().display().to_string()}));
+        self.rep.event(
+            "supervisor-started",
+            None,
+            Self::me(),
+            json!({"workers": n, "queue": self.q.root().display().to_string()}),
+        );
         let r = self.main_loop();
         let mut code = None;
         if let Err(e) = &r {
@@ -340,7 +378,11 @@ impl Sup {
 
     fn next_wakeup(&self) -> Duration {
         let now = Instant::now();
-        self.slots.iter().filter_map(|s| s.restart_at).map(|t| t.saturating_duration_since(now)).fold(TICK, Duration::min)
+        self.slots
+            .iter()
+            .filter_map(|s| s.restart_at)
+            .map(|t| t.saturating_duration_since(now))
+            .fold(TICK, Duration::min)
     }
 
     fn live(&self) -> usize {
@@ -362,22 +404,36 @@ impl Sup {
                     self.stop_now();
                 }
             }
-            Ev::Line { pid, stderr: true, line } => {
+            Ev::Line {
+                pid,
+                stderr: true,
+                line,
+            } => {
                 let w = self.worker_of(pid).map(str::to_owned);
                 self.rep.relay(w.as_deref(), pid, &line);
             }
-            Ev::Line { pid, stderr: false, line } => self.result_line(pid, &line),
+            Ev::Line {
+                pid,
+                stderr: false,
+                line,
+            } => self.result_line(pid, &line),
             Ev::Eof { .. } => self.open_pipes = self.open_pipes.saturating_sub(1),
         }
     }
 
     /// A line on a worker's stdout: `result` lines tell how its jobs ended.
     fn result_line(&mut self, pid: i32, line: &str) {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { return };
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return;
+        };
         if v["type"] != "result" {
             return;
         }
-        let (Some(id), Some(state)) = (v["id"].as_str(), v["state"].as_str().and_then(State::parse)) else { return };
+        let (Some(id), Some(state)) =
+            (v["id"].as_str(), v["state"].as_str().and_then(State::parse))
+        else {
+            return;
+        };
         let reason = v["reason"].as_str().unwrap_or("").to_owned();
         if reason != "lease-lost" {
             if state.is_terminal() {
@@ -412,12 +468,21 @@ impl Sup {
                 if let Some(w) = self.wd.as_mut() {
                     w.worker(pid, start);
                 }
-                self.rep.event("worker-started", Some(&worker_id), Some(pid), json!({"restarts": restarts}));
+                self.rep.event(
+                    "worker-started",
+                    Some(&worker_id),
+                    Some(pid),
+                    json!({"restarts": restarts}),
+                );
                 Ok(())
             }
-            Err(e) if !self.ever_started => Err(anyhow!("cannot start the worker {}: {e} (is q installed completely?)", self.cmd.exe.display())),
+            Err(e) if !self.ever_started => Err(anyhow!(
+                "cannot start the worker {}: {e} (is q installed completely?)",
+                self.cmd.exe.display()
+            )),
             Err(e) => {
-                self.rep.error(&format!("cannot start worker {worker_id}: {e}"));
+                self.rep
+                    .error(&format!("cannot start worker {worker_id}: {e}"));
                 self.schedule_restart(k, None);
                 Ok(())
             }
@@ -444,7 +509,12 @@ impl Sup {
         s.restarts += 1;
         s.restart_at = Some(Instant::now() + Duration::from_millis(delay));
         let (id, restarts) = (s.worker_id.clone(), s.restarts);
-        self.rep.event("worker-restarting", Some(&id), old_pid, json!({"delay_ms": delay, "restarts": restarts}));
+        self.rep.event(
+            "worker-restarting",
+            Some(&id),
+            old_pid,
+            json!({"delay_ms": delay, "restarts": restarts}),
+        );
     }
 
     /// Reap ended children: workers (restart them, reclaim their jobs at
@@ -456,13 +526,23 @@ impl Sup {
                 self.wd = None;
                 continue;
             }
-            let Some(k) = self.slots.iter().position(|s| s.pid == Some(e.pid)) else { continue };
-            let (id, ran) = (self.slots[k].worker_id.clone(), self.slots[k].started.elapsed());
+            let Some(k) = self.slots.iter().position(|s| s.pid == Some(e.pid)) else {
+                continue;
+            };
+            let (id, ran) = (
+                self.slots[k].worker_id.clone(),
+                self.slots[k].started.elapsed(),
+            );
             self.slots[k].pid = None;
             if let Some(w) = self.wd.as_mut() {
                 w.gone(e.pid);
             }
-            self.rep.event("worker-exited", Some(&id), Some(e.pid), json!({"exit_code": e.code, "signal": e.signal, "ran_ms": ran.as_millis() as u64}));
+            self.rep.event(
+                "worker-exited",
+                Some(&id),
+                Some(e.pid),
+                json!({"exit_code": e.code, "signal": e.signal, "ran_ms": ran.as_millis() as u64}),
+            );
             // Its claims are provably dead now: requeue them in this pass.
             self.reclaim();
             if self.mode == Mode::Running {
@@ -472,9 +552,20 @@ impl Sup {
                         (_, Some(s)) => format!("was killed by signal {s}"),
                         _ => "ended".to_owned(),
                     };
-                    let delay = pool::backoff_ms(self.base_ms, if ran.as_millis() as u64 >= self.base_ms * pool::HEALTHY_FACTOR { 0 } else { self.slots[k].restarts });
+                    let delay = pool::backoff_ms(
+                        self.base_ms,
+                        if ran.as_millis() as u64 >= self.base_ms * pool::HEALTHY_FACTOR {
+                            0
+                        } else {
+                            self.slots[k].restarts
+                        },
+                    );
                     if !self.rep.events {
-                        self.rep.note(&format!("worker {id} (pid {}) {how}; restarting it in {}", e.pid, time::human_duration(delay)));
+                        self.rep.note(&format!(
+                            "worker {id} (pid {}) {how}; restarting it in {}",
+                            e.pid,
+                            time::human_duration(delay)
+                        ));
                     }
                 }
                 self.schedule_restart(k, Some(e.pid));
@@ -486,17 +577,24 @@ impl Sup {
     /// expired lease anywhere).
     fn reclaim(&mut self) {
         self.last_reclaim = Instant::now();
+        q_queue::failpoint!("supervise.before_reclaim");
         let list = match self.q.reclaim(false) {
             Ok(l) => l,
             Err(e) => return self.rep.error(&format!("reclaiming leases: {e}")),
         };
         for r in list {
             let key = format!("{}.{}.json", r.id, r.token);
-            let (w, pid) = self.claims.get(&key).map_or((None, None), |s| (s.worker_id.clone(), s.pid));
-            let ours = w.as_deref().is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
+            let (w, pid) = self
+                .claims
+                .get(&key)
+                .map_or((None, None), |s| (s.worker_id.clone(), s.pid));
+            let ours = w
+                .as_deref()
+                .is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
             if ours && r.state.is_terminal() {
                 self.finished += 1;
-                self.outcomes.insert(r.id.clone(), (r.state, r.reason.as_str().to_owned()));
+                self.outcomes
+                    .insert(r.id.clone(), (r.state, r.reason.as_str().to_owned()));
             }
             self.rep.event(
                 "lease-reclaimed",
@@ -509,16 +607,25 @@ impl Sup {
 
     /// Notice new claims (job-claimed events, progress).
     fn watch_claims(&mut self) {
-        let Ok(names) = fsx::list(&self.q.dir("leased")) else { return };
+        let Ok(names) = fsx::list(&self.q.dir("leased")) else {
+            return;
+        };
         let names: HashSet<String> = names.into_iter().collect();
         self.claims.retain(|k, _| names.contains(k));
         for n in names {
             if self.claims.contains_key(&n) {
                 continue;
             }
-            let Some(l) = LeasedName::parse(&n) else { continue };
-            let Ok(lease) = self.q.read_lease(&l.id, l.c.attempt) else { continue };
-            let ours = lease.worker_id.as_deref().is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
+            let Some(l) = LeasedName::parse(&n) else {
+                continue;
+            };
+            let Ok(lease) = self.q.read_lease(&l.id, l.c.attempt) else {
+                continue;
+            };
+            let ours = lease
+                .worker_id
+                .as_deref()
+                .is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
             let local = lease.host == q_queue::ident::host().host;
             let seen = Seen {
                 id: l.id.clone(),
@@ -528,7 +635,12 @@ impl Sup {
                 since_ms: time::parse_time(&lease.claimed_at).unwrap_or_else(|_| time::now_ms()),
             };
             if ours {
-                self.rep.event("job-claimed", seen.worker_id.as_deref(), seen.pid, json!({"id": seen.id, "attempt": seen.attempt}));
+                self.rep.event(
+                    "job-claimed",
+                    seen.worker_id.as_deref(),
+                    seen.pid,
+                    json!({"id": seen.id, "attempt": seen.attempt}),
+                );
             }
             self.claims.insert(n, seen);
         }
@@ -536,10 +648,20 @@ impl Sup {
 
     /// First SIGTERM/SIGINT: the workers drain themselves.
     fn drain(&mut self) {
-        let hard = Instant::now() + Duration::from_millis(self.grace_ms.saturating_mul(2)) + Duration::from_secs(2);
-        self.rep.event("draining", None, Self::me(), json!({"grace_ms": self.grace_ms}));
+        let hard = Instant::now()
+            + Duration::from_millis(self.grace_ms.saturating_mul(2))
+            + Duration::from_secs(2);
+        self.rep.event(
+            "draining",
+            None,
+            Self::me(),
+            json!({"grace_ms": self.grace_ms}),
+        );
         if !self.rep.events {
-            self.rep.note(&format!("draining: running jobs get {} to finish (a second signal stops at once)", time::human_duration(self.grace_ms)));
+            self.rep.note(&format!(
+                "draining: running jobs get {} to finish (a second signal stops at once)",
+                time::human_duration(self.grace_ms)
+            ));
         }
         for s in &mut self.slots {
             s.restart_at = None;
@@ -590,7 +712,12 @@ impl Sup {
         self.idle_seen += 1;
         if self.idle_seen >= 2 {
             // Idle twice in a row: let the workers go.
-            self.rep.event("idle", None, Self::me(), json!({"waiting": s.waiting, "held": s.held, "later": s.later, "paused": s.paused}));
+            self.rep.event(
+                "idle",
+                None,
+                Self::me(),
+                json!({"waiting": s.waiting, "held": s.held, "later": s.later, "paused": s.paused}),
+            );
             for sl in &mut self.slots {
                 sl.restart_at = None;
                 if let Some(pid) = sl.pid {
@@ -616,7 +743,10 @@ impl Sup {
         }
         let s = idle::check(&self.q, self.horizon)?;
         if s.busy {
-            match self.q.try_lock_named("supervise", Duration::from_millis(200))? {
+            match self
+                .q
+                .try_lock_named("supervise", Duration::from_millis(200))?
+            {
                 Acquired::Held(g) => {
                     self.guard = Some(g);
                     self.resume();
@@ -663,13 +793,33 @@ impl Sup {
                 self.rep.note(&format!("idle; {msg}"));
             }
         }
-        let failed: Vec<&String> = self.outcomes.iter().filter(|(_, (st, r))| failed(*st, r)).map(|(id, _)| id).collect();
-        let code = if failed.is_empty() { exit::OK } else { exit::NOTHING };
-        let done = self.outcomes.values().filter(|(st, _)| *st == State::Done).count();
+        let failed: Vec<&String> = self
+            .outcomes
+            .iter()
+            .filter(|(_, (st, r))| failed(*st, r))
+            .map(|(id, _)| id)
+            .collect();
+        let code = if failed.is_empty() {
+            exit::OK
+        } else {
+            exit::NOTHING
+        };
+        let done = self
+            .outcomes
+            .values()
+            .filter(|(st, _)| *st == State::Done)
+            .count();
         if self.rep.progress && !self.outcomes.is_empty() {
-            let mut msg = format!("{} job{} ran here: {done} done", self.outcomes.len(), if self.outcomes.len() == 1 { "" } else { "s" });
+            let mut msg = format!(
+                "{} job{} ran here: {done} done",
+                self.outcomes.len(),
+                if self.outcomes.len() == 1 { "" } else { "s" }
+            );
             if !failed.is_empty() {
-                msg.push_str(&format!(", {} did not end done (q-ls --state dead)", failed.len()));
+                msg.push_str(&format!(
+                    ", {} did not end done (q-ls --state dead)",
+                    failed.len()
+                ));
             }
             let requeued = self.outcomes.len() - done - failed.len();
             if requeued > 0 {
@@ -677,7 +827,12 @@ impl Sup {
             }
             self.rep.note(&msg);
         }
-        self.rep.event("supervisor-exited", None, Self::me(), json!({"status": code, "jobs_done": done, "jobs_failed": failed.len()}));
+        self.rep.event(
+            "supervisor-exited",
+            None,
+            Self::me(),
+            json!({"status": code, "jobs_done": done, "jobs_failed": failed.len()}),
+        );
         if let Some(g) = self.guard.take() {
             g.release();
         }
@@ -692,7 +847,12 @@ impl Sup {
         self.last_draw = Instant::now();
         let Ok(c) = self.q.counts() else { return };
         let paused = self.q.paused(time::now_ms()).is_some();
-        let mut parts = vec![format!("{}/{} workers{}", self.live(), self.slots.len(), if paused { " (queue paused)" } else { "" })];
+        let mut parts = vec![format!(
+            "{}/{} workers{}",
+            self.live(),
+            self.slots.len(),
+            if paused { " (queue paused)" } else { "" }
+        )];
         for (n, what, always) in [
             (c.ready, "ready", true),
             (c.scheduled, "scheduled", false),
@@ -712,14 +872,34 @@ impl Sup {
         if self.finished > 0 {
             let rate = self.finished as f64 / secs;
             let left = c.ready + c.running;
-            let eta = if rate > 0.0 && left > 0 { format!(" · ETA {}", report::elapsed((left as f64 / rate * 1000.0) as u64)) } else { String::new() };
-            lines.push(format!("  {} finished here · {:.2} jobs/s{eta}", self.finished, rate));
+            let eta = if rate > 0.0 && left > 0 {
+                format!(
+                    " · ETA {}",
+                    report::elapsed((left as f64 / rate * 1000.0) as u64)
+                )
+            } else {
+                String::new()
+            };
+            lines.push(format!(
+                "  {} finished here · {:.2} jobs/s{eta}",
+                self.finished, rate
+            ));
         }
         let now = time::now_ms();
         let mut running: Vec<(String, String, String, u64)> = Vec::new();
         for (name, s) in &self.claims {
-            let Some(w) = s.worker_id.clone().filter(|w| self.slots.iter().any(|sl| &sl.worker_id == w)) else { continue };
-            let label = self.labels.entry(s.id.clone()).or_insert_with(|| label_of(&self.q, name)).clone();
+            let Some(w) = s
+                .worker_id
+                .clone()
+                .filter(|w| self.slots.iter().any(|sl| &sl.worker_id == w))
+            else {
+                continue;
+            };
+            let label = self
+                .labels
+                .entry(s.id.clone())
+                .or_insert_with(|| label_of(&self.q, name))
+                .clone();
             running.push((w, s.id.clone(), label, (now - s.since_ms).max(0) as u64));
         }
         running.sort();
@@ -735,14 +915,19 @@ impl Sup {
 fn failed(st: State, reason: &str) -> bool {
     match st {
         State::Dead | State::Canceled => true,
-        State::Pending => matches!(reason, "exit" | "signal" | "timeout" | "output-limit" | "spawn-failed"),
+        State::Pending => matches!(
+            reason,
+            "exit" | "signal" | "timeout" | "output-limit" | "spawn-failed"
+        ),
         _ => false,
     }
 }
 
 /// A short label for a running job: its name, else its command.
 fn label_of(q: &Queue, leased_name: &str) -> String {
-    let Some(job) = q.job_at(&q.dir("leased").join(leased_name)) else { return String::new() };
+    let Some(job) = q.job_at(&q.dir("leased").join(leased_name)) else {
+        return String::new();
+    };
     if let Some(n) = job.name {
         return n;
     }

@@ -60,6 +60,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
     let pid = child.id() as i32;
     let leader_start = ident::start_ticks(pid).unwrap_or(0);
     write_run_record(ctx, held, pid, leader_start, started_ms);
+    q_queue::failpoint!("run.after_spawn");
 
     // The payload (or the claim line, for a handler) on stdin.
     if let Some(mut sin) = child.stdin.take() {
@@ -164,6 +165,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
             _ => 125,
         },
     };
+    q_queue::failpoint!("run.before_settle");
     let rec = settle(ctx, held, reason, &outcome);
     if rec.as_ref().is_some_and(|r| r.state == State::Done) && fs::remove_dir(&workspace).is_err() {
         let _ = fs::remove_dir_all(&workspace);

@@ -33,7 +33,10 @@ impl Idle {
     pub fn left_behind(&self) -> String {
         let mut parts = Vec::new();
         if self.paused && self.due > 0 {
-            parts.push(format!("{} pending in the paused queue (q-ctl resume)", self.due));
+            parts.push(format!(
+                "{} pending in the paused queue (q-ctl resume)",
+                self.due
+            ));
         }
         if self.later > 0 {
             parts.push(format!("{} scheduled after the idle horizon", self.later));
@@ -42,13 +45,20 @@ impl Idle {
             parts.push(format!("{} held (q-ctl release ID)", self.held));
         }
         if self.waiting > 0 {
-            parts.push(format!("{} waiting on jobs that are held or scheduled later", self.waiting));
+            parts.push(format!(
+                "{} waiting on jobs that are held or scheduled later",
+                self.waiting
+            ));
         }
         if parts.is_empty() {
             return String::new();
         }
         let n = (if self.paused { self.due } else { 0 }) + self.later + self.held + self.waiting;
-        format!("{n} job{} wait: {}", if n == 1 { "" } else { "s" }, parts.join(", "))
+        format!(
+            "{n} job{} wait: {}",
+            if n == 1 { "" } else { "s" },
+            parts.join(", ")
+        )
     }
 }
 
@@ -59,7 +69,10 @@ pub fn check(q: &Queue, horizon_ms: Option<u64>) -> Result<Idle> {
     loop {
         let now = time::now_ms();
         let limit = horizon_ms.map_or(i64::MAX, |h| now.saturating_add(h as i64));
-        let mut s = Idle { paused: q.paused(now).is_some(), ..Idle::default() };
+        let mut s = Idle {
+            paused: q.paused(now).is_some(),
+            ..Idle::default()
+        };
         s.running = fsx::list(&q.dir("leased"))?.len() as u64;
         if s.running > 0 {
             s.busy = true;
@@ -71,7 +84,9 @@ pub fn check(q: &Queue, horizon_ms: Option<u64>) -> Result<Idle> {
                 continue;
             }
             for n in fsx::list(&pending.join(&seg))? {
-                let Some(name) = QueuedName::parse(&n) else { continue };
+                let Some(name) = QueuedName::parse(&n) else {
+                    continue;
+                };
                 if name.key.run_at <= limit {
                     s.due += 1;
                     if !s.paused {
@@ -98,7 +113,9 @@ pub fn check(q: &Queue, horizon_ms: Option<u64>) -> Result<Idle> {
             for n in &waiting {
                 if let Some(name) = QueuedName::parse(n) {
                     q.promote_if_ready(&name.key.id)?;
-                    moved |= q.locate(&name.key.id)?.is_none_or(|l| l.state != State::Waiting);
+                    moved |= q
+                        .locate(&name.key.id)?
+                        .is_none_or(|l| l.state != State::Waiting);
                 }
             }
             if moved {

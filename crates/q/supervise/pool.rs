@@ -95,7 +95,10 @@ fn read_lines(r: impl Read + Send + 'static, pid: i32, stderr: bool, tx: Sender<
 
 /// The delay before restart number `restarts + 1`: base, doubling, capped.
 pub fn backoff_ms(base_ms: u64, restarts: u32) -> u64 {
-    let factor = 1u64.checked_shl(restarts.min(32)).unwrap_or(u64::MAX).min(MAX_DELAY_FACTOR);
+    let factor = 1u64
+        .checked_shl(restarts.min(32))
+        .unwrap_or(u64::MAX)
+        .min(MAX_DELAY_FACTOR);
     base_ms.saturating_mul(factor)
 }
 
@@ -112,8 +115,16 @@ pub fn reap() -> Vec<Exited> {
     let mut out = Vec::new();
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => out.push(Exited { pid: pid.as_raw(), code: Some(code), signal: None }),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => out.push(Exited { pid: pid.as_raw(), code: None, signal: Some(sig as i32) }),
+            Ok(WaitStatus::Exited(pid, code)) => out.push(Exited {
+                pid: pid.as_raw(),
+                code: Some(code),
+                signal: None,
+            }),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => out.push(Exited {
+                pid: pid.as_raw(),
+                code: None,
+                signal: Some(sig as i32),
+            }),
             Ok(WaitStatus::StillAlive) | Err(_) => break,
             Ok(_) => {}
         }
@@ -142,18 +153,32 @@ pub fn orphans(exclude: &[i32]) -> Vec<(i32, i32)> {
     let my_sid = nix::unistd::getsid(None).map(|p| p.as_raw()).unwrap_or(-1);
     let my_pgid = nix::unistd::getpgrp().as_raw();
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if exclude.contains(&pid) {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
         let f: Vec<&str> = rest.split_whitespace().collect();
         // state ppid pgrp session
-        let (Some(ppid), Some(pgrp), Some(sid)) = (f.get(1), f.get(2), f.get(3)) else { continue };
-        let (Ok(ppid), Ok(pgrp), Ok(sid)) = (ppid.parse::<i32>(), pgrp.parse::<i32>(), sid.parse::<i32>()) else { continue };
+        let (Some(ppid), Some(pgrp), Some(sid)) = (f.get(1), f.get(2), f.get(3)) else {
+            continue;
+        };
+        let (Ok(ppid), Ok(pgrp), Ok(sid)) =
+            (ppid.parse::<i32>(), pgrp.parse::<i32>(), sid.parse::<i32>())
+        else {
+            continue;
+        };
         if ppid == me && sid == my_sid && pgrp != my_pgid && f.first() != Some(&"Z") {
             out.push((pid, pgrp));
         }

@@ -20,7 +20,12 @@ pub struct Reporter {
 impl Reporter {
     pub fn new(events: bool, quiet: bool) -> Reporter {
         let progress = !events && !quiet && crate::out::stderr_is_tty();
-        Reporter { events, progress, quiet, drawn: 0 }
+        Reporter {
+            events,
+            progress,
+            quiet,
+            drawn: 0,
+        }
     }
 
     fn write(&mut self, text: &str) {
@@ -55,7 +60,12 @@ impl Reporter {
             return;
         }
         if self.events {
-            return self.event("note", None, Some(std::process::id() as i32), json!({"message": msg}));
+            return self.event(
+                "note",
+                None,
+                Some(std::process::id() as i32),
+                json!({"message": msg}),
+            );
         }
         self.clear();
         self.write(&format!("q-supervise: {msg}\n"));
@@ -64,7 +74,12 @@ impl Reporter {
     /// An error: always shown (with `--events`, as an `error` event).
     pub fn error(&mut self, msg: &str) {
         if self.events {
-            return self.event("error", None, Some(std::process::id() as i32), json!({"message": msg}));
+            return self.event(
+                "error",
+                None,
+                Some(std::process::id() as i32),
+                json!({"message": msg}),
+            );
         }
         self.clear();
         self.write(&format!("q-supervise: error: {msg}\n"));
@@ -112,7 +127,11 @@ impl Reporter {
 /// Lines are cut to the terminal width (`$COLUMNS`, else 80), so that the
 /// block's height is its number of lines.
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c: &usize| c > 10).unwrap_or(80)
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c: &usize| c > 10)
+        .unwrap_or(80)
 }
 
 /// "1m05s"-style elapsed time.

@@ -31,8 +31,15 @@ impl Watchdog {
     pub fn start(common: &Common) -> std::io::Result<Watchdog> {
         let exe = std::env::current_exe()?;
         let mut c = Command::new(exe);
-        c.arg("--watchdog").arg("--queue").arg(common.path()).arg("--durability").arg(&common.durability);
-        c.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+        c.arg("--watchdog")
+            .arg("--queue")
+            .arg(common.path())
+            .arg("--durability")
+            .arg(&common.durability);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
         let mut child = c.spawn()?;
         let pid = child.id() as i32;
         let stdin = child.stdin.take();
@@ -41,10 +48,10 @@ impl Watchdog {
     }
 
     fn say(&mut self, line: &str) {
-        if let Some(s) = self.stdin.as_mut() {
-            if s.write_all(format!("{line}\n").as_bytes()).is_err() {
-                self.stdin = None;
-            }
+        if let Some(s) = self.stdin.as_mut()
+            && s.write_all(format!("{line}\n").as_bytes()).is_err()
+        {
+            self.stdin = None;
         }
     }
 

@@ -65,6 +65,69 @@ impl Claim {
     }
 }
 
+/// A long-lived claimer (a worker): it keeps the sorted candidates of its
+/// last scan and claims from them while nothing was pushed or requeued
+/// since (the waiter's inotify events say so) and for at most
+/// `CACHE_FOR`, so that a claim does not re-read a segment every time.
+pub struct Claimer {
+    q: Queue,
+    cache: Vec<Candidate>,
+    built: std::time::Instant,
+    waiter: crate::Waiter,
+}
+
+/// How long a worker's candidate list stays usable without a rescan.
+const CACHE_FOR: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl Claimer {
+    pub fn new(q: &Queue) -> Claimer {
+        Claimer { q: q.clone(), cache: Vec::new(), built: std::time::Instant::now(), waiter: q.waiter() }
+    }
+
+    /// Claim up to `n` ready jobs, like `Queue::claim`.
+    pub fn claim(&mut self, n: usize, opts: &ClaimOpts) -> Result<Vec<Claim>> {
+        let now = time::now_ms();
+        if n == 0 || self.q.paused(now).is_some() {
+            self.cache.clear();
+            return Ok(Vec::new());
+        }
+        if self.waiter.changed() || self.built.elapsed() > CACHE_FOR {
+            self.cache.clear();
+        }
+        let mut out = Vec::new();
+        let mut rescans = 0;
+        loop {
+            if self.cache.is_empty() {
+                if rescans == 2 {
+                    break;
+                }
+                rescans += 1;
+                self.cache = self.q.candidates(now, n.max(64))?;
+                self.cache.reverse(); // pop from the end: best first
+                self.built = std::time::Instant::now();
+                if self.cache.is_empty() {
+                    break;
+                }
+            }
+            while let Some(c) = self.cache.pop() {
+                if let Some(claim) = self.q.try_claim(&c, opts)? {
+                    out.push(claim);
+                    if out.len() >= n {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Wait for a change in the queue (or the timeout).
+    pub fn wait(&mut self, timeout: std::time::Duration) {
+        self.waiter.wait(timeout);
+        self.cache.clear();
+    }
+}
+
 /// A ready candidate: the segment it sits in and its name.
 #[derive(Debug, Clone)]
 struct Candidate {

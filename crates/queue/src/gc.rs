@@ -91,7 +91,13 @@ impl Queue {
     /// Run one gc pass. Actions are reported as they happen; errors about
     /// single items do not stop the pass and are returned at the end.
     pub fn gc(&self, o: &GcOpts, out: &mut dyn FnMut(Action)) -> Result<Vec<Error>> {
-        let mut g = Gc { q: self, o, out, errors: Vec::new(), now: time::now_ms() };
+        let mut g = Gc {
+            q: self,
+            o,
+            out,
+            errors: Vec::new(),
+            now: time::now_ms(),
+        };
         g.tmp();
         let inv = g.scan()?;
         g.duplicates(&inv);
@@ -107,13 +113,29 @@ impl Queue {
 
 /// Milliseconds since a file time (0 if in the future or unknown).
 pub(crate) fn age_ms(now: i64, t: std::io::Result<SystemTime>) -> u64 {
-    let ms = t.ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(now, |d| d.as_millis() as i64);
+    let ms = t
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(now, |d| d.as_millis() as i64);
     (now - ms).max(0) as u64
 }
 
 impl Gc<'_> {
-    pub(crate) fn emit(&mut self, action: &'static str, id: Option<&str>, path: &Path, reason: impl Into<String>) {
-        self.emit_full(Action { action, id: id.map(str::to_owned), path: path.to_path_buf(), reason: reason.into(), to: None, state: None });
+    pub(crate) fn emit(
+        &mut self,
+        action: &'static str,
+        id: Option<&str>,
+        path: &Path,
+        reason: impl Into<String>,
+    ) {
+        self.emit_full(Action {
+            action,
+            id: id.map(str::to_owned),
+            path: path.to_path_buf(),
+            reason: reason.into(),
+            to: None,
+            state: None,
+        });
     }
 
     pub(crate) fn emit_full(&mut self, a: Action) {
@@ -139,7 +161,14 @@ impl Gc<'_> {
                 None => return, // moved away meanwhile
             }
         };
-        self.emit_full(Action { action: "quarantine", id: id.map(str::to_owned), path: path.to_path_buf(), reason: why.to_owned(), to, state: None });
+        self.emit_full(Action {
+            action: "quarantine",
+            id: id.map(str::to_owned),
+            path: path.to_path_buf(),
+            reason: why.to_owned(),
+            to,
+            state: None,
+        });
     }
 
     /// R1: staging files left by interrupted writers. A file whose flock is
@@ -153,11 +182,16 @@ impl Gc<'_> {
         let ttl = self.o.tmp_ttl_ms;
         for n in names {
             let p = dir.join(&n);
-            let Ok(m) = fs::symlink_metadata(&p) else { continue };
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
             if age_ms(self.now, m.modified()) <= ttl {
                 continue;
             }
-            let reason = format!("staging file older than {} (left by an interrupted writer)", time::human_duration(ttl));
+            let reason = format!(
+                "staging file older than {} (left by an interrupted writer)",
+                time::human_duration(ttl)
+            );
             if m.is_file() {
                 // Hold its lock while removing it; a held lock means a live writer.
                 let Ok(f) = fsx::open_rw(&p) else { continue };
@@ -175,7 +209,11 @@ impl Gc<'_> {
                     }
                 }
             } else if !self.o.dry_run {
-                let r = if m.is_dir() { crate::settle::remove_tree(&p) } else { fsx::remove(&p) };
+                let r = if m.is_dir() {
+                    crate::settle::remove_tree(&p)
+                } else {
+                    fsx::remove(&p)
+                };
                 if let Err(e) = r {
                     self.errors.push(e);
                     continue;
@@ -191,12 +229,22 @@ impl Gc<'_> {
         match self.q.reclaim(self.o.dry_run) {
             Ok(list) => {
                 for r in list {
-                    let path = self.q.dir("leased").join(format!("{}.{}.json", r.id, r.token));
+                    let path = self
+                        .q
+                        .dir("leased")
+                        .join(format!("{}.{}.json", r.id, r.token));
                     let mut reason = format!("{}: {}", r.why, r.reason.as_str());
                     if r.killed_group {
                         reason.push_str("; killed what was left of its process group");
                     }
-                    self.emit_full(Action { action: "reclaim", id: Some(r.id), path, reason, to: None, state: Some(r.state) });
+                    self.emit_full(Action {
+                        action: "reclaim",
+                        id: Some(r.id),
+                        path,
+                        reason,
+                        to: None,
+                        state: Some(r.state),
+                    });
                 }
             }
             Err(e) => self.errors.push(e),
@@ -248,15 +296,21 @@ impl Gc<'_> {
     }
 
     fn prune_key_file(&mut self, p: &Path) -> Result<()> {
-        let Ok(m) = fs::symlink_metadata(p) else { return Ok(()) };
+        let Ok(m) = fs::symlink_metadata(p) else {
+            return Ok(());
+        };
         if !m.is_file() || m.len() == 0 {
             return Ok(());
         }
-        let Ok(f) = fsx::open_rw(p) else { return Ok(()) };
+        let Ok(f) = fsx::open_rw(p) else {
+            return Ok(());
+        };
         if f.try_lock().is_err() {
             return Ok(()); // a push is under way
         }
-        let Ok(bytes) = fsx::read_capped(p, 16 << 20) else { return Ok(()) };
+        let Ok(bytes) = fsx::read_capped(p, 16 << 20) else {
+            return Ok(());
+        };
         let text = String::from_utf8_lossy(&bytes);
         let mut keep = Vec::new();
         let mut dropped = 0;
@@ -285,10 +339,16 @@ impl Gc<'_> {
                 body.push('\n');
             }
             f.set_len(0).map_err(|e| Error::io("truncate", p, e))?;
-            f.write_all_at(body.as_bytes(), 0).map_err(|e| Error::io("write", p, e))?;
+            f.write_all_at(body.as_bytes(), 0)
+                .map_err(|e| Error::io("write", p, e))?;
             f.sync_data().map_err(|e| Error::io("fsync", p, e))?;
         }
-        self.emit("prune-key", None, p, format!("{dropped} dedupe-key record(s) of finished or missing jobs"));
+        self.emit(
+            "prune-key",
+            None,
+            p,
+            format!("{dropped} dedupe-key record(s) of finished or missing jobs"),
+        );
         Ok(())
     }
 

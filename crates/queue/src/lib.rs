@@ -26,7 +26,7 @@ mod reclaim;
 mod settle;
 mod wake;
 
-pub use claim::{Claim, ClaimOpts};
+pub use claim::{Claim, ClaimOpts, Claimer};
 pub use error::{Error, Kind, Result};
 pub use job::{Job, NewJob, PushContext};
 pub use list::{Counts, Entry};

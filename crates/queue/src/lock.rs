@@ -173,7 +173,8 @@ impl Queue {
             rec.push(b'\n');
             // One positioned write, then trim: a reader never sees it empty.
             f.write_all_at(&rec, 0).ctx("write lock record", &path)?;
-            f.set_len(rec.len() as u64).ctx("write lock record", &path)?;
+            f.set_len(rec.len() as u64)
+                .ctx("write lock record", &path)?;
             return Ok(Acquired::Held(LockGuard { file: f, path }));
         }
     }

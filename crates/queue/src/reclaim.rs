@@ -104,7 +104,7 @@ impl Queue {
                 }
             }
             _ => {
-                if now > ctime_ms(&lmeta) + NO_LEASE_GRACE_MS {
+                if now > ctime_ms(&lmeta) + crate::failpoint::override_ms("Q_NO_LEASE_GRACE_MS", NO_LEASE_GRACE_MS) {
                     (true, "the claim has no lease record".to_owned())
                 } else {
                     (false, String::new())
@@ -131,6 +131,7 @@ impl Queue {
                 killed = ident::kill_group(run.pgid, run.leader_start, nix::sys::signal::Signal::SIGKILL);
             }
         }
+        crate::failpoint!("reclaim.before_settle");
         let reason = if self.cancel_requested(id, a) { Reason::Canceled } else { Reason::LeaseExpired };
         if dry_run {
             return Ok(Some(Reclaimed { id: id.clone(), token, state: State::Pending, reason, why, killed_group: false }));
@@ -154,6 +155,7 @@ impl Queue {
     fn finish_settled(&self, name: &LeasedName, rec: &ResultRecord) -> Result<()> {
         let leased = self.dir("leased").join(name.to_string());
         let Ok(job) = self.read_job(&leased) else { return Ok(()) };
+        crate::failpoint!("reclaim.finish_settled");
         let c = Counters {
             attempt: name.c.attempt,
             failures: rec.failures,

@@ -337,6 +337,7 @@ impl Queue {
                 Renamed::Done => {}
                 _ => return Err(Error::new(Kind::Busy, format!("job {id} is being ended by another process"))),
             }
+            crate::failpoint!("settle.end_after_record");
             let dir = self.dir(to.dir());
             match fsx::rename_noreplace(&l.path, &dir.join(terminal_name(id)))? {
                 Renamed::Done => {

@@ -77,6 +77,24 @@ impl Waiter {
         }
     }
 
+    /// Did anything change since the last call (or wait)? Never blocks.
+    /// Without inotify the answer is always yes.
+    pub fn changed(&self) -> bool {
+        match &self.ino {
+            Some(ino) => {
+                let mut any = false;
+                while let Ok(ev) = ino.read_events() {
+                    if ev.is_empty() {
+                        break;
+                    }
+                    any = true;
+                }
+                any
+            }
+            None => true,
+        }
+    }
+
     pub fn uses_inotify(&self) -> bool {
         self.ino.is_some()
     }

@@ -30,8 +30,12 @@ enum VarEntry {
 }
 
 fn var_entry(n: &str) -> VarEntry {
-    let Some((a, rest)) = n.split_once('.') else { return VarEntry::Other };
-    let Ok(a) = a.parse::<u32>() else { return VarEntry::Other };
+    let Some((a, rest)) = n.split_once('.') else {
+        return VarEntry::Other;
+    };
+    let Ok(a) = a.parse::<u32>() else {
+        return VarEntry::Other;
+    };
     match rest {
         "work" => VarEntry::Work(a),
         "cancel" => VarEntry::Cancel(a),
@@ -61,13 +65,23 @@ impl Gc<'_> {
                 Some(_) => return Ok(()),
             }
         }
-        let Some(l) = self.q.locate(id)? else { return Ok(()) };
+        let Some(l) = self.q.locate(id)? else {
+            return Ok(());
+        };
         if l.state != State::Waiting {
             return Ok(());
         }
         let (action, want, reason) = match &failed {
-            None => ("promote", State::Pending, "its dependencies are done".to_owned()),
-            Some(dep) => ("cancel", State::Canceled, format!("dependency-failed: {dep} did not end done")),
+            None => (
+                "promote",
+                State::Pending,
+                "its dependencies are done".to_owned(),
+            ),
+            Some(dep) => (
+                "cancel",
+                State::Canceled,
+                format!("dependency-failed: {dep} did not end done"),
+            ),
         };
         if !self.o.dry_run {
             self.q.promote_if_ready(id)?;
@@ -75,7 +89,14 @@ impl Gc<'_> {
                 return Ok(());
             }
         }
-        self.emit_full(Action { action, id: Some(id.to_owned()), path: l.path, reason, to: None, state: Some(want) });
+        self.emit_full(Action {
+            action,
+            id: Some(id.to_owned()),
+            path: l.path,
+            reason,
+            to: None,
+            state: Some(want),
+        });
         Ok(())
     }
 
@@ -91,12 +112,22 @@ impl Gc<'_> {
         };
         for n in names {
             let p = var.join(&n);
-            let Ok(m) = fs::symlink_metadata(&p) else { continue };
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
             if !is_valid_id(&n) || !m.is_dir() {
-                self.quarantine(&p, None, "not a job's var directory (bad name, symlink or not a directory)");
+                self.quarantine(
+                    &p,
+                    None,
+                    "not a job's var directory (bad name, symlink or not a directory)",
+                );
                 continue;
             }
-            let r = if inv.jobs.contains_key(&n) { self.var_job(&n, &p) } else { self.var_orphan(&n, &p, &m) };
+            let r = if inv.jobs.contains_key(&n) {
+                self.var_job(&n, &p)
+            } else {
+                self.var_orphan(&n, &p, &m)
+            };
             self.err(r);
         }
     }
@@ -116,7 +147,10 @@ impl Gc<'_> {
         if !self.o.dry_run {
             remove_tree(p)?;
         }
-        let why = format!("no job {id} exists; untouched for over {}", time::human_duration(ttl));
+        let why = format!(
+            "no job {id} exists; untouched for over {}",
+            time::human_duration(ttl)
+        );
         self.emit("remove-orphan", Some(id), p, why);
         Ok(())
     }
@@ -134,10 +168,10 @@ impl Gc<'_> {
     fn leased_now(&self, id: &str) -> Result<Option<u32>> {
         let prefix = format!("{id}.");
         for n in fsx::list(&self.q.dir("leased"))? {
-            if n.starts_with(&prefix) {
-                if let Some(l) = LeasedName::parse(&n).filter(|l| l.id == id) {
-                    return Ok(Some(l.c.attempt));
-                }
+            if n.starts_with(&prefix)
+                && let Some(l) = LeasedName::parse(&n).filter(|l| l.id == id)
+            {
+                return Ok(Some(l.c.attempt));
             }
         }
         Ok(None)
@@ -147,7 +181,9 @@ impl Gc<'_> {
         let ttl = self.o.orphan_ttl_ms;
         for n in fsx::list(p)? {
             let ep = p.join(&n);
-            let Ok(em) = fs::symlink_metadata(&ep) else { continue };
+            let Ok(em) = fs::symlink_metadata(&ep) else {
+                continue;
+            };
             if em.file_type().is_symlink() {
                 self.quarantine(&ep, Some(id), "a symlink inside a job's var directory");
                 continue;
@@ -170,12 +206,25 @@ impl Gc<'_> {
                 continue;
             }
             if !self.o.dry_run {
-                if what == "workspace" { remove_tree(&ep)? } else { fsx::remove(&ep)? }
+                if what == "workspace" {
+                    remove_tree(&ep)?
+                } else {
+                    fsx::remove(&ep)?
+                }
             }
             let (action, why) = if what == "workspace" {
-                ("remove-workspace", format!("workspace of attempt {attempt}, which is not running; untouched for over {}", time::human_duration(ttl)))
+                (
+                    "remove-workspace",
+                    format!(
+                        "workspace of attempt {attempt}, which is not running; untouched for over {}",
+                        time::human_duration(ttl)
+                    ),
+                )
             } else {
-                ("remove-record", format!("cancel request of attempt {attempt}, which is not running"))
+                (
+                    "remove-record",
+                    format!("cancel request of attempt {attempt}, which is not running"),
+                )
             };
             self.emit(action, Some(id), &ep, why);
         }
@@ -185,7 +234,10 @@ impl Gc<'_> {
     /// R7: finished jobs past their retention are deleted with everything
     /// kept for them, except a job that a waiting or held job depends on.
     pub(crate) fn retention(&mut self, inv: &Inventory) {
-        if self.o.done_ttl_ms.is_none() && self.o.dead_ttl_ms.is_none() && self.o.canceled_ttl_ms.is_none() {
+        if self.o.done_ttl_ms.is_none()
+            && self.o.dead_ttl_ms.is_none()
+            && self.o.canceled_ttl_ms.is_none()
+        {
             return;
         }
         // Fresh: a job pushed since the scan may depend on an old one.
@@ -234,9 +286,13 @@ impl Gc<'_> {
             .and_then(|t| time::parse_time(&t).ok())
             .or_else(|| {
                 // No result: when the file last moved (a rename sets ctime).
-                fs::symlink_metadata(path).ok().map(|m| m.ctime() * 1000 + m.ctime_nsec() / 1_000_000)
+                fs::symlink_metadata(path)
+                    .ok()
+                    .map(|m| m.ctime() * 1000 + m.ctime_nsec() / 1_000_000)
             });
-        let Some(finished) = finished else { return Ok(()) };
+        let Some(finished) = finished else {
+            return Ok(());
+        };
         if ((self.now - finished).max(0) as u64) <= ttl {
             return Ok(());
         }
@@ -246,12 +302,24 @@ impl Gc<'_> {
             if fsx::rename_noreplace(path, &tmp)? != Renamed::Done {
                 return Ok(());
             }
+            crate::failpoint!("gc.expire_after_rename");
             remove_tree(&self.q.var(id))?;
             fsx::remove(&tmp)?;
             fsx::fsync_dir(&self.q.dir(st.dir()))?;
         }
-        let why = format!("{} for over {} (retention)", st.as_str(), time::human_duration(ttl));
-        self.emit_full(Action { action: "expire", id: Some(id.to_owned()), path: path.to_path_buf(), reason: why, to: None, state: Some(st) });
+        let why = format!(
+            "{} for over {} (retention)",
+            st.as_str(),
+            time::human_duration(ttl)
+        );
+        self.emit_full(Action {
+            action: "expire",
+            id: Some(id.to_owned()),
+            path: path.to_path_buf(),
+            reason: why,
+            to: None,
+            state: Some(st),
+        });
         Ok(())
     }
 }

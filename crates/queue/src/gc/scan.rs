@@ -67,9 +67,15 @@ impl Gc<'_> {
         let pending = self.q.dir("pending");
         for seg in fsx::list(&pending)? {
             let sp = pending.join(&seg);
-            let Ok(m) = fs::symlink_metadata(&sp) else { continue };
+            let Ok(m) = fs::symlink_metadata(&sp) else {
+                continue;
+            };
             if Key::parse(&seg).is_none() || !m.is_dir() {
-                self.quarantine(&sp, None, "not a pending segment (bad name, symlink or not a directory)");
+                self.quarantine(
+                    &sp,
+                    None,
+                    "not a pending segment (bad name, symlink or not a directory)",
+                );
                 continue;
             }
             for n in fsx::list(&sp)? {
@@ -102,7 +108,11 @@ impl Gc<'_> {
                         let id = id.to_owned();
                         self.add(&mut inv, st, &p, &id, 0);
                     }
-                    None => self.quarantine(&p, None, &format!("{} file name is not of the queue's form", st.dir())),
+                    None => self.quarantine(
+                        &p,
+                        None,
+                        &format!("{} file name is not of the queue's form", st.dir()),
+                    ),
                 }
             }
         }
@@ -112,24 +122,41 @@ impl Gc<'_> {
     fn queued(&mut self, inv: &mut Inventory, st: State, p: &Path, n: &str) {
         match QueuedName::parse(n) {
             Some(q) => {
-                if let Some(job) = self.add(inv, st, p, &q.key.id, q.c.attempt) {
-                    if st == State::Waiting {
-                        inv.waiting.push((q.key.id.clone(), job.after.clone()));
-                    }
+                if let Some(job) = self.add(inv, st, p, &q.key.id, q.c.attempt)
+                    && st == State::Waiting
+                {
+                    inv.waiting.push((q.key.id.clone(), job.after.clone()));
                 }
             }
-            None => self.quarantine(p, None, &format!("{} file name is not of the queue's form", st.dir())),
+            None => self.quarantine(
+                p,
+                None,
+                &format!("{} file name is not of the queue's form", st.dir()),
+            ),
         }
     }
 
     /// Check one job file and record it.
-    fn add(&mut self, inv: &mut Inventory, st: State, p: &Path, id: &str, attempt: u32) -> Option<Box<Job>> {
+    fn add(
+        &mut self,
+        inv: &mut Inventory,
+        st: State,
+        p: &Path,
+        id: &str,
+        attempt: u32,
+    ) -> Option<Box<Job>> {
         let (job, m, newer) = match self.check(p, id) {
             Check::Ok(j, m) => (Some(j), m, false),
             Check::Newer(m) => (None, m, true),
             Check::Skip => return None,
         };
-        inv.jobs.entry(id.to_owned()).or_default().push(Found { state: st, path: p.to_path_buf(), attempt, ino: (m.dev(), m.ino()), newer });
+        inv.jobs.entry(id.to_owned()).or_default().push(Found {
+            state: st,
+            path: p.to_path_buf(),
+            attempt,
+            ino: (m.dev(), m.ino()),
+            newer,
+        });
         job
     }
 
@@ -149,7 +176,11 @@ impl Gc<'_> {
             return Check::Skip;
         }
         if self.q.check_meta(p, &m).is_err() {
-            let why = format!("writable by another user (owner uid {}, mode {:o})", m.uid(), m.mode() & 0o7777);
+            let why = format!(
+                "writable by another user (owner uid {}, mode {:o})",
+                m.uid(),
+                m.mode() & 0o7777
+            );
             self.quarantine(p, Some(id), &why);
             return Check::Skip;
         }
@@ -172,7 +203,10 @@ impl Gc<'_> {
                 return Check::Skip;
             }
         };
-        if v.get("v").and_then(serde_json::Value::as_u64).is_some_and(|v| v > u64::from(JOB_VERSION)) {
+        if v.get("v")
+            .and_then(serde_json::Value::as_u64)
+            .is_some_and(|v| v > u64::from(JOB_VERSION))
+        {
             return Check::Newer(m);
         }
         let job: Job = match serde_json::from_value(v) {
@@ -183,7 +217,11 @@ impl Gc<'_> {
             }
         };
         if job.id != id || !is_valid_id(&job.id) {
-            self.quarantine(p, Some(id), &format!("the record says id {:?}, its file name says {id}", job.id));
+            self.quarantine(
+                p,
+                Some(id),
+                &format!("the record says id {:?}, its file name says {id}", job.id),
+            );
             return Check::Skip;
         }
         Check::Ok(Box::new(job), m)
@@ -192,7 +230,8 @@ impl Gc<'_> {
     /// R4: one id, several names. Keep the winner; a second name of the
     /// same file (a hard link) is unlinked, a second file is quarantined.
     pub(crate) fn duplicates(&mut self, inv: &Inventory) {
-        let mut dups: Vec<(&String, &Vec<Found>)> = inv.jobs.iter().filter(|(_, v)| v.len() > 1).collect();
+        let mut dups: Vec<(&String, &Vec<Found>)> =
+            inv.jobs.iter().filter(|(_, v)| v.len() > 1).collect();
         dups.sort_by(|a, b| a.0.cmp(b.0));
         for (id, founds) in dups {
             let mut v = founds.clone();
@@ -204,8 +243,12 @@ impl Gc<'_> {
                 }
                 // The loser first: a file that moved from it to the winner's
                 // name shows one inode, once.
-                let Ok(lm) = fs::symlink_metadata(&loser.path) else { continue };
-                let Ok(wm) = fs::symlink_metadata(&winner.path) else { continue };
+                let Ok(lm) = fs::symlink_metadata(&loser.path) else {
+                    continue;
+                };
+                let Ok(wm) = fs::symlink_metadata(&winner.path) else {
+                    continue;
+                };
                 let (l, w) = ((lm.dev(), lm.ino()), (wm.dev(), wm.ino()));
                 if l != loser.ino {
                     continue; // replaced meanwhile
@@ -214,17 +257,22 @@ impl Gc<'_> {
                     if lm.nlink() < 2 {
                         continue; // it moved while we looked
                     }
-                    if !self.o.dry_run {
-                        if let Err(e) = fsx::remove(&loser.path) {
-                            self.errors.push(e);
-                            continue;
-                        }
+                    if !self.o.dry_run
+                        && let Err(e) = fsx::remove(&loser.path)
+                    {
+                        self.errors.push(e);
+                        continue;
                     }
                     let why = format!("a second name of {}", winner.path.display());
                     self.emit("remove-duplicate", Some(id), &loser.path, why);
                     continue;
                 }
-                let why = format!("job {id} is also {} at {} (that one is kept)", winner.state.as_str(), winner.path.display());
+                let why = format!(
+                    "job {id} is also {} at {} (that one is kept)",
+                    winner.state.as_str(),
+                    winner.path.display()
+                );
+                crate::failpoint!("gc.mid_dedupe");
                 self.quarantine(&loser.path, Some(id), &why);
             }
         }
