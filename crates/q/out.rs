@@ -17,6 +17,21 @@ pub fn line<T: Serialize + ?Sized>(v: &T) -> io::Result<bool> {
     }
 }
 
+/// Write several JSON lines with one write. `Ok(false)` when stdout is closed.
+pub fn lines<T: Serialize>(vs: &[T]) -> io::Result<bool> {
+    let mut buf = Vec::with_capacity(vs.len() * 128);
+    for v in vs {
+        serde_json::to_writer(&mut buf, v).map_err(io::Error::other)?;
+        buf.push(b'\n');
+    }
+    let mut out = io::stdout().lock();
+    match out.write_all(&buf).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Is stdout a terminal?
 pub fn stdout_is_tty() -> bool {
     use std::io::IsTerminal;

@@ -167,7 +167,7 @@ fn context() -> Result<PushContext> {
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    Ok(PushContext { cwd, env, now_ms: time::now_ms() })
+    Ok(PushContext { cwd, env: std::sync::Arc::new(env), now_ms: time::now_ms() })
 }
 
 fn group_id(name: &str) -> Result<u32> {
@@ -223,7 +223,7 @@ fn run(a: Args) -> Result<u8> {
     Ok(status)
 }
 
-fn report(a: &Args, p: &q_queue::Pushed, line: Option<usize>) -> Result<()> {
+fn pushed_json(p: &q_queue::Pushed, line: Option<usize>) -> Value {
     let mut v = json!({
         "type": "pushed",
         "id": p.id,
@@ -234,6 +234,11 @@ fn report(a: &Args, p: &q_queue::Pushed, line: Option<usize>) -> Result<()> {
     if let Some(n) = line {
         v["line"] = json!(n);
     }
+    v
+}
+
+fn report(a: &Args, p: &q_queue::Pushed, line: Option<usize>) -> Result<()> {
+    let v = pushed_json(p, line);
     if a.common.quiet {
         return Ok(());
     }
@@ -346,14 +351,19 @@ fn commit(a: &Args, q: &Queue, batch: Vec<(usize, q_queue::NewJob)>) -> Result<u
     let lines: Vec<usize> = batch.iter().map(|(n, _)| *n).collect();
     let results = q.push(batch.into_iter().map(|(_, j)| j).collect());
     let mut status = exit::OK;
+    let mut records = Vec::with_capacity(results.len());
     for (n, r) in lines.into_iter().zip(results) {
         match r {
-            Ok(p) => report(a, &p, Some(n))?,
+            Ok(p) => records.push(pushed_json(&p, Some(n))),
             Err(e) => {
                 eprintln!("q-push: line {n}: {e}");
                 status = status.max(e.kind.exit_code());
             }
         }
+    }
+    // One write for the whole committed batch: every line whole, none early.
+    if !a.common.quiet && !out::lines(&records)? {
+        eprintln!("q-push: note: stdout is closed; the jobs were queued");
     }
     Ok(status)
 }

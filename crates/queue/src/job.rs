@@ -135,7 +135,7 @@ pub struct NewJob {
     pub job: Job,
     pub run_at_ms: i64,
     /// The pusher's environment to record (for `env_from: pusher`).
-    pub pusher_env: Option<BTreeMap<String, String>>,
+    pub pusher_env: Option<std::sync::Arc<BTreeMap<String, String>>>,
 }
 
 /// What the pusher knows that a job line does not say.
@@ -143,8 +143,8 @@ pub struct NewJob {
 pub struct PushContext {
     /// The pusher's current directory (absolute).
     pub cwd: String,
-    /// The pusher's whole environment.
-    pub env: BTreeMap<String, String>,
+    /// The pusher's whole environment (shared by all jobs of a push).
+    pub env: std::sync::Arc<BTreeMap<String, String>>,
     pub now_ms: i64,
 }
 
@@ -385,7 +385,7 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
         delivery,
         extra: Map::new(),
     };
-    let pusher_env = (env_from == EnvFrom::Pusher).then(|| ctx.env.clone());
+    let pusher_env = (env_from == EnvFrom::Pusher).then(|| std::sync::Arc::clone(&ctx.env));
     Ok(NewJob { job, run_at_ms, pusher_env })
 }
 
@@ -406,7 +406,7 @@ mod tests {
     use serde_json::json;
 
     fn ctx() -> PushContext {
-        PushContext { cwd: "/tmp".into(), env: BTreeMap::new(), now_ms: 1_000_000 }
+        PushContext { cwd: "/tmp".into(), env: Default::default(), now_ms: 1_000_000 }
     }
 
     fn v(j: Value) -> Result<NewJob> {

@@ -48,6 +48,16 @@ pub(crate) fn fnv64(b: &[u8]) -> u64 {
     h
 }
 
+/// Keyed or dependent jobs are pushed one by one (under their key's lock);
+/// the others wait for the batch's group commit.
+fn plain_or_guarded(plain: &mut Vec<(usize, NewJob)>, out: &mut [Option<Result<Pushed>>], i: usize, nj: NewJob, q: &Queue) {
+    if nj.job.key.is_some() || !nj.job.after.is_empty() {
+        out[i] = Some(q.push_one_guarded(nj));
+    } else {
+        plain.push((i, nj));
+    }
+}
+
 /// A job file staged in `tmp/`, waiting for its rename.
 struct Staged {
     tmp: PathBuf,
@@ -66,22 +76,30 @@ impl Queue {
             return jobs.iter().map(|_| Err(Error::new(e.kind, e.msg.clone()))).collect();
         }
         let mut env_refs: HashMap<u64, String> = HashMap::new();
+        // Jobs of one push share one environment: store and hash it once.
+        let mut last_env: Option<(std::sync::Arc<BTreeMap<String, String>>, String)> = None;
         let mut plain = Vec::new();
         for (i, mut nj) in jobs.into_iter().enumerate() {
             if let Some(env) = nj.pusher_env.take() {
+                if let Some((e, r)) = &last_env {
+                    if std::sync::Arc::ptr_eq(e, &env) {
+                        nj.job.env_ref = Some(r.clone());
+                        plain_or_guarded(&mut plain, &mut out, i, nj, self);
+                        continue;
+                    }
+                }
                 match self.store_env(&env, &mut env_refs) {
-                    Ok(r) => nj.job.env_ref = Some(r),
+                    Ok(r) => {
+                        last_env = Some((env, r.clone()));
+                        nj.job.env_ref = Some(r);
+                    }
                     Err(e) => {
                         out[i] = Some(Err(e));
                         continue;
                     }
                 }
             }
-            if nj.job.key.is_some() || !nj.job.after.is_empty() {
-                out[i] = Some(self.push_one_guarded(nj));
-            } else {
-                plain.push((i, nj));
-            }
+            plain_or_guarded(&mut plain, &mut out, i, nj, self);
         }
         let idx: Vec<usize> = plain.iter().map(|(i, _)| *i).collect();
         let res = self.commit(plain.into_iter().map(|(_, nj)| (nj, State::Pending)).collect());

@@ -1,0 +1,369 @@
+//! The supervisor's state and main loop: start the workers, then react to
+//! signals, worker output and ended children; reclaim every second; drain on
+//! the first signal, stop at once on the second; with `--exit-on-idle`,
+//! stop the workers when the queue is idle and exit once they are gone (if
+//! it is still idle after letting go of the lock); finally clean up and
+//! decide the exit status.
+
+use super::pool::{self, Slot, WorkerCmd};
+use super::report::Reporter;
+use super::track::{Seen, failed};
+use super::watchdog::Watchdog;
+use super::{Ev, idle};
+use crate::exit;
+use anyhow::Result;
+use q_queue::lock::{Acquired, LockGuard};
+use q_queue::{Queue, State, time};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Running,
+    /// Idle: workers were asked to stop; exit once they did (if still idle).
+    Idle,
+    /// Drained by a signal: exit when the workers are gone, or at `hard`.
+    Draining {
+        hard: Instant,
+    },
+    Stop,
+}
+
+pub(super) struct Sup {
+    pub(super) q: Queue,
+    pub(super) cmd: WorkerCmd,
+    pub(super) exit_on_idle: bool,
+    pub(super) horizon: Option<u64>,
+    pub(super) base_ms: u64,
+    pub(super) grace_ms: u64,
+    pub(super) slots: Vec<Slot>,
+    pub(super) tx: Sender<Ev>,
+    pub(super) rx: Receiver<Ev>,
+    pub(super) rep: Reporter,
+    pub(super) wd: Option<Watchdog>,
+    pub(super) guard: Option<LockGuard>,
+    pub(super) mode: Mode,
+    pub(super) signals: u32,
+    /// Final state and reason per job id, from the workers' result lines.
+    pub(super) outcomes: HashMap<String, (State, String)>,
+    pub(super) open_pipes: usize,
+    pub(super) pid_worker: HashMap<i32, String>,
+    pub(super) last_reclaim: Instant,
+    /// Leased file name → what we know of the claim.
+    pub(super) claims: HashMap<String, Seen>,
+    pub(super) ever_started: bool,
+    pub(super) idle_seen: u32,
+    pub(super) last_idle_check: Instant,
+    pub(super) left_behind: Option<idle::Idle>,
+    pub(super) started: Instant,
+    /// Jobs that ended (terminal result lines) under this supervisor.
+    pub(super) finished: u64,
+    pub(super) last_draw: Instant,
+    pub(super) labels: HashMap<String, String>,
+}
+
+pub(super) const TICK: Duration = Duration::from_millis(200);
+
+impl Sup {
+    pub(super) fn me() -> Option<i32> {
+        Some(std::process::id() as i32)
+    }
+
+    pub(super) fn run(mut self) -> u8 {
+        let n = self.slots.len();
+        self.rep.event(
+            "supervisor-started",
+            None,
+            Self::me(),
+            json!({"workers": n, "queue": self.q.root().display().to_string()}),
+        );
+        let r = self.main_loop();
+        let mut code = None;
+        if let Err(e) = &r {
+            self.rep.error(&format!("{e:#}"));
+            code = Some(exit::code_of(e));
+            self.stop_now();
+        }
+        let status = self.finish();
+        code.unwrap_or(status)
+    }
+
+    pub(super) fn main_loop(&mut self) -> Result<()> {
+        self.reclaim();
+        for k in 0..self.slots.len() {
+            self.start_worker(k)?;
+        }
+        loop {
+            let wait = self.next_wakeup();
+            if let Ok(ev) = self.rx.recv_timeout(wait) {
+                self.handle(ev);
+                while let Ok(ev) = self.rx.try_recv() {
+                    self.handle(ev);
+                }
+            }
+            self.reap();
+            if self.last_reclaim.elapsed() >= Duration::from_secs(1) {
+                self.reclaim();
+            }
+            match self.mode {
+                Mode::Running => {
+                    self.restart_due()?;
+                    if self.exit_on_idle && self.last_idle_check.elapsed() >= TICK {
+                        self.check_idle()?;
+                    }
+                }
+                Mode::Idle => {
+                    if self.live() == 0 && self.final_idle()? {
+                        return Ok(());
+                    }
+                }
+                Mode::Draining { hard } => {
+                    if self.live() == 0 {
+                        return Ok(());
+                    }
+                    if Instant::now() >= hard {
+                        self.rep.note("workers did not stop in time; killing them");
+                        self.stop_now();
+                        return Ok(());
+                    }
+                }
+                Mode::Stop => return Ok(()),
+            }
+            self.watch_claims();
+            if self.rep.progress && self.last_draw.elapsed() >= Duration::from_millis(500) {
+                self.draw();
+            }
+        }
+    }
+
+    pub(super) fn next_wakeup(&self) -> Duration {
+        let now = Instant::now();
+        self.slots
+            .iter()
+            .filter_map(|s| s.restart_at)
+            .map(|t| t.saturating_duration_since(now))
+            .fold(TICK, Duration::min)
+    }
+
+    pub(super) fn live(&self) -> usize {
+        self.slots.iter().filter(|s| s.pid.is_some()).count()
+    }
+
+    pub(super) fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Signal(s) if s == signal_hook::consts::SIGCHLD => {}
+            Ev::Signal(_) => {
+                self.signals += 1;
+                if self.signals == 1 {
+                    self.drain();
+                } else if self.mode != Mode::Stop {
+                    self.stop_now();
+                }
+            }
+            Ev::Line {
+                pid,
+                stderr: true,
+                line,
+            } => {
+                let w = self.worker_of(pid).map(str::to_owned);
+                self.rep.relay(w.as_deref(), pid, &line);
+            }
+            Ev::Line {
+                pid,
+                stderr: false,
+                line,
+            } => self.result_line(pid, &line),
+            Ev::Eof { .. } => self.open_pipes = self.open_pipes.saturating_sub(1),
+        }
+    }
+
+    /// First SIGTERM/SIGINT: the workers drain themselves.
+    pub(super) fn drain(&mut self) {
+        let hard = Instant::now()
+            + Duration::from_millis(self.grace_ms.saturating_mul(2))
+            + Duration::from_secs(2);
+        self.rep.event(
+            "draining",
+            None,
+            Self::me(),
+            json!({"grace_ms": self.grace_ms}),
+        );
+        if !self.rep.events {
+            self.rep.note(&format!(
+                "draining: running jobs get {} to finish (a second signal stops at once)",
+                time::human_duration(self.grace_ms)
+            ));
+        }
+        for s in &mut self.slots {
+            s.restart_at = None;
+            if let Some(pid) = s.pid {
+                pool::term_worker(pid, s.pid_start);
+            }
+        }
+        self.mode = Mode::Draining { hard };
+    }
+
+    /// Second signal (or a drain past its deadline): kill the workers now,
+    /// then reclaim their jobs (killing what is left of each) and requeue.
+    pub(super) fn stop_now(&mut self) {
+        self.rep.event("stopping", None, Self::me(), json!({}));
+        for s in &mut self.slots {
+            s.restart_at = None;
+            if let Some(pid) = s.pid {
+                pool::kill_worker(pid, s.pid_start);
+            }
+        }
+        let until = Instant::now() + Duration::from_secs(3);
+        while self.live() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+            self.mode = Mode::Stop;
+            self.reap();
+        }
+        self.mode = Mode::Stop;
+        self.reclaim();
+        self.kill_orphans();
+    }
+
+    /// `--exit-on-idle`: look whether there is work left.
+    pub(super) fn check_idle(&mut self) -> Result<()> {
+        self.last_idle_check = Instant::now();
+        let s = idle::check(&self.q, self.horizon)?;
+        if s.busy {
+            self.idle_seen = 0;
+            return Ok(());
+        }
+        self.idle_seen += 1;
+        if self.idle_seen >= 2 {
+            // Idle twice in a row: let the workers go.
+            self.rep.event(
+                "idle",
+                None,
+                Self::me(),
+                json!({"waiting": s.waiting, "held": s.held, "later": s.later, "paused": s.paused}),
+            );
+            for sl in &mut self.slots {
+                sl.restart_at = None;
+                if let Some(pid) = sl.pid {
+                    pool::term_worker(pid, sl.pid_start);
+                }
+            }
+            self.mode = Mode::Idle;
+        }
+        Ok(())
+    }
+
+    /// The workers are gone: still idle? Then let go of the lock and look
+    /// once more, so that a job pushed meanwhile is either seen here or its
+    /// pusher (`q-push --start`) finds no supervisor and starts one.
+    pub(super) fn final_idle(&mut self) -> Result<bool> {
+        let s = idle::check(&self.q, self.horizon)?;
+        if s.busy {
+            self.resume();
+            return Ok(false);
+        }
+        if let Some(g) = self.guard.take() {
+            g.release();
+        }
+        let s = idle::check(&self.q, self.horizon)?;
+        if s.busy {
+            match self
+                .q
+                .try_lock_named("supervise", Duration::from_millis(200))?
+            {
+                Acquired::Held(g) => {
+                    self.guard = Some(g);
+                    self.resume();
+                    return Ok(false);
+                }
+                Acquired::Busy(_) => return Ok(true), // another supervisor took over
+            }
+        }
+        self.left_behind = Some(s);
+        Ok(true)
+    }
+
+    pub(super) fn resume(&mut self) {
+        self.mode = Mode::Running;
+        self.idle_seen = 0;
+        let now = Instant::now();
+        for s in &mut self.slots {
+            if s.pid.is_none() {
+                s.restart_at = Some(now);
+            }
+        }
+    }
+
+    /// Clean up and decide the exit status.
+    pub(super) fn finish(&mut self) -> u8 {
+        // The workers' last lines (result lines of drained jobs).
+        let until = Instant::now() + Duration::from_secs(3);
+        while self.open_pipes > 0 && Instant::now() < until {
+            if let Ok(ev) = self.rx.recv_timeout(Duration::from_millis(50)) {
+                match ev {
+                    Ev::Signal(_) => {}
+                    other => self.handle(other),
+                }
+            }
+            self.reap();
+        }
+        self.reap();
+        self.reclaim();
+        self.kill_orphans();
+        self.rep.clear();
+        if let Some(s) = self.left_behind.take() {
+            let msg = s.left_behind();
+            if !msg.is_empty() {
+                self.rep.note(&format!("idle; {msg}"));
+            }
+        }
+        let failed: Vec<&String> = self
+            .outcomes
+            .iter()
+            .filter(|(_, (st, r))| failed(*st, r))
+            .map(|(id, _)| id)
+            .collect();
+        let code = if failed.is_empty() {
+            exit::OK
+        } else {
+            exit::NOTHING
+        };
+        let done = self
+            .outcomes
+            .values()
+            .filter(|(st, _)| *st == State::Done)
+            .count();
+        if self.rep.progress && !self.outcomes.is_empty() {
+            let mut msg = format!(
+                "{} job{} ran here: {done} done",
+                self.outcomes.len(),
+                if self.outcomes.len() == 1 { "" } else { "s" }
+            );
+            if !failed.is_empty() {
+                msg.push_str(&format!(
+                    ", {} did not end done (q-ls --state dead)",
+                    failed.len()
+                ));
+            }
+            let requeued = self.outcomes.len() - done - failed.len();
+            if requeued > 0 {
+                msg.push_str(&format!(", {requeued} back in the queue"));
+            }
+            self.rep.note(&msg);
+        }
+        self.rep.event(
+            "supervisor-exited",
+            None,
+            Self::me(),
+            json!({"status": code, "jobs_done": done, "jobs_failed": failed.len()}),
+        );
+        if let Some(g) = self.guard.take() {
+            g.release();
+        }
+        if let Some(w) = self.wd.take() {
+            w.bye();
+        }
+        code
+    }
+}

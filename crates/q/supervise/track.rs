@@ -1,0 +1,220 @@
+//! What a supervisor learns about jobs: the `result` lines its workers
+//! print (outcomes, `job-finished`), the claims it sees in `leased/`
+//! (`job-claimed`, the progress view), and the leases it reclaims
+//! (`lease-reclaimed`). The progress view is drawn from the same.
+
+use super::report;
+use super::sup::Sup;
+use q_queue::names::LeasedName;
+use q_queue::{Queue, State, fsx, time};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::time::Instant;
+
+/// A claim seen in `leased/`, for events and progress.
+pub(super) struct Seen {
+    pub(super) id: String,
+    pub(super) attempt: u32,
+    pub(super) worker_id: Option<String>,
+    pub(super) pid: Option<i32>,
+    pub(super) since_ms: i64,
+}
+
+impl Sup {
+    /// A line on a worker's stdout: `result` lines tell how its jobs ended.
+    pub(super) fn result_line(&mut self, pid: i32, line: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return;
+        };
+        if v["type"] != "result" {
+            return;
+        }
+        let (Some(id), Some(state)) =
+            (v["id"].as_str(), v["state"].as_str().and_then(State::parse))
+        else {
+            return;
+        };
+        let reason = v["reason"].as_str().unwrap_or("").to_owned();
+        if reason != "lease-lost" {
+            if state.is_terminal() {
+                self.finished += 1;
+            }
+            self.outcomes.insert(id.to_owned(), (state, reason.clone()));
+        }
+        let w = self.worker_of(pid).map(str::to_owned);
+        self.rep.event(
+            "job-finished",
+            w.as_deref(),
+            Some(pid),
+            json!({"id": id, "attempt": v["attempt"], "state": state.as_str(), "reason": reason,
+                   "exit_code": v["exit_code"], "signal": v["signal"], "duration_ms": v["duration_ms"]}),
+        );
+    }
+
+    /// Reclaim claims whose owner is gone (a worker that died, or an
+    /// expired lease anywhere).
+    pub(super) fn reclaim(&mut self) {
+        self.last_reclaim = Instant::now();
+        q_queue::failpoint!("supervise.before_reclaim");
+        let list = match self.q.reclaim(false) {
+            Ok(l) => l,
+            Err(e) => return self.rep.error(&format!("reclaiming leases: {e}")),
+        };
+        for r in list {
+            let key = format!("{}.{}.json", r.id, r.token);
+            let (w, pid) = self
+                .claims
+                .get(&key)
+                .map_or((None, None), |s| (s.worker_id.clone(), s.pid));
+            let ours = w
+                .as_deref()
+                .is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
+            if ours && r.state.is_terminal() {
+                self.finished += 1;
+                self.outcomes
+                    .insert(r.id.clone(), (r.state, r.reason.as_str().to_owned()));
+            }
+            self.rep.event(
+                "lease-reclaimed",
+                w.as_deref(),
+                pid,
+                json!({"id": r.id, "token": r.token, "state": r.state.as_str(), "reason": r.reason.as_str(), "why": r.why, "killed_group": r.killed_group}),
+            );
+        }
+    }
+
+    /// Notice new claims (job-claimed events, progress).
+    pub(super) fn watch_claims(&mut self) {
+        let Ok(names) = fsx::list(&self.q.dir("leased")) else {
+            return;
+        };
+        let names: HashSet<String> = names.into_iter().collect();
+        self.claims.retain(|k, _| names.contains(k));
+        for n in names {
+            if self.claims.contains_key(&n) {
+                continue;
+            }
+            let Some(l) = LeasedName::parse(&n) else {
+                continue;
+            };
+            let Ok(lease) = self.q.read_lease(&l.id, l.c.attempt) else {
+                continue;
+            };
+            let ours = lease
+                .worker_id
+                .as_deref()
+                .is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
+            let local = lease.host == q_queue::ident::host().host;
+            let seen = Seen {
+                id: l.id.clone(),
+                attempt: l.c.attempt,
+                worker_id: lease.worker_id.clone(),
+                pid: local.then_some(lease.pid),
+                since_ms: time::parse_time(&lease.claimed_at).unwrap_or_else(|_| time::now_ms()),
+            };
+            if ours {
+                self.rep.event(
+                    "job-claimed",
+                    seen.worker_id.as_deref(),
+                    seen.pid,
+                    json!({"id": seen.id, "attempt": seen.attempt}),
+                );
+            }
+            self.claims.insert(n, seen);
+        }
+    }
+
+    /// The live progress block (terminal only).
+    pub(super) fn draw(&mut self) {
+        self.last_draw = Instant::now();
+        let Ok(c) = self.q.counts() else { return };
+        let paused = self.q.paused(time::now_ms()).is_some();
+        let mut parts = vec![format!(
+            "{}/{} workers{}",
+            self.live(),
+            self.slots.len(),
+            if paused { " (queue paused)" } else { "" }
+        )];
+        for (n, what, always) in [
+            (c.ready, "ready", true),
+            (c.scheduled, "scheduled", false),
+            (c.waiting, "waiting", false),
+            (c.held, "held", false),
+            (c.running, "running", true),
+            (c.done, "done", true),
+            (c.dead, "dead", false),
+            (c.canceled, "canceled", false),
+        ] {
+            if always || n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        let mut lines = vec![format!("q-supervise: {}", parts.join(" · "))];
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        if self.finished > 0 {
+            let rate = self.finished as f64 / secs;
+            let left = c.ready + c.running;
+            let eta = if rate > 0.0 && left > 0 {
+                format!(
+                    " · ETA {}",
+                    report::elapsed((left as f64 / rate * 1000.0) as u64)
+                )
+            } else {
+                String::new()
+            };
+            lines.push(format!(
+                "  {} finished here · {:.2} jobs/s{eta}",
+                self.finished, rate
+            ));
+        }
+        let now = time::now_ms();
+        let mut running: Vec<(String, String, String, u64)> = Vec::new();
+        for (name, s) in &self.claims {
+            let Some(w) = s
+                .worker_id
+                .clone()
+                .filter(|w| self.slots.iter().any(|sl| &sl.worker_id == w))
+            else {
+                continue;
+            };
+            let label = self
+                .labels
+                .entry(s.id.clone())
+                .or_insert_with(|| label_of(&self.q, name))
+                .clone();
+            running.push((w, s.id.clone(), label, (now - s.since_ms).max(0) as u64));
+        }
+        running.sort();
+        for (w, id, label, ms) in running {
+            lines.push(format!("  {w}  {id}  {:>7}  {label}", report::elapsed(ms)));
+        }
+        self.rep.draw(&lines);
+    }
+}
+
+/// Did a job whose last known state is this end badly (or leave a retry
+/// that this supervisor did not wait for)?
+pub(super) fn failed(st: State, reason: &str) -> bool {
+    match st {
+        State::Dead | State::Canceled => true,
+        State::Pending => matches!(
+            reason,
+            "exit" | "signal" | "timeout" | "output-limit" | "spawn-failed"
+        ),
+        _ => false,
+    }
+}
+
+/// A short label for a running job: its name, else its command.
+fn label_of(q: &Queue, leased_name: &str) -> String {
+    let Some(job) = q.job_at(&q.dir("leased").join(leased_name)) else {
+        return String::new();
+    };
+    if let Some(n) = job.name {
+        return n;
+    }
+    if let Some(c) = job.cmd {
+        return c.join(" ");
+    }
+    job.sh.unwrap_or_default()
+}

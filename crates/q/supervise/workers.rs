@@ -1,0 +1,146 @@
+//! The worker positions of a supervisor: start a worker, restart one that
+//! ended after its backoff (reclaiming its jobs first, in the same pass),
+//! reap every ended child, and kill job processes left to us.
+
+use super::pool;
+use super::sup::{Mode, Sup};
+use anyhow::{Result, anyhow};
+use q_queue::time;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+impl Sup {
+    pub(super) fn worker_of(&self, pid: i32) -> Option<&str> {
+        self.pid_worker.get(&pid).map(String::as_str)
+    }
+
+    /// Start (or restart) worker position `k`.
+    pub(super) fn start_worker(&mut self, k: usize) -> Result<()> {
+        let worker_id = self.slots[k].worker_id.clone();
+        match self.cmd.spawn(&worker_id, &self.tx) {
+            Ok((pid, start)) => {
+                let s = &mut self.slots[k];
+                s.pid = Some(pid);
+                s.pid_start = start;
+                s.started = Instant::now();
+                s.restart_at = None;
+                let restarts = s.restarts;
+                self.ever_started = true;
+                self.open_pipes += 2;
+                self.pid_worker.insert(pid, worker_id.clone());
+                if let Some(w) = self.wd.as_mut() {
+                    w.worker(pid, start);
+                }
+                self.rep.event(
+                    "worker-started",
+                    Some(&worker_id),
+                    Some(pid),
+                    json!({"restarts": restarts}),
+                );
+                Ok(())
+            }
+            Err(e) if !self.ever_started => Err(anyhow!(
+                "cannot start the worker {}: {e} (is q installed completely?)",
+                self.cmd.exe.display()
+            )),
+            Err(e) => {
+                self.rep
+                    .error(&format!("cannot start worker {worker_id}: {e}"));
+                self.schedule_restart(k, None);
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn restart_due(&mut self) -> Result<()> {
+        let now = Instant::now();
+        for k in 0..self.slots.len() {
+            if self.slots[k].pid.is_none() && self.slots[k].restart_at.is_some_and(|t| t <= now) {
+                self.start_worker(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn schedule_restart(&mut self, k: usize, old_pid: Option<i32>) {
+        let base = self.base_ms;
+        let s = &mut self.slots[k];
+        if s.started.elapsed() >= Duration::from_millis(base.saturating_mul(pool::HEALTHY_FACTOR)) {
+            s.restarts = 0;
+        }
+        let delay = pool::backoff_ms(base, s.restarts);
+        s.restarts += 1;
+        s.restart_at = Some(Instant::now() + Duration::from_millis(delay));
+        let (id, restarts) = (s.worker_id.clone(), s.restarts);
+        self.rep.event(
+            "worker-restarting",
+            Some(&id),
+            old_pid,
+            json!({"delay_ms": delay, "restarts": restarts}),
+        );
+    }
+
+    /// Reap ended children: workers (restart them, reclaim their jobs at
+    /// once), the watchdog, and orphaned job processes.
+    pub(super) fn reap(&mut self) {
+        for e in pool::reap() {
+            if self.wd.as_ref().is_some_and(|w| w.pid == e.pid) {
+                self.rep.error("the watchdog process ended; if this supervisor is killed, its jobs are recovered by the next supervisor or q-gc");
+                self.wd = None;
+                continue;
+            }
+            let Some(k) = self.slots.iter().position(|s| s.pid == Some(e.pid)) else {
+                continue;
+            };
+            let (id, ran) = (
+                self.slots[k].worker_id.clone(),
+                self.slots[k].started.elapsed(),
+            );
+            self.slots[k].pid = None;
+            if let Some(w) = self.wd.as_mut() {
+                w.gone(e.pid);
+            }
+            self.rep.event(
+                "worker-exited",
+                Some(&id),
+                Some(e.pid),
+                json!({"exit_code": e.code, "signal": e.signal, "ran_ms": ran.as_millis() as u64}),
+            );
+            // Its claims are provably dead now: requeue them in this pass.
+            self.reclaim();
+            if self.mode == Mode::Running {
+                if e.code != Some(0) {
+                    let how = match (e.code, e.signal) {
+                        (Some(c), _) => format!("exited with status {c}"),
+                        (_, Some(s)) => format!("was killed by signal {s}"),
+                        _ => "ended".to_owned(),
+                    };
+                    let delay = pool::backoff_ms(
+                        self.base_ms,
+                        if ran.as_millis() as u64 >= self.base_ms * pool::HEALTHY_FACTOR {
+                            0
+                        } else {
+                            self.slots[k].restarts
+                        },
+                    );
+                    if !self.rep.events {
+                        self.rep.note(&format!(
+                            "worker {id} (pid {}) {how}; restarting it in {}",
+                            e.pid,
+                            time::human_duration(delay)
+                        ));
+                    }
+                }
+                self.schedule_restart(k, Some(e.pid));
+            }
+        }
+    }
+
+    pub(super) fn kill_orphans(&mut self) {
+        let keep: Vec<i32> = self.wd.as_ref().map(|w| w.pid).into_iter().collect();
+        if pool::kill_orphans(&keep) > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+            self.reap();
+        }
+    }
+}
