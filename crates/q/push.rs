@@ -321,8 +321,10 @@ fn push_stream(a: &Args, q: &Queue, defaults: &Map<String, Value>) -> Result<u8>
         eprintln!("q-push: --atomic: {bad} invalid line(s); nothing was pushed");
         return Ok(exit::DATA);
     }
-    if lineno == 0 && !a.common.quiet {
-        eprintln!("q-push: no input: nothing pushed (give a command after --, or JSON lines on stdin)");
+    if lineno == 0 {
+        if !a.common.quiet {
+            eprintln!("q-push: no input: nothing pushed (give a command after --, or JSON lines on stdin)");
+        }
         return Ok(exit::NOTHING);
     }
     status = status.max(commit(a, q, batch)?);

@@ -246,7 +246,10 @@ impl Queue {
         let mut bytes = serde_json::to_vec(&p).unwrap_or_default();
         bytes.push(b'\n');
         let tmp = self.tmp().join(fsx::tmp_name("pause"));
-        fs::write(&tmp, &bytes).ctx("write", &tmp)?;
+        let mut f = fsx::create_new(&tmp)?;
+        std::io::Write::write_all(&mut f, &bytes).ctx("write", &tmp)?;
+        f.sync_all().ctx("fsync", &tmp)?;
+        drop(f);
         fs::rename(&tmp, self.root.join("PAUSED")).ctx("rename", &tmp)?;
         fsx::fsync_dir(&self.root)
     }
