@@ -53,7 +53,11 @@ fn run(a: Args) -> Result<u8> {
             if !claims.is_empty() {
                 let mut handed = 0;
                 for c in claims {
-                    let ok = out::line(&c.to_json())?;
+                    // A full or failing stdout hands nothing over either.
+                    let ok = out::line(&c.to_json()).unwrap_or_else(|e| {
+                        eprintln!("q-claim: error: cannot print the claim of job {} ({e}); it was given back", c.id);
+                        false
+                    });
                     if ok {
                         handed += 1;
                     } else {

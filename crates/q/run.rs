@@ -105,9 +105,13 @@ fn run(a: Args) -> Result<u8> {
             }
         });
     }
-    if std::env::var_os("Q_SUPERVISOR_PID").is_some() {
-        // Die with the supervisor that started us.
+    if let Some(sup) = std::env::var("Q_SUPERVISOR_PID").ok().and_then(|p| p.parse::<i32>().ok()) {
+        // Die with the supervisor that started us (and if it died before
+        // the signal was armed, stop now).
         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+        if nix::unistd::getppid().as_raw() != sup {
+            return Ok(exit::OK);
+        }
     }
     let q = match a.common.open()? {
         Some(q) => q,

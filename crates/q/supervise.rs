@@ -200,6 +200,7 @@ fn run(a: Args) -> Result<u8> {
         idle_seen: 0,
         last_idle_check: Instant::now(),
         left_behind: None,
+        idle_exit: false,
         started: Instant::now(),
         finished: 0,
         last_draw: Instant::now(),

@@ -57,6 +57,8 @@ pub(super) struct Sup {
     pub(super) idle_seen: u32,
     pub(super) last_idle_check: Instant,
     pub(super) left_behind: Option<idle::Idle>,
+    /// The loop ended because the queue was idle (`--exit-on-idle`).
+    pub(super) idle_exit: bool,
     pub(super) started: Instant,
     /// Jobs that ended (terminal result lines) under this supervisor.
     pub(super) finished: u64,
@@ -72,6 +74,31 @@ impl Sup {
     }
 
     pub(super) fn run(mut self) -> u8 {
+        loop {
+            self.started_event();
+            let r = self.main_loop();
+            let mut code = None;
+            if let Err(e) = &r {
+                self.rep.error(&format!("{e:#}"));
+                code = Some(exit::code_of(e));
+                self.stop_now();
+            }
+            let status = self.finish();
+            if code.is_none() && self.idle_exit && self.signals == 0 && self.busy_again() {
+                // Work arrived as we let go of the lock, and we have it again.
+                self.mode = Mode::Running;
+                self.idle_seen = 0;
+                self.idle_exit = false;
+                continue;
+            }
+            if let Some(w) = self.wd.take() {
+                w.bye();
+            }
+            return code.unwrap_or(status);
+        }
+    }
+
+    fn started_event(&mut self) {
         let n = self.slots.len();
         self.rep.event(
             "supervisor-started",
@@ -79,15 +106,26 @@ impl Sup {
             Self::me(),
             json!({"workers": n, "queue": self.q.root().display().to_string()}),
         );
-        let r = self.main_loop();
-        let mut code = None;
-        if let Err(e) = &r {
-            self.rep.error(&format!("{e:#}"));
-            code = Some(exit::code_of(e));
-            self.stop_now();
+    }
+
+    /// After an idle exit let go of the lock: did work arrive meanwhile (and
+    /// did we get the lock back)? A job pushed meanwhile is then either seen
+    /// here, or its pusher (`q-push --start`) found no supervisor and started
+    /// one.
+    fn busy_again(&mut self) -> bool {
+        if !idle::check(&self.q, self.horizon).is_ok_and(|s| s.busy) {
+            return false;
         }
-        let status = self.finish();
-        code.unwrap_or(status)
+        match self
+            .q
+            .try_lock_named("supervise", Duration::from_millis(200))
+        {
+            Ok(Acquired::Held(g)) => {
+                self.guard = Some(g);
+                true
+            }
+            _ => false, // another supervisor took over
+        }
     }
 
     pub(super) fn main_loop(&mut self) -> Result<()> {
@@ -263,24 +301,8 @@ impl Sup {
             self.resume();
             return Ok(false);
         }
-        if let Some(g) = self.guard.take() {
-            g.release();
-        }
-        let s = idle::check(&self.q, self.horizon)?;
-        if s.busy {
-            match self
-                .q
-                .try_lock_named("supervise", Duration::from_millis(200))?
-            {
-                Acquired::Held(g) => {
-                    self.guard = Some(g);
-                    self.resume();
-                    return Ok(false);
-                }
-                Acquired::Busy(_) => return Ok(true), // another supervisor took over
-            }
-        }
         self.left_behind = Some(s);
+        self.idle_exit = true;
         Ok(true)
     }
 
@@ -295,13 +317,15 @@ impl Sup {
         }
     }
 
-    /// Clean up and decide the exit status.
+    /// Clean up, say so, let go of the lock, and decide the exit status.
     pub(super) fn finish(&mut self) -> u8 {
         // The workers' last lines (result lines of drained jobs).
         let until = Instant::now() + Duration::from_secs(3);
         while self.open_pipes > 0 && Instant::now() < until {
             if let Ok(ev) = self.rx.recv_timeout(Duration::from_millis(50)) {
                 match ev {
+                    // Counted (no resuming after an idle exit), not acted on.
+                    Ev::Signal(sig) if sig != signal_hook::consts::SIGCHLD => self.signals += 1,
                     Ev::Signal(_) => {}
                     other => self.handle(other),
                 }
@@ -360,9 +384,6 @@ impl Sup {
         );
         if let Some(g) = self.guard.take() {
             g.release();
-        }
-        if let Some(w) = self.wd.take() {
-            w.bye();
         }
         code
     }

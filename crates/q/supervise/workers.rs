@@ -117,7 +117,7 @@ impl Sup {
                     };
                     let delay = pool::backoff_ms(
                         self.base_ms,
-                        if ran.as_millis() as u64 >= self.base_ms * pool::HEALTHY_FACTOR {
+                        if ran.as_millis() as u64 >= self.base_ms.saturating_mul(pool::HEALTHY_FACTOR) {
                             0
                         } else {
                             self.slots[k].restarts

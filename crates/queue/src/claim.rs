@@ -195,7 +195,7 @@ impl Queue {
             if names.is_empty() {
                 // Drained: remove it (a pusher that meets a vanished segment
                 // re-creates it). Fails harmlessly if a job just arrived.
-                let _ = fs::remove_dir(&dir);
+                fsx::remove_idle_dir(&dir);
                 continue;
             }
             for n in names {

@@ -45,9 +45,15 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> Result<Renamed> {
     }
 }
 
-/// fsync a directory, so that renames into it survive a crash.
+/// fsync a directory, so that renames into it survive a crash. A directory
+/// that is gone needs none (a pending segment emptied and removed by a
+/// claimer: what was renamed into it has moved on, durably, by its mover).
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    let f = File::open(dir).ctx("open directory", dir)?;
+    let f = match File::open(dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("open directory", dir, e)),
+    };
     f.sync_all().ctx("fsync directory", dir)
 }
 
@@ -144,6 +150,19 @@ pub fn list(dir: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// Remove an empty directory unless it changed within the last second: a
+/// pending segment that was just made is about to receive its job (removing
+/// it under the pusher makes the pusher re-create it, and racing claimers
+/// could do that to it again and again).
+pub fn remove_idle_dir(dir: &Path) {
+    let idle = fs::symlink_metadata(dir)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > std::time::Duration::from_secs(1)));
+    if idle {
+        let _ = fs::remove_dir(dir);
+    }
 }
 
 /// `mkdir`, mode 0700, treating "already exists" as success.

@@ -122,15 +122,17 @@ impl Queue {
             let b = fsx::read_capped(&p, 1 << 20).ok()?;
             serde_json::from_slice(&b).ok()
         };
-        if let Some(r) = read(var.join("end.json")) {
-            return Some(r);
-        }
         let best = fsx::list(&var)
             .ok()?
             .into_iter()
             .filter_map(|n| n.strip_suffix(".result.json").and_then(|a| a.parse::<u32>().ok()))
-            .max()?;
-        read(var.join(format!("{best}.result.json")))
+            .max();
+        // An end record decides only if no attempt was claimed after it (a
+        // canceller that died before moving the job leaves a stale one).
+        if let Some(r) = read(var.join("end.json")).filter(|r| best.is_none_or(|b| r.attempt >= b)) {
+            return Some(r);
+        }
+        read(var.join(format!("{}.result.json", best?)))
     }
 
     /// The lease and run records of a running job.

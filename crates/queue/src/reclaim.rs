@@ -136,12 +136,12 @@ impl Queue {
         if dry_run {
             return Ok(Some(Reclaimed { id: id.clone(), token, state: State::Pending, reason, why, killed_group: false }));
         }
-        // An at-most-once job handed to an unknown consumer (a one-shot
-        // q-claim) may have been started: count it as started.
         let lease = self.read_lease(id, a).ok();
         let claimed_ms = lease.as_ref().and_then(|l| time::parse_time(&l.claimed_at).ok());
-        let ttl_claim = lease.as_ref().is_none_or(|l| l.liveness == Liveness::Ttl);
-        let started_at_ms = run.as_ref().and_then(|r| time::parse_time(&r.started_at).ok()).or(if ttl_claim { claimed_ms.or(Some(now)) } else { None });
+        // A runner killed between spawning the job and appending its run
+        // line leaves no trace of the start either: a reclaimed attempt is
+        // always counted as started, so an at-most-once job ends dead.
+        let started_at_ms = run.as_ref().and_then(|r| time::parse_time(&r.started_at).ok()).or(claimed_ms).or(Some(now));
         let outcome = Outcome { started_at_ms, ..Outcome::default() };
         match self.settle(id, &token, reason, &outcome, &SettleOpts { worker_id: Some("reclaim".into()), ..SettleOpts::default() }) {
             Ok(rec) => Ok(Some(Reclaimed { id: id.clone(), token, state: rec.state, reason, why, killed_group: killed })),

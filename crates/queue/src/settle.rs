@@ -335,6 +335,7 @@ impl Queue {
             let end = var.join("end.json");
             match fsx::publish(&self.tmp(), &end, &rec.to_line(), true)? {
                 Renamed::Done => {}
+                _ if self.stale_end(id, c.attempt) => continue, // archived; try again
                 _ => return Err(Error::new(Kind::Busy, format!("job {id} is being ended by another process"))),
             }
             crate::failpoint!("settle.end_after_record");
@@ -354,6 +355,18 @@ impl Queue {
             }
         }
         Err(Error::new(Kind::Busy, format!("job {id} keeps changing state; try again")))
+    }
+
+    /// An `end.json` written before the job's latest claim (its writer died
+    /// before moving the job, and the job was claimed since) decides
+    /// nothing: archive it as `end.<ULID>.json`. True if it was stale.
+    fn stale_end(&self, id: &str, attempt_now: u32) -> bool {
+        let end = self.var(id).join("end.json");
+        let stale = fsx::read_capped(&end, 1 << 20)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ResultRecord>(&b).ok())
+            .is_some_and(|r| r.attempt < attempt_now);
+        stale && fs::rename(&end, self.var(id).join(format!("end.{}.json", crate::id::new_id()))).is_ok()
     }
 
     /// Job `id` became terminal: settle the jobs waiting on it.
