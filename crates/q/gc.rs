@@ -94,6 +94,8 @@ fn run(a: Args) -> Result<u8> {
     };
     let mut stdout_open = true;
     let mut write_err = None;
+    // -q: errors only (cron mails whatever is printed).
+    let mut stdout_open = stdout_open && !a.common.quiet;
     let errors = q.gc(&opts, &mut |act: Action| {
         if !stdout_open {
             return;
