@@ -92,7 +92,7 @@ fn run(a: Args) -> Result<u8> {
         canceled_ttl_ms: a.canceled_ttl.0,
         dry_run: a.dry_run,
     };
-    let mut stdout_open = true;
+    let stdout_open = true;
     let mut write_err = None;
     // -q: errors only (cron mails whatever is printed).
     let mut stdout_open = stdout_open && !a.common.quiet;
