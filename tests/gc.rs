@@ -414,3 +414,27 @@ fn gc_prunes_finished_key_records() {
         o.stdout
     );
 }
+
+/// `-q`: errors only. The work is still done, silently (cron mails output).
+#[test]
+fn gc_quiet_prints_nothing_but_acts() {
+    let q = QDir::new();
+    q.push(&["--", "true"]);
+    let plant = |name: &str| {
+        let p = q.queue.join("tmp").join(name);
+        std::fs::write(&p, "partial").unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(3 * 3600);
+        std::fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
+        p
+    };
+    let a = plant("01AAAAAAAAAAAAAAAAAAAAAAAA.1.job.tmp");
+    let o = q.run("q-gc", &[]);
+    o.ok();
+    assert!(!o.lines().is_empty(), "without -q, an action line: {o:?}");
+    assert!(!a.exists());
+    let b = plant("01BBBBBBBBBBBBBBBBBBBBBBBB.1.job.tmp");
+    let o = q.run("q-gc", &["-q"]);
+    o.ok();
+    assert_eq!(o.stdout, "", "-q prints nothing");
+    assert!(!b.exists(), "but still collects");
+}
