@@ -6,6 +6,7 @@
 //! reads the environment (except the test-only failpoints). Every state
 //! change is a rename to a name that never existed before.
 
+pub mod backend;
 pub mod error;
 pub mod failpoint;
 pub mod gc;
@@ -72,3 +73,4 @@ impl Queue {
         self.var(id).join(format!("{attempt}.work"))
     }
 }
+pub use backend::Backend;
