@@ -72,6 +72,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// Settings of one run loop, shared by the modes.
 pub(crate) struct Ctx {
     pub q: Queue,
+    /// The queue's absolute path, for the jobs' `Q_DIR`.
+    pub root: std::path::PathBuf,
     pub handler: Vec<OsString>,
     pub grace: Duration,
     pub output_limit: u64,
@@ -138,6 +140,7 @@ fn run(a: Args) -> Result<u8> {
         }
     };
     let ctx = Ctx {
+        root: std::fs::canonicalize(q.root()).unwrap_or_else(|_| q.root().to_path_buf()),
         q: q.clone(),
         handler: a.handler.clone(),
         grace: Duration::from_millis(a.grace),

@@ -34,8 +34,6 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
     let q = &ctx.q;
     let job = &held.job;
     let a = held.attempt();
-    let var = q.var(&held.id);
-    q_queue::fsx::mkdir(&var)?;
     let workspace = q.workspace_path(&held.id, a);
     q_queue::fsx::mkdir(&workspace)?;
     let mut out_log = Log::new(q.log_path(&held.id, a, Stream::Stdout));
@@ -261,9 +259,8 @@ fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<
         }
     }
     cmd.envs(&job.env);
-    let root = std::fs::canonicalize(ctx.q.root()).unwrap_or_else(|_| ctx.q.root().to_path_buf());
-    cmd.env("Q_DIR", &root)
-        .env("Q_QUEUE", &root)
+    cmd.env("Q_DIR", &ctx.root)
+        .env("Q_QUEUE", &ctx.root)
         .env("Q_JOB_ID", &job.id)
         .env("Q_ATTEMPT", held.attempt().to_string())
         .env("Q_FENCE", format!("{}:{}", job.id, held.attempt()))
@@ -414,7 +411,12 @@ impl Log {
 
     fn write(&mut self, b: &[u8]) {
         if self.file.is_none() {
-            self.file = fs::OpenOptions::new().create(true).append(true).open(&self.path).ok();
+            // Never through a symlink planted in the queue (O_NOFOLLOW).
+            use std::os::unix::fs::OpenOptionsExt;
+            self.file = fs::OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(nix::libc::O_NOFOLLOW).open(&self.path).ok();
+            if let Some(f) = &self.file {
+                let _ = q_queue::fsx::share(f);
+            }
         }
         if let Some(f) = self.file.as_mut() {
             let _ = f.write_all(b);

@@ -81,7 +81,7 @@ const CACHE_FOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Claimer {
     pub fn new(q: &Queue) -> Claimer {
-        Claimer { q: q.clone(), cache: Vec::new(), built: std::time::Instant::now(), waiter: q.waiter() }
+        Claimer { q: q.clone(), cache: Vec::new(), built: std::time::Instant::now(), waiter: q.pending_waiter() }
     }
 
     /// Claim up to `n` ready jobs, like `Queue::claim`.
@@ -262,6 +262,10 @@ impl Queue {
         crate::failpoint!("claim.after_claim_rename");
         // 3. Publish the lease beside the job.
         let var = self.var(&id);
+        if fs::symlink_metadata(&var).is_ok_and(|m| !m.is_dir()) {
+            // Planted (a symlink, a file): moved aside, never written through.
+            self.quarantine(&var, "a symlink or file where the job's var directory belongs");
+        }
         fsx::mkdir(&var)?;
         let lease_path = var.join(format!("{}.lease.json", leased_name.c.attempt));
         fs::rename(&lease_tmp, &lease_path).ctx("publish lease", &lease_path)?;
@@ -298,7 +302,12 @@ impl Queue {
     /// parsable, and naming the id its file name says.
     pub fn read_job(&self, path: &std::path::Path) -> Result<Job> {
         use std::io::Read;
-        let f = fsx::open_read(path).ctx("open", path)?;
+        let f = fsx::open_read(path).map_err(|e| {
+            // A symlink where a job file belongs is bad data (quarantined), not an I/O failure.
+            let symlink = e.raw_os_error() == Some(nix::libc::ELOOP);
+            let err = Error::io("open", path, e);
+            if symlink { err.with_kind(Kind::Data) } else { err }
+        })?;
         let meta = f.metadata().ctx("stat", path)?;
         self.check_meta(path, &meta)?;
         if !meta.is_file() || meta.len() > MAX_RECORD + 4096 {

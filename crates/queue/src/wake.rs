@@ -27,7 +27,19 @@ impl Queue {
         }
     }
 
-    /// A waiter on this queue's pending jobs.
+    /// A waiter that wakes only when a job may have become ready (pushes,
+    /// requeues, releases): what a claimer needs; its own claims and
+    /// completions do not wake it.
+    pub fn pending_waiter(&self) -> Waiter {
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok().and_then(|i| {
+            let flags = AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
+            i.add_watch(&self.dir("pending"), flags).ok()?;
+            Some(i)
+        });
+        Waiter { ino: if is_network_fs(self.root()) { None } else { ino } }
+    }
+
+    /// A waiter on this queue's pending jobs and on jobs finishing.
     pub fn waiter(&self) -> Waiter {
         let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok().and_then(|i| {
             let flags = AddWatchFlags::IN_ATTRIB
