@@ -57,9 +57,29 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     f.sync_all().ctx("fsync directory", dir)
 }
 
-/// Create a new file exclusively (O_EXCL, O_NOFOLLOW), mode 0600.
+/// Set while this process works on a group-shared queue: what it creates
+/// must be usable by the group (files 0660, directories 02770, whatever the
+/// umask says). Set by `Queue` when it opens such a queue.
+static SHARED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_group_shared(on: bool) {
+    SHARED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Give a file this process just created the group's access in a
+/// group-shared queue (0660, not reduced by the umask); no-op otherwise.
+pub fn share(f: &File) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if SHARED.load(std::sync::atomic::Ordering::Relaxed) {
+        f.set_permissions(fs::Permissions::from_mode(0o660))?;
+    }
+    Ok(())
+}
+
+/// Create a new file exclusively (O_EXCL, O_NOFOLLOW), mode 0600 (0660 in
+/// a group-shared queue).
 pub fn create_new(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -68,7 +88,9 @@ pub fn create_new(path: &Path) -> Result<File> {
         .map_err(|e| {
             let kind = if e.kind() == io::ErrorKind::AlreadyExists { Kind::Create } else { Kind::Io };
             Error::io("create", path, e).with_kind(kind)
-        })
+        })?;
+    share(&f).ctx("chmod", path)?;
+    Ok(f)
 }
 
 /// Open an existing file for reading without following a symlink.
@@ -169,8 +191,17 @@ pub fn remove_idle_dir(dir: &Path) {
 pub fn mkdir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) if SHARED.load(std::sync::atomic::Ordering::Relaxed) => {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o2770)).map_err(|e| Error::io("chmod", dir, e).with_kind(Kind::Create))
+        }
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        // Only a real directory: never one reached through a planted symlink.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::new(
+            Kind::Permission,
+            format!("{} is not a directory (a symlink or file was planted there): refusing to write through it", dir.display()),
+        )),
         Err(e) => Err(Error::io("create directory", dir, e).with_kind(Kind::Create)),
     }
 }

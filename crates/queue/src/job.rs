@@ -356,7 +356,9 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
         }
     };
     let tags = get("tags").map(|v| string_list("tags", v)).transpose()?.unwrap_or_default();
-    let payload = obj.get("payload").cloned();
+    // `"payload": null` is no payload, like every other null field: the
+    // stored record could not say otherwise (null reads back as absent).
+    let payload = obj.get("payload").filter(|v| !v.is_null()).cloned();
     if let Some(p) = &payload {
         check_no_nul_value(p).map_err(|()| field_err("payload", "contains a NUL character"))?;
     }

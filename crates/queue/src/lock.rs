@@ -128,6 +128,9 @@ fn open_lock(path: &Path) -> Result<File> {
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
+        .inspect(|f| {
+            let _ = crate::fsx::share(f); // group-shared queue: the group locks it too
+        })
         .ctx("open lock file", path)
 }
 

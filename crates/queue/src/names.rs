@@ -86,6 +86,13 @@ fn digits<T: std::str::FromStr>(s: &str) -> Option<T> {
 }
 
 fn counters(a: &str, f: &str, i: &str) -> Option<Counters> {
+    // Only the spelling q writes: "0", or no leading zero. A second spelling
+    // ("01") would name a file that settling (which re-renders the name)
+    // could never find.
+    let canon = |s: &str| s == "0" || !s.starts_with('0');
+    if !(canon(a) && canon(f) && canon(i)) {
+        return None;
+    }
     Some(Counters { attempt: digits(a)?, failures: digits(f)?, interrupts: digits(i)? })
 }
 

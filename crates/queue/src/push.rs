@@ -224,6 +224,7 @@ impl Queue {
             .custom_flags_nofollow()
             .open(&path)
             .ctx("open key file", &path)?;
+        let _ = fsx::share(&f); // group-shared queue: the group locks it too
         f.lock().ctx("lock key file", &path)?;
         let mut s = String::new();
         (&f).read_to_string(&mut s).ok();

@@ -101,6 +101,7 @@ impl Queue {
             fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e).with_kind(Kind::Create))?;
         }
         fsx::mkdir(root)?;
+        fsx::set_group_shared(group.is_some());
         let mode = if group.is_some() { 0o2770 } else { 0o700 };
         if let Some(gid) = group {
             nix::unistd::chown(root, None, Some(nix::unistd::Gid::from_raw(gid)))
@@ -152,6 +153,7 @@ impl Queue {
             ));
         }
         let q = Queue { root: root.to_path_buf(), durability: Durability::Full, group: rec.group };
+        fsx::set_group_shared(rec.group.is_some());
         q.check_owner(root)?;
         for d in DIRS {
             let p = root.join(d);
