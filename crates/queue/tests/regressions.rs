@@ -1,0 +1,169 @@
+//! Regression tests, on the library, for bugs the torture tests found
+//! (docs/RELIABILITY.md lists them): each reproduces the failing situation
+//! directly and deterministically where it can.
+
+use q_queue::job::{PushContext, validate};
+use q_queue::{ClaimOpts, Liveness, Outcome, Queue, Reason, ResultRecord, SettleOpts, State};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn queue() -> (tempfile::TempDir, Queue) {
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::create(&d.path().join("q"), None).unwrap();
+    (d, q)
+}
+
+fn push(q: &Queue, obj: serde_json::Value) -> String {
+    let ctx = PushContext { cwd: "/".into(), env: Default::default(), now_ms: q_queue::time::now_ms() };
+    let nj = validate(obj.as_object().unwrap(), &ctx).unwrap();
+    q.push(vec![nj]).pop().unwrap().unwrap().id
+}
+
+fn opts() -> ClaimOpts {
+    ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock }
+}
+
+/// Found by the crash sweep: claimers remove drained pending segments. A
+/// pusher (or a requeue) that renamed a job into a segment which a claimer
+/// emptied and removed before the pusher's directory fsync failed with
+/// ENOENT — a committed job reported as not pushed — and one that met the
+/// removal between its mkdir and its rename could fail ten times over.
+#[test]
+fn pushes_and_requeues_racing_claimers_never_fail() {
+    let (_d, q) = queue();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut claimers = Vec::new();
+    for _ in 0..3 {
+        let (q, stop) = (q.clone(), stop.clone());
+        claimers.push(std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match q.claim(1, &opts()) {
+                    Ok(cs) => {
+                        for c in cs {
+                            // Fail once (requeued at once), then succeed.
+                            let reason = if c.attempt() == 1 { Reason::Exit } else { Reason::Ok };
+                            let so = SettleOpts { delay_ms: Some(0), ..SettleOpts::default() };
+                            if let Err(e) = q.settle(&c.id, &c.token(), reason, &Outcome::default(), &so) {
+                                errors.push(format!("settle: {e}"));
+                            }
+                        }
+                    }
+                    Err(e) => errors.push(format!("claim: {e}")),
+                }
+            }
+            errors
+        }));
+    }
+    let mut ids = Vec::new();
+    for _ in 0..150 {
+        ids.push(push(&q, json!({"cmd": ["true"], "attempts": 2, "env_from": "worker"})));
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ids.iter().any(|id| q.locate(id).unwrap().is_none_or(|l| l.state != State::Done)) {
+        assert!(std::time::Instant::now() < until, "the jobs were not all done");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in claimers {
+        let errors = c.join().unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+}
+
+/// The two halves of that fix, deterministically: a segment that is gone
+/// needs no fsync, and a segment made a moment ago is not removed as empty.
+#[test]
+fn vanished_segments_need_no_fsync_and_fresh_ones_stay() {
+    let d = tempfile::tempdir().unwrap();
+    let gone = d.path().join("gone");
+    q_queue::fsx::fsync_dir(&gone).expect("a directory that is gone needs no fsync");
+    let fresh = d.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    q_queue::fsx::remove_idle_dir(&fresh);
+    assert!(fresh.is_dir(), "a segment made just now is about to receive its job");
+    std::fs::File::open(&fresh).unwrap().set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(5)).unwrap();
+    q_queue::fsx::remove_idle_dir(&fresh);
+    assert!(!fresh.exists(), "an idle empty segment goes");
+}
+
+/// Found by the crash sweep (`settle.end_after_record`): a cancel that died
+/// after writing `end.json` but before moving the job left a record that
+/// said "canceled" for a job that then ran and ended done (readers were told
+/// canceled), and that made every later cancel of the job fail as busy.
+#[test]
+fn a_stale_end_record_decides_nothing() {
+    let (_d, q) = queue();
+    let id = push(&q, json!({"cmd": ["true"], "attempts": 3, "env_from": "worker"}));
+    // The dead canceller's record, written while the job was pending at attempt 0.
+    let stale = ResultRecord {
+        kind: "result".into(),
+        id: id.clone(),
+        attempt: 0,
+        token: None,
+        state: State::Canceled,
+        reason: Reason::Canceled,
+        exit_code: None,
+        signal: None,
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+        cpu_user_ms: None,
+        cpu_sys_ms: None,
+        max_rss_kb: None,
+        failures: 0,
+        next_run_at: None,
+        name: None,
+        host: None,
+        worker_id: None,
+        detail: None,
+    };
+    std::fs::create_dir_all(q.var(&id)).unwrap();
+    std::fs::write(q.var(&id).join("end.json"), stale.to_line()).unwrap();
+    // The job runs and fails once: back to pending at attempt 1.
+    let c = q.claim(1, &opts()).unwrap().pop().unwrap();
+    let so = SettleOpts { delay_ms: Some(0), ..SettleOpts::default() };
+    q.settle(&c.id, &c.token(), Reason::Exit, &Outcome::default(), &so).unwrap();
+    drop(c);
+    assert_eq!(q.last_result(&id).unwrap().reason, Reason::Exit, "readers are told the latest attempt, not the stale end record");
+    // A cancel now works (the stale record is archived, not in the way).
+    assert_eq!(q.cancel(&id).unwrap(), State::Pending);
+    assert_eq!(q.locate(&id).unwrap().unwrap().state, State::Canceled);
+    let r = q.last_result(&id).unwrap();
+    assert_eq!((r.state, r.attempt), (State::Canceled, 1));
+    // And a job that ran to done after such a crash reads as done.
+    let id2 = push(&q, json!({"cmd": ["true"], "env_from": "worker"}));
+    std::fs::create_dir_all(q.var(&id2)).unwrap();
+    std::fs::write(q.var(&id2).join("end.json"), ResultRecord { id: id2.clone(), ..stale }.to_line()).unwrap();
+    let c = q.claim(1, &opts()).unwrap().pop().unwrap();
+    q.settle(&c.id, &c.token(), Reason::Ok, &Outcome::default(), &so).unwrap();
+    assert_eq!(q.last_result(&id2).unwrap().state, State::Done);
+}
+
+/// Found by the fuzz seeds: `"payload": null` was kept in memory as a null
+/// payload (the job's stdin got `null`) but read back from disk as no
+/// payload: the record did not survive its own round trip.
+#[test]
+fn null_payload_is_no_payload() {
+    let ctx = PushContext { cwd: "/".into(), env: Default::default(), now_ms: 0 };
+    let nj = validate(json!({"cmd": ["true"], "payload": null}).as_object().unwrap(), &ctx).unwrap();
+    assert_eq!(nj.job.payload, None);
+    assert_eq!(q_queue::Job::from_bytes(&nj.job.to_bytes()).unwrap(), nj.job);
+}
+
+/// Found by the `job_line` fuzzer: a number too large for an integer was
+/// parsed as a float one way when pushed and another way when the stored
+/// record was read back (serde_json's fast float parsing is not exact), so
+/// the payload a job received differed from the one recorded. Floats now
+/// parse exactly (serde_json `float_roundtrip`).
+#[test]
+fn float_payload_survives_its_round_trip() {
+    let ctx = PushContext { cwd: "/".into(), env: Default::default(), now_ms: 0 };
+    for p in ["17021702222222211199999222222211199999999991111111", "0.1", "2.2250738585072014e-308", "1.7976931348623157e308", "123456789.123456789"] {
+        let line = format!("{{\"cmd\":[\"true\"],\"payload\":{p}}}");
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line).unwrap();
+        let nj = validate(&obj, &ctx).unwrap();
+        assert_eq!(q_queue::Job::from_bytes(&nj.job.to_bytes()).unwrap(), nj.job, "payload {p}");
+    }
+}

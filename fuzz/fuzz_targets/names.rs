@@ -1,0 +1,7 @@
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../targets.rs"]
+mod targets;
+
+fuzz_target!(|data: &[u8]| targets::names(data));
