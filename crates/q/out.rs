@@ -7,14 +7,7 @@ use std::io::{self, Write};
 
 /// Write one JSON line to stdout. `Ok(false)` when stdout is closed.
 pub fn line<T: Serialize + ?Sized>(v: &T) -> io::Result<bool> {
-    let mut buf = serde_json::to_vec(v).map_err(io::Error::other)?;
-    buf.push(b'\n');
-    let mut out = io::stdout().lock();
-    match out.write_all(&buf).and_then(|()| out.flush()) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e),
-    }
+    lines(std::slice::from_ref(&v))
 }
 
 /// Write several JSON lines with one write. `Ok(false)` when stdout is closed.
