@@ -267,7 +267,16 @@ impl Sup {
     /// `--exit-on-idle`: look whether there is work left.
     pub(super) fn check_idle(&mut self) -> Result<()> {
         self.last_idle_check = Instant::now();
-        let s = idle::check(&self.q, self.horizon)?;
+        // A passing error while looking (a directory vanishing under a
+        // concurrent rename) must not end a drain: say so, look again later.
+        let s = match idle::check(&self.q, self.horizon) {
+            Ok(s) => s,
+            Err(e) => {
+                self.rep.error(&format!("cannot read the queue's state ({e:#}); looking again"));
+                self.idle_seen = 0;
+                return Ok(());
+            }
+        };
         if s.busy {
             self.idle_seen = 0;
             return Ok(());
