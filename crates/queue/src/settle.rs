@@ -333,21 +333,27 @@ impl Queue {
             let var = self.var(id);
             fsx::mkdir(&var)?;
             let end = var.join("end.json");
-            match fsx::publish(&self.tmp(), &end, &rec.to_line(), true)? {
-                Renamed::Done => {}
+            let rec = match fsx::publish(&self.tmp(), &end, &rec.to_line(), true)? {
+                Renamed::Done => rec,
                 _ if self.stale_end(id, c.attempt) => continue, // archived; try again
-                _ => return Err(Error::new(Kind::Busy, format!("job {id} is being ended by another process"))),
-            }
+                // An end record of this very epoch, whose writer died (or is
+                // about to move the job): it decides. Finish its move.
+                _ => match self.read_end(id).filter(|r| r.attempt == c.attempt && r.state.is_terminal()) {
+                    Some(existing) => existing,
+                    None => return Err(Error::new(Kind::Busy, format!("job {id} is being ended by another process"))),
+                },
+            };
             crate::failpoint!("settle.end_after_record");
+            let to = rec.state;
             let dir = self.dir(to.dir());
             match fsx::rename_noreplace(&l.path, &dir.join(terminal_name(id)))? {
                 Renamed::Done => {
                     fsx::fsync_dir(&dir)?;
-                    if to.is_terminal() {
-                        self.on_terminal(id, to)?;
-                    }
+                    self.on_terminal(id, to)?;
                     return Ok(rec);
                 }
+                // Another process finished this very move.
+                _ if fsx::exists(&dir.join(terminal_name(id))) => return Ok(rec),
                 _ => {
                     // It moved meanwhile (claimed, released...): look again.
                     let _ = fs::remove_file(&end);
@@ -355,6 +361,11 @@ impl Queue {
             }
         }
         Err(Error::new(Kind::Busy, format!("job {id} keeps changing state; try again")))
+    }
+
+    fn read_end(&self, id: &str) -> Option<ResultRecord> {
+        let b = fsx::read_capped(&self.var(id).join("end.json"), 1 << 20).ok()?;
+        serde_json::from_slice(&b).ok()
     }
 
     /// An `end.json` written before the job's latest claim (its writer died

@@ -167,3 +167,46 @@ fn float_payload_survives_its_round_trip() {
         assert_eq!(q_queue::Job::from_bytes(&nj.job.to_bytes()).unwrap(), nj.job, "payload {p}");
     }
 }
+
+/// Found by the crash sweep (`settle.end_after_record@2` in a cancel): the
+/// cancel of A cascades to B, waiting on A; the process died after writing
+/// B's end record and before moving B. That record (same epoch) then made
+/// every later attempt to end B "busy", so B waited for ever and A could
+/// never be pruned. Now the record decides and the next pass finishes it.
+#[test]
+fn an_unfinished_end_record_of_this_epoch_is_finished() {
+    let (_d, q) = queue();
+    let a = push(&q, json!({"cmd": ["true"], "env_from": "worker"}));
+    let b = push(&q, json!({"cmd": ["true"], "env_from": "worker", "after": [a.clone()]}));
+    assert_eq!(q.locate(&b).unwrap().unwrap().state, State::Waiting);
+    let rec = ResultRecord {
+        kind: "result".into(),
+        id: b.clone(),
+        attempt: 0,
+        token: None,
+        state: State::Canceled,
+        reason: Reason::DependencyFailed,
+        exit_code: None,
+        signal: None,
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+        cpu_user_ms: None,
+        cpu_sys_ms: None,
+        max_rss_kb: None,
+        failures: 0,
+        next_run_at: None,
+        name: None,
+        host: None,
+        worker_id: None,
+        detail: Some(json!({"dependency": a})),
+    };
+    std::fs::create_dir_all(q.var(&b)).unwrap();
+    std::fs::write(q.var(&b).join("end.json"), rec.to_line()).unwrap();
+    // A is canceled: the cascade meets B's unfinished record and finishes it.
+    q.cancel(&a).unwrap();
+    assert_eq!(q.locate(&b).unwrap().unwrap().state, State::Canceled);
+    assert_eq!(q.last_result(&b).unwrap().reason, Reason::DependencyFailed);
+    // And a second cancel of B is a no-op, not an error.
+    assert_eq!(q.cancel(&b).unwrap(), State::Canceled);
+}
