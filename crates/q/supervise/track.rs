@@ -207,7 +207,7 @@ pub(super) fn failed(st: State, reason: &str) -> bool {
 
 /// A short label for a running job: its name, else its command.
 fn label_of(q: &Queue, leased_name: &str) -> String {
-    let Some(job) = q.job_at(&q.dir("leased").join(leased_name)) else {
+    let Some(job) = q.read_job(&q.dir("leased").join(leased_name)).ok() else {
         return String::new();
     };
     if let Some(n) = job.name {

@@ -3,11 +3,9 @@
 
 use crate::error::Result;
 use crate::fsx;
-use crate::job::Job;
 use crate::names::{Counters, LeasedName, QueuedName, parse_terminal};
 use crate::queue::Queue;
 use crate::record::{Lease, ResultRecord, RunInfo, State};
-use crate::settle::Located;
 use crate::time;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -129,7 +127,7 @@ impl Queue {
             .max();
         // An end record decides only if no attempt was claimed after it (a
         // canceller that died before moving the job leaves a stale one).
-        if let Some(r) = read(var.join("end.json")).filter(|r| best.is_none_or(|b| r.attempt >= b)) {
+        if let Some(r) = self.read_end(id).filter(|r| best.is_none_or(|b| r.attempt >= b)) {
             return Some(r);
         }
         read(var.join(format!("{}.result.json", best?)))
@@ -138,15 +136,5 @@ impl Queue {
     /// The lease and run records of a running job.
     pub fn live_records(&self, id: &str, attempt: u32) -> (Option<Lease>, Option<RunInfo>) {
         (self.read_lease(id, attempt).ok(), self.read_run(id, attempt))
-    }
-
-    /// The job record of a listed or located job (None if it moved away).
-    pub fn job_at(&self, path: &std::path::Path) -> Option<Job> {
-        self.read_job(path).ok()
-    }
-
-    /// The state of a job, cheaply for terminal jobs.
-    pub fn state_of(&self, id: &str) -> Result<Option<Located>> {
-        self.locate(id)
     }
 }

@@ -363,7 +363,8 @@ impl Queue {
         Err(Error::new(Kind::Busy, format!("job {id} keeps changing state; try again")))
     }
 
-    fn read_end(&self, id: &str) -> Option<ResultRecord> {
+    /// The record of a job that ended (or is ending) without an attempt.
+    pub(crate) fn read_end(&self, id: &str) -> Option<ResultRecord> {
         let b = fsx::read_capped(&self.var(id).join("end.json"), 1 << 20).ok()?;
         serde_json::from_slice(&b).ok()
     }
@@ -373,10 +374,7 @@ impl Queue {
     /// nothing: archive it as `end.<ULID>.json`. True if it was stale.
     fn stale_end(&self, id: &str, attempt_now: u32) -> bool {
         let end = self.var(id).join("end.json");
-        let stale = fsx::read_capped(&end, 1 << 20)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ResultRecord>(&b).ok())
-            .is_some_and(|r| r.attempt < attempt_now);
+        let stale = self.read_end(id).is_some_and(|r| r.attempt < attempt_now);
         stale && fs::rename(&end, self.var(id).join(format!("end.{}.json", crate::id::new_id()))).is_ok()
     }
 

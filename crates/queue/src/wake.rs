@@ -106,8 +106,4 @@ impl Waiter {
             None => true,
         }
     }
-
-    pub fn uses_inotify(&self) -> bool {
-        self.ino.is_some()
-    }
 }

@@ -20,6 +20,32 @@ fn push(q: &Queue, obj: serde_json::Value) -> String {
     q.push(vec![nj]).pop().unwrap().unwrap().id
 }
 
+/// The `end.json` a canceller writes for a job at attempt 0.
+fn end_record(id: &str, reason: Reason, detail: Option<serde_json::Value>) -> ResultRecord {
+    ResultRecord {
+        kind: "result".into(),
+        id: id.to_owned(),
+        attempt: 0,
+        token: None,
+        state: State::Canceled,
+        reason,
+        exit_code: None,
+        signal: None,
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+        cpu_user_ms: None,
+        cpu_sys_ms: None,
+        max_rss_kb: None,
+        failures: 0,
+        next_run_at: None,
+        name: None,
+        host: None,
+        worker_id: None,
+        detail,
+    }
+}
+
 fn opts() -> ClaimOpts {
     ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock }
 }
@@ -97,28 +123,7 @@ fn a_stale_end_record_decides_nothing() {
     let (_d, q) = queue();
     let id = push(&q, json!({"cmd": ["true"], "attempts": 3, "env_from": "worker"}));
     // The dead canceller's record, written while the job was pending at attempt 0.
-    let stale = ResultRecord {
-        kind: "result".into(),
-        id: id.clone(),
-        attempt: 0,
-        token: None,
-        state: State::Canceled,
-        reason: Reason::Canceled,
-        exit_code: None,
-        signal: None,
-        started_at: None,
-        finished_at: None,
-        duration_ms: None,
-        cpu_user_ms: None,
-        cpu_sys_ms: None,
-        max_rss_kb: None,
-        failures: 0,
-        next_run_at: None,
-        name: None,
-        host: None,
-        worker_id: None,
-        detail: None,
-    };
+    let stale = end_record(&id, Reason::Canceled, None);
     std::fs::create_dir_all(q.var(&id)).unwrap();
     std::fs::write(q.var(&id).join("end.json"), stale.to_line()).unwrap();
     // The job runs and fails once: back to pending at attempt 1.
@@ -179,28 +184,7 @@ fn an_unfinished_end_record_of_this_epoch_is_finished() {
     let a = push(&q, json!({"cmd": ["true"], "env_from": "worker"}));
     let b = push(&q, json!({"cmd": ["true"], "env_from": "worker", "after": [a.clone()]}));
     assert_eq!(q.locate(&b).unwrap().unwrap().state, State::Waiting);
-    let rec = ResultRecord {
-        kind: "result".into(),
-        id: b.clone(),
-        attempt: 0,
-        token: None,
-        state: State::Canceled,
-        reason: Reason::DependencyFailed,
-        exit_code: None,
-        signal: None,
-        started_at: None,
-        finished_at: None,
-        duration_ms: None,
-        cpu_user_ms: None,
-        cpu_sys_ms: None,
-        max_rss_kb: None,
-        failures: 0,
-        next_run_at: None,
-        name: None,
-        host: None,
-        worker_id: None,
-        detail: Some(json!({"dependency": a})),
-    };
+    let rec = end_record(&b, Reason::DependencyFailed, Some(json!({"dependency": a})));
     std::fs::create_dir_all(q.var(&b)).unwrap();
     std::fs::write(q.var(&b).join("end.json"), rec.to_line()).unwrap();
     // A is canceled: the cascade meets B's unfinished record and finishes it.
