@@ -156,8 +156,9 @@ fn serial_sigkill_of_runner_kills_tree_and_requeues() {
         ps.extend(read_pids(&pids));
         runner.signal(Signal::SIGKILL);
         runner.wait_for(Duration::from_secs(5));
-        // The leader dies with its runner (PDEATHSIG).
-        wait_until("job leader died with its runner", Duration::from_secs(5), || !pid_alive(ps[0]));
+        // The runner is gone, its job is not: the reclaim on this host
+        // (the lock is free) kills the whole tree, leader included.
+        assert!(pid_alive(ps[0]), "the job's leader outlives its runner until the reclaim");
         let queue = q_queue::Queue::open(&q.queue).unwrap().unwrap();
         let rec = queue.reclaim(false).unwrap();
         assert_eq!(rec.len(), 1, "the dead runner's claim is reclaimed at once (same host, free lock)");
@@ -280,6 +281,36 @@ fn missing_command_is_spawn_failed_127() {
     assert_eq!(results(&o)[0]["reason"], "spawn-failed");
     assert_eq!(q.state(&id), "dead");
     q.run("q-run", &["--once"]).expect_code(75);
+}
+
+/// A bare program name is looked up in the job's own PATH (the pusher's,
+/// recorded), not the worker's; one found nowhere fails like execvp: 127.
+#[test]
+fn program_is_found_in_the_jobs_own_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let q = QDir::new();
+    let bin = q.path().join("jobbin");
+    std::fs::create_dir(&bin).unwrap();
+    let prog = bin.join("only-here");
+    std::fs::write(&prog, "#!/bin/sh\necho found \"$0\"\n").unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let mut c = q.cmd("q-push");
+    c.env("PATH", &path).args(["--", "only-here"]);
+    let o = run_cmd(c, None);
+    o.ok();
+    let id = o.lines()[0]["id"].as_str().unwrap().to_owned();
+    let mut c = q.cmd("q-push");
+    c.env("PATH", &path).args(["--", "found-nowhere"]);
+    run_cmd(c, None).ok();
+    // The worker's PATH does not have the directory.
+    let o = q.run("q-run", &["--once"]);
+    o.ok();
+    let out = std::fs::read_to_string(q.queue.join("var").join(&id).join("1.out")).unwrap();
+    assert_eq!(out.trim(), format!("found {}", prog.display()));
+    let o = q.run("q-run", &["--once"]);
+    o.expect_code(127);
+    assert_eq!(results(&o)[0]["reason"], "spawn-failed");
 }
 
 /// a → b → c run in order; if a fails, b and c end canceled.

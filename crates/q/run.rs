@@ -6,6 +6,7 @@
 
 mod attempt;
 mod heartbeat;
+mod spawn;
 
 use crate::cli::{self, Common};
 use crate::exit;
@@ -82,7 +83,7 @@ pub(crate) struct Ctx {
     pub signals: Arc<AtomicUsize>,
     pub heartbeat: Heartbeat,
     /// Recorded environments read so far (they never change).
-    pub envs: std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeMap<String, String>>>,
+    pub envs: std::sync::Mutex<std::collections::HashMap<String, Arc<std::collections::BTreeMap<String, String>>>>,
 }
 
 impl Ctx {

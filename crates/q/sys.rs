@@ -1,17 +1,12 @@
-//! The one module with `unsafe`: two system calls the safe crates do not
-//! offer. Audited here, used through safe wrappers.
+//! The one module with `unsafe`: a system call the safe crates do not
+//! offer. Audited here, used through a safe wrapper.
 //!
 //! * `wait4`: per-job resource usage (user/system CPU, peak RSS). The
 //!   children-wide `getrusage` would report a lifetime maximum RSS.
-//! * `PR_SET_PDEATHSIG` in the child between fork and exec, so that a job's
-//!   leader dies with its runner (grandchildren are killed through the
-//!   recorded process group by whoever reclaims the lease).
 #![allow(unsafe_code)]
 
 use nix::libc;
 use std::io;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 
 /// How a reaped child ended, with its resource usage.
 #[derive(Debug, Clone, Copy)]
@@ -61,24 +56,4 @@ pub fn wait4(pid: i32, nohang: bool) -> io::Result<Option<Reaped>> {
         sys_ms: ms(ru.ru_stime),
         max_rss_kb: ru.ru_maxrss.max(0) as u64,
     }))
-}
-
-/// Make the spawned process receive SIGKILL when its parent thread dies.
-pub fn kill_with_parent(cmd: &mut Command) {
-    // SAFETY: the closure runs between fork and exec and calls only prctl
-    // and getppid, which are async-signal-safe; it touches no memory of the
-    // parent beyond the captured copy of `parent`.
-    let parent = std::process::id() as libc::pid_t;
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
 }

@@ -5,10 +5,12 @@
 
 use super::Ctx;
 use super::heartbeat::Held;
+use super::spawn;
 use crate::sys;
 use anyhow::Result;
 use nix::sys::signal::Signal;
 use q_queue::{Outcome, Reason, ResultRecord, RunInfo, SettleOpts, Stream, State, ident, time};
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -232,30 +234,41 @@ fn stop(pid: i32, leader_start: u64, reason: Reason) -> Stopping {
 
 fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<Command> {
     let job = &held.job;
-    let mut cmd = if !ctx.handler.is_empty() {
-        let mut c = Command::new(&ctx.handler[0]);
-        c.args(&ctx.handler[1..]);
-        c
+    let (prog, args): (OsString, Vec<OsString>) = if !ctx.handler.is_empty() {
+        (ctx.handler[0].clone(), ctx.handler[1..].to_vec())
     } else if let Some(argv) = &job.cmd {
-        let mut c = Command::new(&argv[0]);
-        c.args(&argv[1..]);
-        c
+        (argv[0].clone().into(), argv[1..].iter().map(OsString::from).collect())
     } else if let Some(sh) = &job.sh {
-        let mut c = Command::new("/bin/sh");
-        c.arg("-c").arg(sh);
-        c
+        ("/bin/sh".into(), vec!["-c".into(), sh.into()])
     } else {
         anyhow::bail!("job {} has no cmd or sh: it is data for a handler (run q-run -- HANDLER...)", job.id);
     };
+    // The PATH the job runs with, when it is not ours.
+    let mut job_path: Option<OsString> = None;
+    let mut recorded = None;
     if job.env_from == q_queue::job::EnvFrom::Pusher {
-        cmd.env_clear();
         if let Some(r) = &job.env_ref {
             let mut cache = ctx.envs.lock().unwrap_or_else(|e| e.into_inner());
             if !cache.contains_key(r) {
                 let env = ctx.q.load_env(r)?;
-                cache.insert(r.clone(), env);
+                cache.insert(r.clone(), std::sync::Arc::new(env));
             }
-            cmd.envs(&cache[r]);
+            job_path = cache[r].get("PATH").map(OsString::from);
+            recorded = Some(std::sync::Arc::clone(&cache[r]));
+        }
+    }
+    if let Some(p) = job.env.get("PATH") {
+        job_path = Some(p.into());
+    }
+    let mut cmd = Command::new(match &job_path {
+        Some(path) => spawn::resolve(&prog, path, std::path::Path::new(&job.cwd)),
+        None => prog.into(),
+    });
+    cmd.args(args);
+    if job.env_from == q_queue::job::EnvFrom::Pusher {
+        cmd.env_clear();
+        if let Some(env) = &recorded {
+            cmd.envs(env.iter());
         }
     }
     cmd.envs(&job.env);
@@ -271,7 +284,6 @@ fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<
     cmd.stdin(if has_input { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.process_group(0);
-    sys::kill_with_parent(&mut cmd);
     Ok(cmd)
 }
 

@@ -1,0 +1,68 @@
+//! How a job's program is found. A job that runs with its pusher's
+//! environment carries its own `PATH`; given a bare program name and a `PATH`
+//! of its own, the standard library starts the child with fork + `execvp`.
+//! Resolved here to a path first, the child is started with `posix_spawn`
+//! (vfork: no copy of q-run's page tables, no copy-on-write faults), which
+//! is a measurable part of the cost of a short job (see BENCHMARKS.md).
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// `prog` as `execvp` with `path` as `PATH` would find it, from `cwd`: a
+/// name with a slash is used as it is; otherwise the first regular file in a
+/// `PATH` entry (an empty entry is `cwd`) that is executable. A name that is
+/// found nowhere is returned unchanged, so that starting it fails (or
+/// finds it) exactly as `execvp` would.
+pub fn resolve(prog: &OsStr, path: &OsStr, cwd: &Path) -> PathBuf {
+    if prog.is_empty() || prog.as_bytes().contains(&b'/') {
+        return prog.into();
+    }
+    for dir in path.as_bytes().split(|&b| b == b':') {
+        let dir = Path::new(OsStr::from_bytes(dir));
+        let dir = if dir.as_os_str().is_empty() { cwd.to_path_buf() } else { cwd.join(dir) };
+        let cand = dir.join(prog);
+        if is_executable(&cand) {
+            return cand;
+        }
+    }
+    OsString::from(prog).into()
+}
+
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn resolves_like_execvp() {
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        let other = d.path().join("other");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        // Not executable in `other`, executable in `bin`: the executable wins.
+        std::fs::write(other.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::write(bin.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(bin.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = OsString::from(format!("{}:{}", other.display(), bin.display()));
+        assert_eq!(resolve(OsStr::new("tool"), &path, d.path()), bin.join("tool"));
+        // A relative entry is taken from the job's directory; an empty one is it.
+        assert_eq!(resolve(OsStr::new("tool"), OsStr::new("nope:bin"), d.path()), d.path().join("bin").join("tool"));
+        std::fs::write(d.path().join("here"), "").unwrap();
+        std::fs::set_permissions(d.path().join("here"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(resolve(OsStr::new("here"), OsStr::new(":/nonexistent"), d.path()), d.path().join("").join("here"));
+        // A name with a slash, or found nowhere, is left as it is.
+        assert_eq!(resolve(OsStr::new("./x"), &path, d.path()), PathBuf::from("./x"));
+        assert_eq!(resolve(OsStr::new("missing"), &path, d.path()), PathBuf::from("missing"));
+        // A directory is not a program.
+        std::fs::create_dir(bin.join("dir")).unwrap();
+        assert_eq!(resolve(OsStr::new("dir"), &path, d.path()), PathBuf::from("dir"));
+    }
+}
