@@ -16,6 +16,7 @@ use clap::Parser;
 use heartbeat::{Heartbeat, Held};
 use q_queue::{ClaimOpts, Liveness, Queue, Reason};
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::io::BufRead;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -82,6 +83,8 @@ pub(crate) struct Ctx {
     /// SIGTERM/SIGINT received so far: 1 drains, 2 stops at once.
     pub signals: Arc<AtomicUsize>,
     pub heartbeat: Heartbeat,
+    /// Readable once SIGTERM or SIGINT arrived.
+    pub signaled: std::io::PipeReader,
     /// Recorded environments read so far (they never change).
     pub envs: std::sync::Mutex<std::collections::HashMap<String, Arc<std::collections::BTreeMap<String, String>>>>,
 }
@@ -99,12 +102,15 @@ pub fn main() -> ExitCode {
 
 fn run(a: Args) -> Result<u8> {
     let signals = Arc::new(AtomicUsize::new(0));
+    // Readable once a signal came: wakes a worker waiting for jobs at once.
+    let (signaled, mut signal_w) = std::io::pipe()?;
     {
         let s = Arc::clone(&signals);
         let mut it = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
         std::thread::spawn(move || {
             for _ in it.forever() {
                 s.fetch_add(1, Ordering::Relaxed);
+                let _ = std::io::Write::write_all(&mut signal_w, b"s");
             }
         });
     }
@@ -150,6 +156,7 @@ fn run(a: Args) -> Result<u8> {
         signals,
         heartbeat: Heartbeat::start(),
         envs: Default::default(),
+        signaled,
     };
     if a.stdin { run_stdin(&ctx, a.once) } else { run_worker(&ctx, &a) }
 }
@@ -170,7 +177,7 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
             if a.exit_on_idle {
                 return Ok(exit::OK);
             }
-            claimer.wait(Duration::from_secs(1));
+            claimer.wait_or(Duration::from_secs(1), Some(ctx.signaled.as_fd()));
             continue;
         };
         let held = ctx.heartbeat.hold(&ctx.q, c);

@@ -67,6 +67,9 @@ pub(super) struct Sup {
 }
 
 pub(super) const TICK: Duration = Duration::from_millis(200);
+/// How often `--exit-on-idle` looks whether the queue drained (two idle
+/// looks in a row end the run).
+pub(super) const IDLE_TICK: Duration = Duration::from_millis(50);
 
 impl Sup {
     pub(super) fn me() -> Option<i32> {
@@ -148,7 +151,7 @@ impl Sup {
             match self.mode {
                 Mode::Running => {
                     self.restart_due()?;
-                    if self.exit_on_idle && self.last_idle_check.elapsed() >= TICK {
+                    if self.exit_on_idle && self.last_idle_check.elapsed() >= IDLE_TICK {
                         self.check_idle()?;
                     }
                 }
@@ -178,11 +181,16 @@ impl Sup {
 
     pub(super) fn next_wakeup(&self) -> Duration {
         let now = Instant::now();
+        let tick = if self.exit_on_idle && self.mode == Mode::Running {
+            IDLE_TICK.saturating_sub(self.last_idle_check.elapsed())
+        } else {
+            TICK
+        };
         self.slots
             .iter()
             .filter_map(|s| s.restart_at)
             .map(|t| t.saturating_duration_since(now))
-            .fold(TICK, Duration::min)
+            .fold(tick, Duration::min)
     }
 
     pub(super) fn live(&self) -> usize {

@@ -123,7 +123,13 @@ impl Claimer {
 
     /// Wait for a change in the queue (or the timeout).
     pub fn wait(&mut self, timeout: std::time::Duration) {
-        self.waiter.wait(timeout);
+        self.wait_or(timeout, None);
+    }
+
+    /// Wait for a change in the queue, the timeout, or `also` becoming
+    /// readable (a self-pipe written on a signal).
+    pub fn wait_or(&mut self, timeout: std::time::Duration, also: Option<std::os::fd::BorrowedFd<'_>>) {
+        self.waiter.wait_or(timeout, also);
         self.cache.clear();
     }
 }

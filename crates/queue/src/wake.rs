@@ -6,7 +6,7 @@
 use crate::queue::Queue;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use std::fs;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 /// The longest a waiter sleeps without looking again, event or not.
@@ -71,21 +71,38 @@ pub struct Waiter {
 impl Waiter {
     /// Wait up to `timeout` (capped at `MAX_SLEEP`) for a change.
     pub fn wait(&self, timeout: Duration) {
-        let timeout = timeout.min(MAX_SLEEP);
-        match &self.ino {
-            Some(ino) => {
-                use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-                let mut fds = [PollFd::new(ino.as_fd(), PollFlags::POLLIN)];
-                let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::NONE);
-                let _ = poll(&mut fds, ms);
-                // Drain the events: they are only hints.
-                while let Ok(ev) = ino.read_events() {
-                    if ev.is_empty() {
-                        break;
-                    }
+        self.wait_or(timeout, None);
+    }
+
+    /// Like [`Waiter::wait`], but also return as soon as `also` is readable
+    /// (a caller's self-pipe, written when a signal arrives).
+    pub fn wait_or(&self, timeout: Duration, also: Option<BorrowedFd<'_>>) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let timeout = match &self.ino {
+            Some(_) => timeout.min(MAX_SLEEP),
+            None => timeout.min(MAX_SLEEP).min(Duration::from_millis(250)),
+        };
+        let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::NONE);
+        let mut fds = Vec::with_capacity(2);
+        if let Some(ino) = &self.ino {
+            fds.push(PollFd::new(ino.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(fd) = also {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        if fds.is_empty() {
+            std::thread::sleep(timeout);
+            return;
+        }
+        let _ = poll(&mut fds, ms);
+        drop(fds);
+        if let Some(ino) = &self.ino {
+            // Drain the events: they are only hints.
+            while let Ok(ev) = ino.read_events() {
+                if ev.is_empty() {
+                    break;
                 }
             }
-            None => std::thread::sleep(timeout.min(Duration::from_millis(250))),
         }
     }
 
