@@ -161,31 +161,101 @@ fn run(a: Args) -> Result<u8> {
     if a.stdin { run_stdin(&ctx, a.once) } else { run_worker(&ctx, &a) }
 }
 
-/// Worker mode: claim, run, repeat.
+/// Worker mode: claim, run, repeat. The settle of a finished attempt (its
+/// fsyncs, its result line) runs on a second thread while the next job is
+/// claimed and started: at most one settle is in flight, result lines keep
+/// their order, and nothing is printed before it is durable.
 fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     let opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(ctx.worker_id.clone()), liveness: Liveness::Flock };
     let mut claimer = q_queue::Claimer::new(&ctx.q);
-    loop {
-        if ctx.draining() {
-            return Ok(exit::OK);
-        }
-        let mut claims = claimer.claim(1, &opts)?;
-        let Some(c) = claims.pop() else {
-            if a.once {
-                return Ok(exit::TEMP);
-            }
-            if a.exit_on_idle {
+    std::thread::scope(|scope| {
+        let committer = Committer::start(scope, ctx);
+        loop {
+            if ctx.draining() {
+                committer.flush();
                 return Ok(exit::OK);
             }
-            claimer.wait_or(Duration::from_secs(1), Some(ctx.signaled.as_fd()));
-            continue;
-        };
-        let held = ctx.heartbeat.hold(&ctx.q, c);
-        let end = attempt::run(ctx, &held)?;
-        ctx.heartbeat.release(&held);
-        if a.once {
-            return Ok(end.once_code);
+            let mut claims = claimer.claim(1, &opts)?;
+            let Some(c) = claims.pop() else {
+                // The settle in flight may requeue its job or free a
+                // dependent: only once it is done is "nothing ready" true.
+                if committer.flush() {
+                    continue;
+                }
+                if a.once {
+                    return Ok(exit::TEMP);
+                }
+                if a.exit_on_idle {
+                    return Ok(exit::OK);
+                }
+                claimer.wait_or(Duration::from_secs(1), Some(ctx.signaled.as_fd()));
+                continue;
+            };
+            let held = ctx.heartbeat.hold(&ctx.q, c);
+            let ended = attempt::run(ctx, &held)?;
+            if a.once {
+                let code = attempt::commit(ctx, &held, ended);
+                ctx.heartbeat.release(&held);
+                return Ok(code);
+            }
+            committer.submit(held, ended);
         }
+    })
+}
+
+/// The thread that settles ended attempts, one at a time.
+struct Committer<'s> {
+    ctx: &'s Ctx,
+    tx: std::sync::mpsc::SyncSender<Commit>,
+    /// A settle was submitted since the last flush.
+    submitted: std::cell::Cell<bool>,
+}
+
+enum Commit {
+    Settle(Arc<Held>, attempt::Ended),
+    /// Answer once everything before it is settled.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+fn settle_ended(ctx: &Ctx, held: &Arc<Held>, ended: attempt::Ended) {
+    attempt::commit(ctx, held, ended);
+    ctx.heartbeat.release(held);
+}
+
+impl<'s> Committer<'s> {
+    fn start(scope: &'s std::thread::Scope<'s, '_>, ctx: &'s Ctx) -> Committer<'s> {
+        // A rendezvous channel: a submit waits until the previous settle is done.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Commit>(0);
+        scope.spawn(move || {
+            for c in rx {
+                match c {
+                    Commit::Settle(held, ended) => settle_ended(ctx, &held, ended),
+                    Commit::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Committer { ctx, tx, submitted: std::cell::Cell::new(false) }
+    }
+
+    fn submit(&self, held: Arc<Held>, ended: attempt::Ended) {
+        self.submitted.set(true);
+        if let Err(std::sync::mpsc::SendError(Commit::Settle(held, ended))) = self.tx.send(Commit::Settle(held, ended)) {
+            // The thread is gone: settle here.
+            settle_ended(self.ctx, &held, ended);
+        }
+    }
+
+    /// Wait until every submitted settle is done. Returns whether any was
+    /// submitted since the last flush (the queue may have changed since the
+    /// last look).
+    fn flush(&self) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.tx.send(Commit::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+        self.submitted.replace(false)
     }
 }
 
@@ -221,10 +291,10 @@ fn run_stdin(ctx: &Ctx, once: bool) -> Result<u8> {
             ctx.heartbeat.release(&held);
             continue;
         }
-        let end = attempt::run(ctx, &held)?;
+        let ended = attempt::run(ctx, &held)?;
+        code = attempt::commit(ctx, &held, ended);
         ctx.heartbeat.release(&held);
         ran = true;
-        code = end.once_code;
         if once {
             break;
         }

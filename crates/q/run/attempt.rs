@@ -19,10 +19,13 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// How an attempt ended, for the caller.
-pub struct End {
-    /// `q-run --once` exit status.
-    pub once_code: u8,
+/// An attempt whose job has ended, not yet settled: [`commit`] settles it.
+pub struct Ended {
+    reason: Reason,
+    outcome: Outcome,
+    /// `q-run --once` exit status, unless the settle finds the lease lost.
+    once_code: u8,
+    workspace: Option<std::path::PathBuf>,
 }
 
 /// Why we are stopping the job, and when we sent SIGTERM.
@@ -32,7 +35,8 @@ struct Stopping {
     killed: bool,
 }
 
-pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
+/// Run the held claim's job to its end (or to its stop).
+pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     let q = &ctx.q;
     let job = &held.job;
     let a = held.attempt();
@@ -44,7 +48,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
     let started_ms = time::now_ms();
     let mut cmd = match build_command(ctx, held, &workspace) {
         Ok(c) => c,
-        Err(e) => return finish_spawn_failed(ctx, held, started_ms, &e.to_string(), 125),
+        Err(e) => return Ok(spawn_failed(held, started_ms, &e.to_string(), 125)),
     };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -54,7 +58,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
                 _ => 126,
             };
             err_log.write(format!("q-run: cannot run the job: {e}\n").as_bytes());
-            return finish_spawn_failed(ctx, held, started_ms, &e.to_string(), code);
+            return Ok(spawn_failed(held, started_ms, &e.to_string(), code));
         }
     };
     let pid = child.id() as i32;
@@ -165,13 +169,20 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<End> {
             _ => 125,
         },
     };
+    Ok(Ended { reason, outcome, once_code, workspace: Some(workspace) })
+}
+
+/// Settle an ended attempt, print its result line, and remove the
+/// workspace of a job that is done. Returns the `--once` exit status.
+pub fn commit(ctx: &Ctx, held: &Held, ended: Ended) -> u8 {
     q_queue::failpoint!("run.before_settle");
-    let rec = settle(ctx, held, reason, &outcome);
-    if rec.as_ref().is_some_and(|r| r.state == State::Done) && fs::remove_dir(&workspace).is_err() {
-        let _ = fs::remove_dir_all(&workspace);
+    let rec = settle(ctx, held, ended.reason, &ended.outcome);
+    if let Some(w) = &ended.workspace {
+        if rec.as_ref().is_some_and(|r| r.state == State::Done) && fs::remove_dir(w).is_err() {
+            let _ = fs::remove_dir_all(w);
+        }
     }
-    let lost = rec.is_none();
-    Ok(End { once_code: if lost { 76 } else { once_code } })
+    if rec.is_none() { 76 } else { ended.once_code }
 }
 
 /// Settle and print; `None` when the lease was lost (a lease-lost line is
@@ -219,11 +230,10 @@ fn settle(ctx: &Ctx, held: &Held, reason: Reason, outcome: &Outcome) -> Option<R
     None
 }
 
-fn finish_spawn_failed(ctx: &Ctx, held: &Held, started_ms: i64, why: &str, code: u8) -> Result<End> {
+fn spawn_failed(held: &Held, started_ms: i64, why: &str, code: u8) -> Ended {
     let outcome = Outcome { exit_code: Some(i32::from(code)), started_at_ms: Some(started_ms), finished_at_ms: Some(time::now_ms()), ..Outcome::default() };
     eprintln!("q-run: job {}: cannot run its command: {why}", held.id);
-    let rec = settle(ctx, held, Reason::SpawnFailed, &outcome);
-    Ok(End { once_code: if rec.is_some() { code } else { 76 } })
+    Ended { reason: Reason::SpawnFailed, outcome, once_code: code, workspace: None }
 }
 
 /// SIGTERM the job's group and note why.

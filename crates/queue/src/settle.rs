@@ -190,13 +190,17 @@ impl Queue {
             Renamed::Done => {}
             _ => return Err(Error::lease_lost(id, token)),
         }
-        crate::failpoint!("settle.after_result");
-        // 2. The fenced move; then both renames are made durable (on a
-        // journaling filesystem the second fsync finds nothing left to do).
-        self.move_leased(name, job, state, run_at.unwrap_or(now), c, sync)?;
+        // Its name too: once both are on disk the outcome is durable, and a
+        // move lost in a crash is finished by recovery from this record.
         if sync {
             fsx::fsync_dir(&var)?;
         }
+        crate::failpoint!("settle.after_result");
+        // 2. The fenced move. No fsync of its own: the outcome is durable
+        // already; on a journaling filesystem the next fsync (the next
+        // claim's) carries the rename, and a rename lost in a crash is
+        // redone by recovery from the result.
+        self.move_leased(name, job, state, run_at.unwrap_or(now), c, false)?;
         crate::failpoint!("settle.after_commit_rename");
         // 3. The lease and run records stay as the attempt's history (q-gc
         // prunes them with the job); only a cancel request is dropped.
