@@ -7,6 +7,7 @@
 mod attempt;
 mod heartbeat;
 mod spawn;
+mod workspace;
 
 use crate::cli::{self, Common};
 use crate::exit;
@@ -83,6 +84,10 @@ pub(crate) struct Ctx {
     /// SIGTERM/SIGINT received so far: 1 drains, 2 stops at once.
     pub signals: Arc<AtomicUsize>,
     pub heartbeat: Heartbeat,
+    /// Programs found in jobs' own PATHs.
+    pub programs: spawn::Resolver,
+    /// Empty workspaces, recycled.
+    pub workspaces: workspace::Workspaces,
     /// Readable once SIGTERM or SIGINT arrived.
     pub signaled: std::io::PipeReader,
     /// Recorded environments read so far (they never change).
@@ -156,9 +161,13 @@ fn run(a: Args) -> Result<u8> {
         signals,
         heartbeat: Heartbeat::start(),
         envs: Default::default(),
+        workspaces: workspace::Workspaces::new(&q),
+        programs: Default::default(),
         signaled,
     };
-    if a.stdin { run_stdin(&ctx, a.once) } else { run_worker(&ctx, &a) }
+    let r = if a.stdin { run_stdin(&ctx, a.once) } else { run_worker(&ctx, &a) };
+    ctx.workspaces.close();
+    r
 }
 
 /// Worker mode: claim, run, repeat. The settle of a finished attempt (its

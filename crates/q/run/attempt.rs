@@ -5,7 +5,6 @@
 
 use super::Ctx;
 use super::heartbeat::Held;
-use super::spawn;
 use crate::sys;
 use anyhow::Result;
 use nix::sys::signal::Signal;
@@ -41,7 +40,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     let job = &held.job;
     let a = held.attempt();
     let workspace = q.workspace_path(&held.id, a);
-    q_queue::fsx::mkdir(&workspace)?;
+    ctx.workspaces.make(&workspace)?;
     let mut out_log = Log::new(q.log_path(&held.id, a, Stream::Stdout));
     let mut err_log = Log::new(q.log_path(&held.id, a, Stream::Stderr));
 
@@ -178,8 +177,8 @@ pub fn commit(ctx: &Ctx, held: &Held, ended: Ended) -> u8 {
     q_queue::failpoint!("run.before_settle");
     let rec = settle(ctx, held, ended.reason, &ended.outcome);
     if let Some(w) = &ended.workspace {
-        if rec.as_ref().is_some_and(|r| r.state == State::Done) && fs::remove_dir(w).is_err() {
-            let _ = fs::remove_dir_all(w);
+        if rec.as_ref().is_some_and(|r| r.state == State::Done) {
+            ctx.workspaces.done_with(w);
         }
     }
     if rec.is_none() { 76 } else { ended.once_code }
@@ -271,7 +270,7 @@ fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<
         job_path = Some(p.into());
     }
     let mut cmd = Command::new(match &job_path {
-        Some(path) => spawn::resolve(&prog, path, std::path::Path::new(&job.cwd)),
+        Some(path) => ctx.programs.resolve(&prog, path, std::path::Path::new(&job.cwd)),
         None => prog.into(),
     });
     cmd.args(args);

@@ -8,7 +8,10 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// `prog` as `execvp` with `path` as `PATH` would find it, from `cwd`: a
 /// name with a slash is used as it is; otherwise the first regular file in a
@@ -28,6 +31,33 @@ pub fn resolve(prog: &OsStr, path: &OsStr, cwd: &Path) -> PathBuf {
         }
     }
     OsString::from(prog).into()
+}
+
+/// [`resolve`] with its answers kept for a second: jobs of a queue mostly run
+/// the same few programs, and a lookup costs a `stat` per `PATH` entry. A
+/// program installed earlier in `PATH` is seen within the second.
+#[derive(Default)]
+pub struct Resolver {
+    cache: Mutex<HashMap<(OsString, OsString, PathBuf), (PathBuf, Instant)>>,
+}
+
+impl Resolver {
+    pub fn resolve(&self, prog: &OsStr, path: &OsStr, cwd: &Path) -> PathBuf {
+        const FRESH: Duration = Duration::from_secs(1);
+        let key = (prog.to_owned(), path.to_owned(), cwd.to_owned());
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((found, at)) = cache.get(&key) {
+            if at.elapsed() < FRESH {
+                return found.clone();
+            }
+        }
+        let found = resolve(prog, path, cwd);
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(key, (found.clone(), Instant::now()));
+        found
+    }
 }
 
 fn is_executable(p: &Path) -> bool {

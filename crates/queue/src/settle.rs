@@ -183,12 +183,19 @@ impl Queue {
         };
         let sync = self.sync_claims(job.is_at_most_once());
         // 1. The outcome: whoever publishes it first owns this attempt.
+        // `var/<ID>/` was made by the claim; made here only if it is missing.
         let var = self.var(id);
-        fsx::mkdir(&var)?;
         let result_path = var.join(format!("{}.result.json", name.c.attempt));
-        match fsx::publish(&self.tmp(), &result_path, &rec.to_line(), sync)? {
-            Renamed::Done => {}
-            _ => return Err(Error::lease_lost(id, token)),
+        let line = rec.to_line();
+        let published = match fsx::publish(&self.tmp(), &result_path, &line, sync) {
+            Err(_) if !fsx::exists(&var) => {
+                fsx::mkdir(&var)?;
+                fsx::publish(&self.tmp(), &result_path, &line, sync)?
+            }
+            r => r?,
+        };
+        if published != Renamed::Done {
+            return Err(Error::lease_lost(id, token));
         }
         // Its name too: once both are on disk the outcome is durable, and a
         // move lost in a crash is finished by recovery from this record.

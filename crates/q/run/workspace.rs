@@ -1,0 +1,163 @@
+//! Workspaces (`$Q_WORKSPACE`): every attempt gets an empty directory at
+//! `var/<ID>/<A>.work/`, removed after success. Making and removing a
+//! directory per job costs an inode allocation and a free each time (and,
+//! on ext4 without a journal, every later allocation skips over recently
+//! freed inodes for minutes). So a worker parks the empty workspace of a
+//! successful attempt in `tmp/` and renames it into place for its next job;
+//! only a workspace left non-empty, changed in mode or owner, or replaced by
+//! something that is not a directory, is removed instead. A parked workspace
+//! left by a worker that died is a `tmp/` entry like any other: q-gc removes
+//! it after `--tmp-ttl`.
+
+use q_queue::{Queue, fsx};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+pub struct Workspaces {
+    tmp: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The parked empty workspace, if any.
+    spare: Option<PathBuf>,
+    /// Mode and owner of the workspaces this worker made.
+    made_as: Option<(u32, u32)>,
+}
+
+impl Workspaces {
+    pub fn new(q: &Queue) -> Workspaces {
+        Workspaces { tmp: q.tmp(), inner: Mutex::new(Inner::default()) }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make the empty workspace at `path`.
+    pub fn make(&self, path: &Path) -> q_queue::Result<()> {
+        let mut inner = self.inner();
+        if let Some(spare) = inner.spare.take() {
+            if fs::rename(&spare, path).is_ok() {
+                return Ok(());
+            }
+            // Gone (q-gc took it) or not movable: make a new one.
+            let _ = fs::remove_dir(&spare);
+        }
+        fsx::mkdir(path)?;
+        if inner.made_as.is_none() {
+            inner.made_as = fs::symlink_metadata(path).ok().map(|m| (m.mode() & 0o7777, m.uid()));
+        }
+        Ok(())
+    }
+
+    /// The attempt succeeded: park its workspace for the next one if it is
+    /// still as made and empty; otherwise remove it.
+    pub fn done_with(&self, path: &Path) {
+        let mut inner = self.inner();
+        if inner.spare.is_none() && self.pristine(path, inner.made_as) {
+            let parked = self.tmp.join(fsx::tmp_name("work"));
+            if fs::rename(path, &parked).is_ok() {
+                // A fresh mtime: q-gc leaves a parked workspace alone for --tmp-ttl.
+                if let Ok(d) = fs::File::open(&parked) {
+                    let _ = d.set_modified(SystemTime::now());
+                }
+                inner.spare = Some(parked);
+                return;
+            }
+        }
+        drop(inner);
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => {
+                if fs::remove_dir(path).is_err() {
+                    let _ = fs::remove_dir_all(path);
+                }
+            }
+            Ok(_) => {
+                let _ = fs::remove_file(path);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// A real directory (not a symlink the job left in its place), with the
+    /// mode and owner it was made with, and empty.
+    fn pristine(&self, path: &Path, made_as: Option<(u32, u32)>) -> bool {
+        let Ok(m) = fs::symlink_metadata(path) else { return false };
+        m.is_dir()
+            && made_as == Some((m.mode() & 0o7777, m.uid()))
+            && fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
+    }
+
+    /// Remove the parked workspace (the worker is stopping).
+    pub fn close(&self) {
+        if let Some(spare) = self.inner().spare.take() {
+            let _ = fs::remove_dir(spare);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn queue() -> (tempfile::TempDir, Queue) {
+        let d = tempfile::tempdir().unwrap();
+        let q = Queue::create(&d.path().join("q"), None).unwrap();
+        (d, q)
+    }
+
+    #[test]
+    fn an_empty_workspace_is_reused_and_a_used_one_is_not() {
+        let (_d, q) = queue();
+        let ws = Workspaces::new(&q);
+        let a = q.workspace_path("A", 1);
+        fs::create_dir_all(a.parent().unwrap()).unwrap();
+        ws.make(&a).unwrap();
+        let ino = fs::metadata(&a).unwrap().ino();
+        ws.done_with(&a);
+        assert!(!a.exists(), "removed from its place after success");
+        let b = q.workspace_path("B", 1);
+        fs::create_dir_all(b.parent().unwrap()).unwrap();
+        ws.make(&b).unwrap();
+        assert_eq!(fs::metadata(&b).unwrap().ino(), ino, "the parked directory is reused");
+        assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), 0, "nothing left parked while in use");
+        // Used: not parked, removed.
+        fs::write(b.join("file"), "x").unwrap();
+        ws.done_with(&b);
+        assert!(!b.exists());
+        let c = q.workspace_path("C", 1);
+        fs::create_dir_all(c.parent().unwrap()).unwrap();
+        ws.make(&c).unwrap();
+        assert_ne!(fs::metadata(&c).unwrap().ino(), ino, "a used workspace is never handed on");
+        assert_eq!(fs::read_dir(&c).unwrap().count(), 0);
+        // Mode changed by the job: not handed on either.
+        fs::set_permissions(&c, fs::Permissions::from_mode(0o777)).unwrap();
+        let ino_c = fs::metadata(&c).unwrap().ino();
+        ws.done_with(&c);
+        let d = q.workspace_path("D", 1);
+        fs::create_dir_all(d.parent().unwrap()).unwrap();
+        ws.make(&d).unwrap();
+        assert_ne!(fs::metadata(&d).unwrap().ino(), ino_c);
+        assert_eq!(fs::symlink_metadata(&d).unwrap().mode() & 0o777, 0o700);
+        // A symlink left in its place is removed, never parked or followed.
+        fs::remove_dir(&d).unwrap();
+        std::os::unix::fs::symlink(q.root(), &d).unwrap();
+        ws.done_with(&d);
+        assert!(fs::symlink_metadata(&d).is_err());
+        assert!(q.root().join("FORMAT").exists(), "the symlink's target is untouched");
+        // Parked, then the worker stops: nothing is left in tmp/.
+        let e = q.workspace_path("E", 1);
+        fs::create_dir_all(e.parent().unwrap()).unwrap();
+        ws.make(&e).unwrap();
+        ws.done_with(&e);
+        assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), 1);
+        ws.close();
+        assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), 0);
+    }
+}
