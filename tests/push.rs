@@ -275,3 +275,20 @@ fn delay_and_at_set_due_time() {
     assert_eq!(c.lines()[0]["scheduled"], 2);
     q.run("q-push", &["--delay", "soon", "--", "true"]).expect_code(65);
 }
+
+/// The recorded environment leaves out `_` (the shell's last argument), so
+/// pushes from one shell share one record.
+#[test]
+fn volatile_underscore_is_not_recorded() {
+    let q = QDir::new();
+    for v in ["/usr/bin/a", "/usr/bin/b"] {
+        let mut c = q.cmd("q-push");
+        c.env("_", v).env("Q_TEST_KEEP", "yes").args(["--", "true"]);
+        run_cmd(c, None).ok();
+    }
+    let envs: Vec<_> = std::fs::read_dir(q.queue.join("env")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(envs.len(), 1, "one record for both pushes: {envs:?}");
+    let rec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&envs[0]).unwrap()).unwrap();
+    assert!(rec.get("_").is_none());
+    assert_eq!(rec["Q_TEST_KEEP"], "yes");
+}

@@ -164,8 +164,12 @@ fn context() -> Result<PushContext> {
     let cwd = cwd.to_str().map(str::to_owned).ok_or_else(|| {
         q_queue::Error::new(Kind::Data, "the current directory is not valid UTF-8: pass --cwd")
     })?;
+    // `_` is the shell's last command or argument: it differs from one
+    // invocation to the next and would make every push record a new
+    // environment.
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k != "_")
         .collect();
     Ok(PushContext { cwd, env: std::sync::Arc::new(env), now_ms: time::now_ms() })
 }
