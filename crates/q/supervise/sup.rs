@@ -172,7 +172,11 @@ impl Sup {
                 }
                 Mode::Stop => return Ok(()),
             }
-            self.watch_claims();
+            // Claims are watched for the events and the progress view only
+            // (a listing of leased/ per wake-up is a cost per job).
+            if self.rep.events || self.rep.progress {
+                self.watch_claims();
+            }
             if self.rep.progress && self.last_draw.elapsed() >= Duration::from_millis(500) {
                 self.draw();
             }

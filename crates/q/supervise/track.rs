@@ -62,10 +62,11 @@ impl Sup {
         };
         for r in list {
             let key = format!("{}.{}.json", r.id, r.token);
-            let (w, pid) = self
+            let (seen_w, pid) = self
                 .claims
                 .get(&key)
                 .map_or((None, None), |s| (s.worker_id.clone(), s.pid));
+            let w = r.worker_id.clone().or(seen_w);
             let ours = w
                 .as_deref()
                 .is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));

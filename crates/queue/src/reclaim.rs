@@ -35,6 +35,8 @@ pub struct Reclaimed {
     /// Why the owner was judged gone.
     pub why: String,
     pub killed_group: bool,
+    /// The worker that held the claim, per its lease.
+    pub worker_id: Option<String>,
 }
 
 fn mtime_ms(m: &fs::Metadata) -> i64 {
@@ -78,8 +80,10 @@ impl Queue {
         // Hold the lease lock (if we can get it) while we settle, so that no
         // runner takes the claim over meanwhile.
         let mut _lock = None;
+        let mut holder = None;
         let (dead, why) = match (self.read_lease(id, a), fs::metadata(&lease_path)) {
             (Ok(lease), Ok(meta)) => {
+                holder = lease.worker_id.clone();
                 let deadline = mtime_ms(&meta) + lease.lease_ms as i64;
                 let same_host = lease.host == here.host && lease.pidns == here.pidns;
                 let lock_free = match fsx::open_rw(&lease_path) {
@@ -121,7 +125,7 @@ impl Queue {
                 if !dry_run {
                     self.finish_settled(name, &rec)?;
                 }
-                return Ok(Some(Reclaimed { id: id.clone(), token, state: rec.state, reason: rec.reason, why: format!("{why}; its outcome was recorded"), killed_group: false }));
+                return Ok(Some(Reclaimed { id: id.clone(), token, state: rec.state, reason: rec.reason, why: format!("{why}; its outcome was recorded"), killed_group: false, worker_id: holder }));
             }
         }
         let (_, run) = self.live_records(id, a);
@@ -134,7 +138,7 @@ impl Queue {
         crate::failpoint!("reclaim.before_settle");
         let reason = if self.cancel_requested(id, a) { Reason::Canceled } else { Reason::LeaseExpired };
         if dry_run {
-            return Ok(Some(Reclaimed { id: id.clone(), token, state: State::Pending, reason, why, killed_group: false }));
+            return Ok(Some(Reclaimed { id: id.clone(), token, state: State::Pending, reason, why, killed_group: false, worker_id: holder }));
         }
         let lease = self.read_lease(id, a).ok();
         let claimed_ms = lease.as_ref().and_then(|l| time::parse_time(&l.claimed_at).ok());
@@ -144,7 +148,7 @@ impl Queue {
         let started_at_ms = run.as_ref().and_then(|r| time::parse_time(&r.started_at).ok()).or(claimed_ms).or(Some(now));
         let outcome = Outcome { started_at_ms, ..Outcome::default() };
         match self.settle(id, &token, reason, &outcome, &SettleOpts { worker_id: Some("reclaim".into()), ..SettleOpts::default() }) {
-            Ok(rec) => Ok(Some(Reclaimed { id: id.clone(), token, state: rec.state, reason, why, killed_group: killed })),
+            Ok(rec) => Ok(Some(Reclaimed { id: id.clone(), token, state: rec.state, reason, why, killed_group: killed, worker_id: holder })),
             // Someone settled it first (the owner woke up, or another reclaimer).
             Err(e) if e.kind == crate::Kind::LeaseLost => Ok(None),
             Err(e) => Err(e),
