@@ -177,6 +177,34 @@ fn serial_sigkill_of_runner_kills_tree_and_requeues() {
     }
 }
 
+/// The next q-run on the host cleans up after a q-run killed mid-job: it
+/// reclaims the dead runner's claim at start (killing the job's leftover
+/// tree) and runs the job again.
+#[test]
+fn serial_next_runner_reclaims_a_killed_runners_job() {
+    let q = QDir::new();
+    let pids = q.file("pids");
+    let script = format!(
+        "echo $$ >> {p}; if [ $Q_ATTEMPT = 1 ]; then sleep 60 & echo $! >> {p}; wait; fi",
+        p = pids.display()
+    );
+    let id = q.push(&["--sh", &script]);
+    let mut c = q.cmd("q-run");
+    c.args(["--exit-on-idle"]).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut runner = Proc::spawn(c);
+    wait_until("job started", Duration::from_secs(10), || read_pids(&pids).len() >= 2);
+    let first = read_pids(&pids);
+    runner.signal(Signal::SIGKILL);
+    runner.wait_for(Duration::from_secs(5));
+    assert!(first.iter().all(|p| pid_alive(*p)), "nothing has reclaimed the job yet");
+    let o = q.run("q-run", &["--exit-on-idle"]);
+    o.ok();
+    wait_until("the dead runner's tree was killed", Duration::from_secs(5), || first.iter().all(|p| !pid_alive(*p)));
+    let j = q.job(&id);
+    assert_eq!(j["state"], "done");
+    assert_eq!(j["attempt"], 2);
+}
+
 /// Cancel of a running job ends its whole process tree; reason canceled.
 #[test]
 fn serial_cancel_running_job_kills_tree() {

@@ -177,6 +177,15 @@ fn run(a: Args) -> Result<u8> {
 fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     let opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(ctx.worker_id.clone()), liveness: Liveness::Flock };
     let mut claimer = q_queue::Claimer::new(&ctx.q);
+    // Claims whose runner died on this host (a q-run killed before us, say)
+    // go back to the queue first, their leftover processes killed; while
+    // idle, so do leases that expired anywhere. A supervisor's workers leave
+    // that to their supervisor, which accounts for what it reclaims.
+    let reclaims = std::env::var_os("Q_SUPERVISOR_PID").is_none();
+    if reclaims {
+        reclaim(ctx);
+    }
+    let mut last_reclaim = std::time::Instant::now();
     std::thread::scope(|scope| {
         let committer = Committer::start(scope, ctx);
         loop {
@@ -197,6 +206,12 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
                 if a.exit_on_idle {
                     return Ok(exit::OK);
                 }
+                if reclaims && last_reclaim.elapsed() >= Duration::from_secs(1) {
+                    last_reclaim = std::time::Instant::now();
+                    if reclaim(ctx) {
+                        continue;
+                    }
+                }
                 claimer.wait_or(Duration::from_secs(1), Some(ctx.signaled.as_fd()));
                 continue;
             };
@@ -210,6 +225,17 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
             committer.submit(held, ended);
         }
     })
+}
+
+/// Reclaim the claims whose owner is gone; true when any was.
+fn reclaim(ctx: &Ctx) -> bool {
+    match ctx.q.reclaim(false) {
+        Ok(list) => !list.is_empty(),
+        Err(e) => {
+            eprintln!("q-run: warning: reclaiming dead claims: {e}");
+            false
+        }
+    }
 }
 
 /// The thread that settles ended attempts, one at a time.
