@@ -66,9 +66,9 @@ pub fn names(data: &[u8]) {
         assert_eq!(terminal_name(id), s);
         assert!(!id.contains('/') && !id.contains('.'), "an id never holds a path");
     }
-    if let Some((id, token)) = s.split_once(' ') {
-        if let Some(n) = LeasedName::from_token(id, token) {
-            assert!(!n.to_string().contains('/'), "a token never makes a path");
-        }
+    if let Some((id, token)) = s.split_once(' ')
+        && let Some(n) = LeasedName::from_token(id, token)
+    {
+        assert!(!n.to_string().contains('/'), "a token never makes a path");
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::util::*;
 use std::collections::BTreeSet;
+use nix::sys::signal::Signal;
 use std::time::SystemTime;
 
 /// Set a file's (or directory's) mtime `ago` in the past.
@@ -437,4 +438,34 @@ fn gc_quiet_prints_nothing_but_acts() {
     o.ok();
     assert_eq!(o.stdout, "", "-q prints nothing");
     assert!(!b.exists(), "but still collects");
+}
+
+/// A worker parks the empty workspace of a successful job in tmp/ for its
+/// next job. Killed with one parked, it leaves that directory behind: q-gc
+/// removes it as a stale staging entry, and the next worker makes its own.
+#[test]
+fn serial_parked_workspace_of_a_killed_worker_is_collected() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    let mut c = q.cmd("q-run");
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut runner = Proc::spawn(c);
+    let parked = || -> Vec<String> {
+        std::fs::read_dir(q.queue.join("tmp"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".work.tmp")).collect())
+            .unwrap_or_default()
+    };
+    wait_until("the job's workspace is parked", Duration::from_secs(10), || parked().len() == 1);
+    assert_eq!(q.state(&id), "done");
+    runner.signal(Signal::SIGKILL);
+    runner.wait_for(Duration::from_secs(5));
+    let name = parked().pop().expect("the killed worker's parked workspace is left");
+    let o = q.run("q-gc", &["--tmp-ttl", "0"]);
+    o.ok();
+    find(&gc_lines(&o), "remove-tmp", &name);
+    assert!(parked().is_empty());
+    // The next worker runs a job with a fresh workspace of its own.
+    let id2 = q.push(&["--sh", "test -d \"$Q_WORKSPACE\" && test -z \"$(ls -A \"$Q_WORKSPACE\")\""]);
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!(q.state(&id2), "done");
 }

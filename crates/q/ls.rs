@@ -99,7 +99,7 @@ fn run(a: Args) -> Result<u8> {
         }
         rows.push(v);
     }
-    rows.sort_by(|x, y| order(x).cmp(&order(y)));
+    rows.sort_by_key(order);
     if table {
         print_table(&rows);
     } else {

@@ -84,6 +84,8 @@ pub(crate) struct Ctx {
     /// SIGTERM/SIGINT received so far: 1 drains, 2 stops at once.
     pub signals: Arc<AtomicUsize>,
     pub heartbeat: Heartbeat,
+    /// Started by q-supervise (which reclaims for its workers).
+    pub supervised: bool,
     /// Programs found in jobs' own PATHs.
     pub programs: spawn::Resolver,
     /// Empty workspaces, recycled.
@@ -119,7 +121,8 @@ fn run(a: Args) -> Result<u8> {
             }
         });
     }
-    if let Some(sup) = std::env::var("Q_SUPERVISOR_PID").ok().and_then(|p| p.parse::<i32>().ok()) {
+    let supervisor = std::env::var("Q_SUPERVISOR_PID").ok().and_then(|p| p.parse::<i32>().ok());
+    if let Some(sup) = supervisor {
         // Die with the supervisor that started us (and if it died before
         // the signal was armed, stop now).
         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
@@ -163,6 +166,7 @@ fn run(a: Args) -> Result<u8> {
         envs: Default::default(),
         workspaces: workspace::Workspaces::new(&q),
         programs: Default::default(),
+        supervised: supervisor.is_some(),
         signaled,
     };
     let r = if a.stdin { run_stdin(&ctx, a.once) } else { run_worker(&ctx, &a) };
@@ -181,7 +185,7 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     // go back to the queue first, their leftover processes killed; while
     // idle, so do leases that expired anywhere. A supervisor's workers leave
     // that to their supervisor, which accounts for what it reclaims.
-    let reclaims = std::env::var_os("Q_SUPERVISOR_PID").is_none();
+    let reclaims = !ctx.supervised;
     if reclaims {
         reclaim(ctx);
     }

@@ -129,10 +129,10 @@ pub fn read_effects(path: &Path) -> BTreeMap<(String, u32), Vec<i32>> {
     let text = fs::read_to_string(path).unwrap_or_default();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if let [id, a, pid] = f.as_slice() {
-            if let (Ok(a), Ok(pid)) = (a.parse(), pid.parse()) {
-                out.entry(((*id).to_owned(), a)).or_default().push(pid);
-            }
+        if let [id, a, pid] = f.as_slice()
+            && let (Ok(a), Ok(pid)) = (a.parse(), pid.parse())
+        {
+            out.entry(((*id).to_owned(), a)).or_default().push(pid);
         }
     }
     out
@@ -463,11 +463,11 @@ pub fn check_queue(root: &Path, h: &History, effects: &Path, partial_reads: &[St
             if told != Some(loc.state) {
                 r.v(format!("I4 job {id} is {} but readers are told {told:?}", loc.state));
             }
-        } else if let Some(rec) = results.get(&a_max) {
-            if loc.state == "leased" {
-                // A crash between the result and the move (recovery finishes it).
-                let _ = rec;
-            }
+        } else if let Some(rec) = results.get(&a_max)
+            && loc.state == "leased"
+        {
+            // A crash between the result and the move (recovery finishes it).
+            let _ = rec;
         }
         // I4 what runners printed agrees with what was committed.
         for a in 1..=a_max {

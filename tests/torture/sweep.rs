@@ -83,10 +83,10 @@ impl Scene {
         c.stdin(Stdio::piped());
         let o = run_cmd(c, Some(input.into_bytes()));
         for l in o.stdout.lines() {
-            if let Ok(v) = serde_json::from_str::<Value>(l) {
-                if let Some(id) = v["id"].as_str() {
-                    self.h.acked.insert(id.to_owned());
-                }
+            if let Ok(v) = serde_json::from_str::<Value>(l)
+                && let Some(id) = v["id"].as_str()
+            {
+                self.h.acked.insert(id.to_owned());
             }
         }
         o

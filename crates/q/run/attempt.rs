@@ -129,11 +129,11 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
                 }
             }
         }
-        if let Some(s) = stopping.as_mut() {
-            if !s.killed && now.duration_since(s.term_at) >= ctx.grace {
-                ident::kill_group(pid, leader_start, Signal::SIGKILL);
-                s.killed = true;
-            }
+        if let Some(s) = stopping.as_mut()
+            && !s.killed && now.duration_since(s.term_at) >= ctx.grace
+        {
+            ident::kill_group(pid, leader_start, Signal::SIGKILL);
+            s.killed = true;
         }
     };
     // The leader is gone: so is whatever it left in its group.
@@ -176,10 +176,10 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
 pub fn commit(ctx: &Ctx, held: &Held, ended: Ended) -> u8 {
     q_queue::failpoint!("run.before_settle");
     let rec = settle(ctx, held, ended.reason, &ended.outcome);
-    if let Some(w) = &ended.workspace {
-        if rec.as_ref().is_some_and(|r| r.state == State::Done) {
-            ctx.workspaces.done_with(w);
-        }
+    if let Some(w) = &ended.workspace
+        && rec.as_ref().is_some_and(|r| r.state == State::Done)
+    {
+        ctx.workspaces.done_with(w);
     }
     if rec.is_none() { 76 } else { ended.once_code }
 }
@@ -255,16 +255,16 @@ fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<
     // The PATH the job runs with, when it is not ours.
     let mut job_path: Option<OsString> = None;
     let mut recorded = None;
-    if job.env_from == q_queue::job::EnvFrom::Pusher {
-        if let Some(r) = &job.env_ref {
-            let mut cache = ctx.envs.lock().unwrap_or_else(|e| e.into_inner());
-            if !cache.contains_key(r) {
-                let env = ctx.q.load_env(r)?;
-                cache.insert(r.clone(), std::sync::Arc::new(env));
-            }
-            job_path = cache[r].get("PATH").map(OsString::from);
-            recorded = Some(std::sync::Arc::clone(&cache[r]));
+    if job.env_from == q_queue::job::EnvFrom::Pusher
+        && let Some(r) = &job.env_ref
+    {
+        let mut cache = ctx.envs.lock().unwrap_or_else(|e| e.into_inner());
+        if !cache.contains_key(r) {
+            let env = ctx.q.load_env(r)?;
+            cache.insert(r.clone(), std::sync::Arc::new(env));
         }
+        job_path = cache[r].get("PATH").map(OsString::from);
+        recorded = Some(std::sync::Arc::clone(&cache[r]));
     }
     if let Some(p) = job.env.get("PATH") {
         job_path = Some(p.into());

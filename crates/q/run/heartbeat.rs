@@ -68,18 +68,19 @@ impl Heartbeat {
 
     /// Hold a claim this process made.
     pub fn hold(&self, q: &Queue, c: Claim) -> Arc<Held> {
-        let id = c.id.clone();
         // Its lease was written just now: the first beat is a third of it away.
-        self.track(q, &id, c.name, c.job, c.lease_file, c.lease_ms, false)
+        self.track(q, &c.id, c.name, c.job, c.lease_file, c.lease_ms)
     }
 
-    /// Hold a claim made elsewhere whose lease file we locked.
+    /// Hold a claim made elsewhere whose lease file we locked: extend its
+    /// lease at once.
     pub fn adopt(&self, q: &Queue, id: &str, name: LeasedName, job: Job, lease_file: File, lease_ms: u64) -> Arc<Held> {
-        self.track(q, id, name, job, lease_file, lease_ms, true)
+        let h = self.track(q, id, name, job, lease_file, lease_ms);
+        h.beat();
+        h
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn track(&self, q: &Queue, id: &str, name: LeasedName, job: Job, lease_file: File, lease_ms: u64, beat_now: bool) -> Arc<Held> {
+    fn track(&self, q: &Queue, id: &str, name: LeasedName, job: Job, lease_file: File, lease_ms: u64) -> Arc<Held> {
         let h = Arc::new(Held {
             id: id.to_owned(),
             token: name.token(),
@@ -91,9 +92,6 @@ impl Heartbeat {
             last_touch: Mutex::new(Instant::now()),
             lost: AtomicBool::new(false),
         });
-        if beat_now {
-            h.beat();
-        }
         if let Ok(mut l) = self.held.lock() {
             l.push(Arc::clone(&h));
         }

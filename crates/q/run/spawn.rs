@@ -7,7 +7,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -38,18 +37,21 @@ pub fn resolve(prog: &OsStr, path: &OsStr, cwd: &Path) -> PathBuf {
 /// program installed earlier in `PATH` is seen within the second.
 #[derive(Default)]
 pub struct Resolver {
-    cache: Mutex<HashMap<(OsString, OsString, PathBuf), (PathBuf, Instant)>>,
+    /// (program, PATH, directory) → where it was found, and when.
+    cache: Mutex<HashMap<Lookup, (PathBuf, Instant)>>,
 }
+
+type Lookup = (OsString, OsString, PathBuf);
 
 impl Resolver {
     pub fn resolve(&self, prog: &OsStr, path: &OsStr, cwd: &Path) -> PathBuf {
         const FRESH: Duration = Duration::from_secs(1);
         let key = (prog.to_owned(), path.to_owned(), cwd.to_owned());
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((found, at)) = cache.get(&key) {
-            if at.elapsed() < FRESH {
-                return found.clone();
-            }
+        if let Some((found, at)) = cache.get(&key)
+            && at.elapsed() < FRESH
+        {
+            return found.clone();
         }
         let found = resolve(prog, path, cwd);
         if cache.len() >= 256 {
@@ -61,8 +63,8 @@ impl Resolver {
 }
 
 fn is_executable(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+    // execve's own test: a regular file that we may execute.
+    std::fs::metadata(p).is_ok_and(|m| m.is_file()) && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
 }
 
 #[cfg(test)]

@@ -75,18 +75,6 @@ pub fn me() -> (i32, u64) {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn self_is_alive() {
-        let (pid, t) = super::me();
-        assert!(t > 0);
-        assert!(super::alive(pid, t));
-        assert!(!super::alive(pid, t + 1));
-        assert!(!super::host().boot_id.is_empty());
-    }
-}
-
 /// Kill what is left of a job's process group, if it is provably the group
 /// that was recorded: if a process with the leader's pid exists it must have
 /// the recorded start time (a reused pid is never signalled). While any
@@ -97,10 +85,22 @@ pub fn kill_group(pgid: i32, leader_start: u64, sig: nix::sys::signal::Signal) -
     if pgid <= 1 {
         return false;
     }
-    if let Some(t) = start_ticks(pgid) {
-        if t != leader_start {
-            return false;
-        }
+    if let Some(t) = start_ticks(pgid)
+        && t != leader_start
+    {
+        return false;
     }
     nix::sys::signal::killpg(Pid::from_raw(pgid), sig).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn self_is_alive() {
+        let (pid, t) = super::me();
+        assert!(t > 0);
+        assert!(super::alive(pid, t));
+        assert!(!super::alive(pid, t + 1));
+        assert!(!super::host().boot_id.is_empty());
+    }
 }

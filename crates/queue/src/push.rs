@@ -81,12 +81,12 @@ impl Queue {
         let mut plain = Vec::new();
         for (i, mut nj) in jobs.into_iter().enumerate() {
             if let Some(env) = nj.pusher_env.take() {
-                if let Some((e, r)) = &last_env {
-                    if std::sync::Arc::ptr_eq(e, &env) {
-                        nj.job.env_ref = Some(r.clone());
-                        plain_or_guarded(&mut plain, &mut out, i, nj, self);
-                        continue;
-                    }
+                if let Some((e, r)) = &last_env
+                    && std::sync::Arc::ptr_eq(e, &env)
+                {
+                    nj.job.env_ref = Some(r.clone());
+                    plain_or_guarded(&mut plain, &mut out, i, nj, self);
+                    continue;
                 }
                 match self.store_env(&env, &mut env_refs) {
                     Ok(r) => {
@@ -234,10 +234,10 @@ impl Queue {
             if rec.key != key || crate::id::check_id(&rec.id).is_err() {
                 continue;
             }
-            if let Some(l) = self.locate(&rec.id)? {
-                if !l.state.is_terminal() {
-                    return Ok((f, Some(Pushed { id: rec.id, state: l.state, run_at_ms: l.run_at_ms.unwrap_or(0), deduped: true })));
-                }
+            if let Some(l) = self.locate(&rec.id)?
+                && !l.state.is_terminal()
+            {
+                return Ok((f, Some(Pushed { id: rec.id, state: l.state, run_at_ms: l.run_at_ms.unwrap_or(0), deduped: true })));
             }
         }
         Ok((f, None))

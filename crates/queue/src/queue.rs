@@ -268,7 +268,7 @@ impl Queue {
     /// fewer than `min_free` bytes would remain.
     pub fn check_free_space(&self, need: u64, min_free: u64) -> Result<()> {
         if let Ok(st) = nix::sys::statvfs::statvfs(&self.root) {
-            let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+            let free = st.blocks_available() * st.fragment_size();
             if free < need.saturating_add(min_free) {
                 return Err(Error::new(
                     Kind::Io,

@@ -120,20 +120,20 @@ impl Queue {
         }
         // A crash after the outcome was published: finish that move.
         let result_path = self.var(id).join(format!("{a}.result.json"));
-        if let Ok(b) = fsx::read_capped(&result_path, 1 << 20) {
-            if let Ok(rec) = serde_json::from_slice::<ResultRecord>(&b) {
-                if !dry_run {
-                    self.finish_settled(name, &rec)?;
-                }
-                return Ok(Some(Reclaimed { id: id.clone(), token, state: rec.state, reason: rec.reason, why: format!("{why}; its outcome was recorded"), killed_group: false, worker_id: holder }));
+        if let Ok(b) = fsx::read_capped(&result_path, 1 << 20)
+            && let Ok(rec) = serde_json::from_slice::<ResultRecord>(&b)
+        {
+            if !dry_run {
+                self.finish_settled(name, &rec)?;
             }
+            return Ok(Some(Reclaimed { id: id.clone(), token, state: rec.state, reason: rec.reason, why: format!("{why}; its outcome was recorded"), killed_group: false, worker_id: holder }));
         }
         let (_, run) = self.live_records(id, a);
         let mut killed = false;
-        if let Some(run) = &run {
-            if !dry_run && run.host == here.host && run.boot_id == here.boot_id && run.pidns == here.pidns {
-                killed = ident::kill_group(run.pgid, run.leader_start, nix::sys::signal::Signal::SIGKILL);
-            }
+        if let Some(run) = &run
+            && !dry_run && run.host == here.host && run.boot_id == here.boot_id && run.pidns == here.pidns
+        {
+            killed = ident::kill_group(run.pgid, run.leader_start, nix::sys::signal::Signal::SIGKILL);
         }
         crate::failpoint!("reclaim.before_settle");
         let reason = if self.cancel_requested(id, a) { Reason::Canceled } else { Reason::LeaseExpired };

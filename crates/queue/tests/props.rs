@@ -45,7 +45,7 @@ proptest! {
     /// of the same job: refused, or (never) accepted with another spelling.
     #[test]
     fn noncanonical_counters_are_refused(id in "[0-9A-HJKMNP-TV-Z]{26}", a in 0u32..1000, pad in "(0|00|\\+|-)", at in 0usize..3) {
-        let mut c = vec![a.to_string(), "0".to_owned(), "1".to_owned()];
+        let mut c = [a.to_string(), "0".to_owned(), "1".to_owned()];
         c[at] = format!("{pad}{}", c[at]);
         let leased = format!("{id}.{}.{}.{}.json", c[0], c[1], c[2]);
         let queued = format!("00001.0000000000001.{id}.{}.{}.{}.json", c[0], c[1], c[2]);
