@@ -412,3 +412,43 @@ fn ctl_needs_ids() {
     o.expect_code(66);
     assert!(o.stderr.contains("no job ids"), "{}", o.stderr);
 }
+
+/// A retry killed between archiving the end record and moving the job
+/// leaves the job terminal where it was; a second retry finishes.
+#[test]
+fn crash_between_retry_steps_leaves_a_terminal_job() {
+    let q = QDir::new();
+    let id = q.push(&["--delay", "1h", "--", "true"]);
+    q.run("q-ctl", &["cancel", &id]).ok();
+    let var = q.queue.join("var").join(&id);
+    assert!(var.join("end.json").exists());
+    let mut c = q.cmd("q-ctl");
+    c.env("Q_FAILPOINTS", "retry.after_archive").args(["retry", &id]);
+    run_cmd(c, None).expect_code(134);
+    assert_eq!(q.state(&id), "canceled", "still terminal, where it was");
+    assert!(!var.join("end.json").exists());
+    let archived = std::fs::read_dir(&var).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("end.")).count();
+    assert_eq!(archived, 1, "the end record is kept in the archive");
+    q.run("q-ctl", &["retry", &id]).ok();
+    assert_eq!(q.state(&id), "pending");
+}
+
+/// A remove killed between unlinking the job and its var/ directory
+/// leaves an orphan directory, which q-gc removes.
+#[test]
+fn crash_between_remove_steps_leaves_an_orphan_for_gc() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!(q.state(&id), "done");
+    let mut c = q.cmd("q-ctl");
+    c.env("Q_FAILPOINTS", "remove.after_unlink").args(["rm", &id]);
+    run_cmd(c, None).expect_code(134);
+    q.run("q-ls", &[&id]).expect_code(66);
+    let var = q.queue.join("var").join(&id);
+    assert!(var.exists(), "the job's records are left behind");
+    let o = q.run("q-gc", &["--orphan-ttl", "0"]);
+    o.ok();
+    assert!(o.lines().iter().any(|l| l["action"] == "remove-orphan" && l["id"] == id.as_str()), "{}", o.stdout);
+    assert!(!var.exists());
+}

@@ -491,6 +491,7 @@ impl Queue {
         if fsx::exists(&end) {
             let _ = fs::rename(&end, var.join(format!("end.{}.json", crate::id::new_id())));
         }
+        crate::failpoint!("retry.after_archive");
         if !self.requeue_file(&l.path, &job, time::now_ms(), Counters { attempt, failures: 0, interrupts: 0 })? {
             return Err(Error::new(Kind::Busy, format!("job {id} changed state meanwhile; try again")));
         }
@@ -548,6 +549,7 @@ impl Queue {
             return Err(Error::new(Kind::Busy, format!("job {id} is {}: cancel it first, only finished jobs are removed", l.state.as_str())));
         }
         fsx::remove(&l.path)?;
+        crate::failpoint!("remove.after_unlink");
         remove_tree(&self.var(id))?;
         Ok(l.state)
     }
