@@ -212,13 +212,18 @@ pub fn snapshot(q: &QDir) -> Vec<(String, Vec<u8>)> {
 fn crash_points_in_push_and_claim() {
     let push_points = ["publish.before_rename", "push.after_tmp_write", "push.after_tmp_fsync", "push.after_rename", "push.before_ack"];
     let claim_points = ["claim.after_lease_tmp", "claim.after_claim_rename", "claim.after_lease_publish"];
+    // A batch of 20 takes the unnamed-file path (O_TMPFILE, on this
+    // machine's filesystem) or, switched off, the portable staged path.
     for fp in push_points {
-        for batch in [1usize, 20] {
+        for (batch, unnamed) in [(1usize, false), (20, true), (20, false)] {
             let q = QDir::new();
             q.push(&["--", "true", "seed"]);
             let input: String = (0..batch).map(|i| format!("{{\"cmd\":[\"true\",\"{i}\"]}}\n")).collect();
             let mut c = q.cmd("q-push");
             c.env("Q_FAILPOINTS", fp);
+            if !unnamed {
+                c.env("Q_DISABLE", "unnamed-files");
+            }
             let o = run_cmd(c, Some(input.into_bytes()));
             let acked = o.lines().len();
             assert!(o.code() != 0 || acked == batch, "{fp}: {o:?}");
@@ -226,6 +231,13 @@ fn crash_points_in_push_and_claim() {
             let c = q.run("q-ls", &["--counts"]);
             let n = c.lines()[0]["ready"].as_u64().unwrap() as usize;
             assert!(n > acked && n <= 1 + batch, "{fp}: {n} jobs after a crash with {acked} acked");
+            // Killed after writing: staged files wait in tmp/ for q-gc;
+            // unnamed ones vanished with the process.
+            if fp == "push.after_tmp_write" {
+                let left = std::fs::read_dir(q.queue.join("tmp")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".job.tmp")).count();
+                let want = if unnamed { 0 } else { batch };
+                assert_eq!(left, want, "{fp}, batch {batch}, unnamed {unnamed}: job files left in tmp/");
+            }
         }
     }
     for fp in claim_points {

@@ -292,3 +292,21 @@ fn volatile_underscore_is_not_recorded() {
     assert!(rec.get("_").is_none());
     assert_eq!(rec["Q_TEST_KEEP"], "yes");
 }
+
+/// A batch is written with one open file per job (docs/FORMAT.md, Push). A
+/// low open-file limit that q-push cannot raise makes it write in smaller
+/// waves: every job is still queued, once.
+#[test]
+fn a_batch_fits_a_low_open_file_limit() {
+    let q = QDir::new();
+    let n = 300;
+    let input: String = (0..n).map(|i| format!("{{\"cmd\":[\"true\",\"{i}\"]}}\n")).collect();
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c").arg("ulimit -S -n 80 && ulimit -H -n 80 && exec \"$0\" \"$@\"").arg(bin("q-push")).env("Q_DIR", &q.queue);
+    let o = run_cmd(c, Some(input.into_bytes()));
+    o.ok();
+    assert_eq!(o.lines().len(), n);
+    let c = q.run("q-ls", &["--counts"]);
+    assert_eq!(c.lines()[0]["ready"], n as u64);
+    assert!(q.files("tmp").is_empty(), "nothing left in tmp/: {:?}", q.files("tmp"));
+}

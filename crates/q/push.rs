@@ -284,6 +284,19 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<
     Ok(Some(Err(skipped)))
 }
 
+/// A batch's files are written while open all at once (one per job, see
+/// docs/FORMAT.md, Push): raise a low soft open-file limit (1,024 is common)
+/// toward the hard one, so that a batch of `BATCH` is one wave.
+fn room_for_a_batch() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let want = (BATCH as u64) * 2;
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < want
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+    }
+}
+
 /// Is more input ready right now (without blocking)?
 fn input_ready(fd: &std::io::Stdin) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -293,6 +306,7 @@ fn input_ready(fd: &std::io::Stdin) -> bool {
 
 fn push_stream(a: &Args, q: &Queue, defaults: &Map<String, Value>) -> Result<u8> {
     let ctx = context()?;
+    room_for_a_batch();
     let stdin = std::io::stdin();
     let mut r = BufReader::with_capacity(1 << 16, stdin.lock());
     let mut buf = Vec::new();

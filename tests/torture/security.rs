@@ -210,22 +210,28 @@ fn serial_security_group_shared_queue() {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let root = base.path().join("q");
-    let as_user = |user: &str, tool: &str, args: &[&str]| {
+    let as_user_in = |user: &str, tool: &str, args: &[&str], input: Option<Vec<u8>>| {
         let mut c = Command::new("setpriv");
         c.arg(format!("--reuid={user}")).arg(format!("--regid={user}")).arg("--init-groups").arg(bin(tool)).args(args);
         c.env("Q_DIR", &root).env_remove("Q_FAILPOINTS").current_dir("/tmp");
-        run_cmd(c, None)
+        run_cmd(c, input)
     };
+    let as_user = |user: &str, tool: &str, args: &[&str]| as_user_in(user, tool, args, None);
     let (a, b, c) = (&acc.users[0], &acc.users[1], &acc.users[2]);
     Command::new("chown").arg(a).arg(base.path()).status().unwrap();
     let o = as_user(a, "q-push", &["--shared-group", &acc.group, "--", "true"]);
     assert_eq!(o.code(), 0, "{a} creates the shared queue: {o:?}");
     let o = as_user(b, "q-push", &["--", "true"]);
     assert_eq!(o.code(), 0, "{b}, in the group, pushes: {o:?}");
-    let o = as_user(b, "q-run", &["--exit-on-idle"]);
-    assert_eq!(o.code(), 0, "{b} runs the jobs: {o:?}");
+    // A batch is written as unnamed files (docs/FORMAT.md, Push): they too
+    // must be usable by the group.
+    let batch: String = (0..20).map(|i| format!("{{\"cmd\":[\"true\",\"{i}\"]}}\n")).collect();
+    let o = as_user_in(b, "q-push", &[], Some(batch.into_bytes()));
+    assert_eq!(o.code(), 0, "{b} pushes a batch: {o:?}");
+    let o = as_user(a, "q-run", &["--exit-on-idle"]);
+    assert_eq!(o.code(), 0, "{a} runs the jobs: {o:?}");
     let done = names(&root.join("done"));
-    assert_eq!(done.len(), 2, "both jobs ran: {o:?} {:?}", counts(&root));
+    assert_eq!(done.len(), 22, "every job ran: {o:?} {:?}", counts(&root));
     let o = as_user(a, "q-ls", &["--all"]);
     assert_eq!(o.code(), 0, "{o:?}");
     // A third user, not in the group, is refused and changes nothing.

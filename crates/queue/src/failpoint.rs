@@ -37,6 +37,19 @@ pub fn hit(name: &str) {
     }
 }
 
+/// Is the fast path `name` switched off, so that a test can take the
+/// portable path on a machine that has the fast one? Feature `failpoints`
+/// only: `Q_DISABLE=unnamed-files` (several separated by commas). Without
+/// the feature this is always false.
+pub fn disabled(name: &str) -> bool {
+    #[cfg(feature = "failpoints")]
+    if std::env::var("Q_DISABLE").is_ok_and(|v| v.split(',').any(|n| n == name)) {
+        return true;
+    }
+    let _ = name;
+    false
+}
+
 /// A duration the crash tests may shorten (feature `failpoints` only): the
 /// value of environment variable `var` in ms, else `default`. Without the
 /// feature this is always `default`.

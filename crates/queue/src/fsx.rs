@@ -127,6 +127,40 @@ pub fn publish(tmp_dir: &Path, dest: &Path, bytes: &[u8], sync: bool) -> Result<
     }
 }
 
+/// Can this process stage files without a name (`O_TMPFILE`) and name them
+/// later (`linkat` through `/proc/self/fd`)? Asked of the queue's `tmp/`
+/// once per batch: NFS and some older filesystems lack `O_TMPFILE`, and a
+/// chroot may lack `/proc`.
+pub fn unnamed_supported(tmp_dir: &Path) -> bool {
+    if !Path::new("/proc/self/fd").is_dir() {
+        return false;
+    }
+    open_unnamed(tmp_dir).is_ok()
+}
+
+/// A new file without a name in `dir` (`O_TMPFILE`), mode 0600 (0660 in a
+/// group-shared queue). A crash before it is linked leaves nothing behind.
+pub fn open_unnamed(dir: &Path) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(dir, OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC, Mode::from_bits_truncate(0o600))?;
+    let f = File::from(fd);
+    share(&f)?;
+    Ok(f)
+}
+
+/// Give an unnamed file (from [`open_unnamed`]) its name `dest`, never
+/// replacing a file there. `Exists` if `dest` is taken; an error with
+/// ENOENT if `dest`'s directory is missing.
+pub fn link_unnamed(f: &File, dest: &Path) -> Result<Renamed> {
+    use std::os::fd::AsRawFd;
+    let proc_path = format!("/proc/self/fd/{}", f.as_raw_fd());
+    match rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), rustix::fs::CWD, dest, rustix::fs::AtFlags::SYMLINK_FOLLOW) {
+        Ok(()) => Ok(Renamed::Done),
+        Err(rustix::io::Errno::EXIST) => Ok(Renamed::Exists),
+        Err(e) => Err(Error::io("link", dest, e.into())),
+    }
+}
+
 /// A unique temporary file name: `<ulid>.<pid>.<what>.tmp`.
 pub fn tmp_name(what: &str) -> String {
     format!("{}.{}.{what}.tmp", crate::id::new_id(), std::process::id())
