@@ -310,3 +310,14 @@ fn a_batch_fits_a_low_open_file_limit() {
     assert_eq!(c.lines()[0]["ready"], n as u64);
     assert!(q.files("tmp").is_empty(), "nothing left in tmp/: {:?}", q.files("tmp"));
 }
+
+/// An unknown group name is refused before anything is written (and the
+/// lookup never crashes a statically linked build: it asks `getent`).
+#[test]
+fn unknown_shared_group_is_refused() {
+    let q = QDir::new();
+    let o = q.run("q-push", &["--shared-group", "no-such-group-q", "--", "true"]);
+    o.expect_code(65);
+    assert!(o.stderr.contains("no such group \"no-such-group-q\""), "{}", o.stderr);
+    assert!(!q.queue.exists(), "no queue was created");
+}
