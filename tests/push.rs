@@ -311,8 +311,7 @@ fn a_batch_fits_a_low_open_file_limit() {
     assert!(q.files("tmp").is_empty(), "nothing left in tmp/: {:?}", q.files("tmp"));
 }
 
-/// An unknown group name is refused before anything is written (and the
-/// lookup never crashes a statically linked build: it asks `getent`).
+/// An unknown group name is refused before anything is written.
 #[test]
 fn unknown_shared_group_is_refused() {
     let q = QDir::new();

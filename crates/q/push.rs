@@ -174,31 +174,14 @@ fn context() -> Result<PushContext> {
     Ok(PushContext { cwd, env: std::sync::Arc::new(env), now_ms: time::now_ms() })
 }
 
-/// A group's id, from its number or name. Names are looked up by
-/// `getent group` (every source the system has: files, LDAP, SSSD), else in
-/// `/etc/group`; never through NSS inside this process, whose modules a
-/// statically linked build (scripts/build) cannot load.
 fn group_id(name: &str) -> Result<u32> {
     if let Ok(n) = name.parse() {
         return Ok(n);
     }
-    let getent = std::process::Command::new("getent")
-        .args(["group", name])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success());
-    let table = match getent {
-        Some(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
-        None => std::fs::read_to_string("/etc/group").unwrap_or_default(),
-    };
-    let gid = table.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let (n, _, gid) = (f.next()?, f.next()?, f.next()?);
-        if n == name { gid.parse().ok() } else { None }
-    });
-    gid.ok_or_else(|| q_queue::Error::new(Kind::Data, format!("--shared-group: no such group {name:?} (getent group {name} finds none)")).into())
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ => Err(q_queue::Error::new(Kind::Data, format!("--shared-group: no such group {name:?}")).into()),
+    }
 }
 
 fn run(a: Args) -> Result<u8> {
