@@ -320,3 +320,32 @@ fn unknown_shared_group_is_refused() {
     assert!(o.stderr.contains("no such group \"no-such-group-q\""), "{}", o.stderr);
     assert!(!q.queue.exists(), "no queue was created");
 }
+
+/// A big batch is written and linked by two threads, each into its own
+/// segment (docs/FORMAT.md, Push): every job is queued once, acknowledged
+/// in input order, and each segment stays within its 1,000 jobs.
+#[test]
+fn a_big_batch_is_queued_whole_and_in_order() {
+    let q = QDir::new();
+    let n = 2500;
+    let input: String = (0..n).map(|i| format!("{{\"cmd\":[\"true\",\"{i}\"]}}\n")).collect();
+    let o = q.run_in("q-push", &[], &input);
+    o.ok();
+    let lines = o.lines();
+    assert_eq!(lines.len(), n);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["line"], i as u64 + 1, "acknowledged in input order");
+    }
+    let ids: std::collections::HashSet<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), n);
+    let c = q.run("q-ls", &["--counts"]);
+    assert_eq!(c.lines()[0]["ready"], n as u64);
+    let mut segments = 0;
+    for seg in std::fs::read_dir(q.queue.join("pending")).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().is_dir()) {
+        let len = std::fs::read_dir(seg.path()).unwrap().count();
+        assert!(len <= 1000, "{} holds {len} jobs", seg.path().display());
+        segments += 1;
+    }
+    assert!(segments >= 3, "{segments} segments for {n} jobs");
+    assert!(q.files("tmp").is_empty());
+}

@@ -14,7 +14,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 /// Lines per group commit when reading a stream.
-const BATCH: usize = 1000;
+const BATCH: usize = 2000;
 
 #[derive(Debug, Parser)]
 #[command(

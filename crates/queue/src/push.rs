@@ -81,35 +81,26 @@ enum Dest {
 /// room for the rest of the process, and at most one batch's worth.
 fn wave_len() -> usize {
     let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
-    (soft.saturating_sub(64) as usize).clamp(16, 1000)
+    (soft.saturating_sub(64) as usize).clamp(16, 2000)
 }
 
-/// Make unnamed files in `tmp_dir` holding each entry's job; on two or
-/// more cores, two threads share the work (the kernel's part of making a
-/// file — an inode, a page — is most of it).
-fn write_unnamed(tmp_dir: &Path, entries: &[Entry]) -> Result<Vec<File>> {
-    let write = |es: &[Entry]| -> Result<Vec<File>> {
-        es.iter()
-            .map(|e| {
-                let mut f = fsx::open_unnamed(tmp_dir).ctx("create an unnamed file in", tmp_dir)?;
-                f.write_all(&e.job.to_bytes()).ctx("write an unnamed file in", tmp_dir)?;
-                Ok(f)
-            })
-            .collect()
-    };
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    if cores < 2 || entries.len() < 64 {
-        return write(entries);
+/// Where to cut a wave in two for two threads: at the change of
+/// destination nearest the middle, so that each links into its own segment
+/// (a directory takes one insert at a time), else at the middle.
+fn split_point(dests: &[Dest]) -> usize {
+    let mid = dests.len() / 2;
+    (1..dests.len())
+        .filter(|&i| !same_dest(&dests[i - 1], &dests[i]))
+        .min_by_key(|&i| i.abs_diff(mid))
+        .unwrap_or(mid)
+}
+
+fn same_dest(a: &Dest, b: &Dest) -> bool {
+    match (a, b) {
+        (Dest::Segment(x), Dest::Segment(y)) => x == y,
+        (Dest::Dir(x), Dest::Dir(y)) => x == y,
+        _ => false,
     }
-    let (a, b) = entries.split_at(entries.len() / 2);
-    let (fa, fb) = std::thread::scope(|s| {
-        let t = s.spawn(|| write(b));
-        let fa = write(a);
-        (fa, t.join().unwrap_or_else(|_| Err(Error::new(Kind::Io, "a push thread panicked"))))
-    });
-    let mut files = fa?;
-    files.extend(fb?);
-    Ok(files)
 }
 
 /// One filesystem sync: the group commit of a batch.
@@ -410,29 +401,59 @@ impl Queue {
     }
 
     /// A group commit without temporary names: each file is made without a
-    /// name (`O_TMPFILE`) and written, one `syncfs` makes all the data
-    /// durable, each file is linked into place, and a second `syncfs` makes
-    /// the names durable. One directory update per job instead of three,
-    /// and a crash before the links leaves nothing behind. Files are
-    /// written in waves of at most [`wave_len`] open files.
+    /// name (`O_TMPFILE`) and written, a `syncfs` makes the data durable,
+    /// each file is linked into place, and a last `syncfs` makes the names
+    /// durable. One directory update per job instead of three, and a crash
+    /// before the links leaves nothing behind. Files are written in waves of
+    /// at most [`wave_len`] open files; on two or more cores two threads
+    /// share each wave (the kernel's part of making a file — an inode, a
+    /// page, a directory entry — is most of the work).
     fn commit_unnamed(&self, entries: &[Entry], dests: &[Dest]) -> Result<Vec<Pushed>> {
         let tmp_dir = self.tmp();
         let mut out = Vec::with_capacity(entries.len());
-        let mut dirty: Vec<PathBuf> = Vec::new();
         let wave = wave_len();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         for (es, ds) in entries.chunks(wave).zip(dests.chunks(wave)) {
-            let files = write_unnamed(&tmp_dir, es)?;
-            crate::failpoint!("push.after_tmp_write");
-            syncfs(&tmp_dir)?;
-            crate::failpoint!("push.after_tmp_fsync");
-            for ((e, dest), f) in es.iter().zip(ds).zip(&files) {
-                self.move_into(dest, &e.name.to_string(), &mut dirty, |to| fsx::link_unnamed(f, to))?;
-                crate::failpoint!("push.after_rename");
-                out.push(e.pushed());
+            if cores < 2 || es.len() < 64 {
+                out.extend(self.write_and_link(&tmp_dir, es, ds)?);
+                continue;
             }
+            let at = split_point(ds);
+            let ((ea, eb), (da, db)) = (es.split_at(at), ds.split_at(at));
+            let (ra, rb) = std::thread::scope(|s| {
+                let t = s.spawn(|| self.write_and_link(&tmp_dir, eb, db));
+                let ra = self.write_and_link(&tmp_dir, ea, da);
+                (ra, t.join().unwrap_or_else(|_| Err(Error::new(Kind::Io, "a push thread panicked"))))
+            });
+            out.extend(ra?);
+            out.extend(rb?);
         }
         // The links, the link counts and any new segment, all at once.
         syncfs(&tmp_dir)?;
+        Ok(out)
+    }
+
+    /// One thread's share of a wave: write its files unnamed, make their
+    /// data durable, link each into place.
+    fn write_and_link(&self, tmp_dir: &Path, es: &[Entry], ds: &[Dest]) -> Result<Vec<Pushed>> {
+        let files = es
+            .iter()
+            .map(|e| {
+                let mut f = fsx::open_unnamed(tmp_dir).ctx("create an unnamed file in", tmp_dir)?;
+                f.write_all(&e.job.to_bytes()).ctx("write an unnamed file in", tmp_dir)?;
+                Ok(f)
+            })
+            .collect::<Result<Vec<File>>>()?;
+        crate::failpoint!("push.after_tmp_write");
+        syncfs(tmp_dir)?;
+        crate::failpoint!("push.after_tmp_fsync");
+        let mut dirty = Vec::new(); // made durable by the caller's syncfs
+        let mut out = Vec::with_capacity(es.len());
+        for ((e, dest), f) in es.iter().zip(ds).zip(&files) {
+            self.move_into(dest, &e.name.to_string(), &mut dirty, |to| fsx::link_unnamed(f, to))?;
+            crate::failpoint!("push.after_rename");
+            out.push(e.pushed());
+        }
         Ok(out)
     }
 
