@@ -15,9 +15,15 @@ fn queue() -> (tempfile::TempDir, Queue) {
 }
 
 fn push(q: &Queue, obj: serde_json::Value) -> String {
+    push_batch(q, &obj, 1).pop().unwrap()
+}
+
+/// `n` copies of one job in one push: more than 8 is a batch (group
+/// commit; unnamed files where the filesystem has them).
+fn push_batch(q: &Queue, obj: &serde_json::Value, n: usize) -> Vec<String> {
     let ctx = PushContext { cwd: "/".into(), env: Default::default(), now_ms: q_queue::time::now_ms() };
-    let nj = validate(obj.as_object().unwrap(), &ctx).unwrap();
-    q.push(vec![nj]).pop().unwrap().unwrap().id
+    let jobs = (0..n).map(|_| validate(obj.as_object().unwrap(), &ctx).unwrap()).collect();
+    q.push(jobs).into_iter().map(|r| r.unwrap().id).collect()
 }
 
 /// The `end.json` a canceller writes for a job at attempt 0.
@@ -83,8 +89,14 @@ fn pushes_and_requeues_racing_claimers_never_fail() {
         }));
     }
     let mut ids = Vec::new();
-    for _ in 0..150 {
-        ids.push(push(&q, json!({"cmd": ["true"], "attempts": 2, "env_from": "worker"})));
+    let job = json!({"cmd": ["true"], "attempts": 2, "env_from": "worker"});
+    for i in 0..150 {
+        ids.push(push(&q, job.clone()));
+        // Batches too, whose files are linked into segments that the
+        // claimers may empty and remove meanwhile.
+        if i % 10 == 0 {
+            ids.extend(push_batch(&q, &job, 20));
+        }
     }
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while ids.iter().any(|id| q.locate(id).unwrap().is_none_or(|l| l.state != State::Done)) {
