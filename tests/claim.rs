@@ -213,9 +213,10 @@ fn crash_points_in_push_and_claim() {
     let push_points = ["publish.before_rename", "push.after_tmp_write", "push.after_tmp_fsync", "push.after_rename", "push.before_ack"];
     let claim_points = ["claim.after_lease_tmp", "claim.after_claim_rename", "claim.after_lease_publish"];
     // A batch of 20 takes the unnamed-file path (O_TMPFILE, on this
-    // machine's filesystem) or, switched off, the portable staged path.
+    // machine's filesystem) or, switched off, the portable staged path; one
+    // of 100 is shared by two threads.
     for fp in push_points {
-        for (batch, unnamed) in [(1usize, false), (20, true), (20, false)] {
+        for (batch, unnamed) in [(1usize, false), (20, true), (20, false), (100, true)] {
             let q = QDir::new();
             q.push(&["--", "true", "seed"]);
             let input: String = (0..batch).map(|i| format!("{{\"cmd\":[\"true\",\"{i}\"]}}\n")).collect();

@@ -128,9 +128,9 @@ pub fn publish(tmp_dir: &Path, dest: &Path, bytes: &[u8], sync: bool) -> Result<
 }
 
 /// Can this process stage files without a name (`O_TMPFILE`) and name them
-/// later (`linkat` through `/proc/self/fd`)? Asked of the queue's `tmp/`
-/// once per batch: NFS and some older filesystems lack `O_TMPFILE`, and a
-/// chroot may lack `/proc`.
+/// later (`linkat` through `/proc/self/fd`)? NFS and some older filesystems
+/// lack `O_TMPFILE`, and a chroot may lack `/proc`. Costs a probe file:
+/// ask once per queue.
 pub fn unnamed_supported(tmp_dir: &Path) -> bool {
     if !Path::new("/proc/self/fd").is_dir() {
         return false;

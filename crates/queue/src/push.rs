@@ -72,6 +72,7 @@ impl Entry {
 }
 
 /// Where a new job file goes.
+#[derive(PartialEq)]
 enum Dest {
     Segment(Key),
     Dir(PathBuf),
@@ -90,17 +91,9 @@ fn wave_len() -> usize {
 fn split_point(dests: &[Dest]) -> usize {
     let mid = dests.len() / 2;
     (1..dests.len())
-        .filter(|&i| !same_dest(&dests[i - 1], &dests[i]))
+        .filter(|&i| dests[i - 1] != dests[i])
         .min_by_key(|&i| i.abs_diff(mid))
         .unwrap_or(mid)
-}
-
-fn same_dest(a: &Dest, b: &Dest) -> bool {
-    match (a, b) {
-        (Dest::Segment(x), Dest::Segment(y)) => x == y,
-        (Dest::Dir(x), Dest::Dir(y)) => x == y,
-        _ => false,
-    }
 }
 
 /// One filesystem sync: the group commit of a batch.
@@ -326,7 +319,8 @@ impl Queue {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let dests = self.destinations(&entries)?;
         let group = entries.len() > 8;
-        let out = if group && !crate::failpoint::disabled("unnamed-files") && fsx::unnamed_supported(&self.tmp()) {
+        let unnamed = group && !crate::failpoint::disabled("unnamed-files") && *self.unnamed_files.get_or_init(|| fsx::unnamed_supported(&self.tmp()));
+        let out = if unnamed {
             self.commit_unnamed(&entries, &dests)?
         } else {
             self.commit_staged(&entries, &dests, group)?
@@ -459,11 +453,10 @@ impl Queue {
 
     /// Put one file at `name` in its destination with `mv` (a no-replace
     /// rename or link), noting the directories to make durable.
-    fn move_into(&self, dest: &Dest, name: &str, dirty: &mut Vec<PathBuf>, mv: impl FnMut(&Path) -> Result<Renamed>) -> Result<()> {
+    fn move_into(&self, dest: &Dest, name: &str, dirty: &mut Vec<PathBuf>, mut mv: impl FnMut(&Path) -> Result<Renamed>) -> Result<()> {
         match dest {
             Dest::Segment(seg) => self.move_into_segment(seg, name, dirty, mv),
             Dest::Dir(dir) => {
-                let mut mv = mv;
                 let r = mv(&dir.join(name));
                 if !dirty.contains(dir) {
                     dirty.push(dir.clone());

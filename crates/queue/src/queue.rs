@@ -62,6 +62,9 @@ pub struct Queue {
     pub durability: Durability,
     /// The trusted group of a group-shared queue.
     pub group: Option<u32>,
+    /// Whether `tmp/` takes unnamed files (`O_TMPFILE`), found out by the
+    /// first batch push and kept (see `push.rs`).
+    pub(crate) unnamed_files: std::sync::OnceLock<bool>,
 }
 
 /// The pause record: `PAUSED` in the queue root.
@@ -152,7 +155,7 @@ impl Queue {
                 ),
             ));
         }
-        let q = Queue { root: root.to_path_buf(), durability: Durability::Full, group: rec.group };
+        let q = Queue { root: root.to_path_buf(), durability: Durability::Full, group: rec.group, unnamed_files: Default::default() };
         fsx::set_group_shared(rec.group.is_some());
         q.check_owner(root)?;
         for d in DIRS {
