@@ -396,3 +396,45 @@ fn serial_sigterm_requeues_a_job_past_grace() {
     assert_eq!(q.state(&id), "pending");
     assert_eq!(q.job(&id)["failures"], 0, "an interruption is not a failure");
 }
+
+/// Settles committed as one group (the worker holds them until it is idle:
+/// `Q_DISABLE=eager-settle`, failpoint builds only) still settle each
+/// attempt as it ended: one result line per attempt in the order the jobs
+/// ended; done, dead and retried jobs where their lines say; a dependent
+/// freed by a job of the group; no staged record left in tmp/.
+#[test]
+fn settles_of_a_group_are_each_printed_and_on_disk() {
+    let q = QDir::new();
+    let mut input = String::new();
+    for i in 0..12 {
+        let code = if i % 4 == 3 { 1 } else { 0 };
+        // j7 may run twice, an hour apart: its retry stays pending.
+        let attempts = if i == 7 { 2 } else { 1 };
+        input.push_str(&format!("{{\"name\":\"j{i}\",\"sh\":\"exit {code}\",\"attempts\":{attempts},\"backoff\":\"1h\"}}\n"));
+    }
+    let pushed: Vec<String> = q.run_in("q-push", &[], &input).lines().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+    let after = q.push(&["--after", &pushed[0], "--name", "dependent", "--", "true"]);
+    let mut c = q.cmd("q-run");
+    c.env("Q_DISABLE", "eager-settle").args(["--exit-on-idle"]);
+    let o = run_cmd(c, None);
+    o.ok();
+    let rs = results(&o);
+    let names: Vec<&str> = rs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    // The dependent runs once j0's settle (in the group) freed it.
+    let mut want: Vec<String> = (0..12).map(|i| format!("j{i}")).collect();
+    want.push("dependent".into());
+    assert_eq!(names, want, "one line per attempt, in the order the jobs ran");
+    for (i, id) in pushed.iter().enumerate() {
+        let want = match i {
+            7 => "pending",
+            _ if i % 4 == 3 => "dead",
+            _ => "done",
+        };
+        assert_eq!(q.state(id), want, "j{i}");
+        assert_eq!(rs[i]["state"], want, "j{i}'s line");
+    }
+    assert_eq!(rs[7]["failures"], 1);
+    assert_eq!(q.state(&after), "done");
+    let tmp: Vec<String> = std::fs::read_dir(q.queue.join("tmp")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".pub.")).collect();
+    assert!(tmp.is_empty(), "staged records left in tmp/: {tmp:?}");
+}

@@ -174,10 +174,10 @@ fn run(a: Args) -> Result<u8> {
     r
 }
 
-/// Worker mode: claim, run, repeat. The settle of a finished attempt (its
-/// fsyncs, its result line) runs on a second thread while the next job is
-/// claimed and started: at most one settle is in flight, result lines keep
-/// their order, and nothing is printed before it is durable.
+/// Worker mode: claim, run, repeat. The settles of finished attempts (their
+/// syncs, their result lines) run on a second thread, in groups, while the
+/// next jobs are claimed and run: result lines keep their order, and
+/// nothing is printed before it is durable.
 fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     let opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(ctx.worker_id.clone()), liveness: Liveness::Flock };
     let mut claimer = q_queue::Claimer::new(&ctx.q);
@@ -242,7 +242,10 @@ fn reclaim(ctx: &Ctx) -> bool {
     }
 }
 
-/// The thread that settles ended attempts, one at a time.
+/// The thread that settles ended attempts. It takes whatever has ended
+/// since it last looked (up to [`GROUP_MAX`]) as one group commit: while one
+/// group syncs, the jobs that end meanwhile form the next. Nothing waits
+/// for a group to fill: an attempt that ends alone is settled alone.
 struct Committer<'s> {
     ctx: &'s Ctx,
     tx: std::sync::mpsc::SyncSender<Commit>,
@@ -250,30 +253,56 @@ struct Committer<'s> {
     submitted: std::cell::Cell<bool>,
 }
 
+/// At most this many ended attempts wait for their settle (their leases
+/// kept alive by the heartbeat): the largest group, and what a crash of the
+/// worker would run again.
+const GROUP_MAX: usize = 32;
+
 enum Commit {
     Settle(Arc<Held>, attempt::Ended),
     /// Answer once everything before it is settled.
     Flush(std::sync::mpsc::Sender<()>),
 }
 
-fn settle_ended(ctx: &Ctx, held: &Arc<Held>, ended: attempt::Ended) {
-    attempt::commit(ctx, held, ended);
-    ctx.heartbeat.release(held);
+fn settle_ended(ctx: &Ctx, group: Vec<(Arc<Held>, attempt::Ended)>) {
+    if group.is_empty() {
+        return;
+    }
+    attempt::commit_group(ctx, &group);
+    for (held, _) in &group {
+        ctx.heartbeat.release(held);
+    }
 }
 
 impl<'s> Committer<'s> {
     fn start(scope: &'s std::thread::Scope<'s, '_>, ctx: &'s Ctx) -> Committer<'s> {
-        // A rendezvous channel: a submit waits until the previous settle is done.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Commit>(0);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Commit>(GROUP_MAX);
+        // Tests only (failpoints builds): hold settles until a flush or a
+        // full group, so that a small queue settles as one group.
+        let hold = q_queue::failpoint::disabled("eager-settle");
         scope.spawn(move || {
-            for c in rx {
-                match c {
-                    Commit::Settle(held, ended) => settle_ended(ctx, &held, ended),
-                    Commit::Flush(done) => {
-                        let _ = done.send(());
+            let mut group = Vec::new();
+            while let Ok(first) = rx.recv() {
+                let mut flushes = Vec::new();
+                let mut next = Some(first);
+                while let Some(c) = next.take() {
+                    match c {
+                        Commit::Settle(held, ended) => group.push((held, ended)),
+                        Commit::Flush(done) => flushes.push(done),
+                    }
+                    if group.len() < GROUP_MAX {
+                        next = rx.try_recv().ok();
                     }
                 }
+                if hold && flushes.is_empty() && group.len() < GROUP_MAX {
+                    continue;
+                }
+                settle_ended(ctx, std::mem::take(&mut group));
+                for done in flushes {
+                    let _ = done.send(());
+                }
             }
+            settle_ended(ctx, group);
         });
         Committer { ctx, tx, submitted: std::cell::Cell::new(false) }
     }
@@ -282,7 +311,7 @@ impl<'s> Committer<'s> {
         self.submitted.set(true);
         if let Err(std::sync::mpsc::SendError(Commit::Settle(held, ended))) = self.tx.send(Commit::Settle(held, ended)) {
             // The thread is gone: settle here.
-            settle_ended(self.ctx, &held, ended);
+            settle_ended(self.ctx, vec![(held, ended)]);
         }
     }
 

@@ -115,10 +115,12 @@ fn security_traversal_ids_are_refused_everywhere() {
         q.run("q-ctl", &["ack", &id, "--token", t]).expect_code(65);
     }
     // A claim line with a traversal id, handed to q-run --stdin.
-    let forged = json!({"type": "claim", "id": "../../../tmp/x", "token": c["token"], "job": c["job"]});
+    // (A name of this test's own: whatever else /tmp holds is not ours.)
+    let target = format!("../../../tmp/q-forged-{}", std::process::id());
+    let forged = json!({"type": "claim", "id": target, "token": c["token"], "job": c["job"]});
     let o = q.run_in("q-run", &["--stdin"], &format!("{forged}\n"));
     assert!(o.stderr.contains("invalid"), "{o:?}");
-    assert!(!q.queue.join("../../../tmp/x").exists());
+    assert!(!q.queue.join(&target).exists());
     assert_eq!(q.state(&id), "running", "the real claim is untouched");
 }
 

@@ -20,6 +20,9 @@ enum Driver {
     Push,
     /// A `q-run --exit-on-idle` worker.
     Worker,
+    /// A worker that holds its settles until it is idle, so that they are
+    /// committed as one group (`Q_DISABLE=eager-settle`).
+    GroupWorker,
     /// A one-shot `q-claim --lease 1s` (ttl claims).
     Claim,
     /// `q-ctl ack` of a claim made with q-claim.
@@ -100,8 +103,12 @@ impl Scene {
 
     /// A command of the armed process, its stdout kept as a runner output.
     fn armed(&mut self, tool: &str, fp: &str, args: &[&str]) -> Out {
+        self.armed_with(tool, fp, args, &[])
+    }
+
+    fn armed_with(&mut self, tool: &str, fp: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
         let mut c = self.q.cmd(tool);
-        c.env("Q_FAILPOINTS", fp).args(args);
+        c.env("Q_FAILPOINTS", fp).envs(env.iter().copied()).args(args);
         let o = run_cmd(c, None);
         let out = self.q.file(&format!("armed-{}.out", self.h.run_outputs.len()));
         fs::write(&out, &o.stdout).unwrap();
@@ -148,6 +155,7 @@ fn scenario(site: &str, d: Driver, hit: u32, seed: u64) -> bool {
             s.push_with(k, c)
         }
         Driver::Worker => s.armed("q-run", &fp, &["--exit-on-idle", "--lease", "3s"]),
+        Driver::GroupWorker => s.armed_with("q-run", &fp, &["--exit-on-idle", "--lease", "3s"], &[("Q_DISABLE", "eager-settle")]),
         Driver::Claim => {
             let o = s.armed("q-claim", &fp, &["--lease", "1s", "-n", "3"]);
             // Let the ttl claims it printed (if any) run out.
@@ -290,6 +298,10 @@ fn crash_sweep_run_and_settle() {
         ("publish.before_rename", Driver::Worker),
         ("settle.after_result", Driver::Worker),
         ("settle.after_commit_rename", Driver::Worker),
+        ("settle.group_after_write", Driver::GroupWorker),
+        ("settle.group_after_data_sync", Driver::GroupWorker),
+        ("settle.after_result", Driver::GroupWorker),
+        ("settle.after_commit_rename", Driver::GroupWorker),
         ("settle.after_result", Driver::Ack),
         ("settle.after_commit_rename", Driver::Ack),
         ("settle.end_after_record", Driver::Cancel),

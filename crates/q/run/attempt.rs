@@ -175,32 +175,74 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
 /// workspace of a job that is done. Returns the `--once` exit status.
 pub fn commit(ctx: &Ctx, held: &Held, ended: Ended) -> u8 {
     q_queue::failpoint!("run.before_settle");
-    let rec = settle(ctx, held, ended.reason, &ended.outcome);
-    if let Some(w) = &ended.workspace
-        && rec.as_ref().is_some_and(|r| r.state == State::Done)
-    {
-        ctx.workspaces.done_with(w);
-    }
+    let rec = if ended.reason == Reason::LeaseLost {
+        lease_lost(ctx, held, &ended.outcome)
+    } else {
+        let r = ctx.q.settle_job(&held.name, &held.job, ended.reason, &ended.outcome, &settle_opts(ctx));
+        answered(ctx, held, &ended.outcome, r)
+    };
+    finished(ctx, rec.as_ref(), &ended);
     if rec.is_none() { 76 } else { ended.once_code }
 }
 
-/// Settle and print; `None` when the lease was lost (a lease-lost line is
-/// printed instead).
-fn settle(ctx: &Ctx, held: &Held, reason: Reason, outcome: &Outcome) -> Option<ResultRecord> {
-    let opts = SettleOpts { delay_ms: None, worker_id: Some(ctx.worker_id.clone()), rand: crate::cli::random_u64() };
-    if reason != Reason::LeaseLost {
-        match ctx.q.settle_job(&held.name, &held.job, reason, outcome, &opts) {
-            Ok(rec) => {
-                super::report(&rec);
-                return Some(rec);
-            }
-            Err(e) if e.kind == q_queue::Kind::LeaseLost => {}
-            Err(e) => {
-                eprintln!("q-run: error: cannot record the result of job {}: {e}; its lease will expire and it will be retried", held.id);
-                return None;
-            }
+/// [`commit`] for several ended attempts at once: one group commit
+/// ([`q_queue::Queue::settle_group`]), result lines in the given order.
+pub fn commit_group(ctx: &Ctx, group: &[(std::sync::Arc<Held>, Ended)]) {
+    q_queue::failpoint!("run.before_settle");
+    let settling: Vec<usize> = (0..group.len()).filter(|&i| group[i].1.reason != Reason::LeaseLost).collect();
+    let opts: Vec<SettleOpts> = settling.iter().map(|_| settle_opts(ctx)).collect();
+    let asks: Vec<q_queue::ToSettle> = settling
+        .iter()
+        .zip(&opts)
+        .map(|(&i, o)| {
+            let (held, ended) = &group[i];
+            q_queue::ToSettle { name: &held.name, job: &held.job, reason: ended.reason, outcome: &ended.outcome, opts: o }
+        })
+        .collect();
+    let mut answers = ctx.q.settle_group(&asks).into_iter();
+    for (held, ended) in group {
+        let rec = if ended.reason == Reason::LeaseLost {
+            lease_lost(ctx, held, &ended.outcome)
+        } else {
+            let r = answers.next().expect("one answer per settled attempt");
+            answered(ctx, held, &ended.outcome, r)
+        };
+        finished(ctx, rec.as_ref(), ended);
+    }
+}
+
+fn settle_opts(ctx: &Ctx) -> SettleOpts {
+    SettleOpts { delay_ms: None, worker_id: Some(ctx.worker_id.clone()), rand: crate::cli::random_u64() }
+}
+
+/// After the settle: a job that is done gives its workspace back.
+fn finished(ctx: &Ctx, rec: Option<&ResultRecord>, ended: &Ended) {
+    if let Some(w) = &ended.workspace
+        && rec.is_some_and(|r| r.state == State::Done)
+    {
+        ctx.workspaces.done_with(w);
+    }
+}
+
+/// Print the answer of a settle; `None` when the lease was lost (a
+/// lease-lost line is printed instead) or the outcome could not be recorded.
+fn answered(ctx: &Ctx, held: &Held, outcome: &Outcome, r: q_queue::Result<ResultRecord>) -> Option<ResultRecord> {
+    match r {
+        Ok(rec) => {
+            super::report(&rec);
+            Some(rec)
+        }
+        Err(e) if e.kind == q_queue::Kind::LeaseLost => lease_lost(ctx, held, outcome),
+        Err(e) => {
+            eprintln!("q-run: error: cannot record the result of job {}: {e}; its lease will expire and it will be retried", held.id);
+            None
         }
     }
+}
+
+/// The attempt's lease was taken over: print a lease-lost line (its
+/// outcome is refused) naming where the job is now.
+fn lease_lost(ctx: &Ctx, held: &Held, outcome: &Outcome) -> Option<ResultRecord> {
     eprintln!("q-run: job {} attempt {}: lease-lost: the lease was taken over; this result is refused", held.id, held.attempt());
     let state = ctx.q.locate(&held.id).ok().flatten().map_or(State::Pending, |l| l.state);
     let rec = ResultRecord {

@@ -127,6 +127,14 @@ pub fn publish(tmp_dir: &Path, dest: &Path, bytes: &[u8], sync: bool) -> Result<
     }
 }
 
+/// One sync of the whole filesystem holding `dir`: the group commit of a
+/// batch push or of a group of settles (everything written before it is
+/// durable when it returns).
+pub fn syncfs(dir: &Path) -> Result<()> {
+    let f = File::open(dir).ctx("open", dir)?;
+    nix::unistd::syncfs(&f).map_err(|e| Error::io("sync the filesystem of", dir, e.into()))
+}
+
 /// Can this process stage files without a name (`O_TMPFILE`) and name them
 /// later (`linkat` through `/proc/self/fd`)? NFS and some older filesystems
 /// lack `O_TMPFILE`, and a chroot may lack `/proc`. Costs a probe file:

@@ -34,7 +34,7 @@ pub use list::{Counts, Entry};
 pub use push::{Pushed, SEG_CAP};
 pub use queue::{Durability, Queue};
 pub use record::{Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State};
-pub use settle::{Located, SettleOpts, remove_tree, MAX_INTERRUPTS};
+pub use settle::{Located, SettleOpts, ToSettle, remove_tree, MAX_INTERRUPTS};
 pub use reclaim::Reclaimed;
 pub use wake::Waiter;
 

@@ -96,12 +96,6 @@ fn split_point(dests: &[Dest]) -> usize {
         .unwrap_or(mid)
 }
 
-/// One filesystem sync: the group commit of a batch.
-fn syncfs(dir: &Path) -> Result<()> {
-    let f = File::open(dir).ctx("open", dir)?;
-    nix::unistd::syncfs(&f).map_err(|e| Error::io("sync the filesystem of", dir, e.into()))
-}
-
 impl Queue {
     /// Push a batch of validated jobs. Each entry of the answer is the job's
     /// outcome, in input order; jobs without a key or dependency go through
@@ -373,7 +367,7 @@ impl Queue {
             }
         }
         crate::failpoint!("push.after_tmp_write");
-        if group && let Err(err) = syncfs(&tmp_dir) {
+        if group && let Err(err) = fsx::syncfs(&tmp_dir) {
             cleanup(&tmps);
             return Err(err);
         }
@@ -423,7 +417,7 @@ impl Queue {
             out.extend(rb?);
         }
         // The links, the link counts and any new segment, all at once.
-        syncfs(&tmp_dir)?;
+        fsx::syncfs(&tmp_dir)?;
         Ok(out)
     }
 
@@ -439,7 +433,7 @@ impl Queue {
             })
             .collect::<Result<Vec<File>>>()?;
         crate::failpoint!("push.after_tmp_write");
-        syncfs(tmp_dir)?;
+        fsx::syncfs(tmp_dir)?;
         crate::failpoint!("push.after_tmp_fsync");
         let mut dirty = Vec::new(); // made durable by the caller's syncfs
         let mut out = Vec::with_capacity(es.len());

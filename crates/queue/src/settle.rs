@@ -19,6 +19,9 @@ use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+mod group;
+pub use group::ToSettle;
+
 /// A job poisoned by interruptions ends `dead` after this many in a row.
 pub const MAX_INTERRUPTS: u32 = 5;
 
@@ -30,6 +33,18 @@ pub struct SettleOpts {
     pub worker_id: Option<String>,
     /// Random bits for the backoff jitter.
     pub rand: u64,
+}
+
+/// An attempt's outcome, decided and not yet published.
+struct Decided {
+    rec: ResultRecord,
+    /// When a job going back to pending is due.
+    run_at: i64,
+    /// The counters of its next name.
+    c: Counters,
+    /// Whether its outcome must be durable before the move (`full`
+    /// durability, or an at-most-once job).
+    sync: bool,
 }
 
 /// Where a job is now.
@@ -126,9 +141,35 @@ impl Queue {
     /// Settle a claim whose job record the caller holds (a runner read it
     /// at claim time): the same fenced commit without reading it again.
     pub fn settle_job(&self, name: &LeasedName, job: &Job, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Result<ResultRecord> {
+        let d = self.decide(name, job, reason, outcome, opts);
+        // 1. The outcome: whoever publishes it first owns this attempt.
+        // `var/<ID>/` was made by the claim; made here only if it is missing.
+        let var = self.var(&name.id);
+        let result_path = var.join(format!("{}.result.json", name.c.attempt));
+        let line = d.rec.to_line();
+        let published = match fsx::publish(&self.tmp(), &result_path, &line, d.sync) {
+            Err(_) if !fsx::exists(&var) => {
+                fsx::mkdir(&var)?;
+                fsx::publish(&self.tmp(), &result_path, &line, d.sync)?
+            }
+            r => r?,
+        };
+        if published != Renamed::Done {
+            return Err(Error::lease_lost(&name.id, &name.token()));
+        }
+        // Its name too: once both are on disk the outcome is durable, and a
+        // move lost in a crash is finished by recovery from this record.
+        if d.sync {
+            fsx::fsync_dir(&var)?;
+        }
+        crate::failpoint!("settle.after_result");
+        self.finish_settle(name, job, d)
+    }
+
+    /// What settling attempt `name` with `reason` makes of the job: its next
+    /// state and counters, and the result record that says so.
+    fn decide(&self, name: &LeasedName, job: &Job, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Decided {
         let id = name.id.as_str();
-        let token = name.token();
-        let token = token.as_str();
         let now = time::now_ms();
         let started = outcome.started_at_ms.is_some();
         let mut c = name.c;
@@ -163,7 +204,7 @@ impl Queue {
             kind: "result".into(),
             id: id.to_owned(),
             attempt: name.c.attempt,
-            token: Some(token.to_owned()),
+            token: Some(name.token()),
             state,
             reason,
             exit_code: outcome.exit_code,
@@ -181,43 +222,27 @@ impl Queue {
             worker_id: opts.worker_id.clone(),
             detail: (!started && reason.is_interruption()).then(|| serde_json::json!({"started": false})),
         };
-        let sync = self.sync_claims(job.is_at_most_once());
-        // 1. The outcome: whoever publishes it first owns this attempt.
-        // `var/<ID>/` was made by the claim; made here only if it is missing.
-        let var = self.var(id);
-        let result_path = var.join(format!("{}.result.json", name.c.attempt));
-        let line = rec.to_line();
-        let published = match fsx::publish(&self.tmp(), &result_path, &line, sync) {
-            Err(_) if !fsx::exists(&var) => {
-                fsx::mkdir(&var)?;
-                fsx::publish(&self.tmp(), &result_path, &line, sync)?
-            }
-            r => r?,
-        };
-        if published != Renamed::Done {
-            return Err(Error::lease_lost(id, token));
-        }
-        // Its name too: once both are on disk the outcome is durable, and a
-        // move lost in a crash is finished by recovery from this record.
-        if sync {
-            fsx::fsync_dir(&var)?;
-        }
-        crate::failpoint!("settle.after_result");
+        Decided { rec, run_at: run_at.unwrap_or(now), c, sync: self.sync_claims(job.is_at_most_once()) }
+    }
+
+    /// The steps after the outcome is durable: the fenced move, then what a
+    /// terminal state sets off.
+    fn finish_settle(&self, name: &LeasedName, job: &Job, d: Decided) -> Result<ResultRecord> {
         // 2. The fenced move. No fsync of its own: the outcome is durable
         // already; on a journaling filesystem the next fsync (the next
         // claim's) carries the rename, and a rename lost in a crash is
         // redone by recovery from the result.
-        self.move_leased(name, job, state, run_at.unwrap_or(now), c, false)?;
+        self.move_leased(name, job, d.rec.state, d.run_at, d.c, false)?;
         crate::failpoint!("settle.after_commit_rename");
         // 3. The lease and run records stay as the attempt's history (q-gc
         // prunes them with the job); only a cancel request is dropped.
-        if reason == Reason::Canceled {
-            let _ = fs::remove_file(var.join(format!("{}.cancel", name.c.attempt)));
+        if d.rec.reason == Reason::Canceled {
+            let _ = fs::remove_file(self.var(&name.id).join(format!("{}.cancel", name.c.attempt)));
         }
-        if state.is_terminal() {
-            self.on_terminal(id, state)?;
+        if d.rec.state.is_terminal() {
+            self.on_terminal(&name.id, d.rec.state)?;
         }
-        Ok(rec)
+        Ok(d.rec)
     }
 
     /// Move a leased job to its next state, the result already published.

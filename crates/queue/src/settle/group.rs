@@ -1,0 +1,162 @@
+//! Group commit of settles: the outcomes of several attempts made durable by
+//! two filesystem syncs, instead of two fsyncs each (DESIGN "group commit";
+//! docs/FORMAT.md, "Settle a group"). A worker whose jobs end faster than
+//! a settle's fsyncs hands its finished attempts over in groups.
+
+use super::Decided;
+use crate::error::{Error, IoContext, Result};
+use crate::fsx::{self, Renamed};
+use crate::job::Job;
+use crate::names::LeasedName;
+use crate::queue::Queue;
+use crate::record::{Outcome, Reason, ResultRecord};
+use super::SettleOpts;
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// One attempt of a group: what [`Queue::settle_job`] takes.
+pub struct ToSettle<'a> {
+    pub name: &'a LeasedName,
+    pub job: &'a Job,
+    pub reason: Reason,
+    pub outcome: &'a Outcome,
+    pub opts: &'a SettleOpts,
+}
+
+impl Queue {
+    /// Settle several attempts as one group commit; one answer per attempt,
+    /// in order, as [`Queue::settle_job`] gives it. Each attempt is fenced
+    /// on its own (a lost lease refuses that attempt only). A group of one,
+    /// or one that needs no sync (relaxed durability), is settled attempt by
+    /// attempt.
+    pub fn settle_group(&self, group: &[ToSettle]) -> Vec<Result<ResultRecord>> {
+        let decided: Vec<Decided> = group.iter().map(|s| self.decide(s.name, s.job, s.reason, s.outcome, s.opts)).collect();
+        if group.len() < 2 || !decided.iter().any(|d| d.sync) {
+            return group.iter().map(|s| self.settle_job(s.name, s.job, s.reason, s.outcome, s.opts)).collect();
+        }
+        let mut answers: Vec<Option<Result<ResultRecord>>> = group.iter().map(|_| None).collect();
+        // 1. Each outcome written under a temporary name; no fsync.
+        let tmp_dir = self.tmp();
+        let mut staged: Vec<(usize, PathBuf)> = Vec::with_capacity(group.len());
+        for (i, d) in decided.iter().enumerate() {
+            let tmp = tmp_dir.join(fsx::tmp_name("pub"));
+            let written = fsx::create_new(&tmp).and_then(|mut f| f.write_all(&d.rec.to_line()).ctx("write", &tmp));
+            match written {
+                Ok(()) => staged.push((i, tmp)),
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    answers[i] = Some(Err(e));
+                }
+            }
+        }
+        crate::failpoint!("settle.group_after_write");
+        // 2. One sync: every outcome's data is durable before any has a name.
+        if let Err(e) = fsx::syncfs(&tmp_dir) {
+            for (i, tmp) in staged {
+                let _ = fs::remove_file(&tmp);
+                answers[i] = Some(Err(Error::new(e.kind, e.to_string())));
+            }
+            return answers.into_iter().map(|a| a.expect("every attempt answered")).collect();
+        }
+        crate::failpoint!("settle.group_after_data_sync");
+        // 3. Publish each: the fencing point of each attempt.
+        let mut published = Vec::with_capacity(staged.len());
+        for (i, tmp) in staged {
+            let name = group[i].name;
+            match self.name_result(name, &tmp) {
+                Ok(Renamed::Done) => published.push(i),
+                Ok(_) => {
+                    let _ = fs::remove_file(&tmp);
+                    answers[i] = Some(Err(Error::lease_lost(&name.id, &name.token())));
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    answers[i] = Some(Err(e));
+                }
+            }
+        }
+        // 4. One sync: the names are durable. The commit point of the group.
+        if !published.is_empty() {
+            if let Err(e) = fsx::syncfs(&tmp_dir) {
+                for i in published {
+                    answers[i] = Some(Err(Error::new(e.kind, e.to_string())));
+                }
+                return answers.into_iter().map(|a| a.expect("every attempt answered")).collect();
+            }
+            crate::failpoint!("settle.after_result");
+        }
+        // 5. The fenced moves, as in a single settle.
+        let mut decided: Vec<Option<Decided>> = decided.into_iter().map(Some).collect();
+        for i in published {
+            let d = decided[i].take().expect("each attempt settles once");
+            answers[i] = Some(self.finish_settle(group[i].name, group[i].job, d));
+        }
+        answers.into_iter().map(|a| a.expect("every attempt answered")).collect()
+    }
+
+    /// NR-rename a staged outcome to `var/<ID>/<A>.result.json`, making
+    /// `var/<ID>/` if it is missing.
+    fn name_result(&self, name: &LeasedName, tmp: &std::path::Path) -> Result<Renamed> {
+        let var = self.var(&name.id);
+        let dest = var.join(format!("{}.result.json", name.c.attempt));
+        match fsx::rename_noreplace(tmp, &dest) {
+            Err(_) if !fsx::exists(&var) => {
+                fsx::mkdir(&var)?;
+                fsx::rename_noreplace(tmp, &dest)
+            }
+            r => r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{PushContext, validate};
+    use crate::record::{Liveness, State};
+    use crate::ClaimOpts;
+
+    #[test]
+    fn a_group_settles_each_attempt_fenced_and_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Queue::create(&d.path().join("q"), None).unwrap();
+        let ctx = PushContext { cwd: "/".into(), env: Default::default(), now_ms: crate::time::now_ms() };
+        let job = |v: serde_json::Value| validate(v.as_object().unwrap(), &ctx).unwrap();
+        let ids: Vec<String> = q.push((0..4).map(|_| job(serde_json::json!({"cmd": ["true"], "attempts": 2}))).collect()).into_iter().map(|r| r.unwrap().id).collect();
+        let dependent = q.push(vec![job(serde_json::json!({"cmd": ["true"], "after": [ids[0]]}))]).remove(0).unwrap().id;
+        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock };
+        let mut claims = q.claim(4, &opts).unwrap();
+        claims.sort_by_key(|c| ids.iter().position(|i| *i == c.id));
+        assert_eq!(claims.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), ids);
+        // The third attempt's lease was taken over: someone settled it first.
+        let so = SettleOpts { delay_ms: Some(0), ..SettleOpts::default() };
+        q.settle(&claims[2].id, &claims[2].token(), Reason::WorkerShutdown, &Outcome::default(), &so).unwrap();
+        let outcome = Outcome::default();
+        let reasons = [Reason::Ok, Reason::Exit, Reason::Ok, Reason::Ok];
+        let group: Vec<ToSettle> = claims
+            .iter()
+            .zip(reasons)
+            .map(|(c, reason)| ToSettle { name: &c.name, job: &c.job, reason, outcome: &outcome, opts: &so })
+            .collect();
+        let answers = q.settle_group(&group);
+        assert_eq!(answers.len(), 4, "one answer per attempt");
+        let states: Vec<Option<State>> = answers.iter().map(|a| a.as_ref().ok().map(|r| r.state)).collect();
+        assert_eq!(states, [Some(State::Done), Some(State::Pending), None, Some(State::Done)], "in order: {answers:?}");
+        assert_eq!(answers[2].as_ref().unwrap_err().kind, crate::Kind::LeaseLost, "a taken-over attempt is refused");
+        assert_eq!(answers[1].as_ref().unwrap().failures, 1);
+        // Each decision is on disk: the job where its record says, the
+        // record where readers look, nothing left in tmp/.
+        for (i, want) in [(0, State::Done), (1, State::Pending), (2, State::Pending), (3, State::Done)] {
+            assert_eq!(q.locate(&ids[i]).unwrap().unwrap().state, want, "job {i}");
+        }
+        for i in [0, 1, 3] {
+            let r = q.last_result(&ids[i]).unwrap();
+            assert_eq!((r.attempt, r.reason), (1, reasons[i]), "job {i}'s published record");
+        }
+        assert_eq!(q.last_result(&ids[2]).unwrap().reason, Reason::WorkerShutdown, "the first settle's record stands");
+        assert!(crate::fsx::list(&q.tmp()).unwrap().is_empty(), "tmp/ holds {:?}", crate::fsx::list(&q.tmp()));
+        // A job that ended done in a group frees what waits on it.
+        assert_eq!(q.locate(&dependent).unwrap().unwrap().state, State::Pending);
+    }
+}
