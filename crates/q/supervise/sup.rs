@@ -69,7 +69,7 @@ pub(super) struct Sup {
 pub(super) const TICK: Duration = Duration::from_millis(200);
 /// How often `--exit-on-idle` looks whether the queue drained (two idle
 /// looks in a row end the run).
-pub(super) const IDLE_TICK: Duration = Duration::from_millis(50);
+pub(super) const IDLE_TICK: Duration = Duration::from_millis(10);
 
 impl Sup {
     pub(super) fn me() -> Option<i32> {
