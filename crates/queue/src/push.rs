@@ -96,6 +96,20 @@ fn split_point(dests: &[Dest]) -> usize {
         .unwrap_or(mid)
 }
 
+/// Was `dir` made within [`YOUNG`]? Then its entry in its parent may not
+/// be on disk yet: whoever puts a file in it fsyncs the parent too. Where
+/// the filesystem keeps no birth time, every directory counts as young.
+fn recently_made(dir: &Path) -> bool {
+    match fs::metadata(dir).and_then(|m| m.created()) {
+        Ok(born) => born.elapsed().map_or(true, |age| age < YOUNG),
+        Err(_) => true,
+    }
+}
+
+/// How long a new directory's entry may wait for the kernel's writeback
+/// (30 s by default) before it is surely on disk, with a wide margin.
+const YOUNG: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl Queue {
     /// Push a batch of validated jobs. Each entry of the answer is the job's
     /// outcome, in input order; jobs without a key or dependency go through
@@ -479,10 +493,13 @@ impl Queue {
         for _ in 0..10 {
             match mv(&seg_dir.join(name)) {
                 Ok(Renamed::Done) => {
-                    if made && !dirty.contains(&pending) {
-                        dirty.push(pending);
-                    }
                     if !dirty.contains(&seg_dir) {
+                        // A segment someone else made a moment ago may not
+                        // be durable in pending/ yet (its maker fsyncs
+                        // pending/ after its own renames, or crashed first).
+                        if (made || recently_made(&seg_dir)) && !dirty.contains(&pending) {
+                            dirty.push(pending);
+                        }
                         dirty.push(seg_dir);
                     }
                     return Ok(());
@@ -565,5 +582,37 @@ impl NoFollow for fs::OpenOptions {
     fn custom_flags_nofollow(&mut self) -> &mut Self {
         use std::os::unix::fs::OpenOptionsExt;
         self.mode(0o600).custom_flags(nix::libc::O_NOFOLLOW)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A push joining a segment that another pusher made a moment ago
+    /// fsyncs pending/ as well as the segment; one joining an old segment
+    /// fsyncs only the segment.
+    #[test]
+    fn joining_a_young_segment_syncs_pending_too() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Queue::create(&d.path().join("q"), None).unwrap();
+        let pending = q.dir("pending");
+        let seg = Key::new(0, 0, "01AAAAAAAAAAAAAAAAAAAAAAAA");
+        let seg_dir = pending.join(seg.to_string());
+        fs::create_dir(&seg_dir).unwrap(); // made by "another pusher"
+        let staged = q.tmp().join("a.tmp");
+        fs::write(&staged, b"{}").unwrap();
+        let mut dirty = Vec::new();
+        q.rename_into_segment(&staged, &seg, "a.json", &mut dirty).unwrap();
+        assert_eq!(dirty, [pending.clone(), seg_dir.clone()], "a young segment: pending/ too");
+        // The same segment, born long ago (a filesystem without birth
+        // times counts every directory as young: nothing to check there).
+        if fs::metadata(&seg_dir).and_then(|m| m.created()).is_ok() {
+            assert!(recently_made(&seg_dir));
+            let old = Path::new("/");
+            if fs::metadata(old).and_then(|m| m.created()).is_ok_and(|b| b.elapsed().is_ok_and(|a| a > YOUNG)) {
+                assert!(!recently_made(old), "a directory made long ago is not young");
+            }
+        }
     }
 }
