@@ -113,12 +113,12 @@ impl Claimer {
                 if let Some(claim) = self.q.try_claim(&c, opts)? {
                     out.push(claim);
                     if out.len() >= n {
-                        return Ok(out);
+                        return self.q.durable(out);
                     }
                 }
             }
         }
-        Ok(out)
+        self.q.durable(out)
     }
 
     /// Wait for a change in the queue (or the timeout).
@@ -160,7 +160,7 @@ impl Queue {
             }
             for c in cands {
                 if out.len() >= n {
-                    return Ok(out);
+                    return self.durable(out);
                 }
                 if let Some(claim) = self.try_claim(&c, opts)? {
                     out.push(claim);
@@ -170,7 +170,16 @@ impl Queue {
                 break;
             }
         }
-        Ok(out)
+        self.durable(out)
+    }
+
+    /// Make the claims durable before anyone is told of them: one fsync of
+    /// `leased/` for all of them (durable, or any at-most-once job).
+    fn durable(&self, claims: Vec<Claim>) -> Result<Vec<Claim>> {
+        if claims.iter().any(|c| self.sync_claims(c.job.is_at_most_once())) {
+            fsx::fsync_dir(&self.dir("leased"))?;
+        }
+        Ok(claims)
     }
 
     /// The most urgent ready jobs, best first, at least `want` of them when
@@ -219,6 +228,7 @@ impl Queue {
     }
 
     /// Try to claim one candidate; `None` when another claimer was faster.
+    /// Not yet durable: the caller makes its claims durable together.
     fn try_claim(&self, c: &Candidate, opts: &ClaimOpts) -> Result<Option<Claim>> {
         let id = c.name.key.id.clone();
         let leased_name = LeasedName {
@@ -291,9 +301,7 @@ impl Queue {
             }
             Err(e) => return Err(e),
         };
-        if self.sync_claims(job.is_at_most_once()) {
-            fsx::fsync_dir(&self.dir("leased"))?;
-        }
+        // 5. Durable: see `durable`, once for all the claims of one call.
         Ok(Some(Claim {
             id,
             name: leased_name,
