@@ -3,7 +3,9 @@
 //! directory per job costs an inode allocation and a free each time (and,
 //! on ext4 without a journal, every later allocation skips over recently
 //! freed inodes for minutes). So a worker parks the empty workspace of a
-//! successful attempt in `tmp/` and renames it into place for its next job;
+//! successful attempt in `tmp/` and renames it into place for its next job
+//! (up to [`SPARES`] of them: attempts that wait for their settle, while the
+//! next jobs run, each hold one);
 //! only a workspace left non-empty, changed in mode or owner, or replaced by
 //! something that is not a directory, is removed instead. A parked workspace
 //! left by a worker that died is a `tmp/` entry like any other: q-gc removes
@@ -21,10 +23,13 @@ pub struct Workspaces {
     inner: Mutex<Inner>,
 }
 
+/// At most this many parked workspaces per worker.
+const SPARES: usize = 8;
+
 #[derive(Default)]
 struct Inner {
-    /// The parked empty workspace, if any.
-    spare: Option<PathBuf>,
+    /// The parked empty workspaces.
+    spares: Vec<PathBuf>,
     /// Mode and owner of the workspaces this worker made.
     made_as: Option<(u32, u32)>,
 }
@@ -41,11 +46,11 @@ impl Workspaces {
     /// Make the empty workspace at `path`.
     pub fn make(&self, path: &Path) -> q_queue::Result<()> {
         let mut inner = self.inner();
-        if let Some(spare) = inner.spare.take() {
+        while let Some(spare) = inner.spares.pop() {
             if fs::rename(&spare, path).is_ok() {
                 return Ok(());
             }
-            // Gone (q-gc took it) or not movable: make a new one.
+            // Gone (q-gc took it) or not movable: try the next, or make one.
             let _ = fs::remove_dir(&spare);
         }
         fsx::mkdir(path)?;
@@ -59,14 +64,14 @@ impl Workspaces {
     /// still as made and empty; otherwise remove it.
     pub fn done_with(&self, path: &Path) {
         let mut inner = self.inner();
-        if inner.spare.is_none() && self.pristine(path, inner.made_as) {
+        if inner.spares.len() < SPARES && self.pristine(path, inner.made_as) {
             let parked = self.tmp.join(fsx::tmp_name("work"));
             if fs::rename(path, &parked).is_ok() {
                 // A fresh mtime: q-gc leaves a parked workspace alone for --tmp-ttl.
                 if let Ok(d) = fs::File::open(&parked) {
                     let _ = d.set_modified(SystemTime::now());
                 }
-                inner.spare = Some(parked);
+                inner.spares.push(parked);
                 return;
             }
         }
@@ -93,9 +98,9 @@ impl Workspaces {
             && fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
     }
 
-    /// Remove the parked workspace (the worker is stopping).
+    /// Remove the parked workspaces (the worker is stopping).
     pub fn close(&self) {
-        if let Some(spare) = self.inner().spare.take() {
+        for spare in self.inner().spares.drain(..) {
             let _ = fs::remove_dir(spare);
         }
     }
@@ -157,5 +162,34 @@ mod tests {
         assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), 1);
         ws.close();
         assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), 0);
+    }
+
+    /// Attempts waiting for their settle while the next jobs run each hold
+    /// a workspace: all of them are parked and reused (up to `SPARES`), not
+    /// made and removed.
+    #[test]
+    fn workspaces_in_flight_are_all_parked_up_to_the_cap() {
+        let (_d, q) = queue();
+        let ws = Workspaces::new(&q);
+        let path = |i: usize| {
+            let p = q.workspace_path(&format!("J{i}"), 1);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            p
+        };
+        let first: Vec<PathBuf> = (0..SPARES + 2).map(path).collect();
+        for p in &first {
+            ws.make(p).unwrap();
+        }
+        let inos: std::collections::HashSet<u64> = first.iter().map(|p| fs::metadata(p).unwrap().ino()).collect();
+        for p in &first {
+            ws.done_with(p);
+        }
+        assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), SPARES, "parked up to the cap, the rest removed");
+        let next: Vec<PathBuf> = (SPARES + 2..2 * SPARES + 2).map(path).collect();
+        for p in &next {
+            ws.make(p).unwrap();
+            assert!(inos.contains(&fs::metadata(p).unwrap().ino()), "a parked workspace is reused");
+        }
+        assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), 0, "every parked one is in use");
     }
 }
