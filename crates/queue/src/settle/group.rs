@@ -1,16 +1,15 @@
 //! Group commit of settles: the outcomes of several attempts made durable by
-//! two filesystem syncs, instead of two fsyncs each (DESIGN "group commit";
-//! docs/FORMAT.md, "Settle a group"). A worker whose jobs end faster than
-//! a settle's fsyncs hands its finished attempts over in groups.
+//! two filesystem syncs, instead of two fsyncs each (docs/FORMAT.md,
+//! "Settle a group"). A worker whose jobs end faster than a settle's fsyncs
+//! hands its finished attempts over in groups.
 
-use super::Decided;
+use super::{Decided, SettleOpts};
 use crate::error::{Error, IoContext, Result};
 use crate::fsx::{self, Renamed};
 use crate::job::Job;
 use crate::names::LeasedName;
 use crate::queue::Queue;
 use crate::record::{Outcome, Reason, ResultRecord};
-use super::SettleOpts;
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
