@@ -517,3 +517,24 @@ fn exit_on_idle_with_dependencies() {
     assert!(o.stderr.contains("2 jobs wait") && o.stderr.contains("1 held") && o.stderr.contains("1 waiting"), "{}", o.stderr);
     assert_eq!(q.state(&c), "waiting");
 }
+
+/// A job written by a newer q (its record's `v` is higher) is left alone:
+/// q-claim finds nothing to claim (1), q-supervise --exit-on-idle does not
+/// wait for it and says why it stays, and the file is untouched.
+#[test]
+fn a_newer_format_job_is_left_alone() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    let seg = std::fs::read_dir(q.queue.join("pending")).unwrap().filter_map(|e| e.ok()).find(|e| e.path().is_dir()).unwrap().path();
+    let file = std::fs::read_dir(&seg).unwrap().next().unwrap().unwrap().path();
+    let mut rec: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    rec["v"] = json!(2);
+    let bytes = serde_json::to_vec(&rec).unwrap();
+    std::fs::write(&file, &bytes).unwrap();
+    q.run("q-claim", &[]).expect_code(1);
+    let o = q.run("q-supervise", &["-j", "1", "--exit-on-idle"]);
+    o.ok();
+    assert!(o.stderr.contains("newer q"), "{}", o.stderr);
+    assert_eq!(q.state(&id), "pending");
+    assert_eq!(std::fs::read(&file).unwrap(), bytes, "left as it was");
+}

@@ -26,6 +26,8 @@ pub struct Idle {
     pub later: u64,
     pub waiting: u64,
     pub held: u64,
+    /// Due jobs of a newer format, which this q leaves alone.
+    pub newer: u64,
 }
 
 impl Idle {
@@ -50,10 +52,13 @@ impl Idle {
                 self.waiting
             ));
         }
+        if self.newer > 0 {
+            parts.push(format!("{} written by a newer q (run them with it)", self.newer));
+        }
         if parts.is_empty() {
             return String::new();
         }
-        let n = (if self.paused { self.due } else { 0 }) + self.later + self.held + self.waiting;
+        let n = (if self.paused { self.due } else { 0 }) + self.later + self.held + self.waiting + self.newer;
         format!(
             "{n} job{} wait: {}",
             if n == 1 { "" } else { "s" },
@@ -87,14 +92,17 @@ pub fn check(q: &Queue, horizon_ms: Option<u64>) -> Result<Idle> {
                 let Some(name) = QueuedName::parse(&n) else {
                     continue;
                 };
-                if name.key.run_at <= limit {
+                if name.key.run_at > limit {
+                    s.later += 1;
+                } else if q.newer_record(&pending.join(&seg).join(&n)) {
+                    // A newer q's job: no worker here will run it.
+                    s.newer += 1;
+                } else {
                     s.due += 1;
                     if !s.paused {
                         s.busy = true;
                         return Ok(s);
                     }
-                } else {
-                    s.later += 1;
                 }
             }
         }

@@ -230,6 +230,11 @@ impl Queue {
     /// Try to claim one candidate; `None` when another claimer was faster.
     /// Not yet durable: the caller makes its claims durable together.
     fn try_claim(&self, c: &Candidate, opts: &ClaimOpts) -> Result<Option<Claim>> {
+        let from = self.dir("pending").join(c.seg.to_string()).join(c.name.to_string());
+        if self.newer_record(&from) {
+            // Written by a newer q: left for a worker that knows its format.
+            return Ok(None);
+        }
         let id = c.name.key.id.clone();
         let leased_name = LeasedName {
             id: id.clone(),
@@ -266,7 +271,6 @@ impl Queue {
         }
         crate::failpoint!("claim.after_lease_tmp");
         // 2. The claim point.
-        let from = self.dir("pending").join(c.seg.to_string()).join(c.name.to_string());
         let to = self.dir("leased").join(leased_name.to_string());
         match fsx::rename_noreplace(&from, &to) {
             Ok(Renamed::Done) => {}
@@ -312,6 +316,22 @@ impl Queue {
         }))
     }
 
+    /// Is the job file at `path` a record of a newer format (a `v` higher
+    /// than this q knows)? Such a job is left alone: not claimed, not run,
+    /// not repaired. A file that cannot be read or parsed is not "newer":
+    /// the usual checks deal with it.
+    pub fn newer_record(&self, path: &std::path::Path) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Version {
+            #[serde(default)]
+            v: u64,
+        }
+        fsx::read_capped(path, MAX_RECORD + 4096)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Version>(&b).ok())
+            .is_some_and(|r| r.v > u64::from(crate::job::JOB_VERSION))
+    }
+
     /// Read and check a job file: not a symlink, not writable by others,
     /// parsable, and naming the id its file name says.
     pub fn read_job(&self, path: &std::path::Path) -> Result<Job> {
@@ -350,5 +370,39 @@ impl Queue {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{PushContext, validate};
+
+    /// A job written by a newer q (a higher `v`) is left alone by claims:
+    /// the job file stays as it is where it is, and the next job is claimed.
+    #[test]
+    fn a_newer_record_is_not_claimed() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Queue::create(&d.path().join("q"), None).unwrap();
+        let ctx = PushContext { cwd: "/".into(), env: Default::default(), now_ms: time::now_ms() };
+        let line = serde_json::json!({"cmd": ["true"]});
+        let ids: Vec<String> = q.push((0..2).map(|_| validate(line.as_object().unwrap(), &ctx).unwrap()).collect()).into_iter().map(|r| r.unwrap().id).collect();
+        // The first (most urgent) job as a newer q would write it.
+        let path = q.locate(&ids[0]).unwrap().unwrap().path;
+        let mut rec: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        rec["v"] = serde_json::json!(2);
+        rec["something_new"] = serde_json::json!({"x": 1});
+        let bytes = serde_json::to_vec(&rec).unwrap();
+        fs::write(&path, &bytes).unwrap();
+        assert!(q.newer_record(&path));
+        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock };
+        let got = q.claim(2, &opts).unwrap();
+        assert_eq!(got.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [ids[1].clone()], "only the job of this format");
+        assert_eq!(fs::read(&path).unwrap(), bytes, "the newer record is untouched, where it was");
+        let mut worker = Claimer::new(&q);
+        assert!(worker.claim(1, &opts).unwrap().is_empty(), "a worker passes it over too");
+        // What the usual checks handle is not "newer".
+        fs::write(&path, b"not json").unwrap();
+        assert!(!q.newer_record(&path));
     }
 }
