@@ -469,3 +469,92 @@ fn serial_parked_workspace_of_a_killed_worker_is_collected() {
     q.run("q-run", &["--exit-on-idle"]).ok();
     assert_eq!(q.state(&id2), "done");
 }
+
+/// Recorded environments: one that no job names and that was not used for
+/// an hour is removed (a dry run says so first, changing nothing); one that
+/// a job names, or that was used lately, stays; a push that reuses a record
+/// marks it used (a fresh mtime).
+#[test]
+fn gc_removes_environments_no_job_names() {
+    let q = QDir::new();
+    let push_with = |val: &str| {
+        let mut c = q.cmd("q-push");
+        c.env("Q_TEST_ENV_MARK", val).args(["--", "true"]);
+        let o = run_cmd(c, None);
+        o.ok();
+        o.lines()[0]["id"].as_str().unwrap().to_owned()
+    };
+    let kept = push_with("kept");
+    let gone = push_with("gone");
+    // The record a pending job names (read from its job file).
+    let env_of = |id: &str| -> PathBuf {
+        let file = walkdir::WalkDir::new(q.queue.join("pending"))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_type().is_file() && e.file_name().to_string_lossy().contains(id))
+            .unwrap()
+            .into_path();
+        let v: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        q.queue.join("env").join(format!("{}.json", v["env_ref"].as_str().unwrap()))
+    };
+    let (kept_env, gone_env) = (env_of(&kept), env_of(&gone));
+    assert_ne!(kept_env, gone_env, "two environments, two records");
+    // The second job goes; both records are old.
+    q.run("q-ctl", &["cancel", &gone]).ok();
+    q.run("q-ctl", &["rm", &gone]).ok();
+    age(&kept_env, HOURS_2);
+    age(&gone_env, HOURS_2);
+    let before = snapshot(&q.queue);
+    let dry = gc_lines(&q.run("q-gc", &["--dry-run"]));
+    find(&dry, "remove-env", &gone_env.file_name().unwrap().to_string_lossy());
+    assert_eq!(snapshot(&q.queue), before, "a dry run changes nothing");
+    let o = q.run("q-gc", &[]);
+    o.ok();
+    let real = gc_lines(&o);
+    assert_eq!(keys(&dry), keys(&real), "the dry run predicted the run");
+    assert!(!gone_env.exists(), "no job names it: removed");
+    assert!(kept_env.exists(), "a pending job names it: kept");
+    // Written again by the next push of that environment; a push that
+    // reuses a record marks it used, and a record used lately stays even
+    // when no job names it any more.
+    let third = push_with("gone");
+    let again = env_of(&third);
+    assert_eq!(again, gone_env, "the same environment, the same record, written again");
+    age(&again, HOURS_2);
+    let fourth = push_with("gone");
+    let fresh = std::fs::metadata(&again).unwrap().modified().unwrap().elapsed().unwrap();
+    assert!(fresh < Duration::from_secs(600), "reused by a push: marked used ({fresh:?} ago)");
+    for id in [&third, &fourth] {
+        q.run("q-ctl", &["cancel", id]).ok();
+        q.run("q-ctl", &["rm", id]).ok();
+    }
+    q.run("q-gc", &[]).ok();
+    assert!(again.exists(), "no job names it, but it was used a moment ago: kept");
+}
+
+/// A q-gc killed between setting a recorded environment aside and deciding
+/// on it leaves the record in tmp/ under a name that says where it belongs:
+/// the next pass puts it back before anything else (and only then, finding
+/// it unused, removes it for good).
+#[test]
+fn gc_killed_while_removing_an_environment_puts_it_back_next_time() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    q.run("q-ctl", &["cancel", &id]).ok();
+    q.run("q-ctl", &["rm", &id]).ok();
+    let env: Vec<PathBuf> = std::fs::read_dir(q.queue.join("env")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(env.len(), 1, "{env:?}");
+    age(&env[0], HOURS_2);
+    let mut c = q.cmd("q-gc");
+    c.env("Q_FAILPOINTS", "gc.env_aside");
+    assert_eq!(run_cmd(c, None).code(), 134, "killed at the failpoint");
+    assert!(!env[0].exists(), "set aside");
+    let aside: Vec<String> = std::fs::read_dir(q.queue.join("tmp")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(aside.len() == 1 && aside[0].contains(".env-"), "{aside:?}");
+    let o = q.run("q-gc", &[]);
+    o.ok();
+    let lines = gc_lines(&o);
+    let actions: Vec<&str> = lines.iter().map(|l| l["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["restore-env", "remove-env"], "put back first, then judged: {lines:#?}");
+    assert_eq!(std::fs::read_dir(q.queue.join("tmp")).unwrap().count(), 0);
+}

@@ -169,6 +169,17 @@ pub fn link_unnamed(f: &File, dest: &Path) -> Result<Renamed> {
     }
 }
 
+/// Set a file's mtime to now (`UTIME_NOW`: the owner, or anyone who may
+/// write it, as in a group-shared queue), its atime left alone.
+pub fn touch_now(path: &Path) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT, utimensat};
+    let ts = Timestamps {
+        last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
+        last_modification: Timespec { tv_sec: 0, tv_nsec: UTIME_NOW },
+    };
+    utimensat(CWD, path, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+}
+
 /// A unique temporary file name: `<ulid>.<pid>.<what>.tmp`.
 pub fn tmp_name(what: &str) -> String {
     format!("{}.{}.{what}.tmp", crate::id::new_id(), std::process::id())

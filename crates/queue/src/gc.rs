@@ -9,7 +9,8 @@
 //! `Queue::reclaim`); waiting jobs whose dependencies finished; orphan
 //! `var/<ID>` directories, abandoned workspaces and stale cancel requests
 //! (R6, after `orphan_ttl`); retention of finished jobs (R7); empty pending
-//! segments; dedupe-key records of finished jobs.
+//! segments; dedupe-key records of finished jobs; recorded environments no
+//! job names.
 //!
 //! Invariants: nothing is ever deleted from `corrupt/`, and what gc finds
 //! malformed is moved there, never deleted. Every decision is re-checked
@@ -19,6 +20,7 @@
 //! action is reported through the caller's callback; this module never
 //! prints.
 
+mod envs;
 mod prune;
 mod scan;
 
@@ -66,7 +68,7 @@ impl Default for GcOpts {
 pub struct Action {
     /// `remove-tmp`, `quarantine`, `remove-duplicate`, `reclaim`, `promote`,
     /// `cancel`, `remove-orphan`, `remove-workspace`, `remove-record`,
-    /// `expire`, `remove-segment`, `prune-key`.
+    /// `expire`, `remove-segment`, `prune-key`, `remove-env`, `restore-env`.
     pub action: &'static str,
     pub id: Option<String>,
     /// What was acted on.
@@ -107,6 +109,7 @@ impl Queue {
         g.retention(&inv);
         g.segments();
         g.keys();
+        g.envs(&inv);
         Ok(g.errors)
     }
 }
@@ -182,6 +185,10 @@ impl Gc<'_> {
         let ttl = self.o.tmp_ttl_ms;
         for n in names {
             let p = dir.join(&n);
+            if let Some(r) = envs::set_aside_env(&n) {
+                self.restore_env(&p, r);
+                continue;
+            }
             let Ok(m) = fs::symlink_metadata(&p) else {
                 continue;
             };

@@ -171,15 +171,29 @@ impl Queue {
             return Ok(r.clone());
         }
         let dir = self.dir("env");
-        for n in 0..100 {
+        // `n` moves on only past a different record at a name (a hash
+        // collision); a lost race to write a name looks at that name again.
+        let mut n = 0;
+        for _ in 0..200 {
+            if n >= 100 {
+                break;
+            }
             let name = if n == 0 { format!("{h:016x}") } else { format!("{h:016x}-{n}") };
             let path = dir.join(format!("{name}.json"));
             match fsx::read_capped(&path, 16 << 20) {
                 Ok(existing) if existing == bytes => {
-                    cache.insert(h, name.clone());
-                    return Ok(name);
+                    // Reused: its fresh mtime tells q-gc it is in use, before
+                    // the job that names it is committed (gc/envs.rs).
+                    if fsx::touch_now(&path).is_ok() || fsx::exists(&path) {
+                        cache.insert(h, name.clone());
+                        return Ok(name);
+                    }
+                    // Set aside by q-gc just now: written again below.
                 }
-                Ok(_) => continue, // a hash collision: try the next name
+                Ok(_) => {
+                    n += 1; // a hash collision: try the next name
+                    continue;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("read", &path, e)),
             }

@@ -36,6 +36,10 @@ pub(crate) struct Inventory {
     pub jobs: HashMap<String, Vec<Found>>,
     /// Waiting jobs and what they wait on.
     pub waiting: Vec<(String, Vec<String>)>,
+    /// The recorded environments the jobs found name (`env_ref`).
+    pub env_refs: std::collections::HashSet<String>,
+    /// A record of a newer format was found: what it names is unknown.
+    pub newer_seen: bool,
 }
 
 /// Precedence of a name when an id is found twice: higher wins.
@@ -150,6 +154,10 @@ impl Gc<'_> {
             Check::Newer(m) => (None, m, true),
             Check::Skip => return None,
         };
+        inv.newer_seen |= newer;
+        if let Some(r) = job.as_ref().and_then(|j| j.env_ref.clone()) {
+            inv.env_refs.insert(r);
+        }
         inv.jobs.entry(id.to_owned()).or_default().push(Found {
             state: st,
             path: p.to_path_buf(),
