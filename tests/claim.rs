@@ -67,15 +67,13 @@ fn snooper(root: PathBuf, stop: Arc<AtomicBool>, bad: Arc<std::sync::Mutex<Vec<S
                     if !e.file_type().is_file() || name.starts_with('.') {
                         continue;
                     }
-                    match std::fs::read(e.path()) {
-                        Ok(b) => {
-                            reads.fetch_add(1, Ordering::Relaxed);
-                            let ok = serde_json::from_slice::<Value>(&b).map(|v| v["id"].as_str().is_some_and(|id| name.contains(id))).unwrap_or(false);
-                            if !ok {
-                                bad.lock().unwrap().push(format!("{}: {:?}", e.path().display(), String::from_utf8_lossy(&b)));
-                            }
+                    // Unreadable: moved away meanwhile, which is fine.
+                    if let Ok(b) = std::fs::read(e.path()) {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                        let ok = serde_json::from_slice::<Value>(&b).map(|v| v["id"].as_str().is_some_and(|id| name.contains(id))).unwrap_or(false);
+                        if !ok {
+                            bad.lock().unwrap().push(format!("{}: {:?}", e.path().display(), String::from_utf8_lossy(&b)));
                         }
-                        Err(_) => {} // moved away meanwhile: fine
                     }
                 }
             }

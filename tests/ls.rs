@@ -1,3 +1,2 @@
 #[allow(unused_imports)]
-
 use crate::util::*;

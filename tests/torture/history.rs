@@ -706,6 +706,7 @@ pub fn signal_verified(pid: i32, must_have: &str, sig: rustix::process::Signal) 
 /// job (I9); `q-supervise --exit-on-idle` then drains the queue; the checks
 /// run; gc with zero TTLs leaves no orphan (I10) and, with zero retention,
 /// an empty queue. Returns the report of the drained check.
+#[allow(clippy::too_many_arguments)] // one call per scenario: each argument is the scenario's own
 pub fn recover_and_check(q: &QDir, h: &mut History, effects: &Path, partial: &[String], seed: u64, what: &str, drain_within: Duration, no_corrupt: bool) -> Report {
     let root = &q.queue;
     let mut pre = Vec::new();

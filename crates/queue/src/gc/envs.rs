@@ -28,16 +28,28 @@ impl Gc<'_> {
             Err(e) => return self.errors.push(e),
         };
         let idle = self.o.orphan_ttl_ms.max(ENV_IDLE);
-        for n in names {
+        let candidates: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.strip_suffix(".json").is_some_and(|r| !inv.env_refs.contains(r)))
+            .filter(|n| fs::symlink_metadata(dir.join(n)).is_ok_and(|m| m.is_file() && age_ms(self.now, m.modified()) > idle))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        // The scan lists pending/ first and the finished jobs last, so a
+        // job moving back towards pending/ meanwhile (a retry, a release, a
+        // reclaim) may have been in neither place when it was looked at.
+        // Look again in the other order, at the jobs the scan did not see.
+        let refs = match self.env_refs_unseen(inv) {
+            Ok(r) => r,
+            Err(e) => return self.errors.push(e),
+        };
+        for n in candidates {
             let Some(r) = n.strip_suffix(".json") else { continue };
-            if inv.env_refs.contains(r) {
+            if refs.contains(r) {
                 continue;
             }
             let p = dir.join(&n);
-            let Ok(m) = fs::symlink_metadata(&p) else { continue };
-            if !m.is_file() || age_ms(self.now, m.modified()) <= idle {
-                continue;
-            }
             let reason = format!("no job names this environment and it was not used for {}", time::human_duration(idle));
             if self.o.dry_run {
                 self.emit("remove-env", None, &p, reason);
@@ -60,6 +72,52 @@ impl Gc<'_> {
             let _ = fs::remove_file(&aside);
             self.emit("remove-env", None, &p, reason);
         }
+    }
+}
+
+impl Gc<'_> {
+    /// The environments named by jobs the scan did not see, listing the
+    /// state directories in the reverse of the scan's order.
+    fn env_refs_unseen(&self, inv: &Inventory) -> crate::error::Result<std::collections::HashSet<String>> {
+        use crate::names::{LeasedName, QueuedName, parse_terminal};
+        // (file, the id its name says)
+        let mut files: Vec<(std::path::PathBuf, String)> = Vec::new();
+        for d in ["canceled", "dead", "done"] {
+            let dir = self.q.dir(d);
+            for n in fsx::list(&dir)? {
+                if let Some(id) = parse_terminal(&n).map(str::to_owned) {
+                    files.push((dir.join(&n), id));
+                }
+            }
+        }
+        let leased = self.q.dir("leased");
+        for n in fsx::list(&leased)? {
+            if let Some(l) = LeasedName::parse(&n) {
+                files.push((leased.join(&n), l.id));
+            }
+        }
+        let pending = self.q.dir("pending");
+        let mut queued_dirs = vec![self.q.dir("held"), self.q.dir("waiting")];
+        queued_dirs.extend(fsx::list(&pending)?.into_iter().map(|seg| pending.join(seg)));
+        for dir in queued_dirs {
+            for n in fsx::list(&dir)? {
+                if let Some(q) = QueuedName::parse(&n) {
+                    files.push((dir.join(&n), q.key.id));
+                }
+            }
+        }
+        let mut refs = std::collections::HashSet::new();
+        for (f, id) in files {
+            if inv.jobs.contains_key(&id) {
+                continue;
+            }
+            if let Ok(job) = self.q.read_job(&f)
+                && let Some(r) = job.env_ref
+            {
+                refs.insert(r);
+            }
+        }
+        Ok(refs)
     }
 }
 
@@ -86,5 +144,49 @@ impl Gc<'_> {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gc::{Action, GcOpts};
+    use crate::job::{PushContext, validate};
+    use crate::queue::Queue;
+
+    /// A job the scan did not see (it moved back towards pending/ while the
+    /// scan looked) still keeps its environment: the second look finds it.
+    #[test]
+    fn a_record_named_by_a_job_the_scan_missed_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Queue::create(&d.path().join("q"), None).unwrap();
+        let env = std::sync::Arc::new(std::collections::BTreeMap::from([("MARK".to_owned(), "x".to_owned())]));
+        let ctx = PushContext { cwd: "/".into(), env, now_ms: time::now_ms() };
+        let line = serde_json::json!({"cmd": ["true"]});
+        let id = q.push(vec![validate(line.as_object().unwrap(), &ctx).unwrap()]).remove(0).unwrap().id;
+        let rec = fsx::list(&q.dir("env")).unwrap().pop().map(|n| q.dir("env").join(n)).unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        fs::File::open(&rec).unwrap().set_modified(two_hours_ago).unwrap();
+        let opts = GcOpts::default();
+        let mut actions: Vec<Action> = Vec::new();
+        let missed = Inventory::default(); // the scan saw no job at all
+        {
+            let mut out = |a: Action| actions.push(a);
+            let mut g = Gc { q: &q, o: &opts, out: &mut out, errors: Vec::new(), now: time::now_ms() };
+            g.envs(&missed);
+            assert!(g.errors.is_empty());
+        }
+        assert!(rec.exists(), "named by a pending job the scan missed: kept");
+        assert!(actions.is_empty(), "{actions:?}");
+        // Once the job is gone, the record goes.
+        let job = q.locate(&id).unwrap().unwrap().path;
+        fs::remove_file(job).unwrap();
+        {
+            let mut out = |a: Action| actions.push(a);
+            let mut g = Gc { q: &q, o: &opts, out: &mut out, errors: Vec::new(), now: time::now_ms() };
+            g.envs(&missed);
+        }
+        assert!(!rec.exists());
+        assert_eq!(actions.iter().map(|a| a.action).collect::<Vec<_>>(), ["remove-env"]);
     }
 }
