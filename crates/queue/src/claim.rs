@@ -376,17 +376,15 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{PushContext, validate};
+    use crate::testkit;
 
     /// A job written by a newer q (a higher `v`) is left alone by claims:
     /// the job file stays as it is where it is, and the next job is claimed.
     #[test]
     fn a_newer_record_is_not_claimed() {
-        let d = tempfile::tempdir().unwrap();
-        let q = Queue::create(&d.path().join("q"), None).unwrap();
-        let ctx = PushContext { cwd: "/".into(), env: Default::default(), now_ms: time::now_ms() };
+        let (_d, q) = testkit::queue();
         let line = serde_json::json!({"cmd": ["true"]});
-        let ids: Vec<String> = q.push((0..2).map(|_| validate(line.as_object().unwrap(), &ctx).unwrap()).collect()).into_iter().map(|r| r.unwrap().id).collect();
+        let ids = testkit::push(&q, &[line.clone(), line], Default::default());
         // The first (most urgent) job as a newer q would write it.
         let path = q.locate(&ids[0]).unwrap().unwrap().path;
         let mut rec: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();

@@ -19,6 +19,8 @@ pub mod names;
 pub mod queue;
 pub mod record;
 pub mod time;
+#[cfg(test)]
+mod testkit;
 
 mod claim;
 mod list;

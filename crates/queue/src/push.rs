@@ -608,8 +608,7 @@ mod tests {
     /// fsyncs only the segment.
     #[test]
     fn joining_a_young_segment_syncs_pending_too() {
-        let d = tempfile::tempdir().unwrap();
-        let q = Queue::create(&d.path().join("q"), None).unwrap();
+        let (_d, q) = crate::testkit::queue();
         let pending = q.dir("pending");
         let seg = Key::new(0, 0, "01AAAAAAAAAAAAAAAAAAAAAAAA");
         let seg_dir = pending.join(seg.to_string());

@@ -151,19 +151,15 @@ impl Gc<'_> {
 mod tests {
     use super::*;
     use crate::gc::{Action, GcOpts};
-    use crate::job::{PushContext, validate};
-    use crate::queue::Queue;
+    use crate::testkit;
 
     /// A job the scan did not see (it moved back towards pending/ while the
     /// scan looked) still keeps its environment: the second look finds it.
     #[test]
     fn a_record_named_by_a_job_the_scan_missed_is_kept() {
-        let d = tempfile::tempdir().unwrap();
-        let q = Queue::create(&d.path().join("q"), None).unwrap();
-        let env = std::sync::Arc::new(std::collections::BTreeMap::from([("MARK".to_owned(), "x".to_owned())]));
-        let ctx = PushContext { cwd: "/".into(), env, now_ms: time::now_ms() };
-        let line = serde_json::json!({"cmd": ["true"]});
-        let id = q.push(vec![validate(line.as_object().unwrap(), &ctx).unwrap()]).remove(0).unwrap().id;
+        let (_d, q) = testkit::queue();
+        let env = std::collections::BTreeMap::from([("MARK".to_owned(), "x".to_owned())]);
+        let id = testkit::push(&q, &[serde_json::json!({"cmd": ["true"]})], env).remove(0);
         let rec = fsx::list(&q.dir("env")).unwrap().pop().map(|n| q.dir("env").join(n)).unwrap();
         let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
         fs::File::open(&rec).unwrap().set_modified(two_hours_ago).unwrap();

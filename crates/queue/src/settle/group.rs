@@ -112,18 +112,15 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{PushContext, validate};
     use crate::record::{Liveness, State};
-    use crate::ClaimOpts;
+    use crate::{ClaimOpts, testkit};
 
     #[test]
     fn a_group_settles_each_attempt_fenced_and_in_order() {
-        let d = tempfile::tempdir().unwrap();
-        let q = Queue::create(&d.path().join("q"), None).unwrap();
-        let ctx = PushContext { cwd: "/".into(), env: Default::default(), now_ms: crate::time::now_ms() };
-        let job = |v: serde_json::Value| validate(v.as_object().unwrap(), &ctx).unwrap();
-        let ids: Vec<String> = q.push((0..4).map(|_| job(serde_json::json!({"cmd": ["true"], "attempts": 2}))).collect()).into_iter().map(|r| r.unwrap().id).collect();
-        let dependent = q.push(vec![job(serde_json::json!({"cmd": ["true"], "after": [ids[0]]}))]).remove(0).unwrap().id;
+        let (_d, q) = testkit::queue();
+        let line = serde_json::json!({"cmd": ["true"], "attempts": 2});
+        let ids = testkit::push(&q, &vec![line; 4], Default::default());
+        let dependent = testkit::push(&q, &[serde_json::json!({"cmd": ["true"], "after": [ids[0]]})], Default::default()).remove(0);
         let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock };
         let mut claims = q.claim(4, &opts).unwrap();
         claims.sort_by_key(|c| ids.iter().position(|i| *i == c.id));
