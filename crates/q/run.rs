@@ -268,7 +268,8 @@ fn settle_ended(ctx: &Ctx, group: Vec<(Arc<Held>, attempt::Ended)>) {
     if group.is_empty() {
         return;
     }
-    attempt::commit_group(ctx, &group);
+    let refs: Vec<(&Held, &attempt::Ended)> = group.iter().map(|(h, e)| (h.as_ref(), e)).collect();
+    attempt::commit_group(ctx, &refs);
     for (held, _) in &group {
         ctx.heartbeat.release(held);
     }

@@ -300,6 +300,7 @@ fn crash_sweep_run_and_settle() {
         ("settle.after_commit_rename", Driver::Worker),
         ("settle.group_after_write", Driver::GroupWorker),
         ("settle.group_after_data_sync", Driver::GroupWorker),
+        ("settle.group_after_publish", Driver::GroupWorker),
         ("settle.after_result", Driver::GroupWorker),
         ("settle.after_commit_rename", Driver::GroupWorker),
         ("settle.after_result", Driver::Ack),

@@ -174,20 +174,16 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
 /// Settle an ended attempt, print its result line, and remove the
 /// workspace of a job that is done. Returns the `--once` exit status.
 pub fn commit(ctx: &Ctx, held: &Held, ended: Ended) -> u8 {
-    q_queue::failpoint!("run.before_settle");
-    let rec = if ended.reason == Reason::LeaseLost {
-        lease_lost(ctx, held, &ended.outcome)
-    } else {
-        let r = ctx.q.settle_job(&held.name, &held.job, ended.reason, &ended.outcome, &settle_opts(ctx));
-        answered(ctx, held, &ended.outcome, r)
-    };
-    finished(ctx, rec.as_ref(), &ended);
-    if rec.is_none() { 76 } else { ended.once_code }
+    let settled = commit_group(ctx, &[(held, &ended)]).pop().flatten();
+    if settled.is_none() { 76 } else { ended.once_code }
 }
 
-/// [`commit`] for several ended attempts at once: one group commit
-/// ([`q_queue::Queue::settle_group`]), result lines in the given order.
-pub fn commit_group(ctx: &Ctx, group: &[(std::sync::Arc<Held>, Ended)]) {
+/// Settle several ended attempts as one group commit
+/// ([`q_queue::Queue::settle_group`]; one alone is settled alone), print
+/// their result lines in the given order, and give back the workspaces of
+/// jobs that are done. Each answer is `None` when the lease was lost or the
+/// outcome could not be recorded.
+pub fn commit_group(ctx: &Ctx, group: &[(&Held, &Ended)]) -> Vec<Option<ResultRecord>> {
     q_queue::failpoint!("run.before_settle");
     let settling: Vec<usize> = (0..group.len()).filter(|&i| group[i].1.reason != Reason::LeaseLost).collect();
     let opts: Vec<SettleOpts> = settling.iter().map(|_| settle_opts(ctx)).collect();
@@ -195,20 +191,24 @@ pub fn commit_group(ctx: &Ctx, group: &[(std::sync::Arc<Held>, Ended)]) {
         .iter()
         .zip(&opts)
         .map(|(&i, o)| {
-            let (held, ended) = &group[i];
+            let (held, ended) = group[i];
             q_queue::ToSettle { name: &held.name, job: &held.job, reason: ended.reason, outcome: &ended.outcome, opts: o }
         })
         .collect();
     let mut answers = ctx.q.settle_group(&asks).into_iter();
-    for (held, ended) in group {
-        let rec = if ended.reason == Reason::LeaseLost {
-            lease_lost(ctx, held, &ended.outcome)
-        } else {
-            let r = answers.next().expect("one answer per settled attempt");
-            answered(ctx, held, &ended.outcome, r)
-        };
-        finished(ctx, rec.as_ref(), ended);
-    }
+    group
+        .iter()
+        .map(|&(held, ended)| {
+            let rec = if ended.reason == Reason::LeaseLost {
+                lease_lost(ctx, held, &ended.outcome)
+            } else {
+                let r = answers.next().expect("one answer per settled attempt");
+                answered(ctx, held, &ended.outcome, r)
+            };
+            finished(ctx, rec.as_ref(), ended);
+            rec
+        })
+        .collect()
 }
 
 fn settle_opts(ctx: &Ctx) -> SettleOpts {

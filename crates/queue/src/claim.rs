@@ -321,15 +321,7 @@ impl Queue {
     /// not repaired. A file that cannot be read or parsed is not "newer":
     /// the usual checks deal with it.
     pub fn newer_record(&self, path: &std::path::Path) -> bool {
-        #[derive(serde::Deserialize)]
-        struct Version {
-            #[serde(default)]
-            v: u64,
-        }
-        fsx::read_capped(path, MAX_RECORD + 4096)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Version>(&b).ok())
-            .is_some_and(|r| r.v > u64::from(crate::job::JOB_VERSION))
+        fsx::read_capped(path, MAX_RECORD + 4096).is_ok_and(|b| crate::job::newer_format(&b))
     }
 
     /// Read and check a job file: not a symlink, not writable by others,

@@ -107,6 +107,13 @@ pub fn open_rw(path: &Path) -> io::Result<File> {
 /// and publish it at `dest` with a no-replace rename. Nothing partial is ever
 /// visible at `dest`. On any failure the temporary file is removed.
 pub fn publish(tmp_dir: &Path, dest: &Path, bytes: &[u8], sync: bool) -> Result<Renamed> {
+    let tmp = stage(tmp_dir, bytes, sync)?;
+    publish_staged(&tmp, || rename_noreplace(&tmp, dest))
+}
+
+/// The first half of [`publish`]: `bytes` in a fresh temporary file in
+/// `tmp_dir`, fsynced if `sync`. Removed again if anything fails.
+pub fn stage(tmp_dir: &Path, bytes: &[u8], sync: bool) -> Result<std::path::PathBuf> {
     let tmp = tmp_dir.join(tmp_name("pub"));
     let res = (|| {
         let mut f = create_new(&tmp)?;
@@ -114,17 +121,26 @@ pub fn publish(tmp_dir: &Path, dest: &Path, bytes: &[u8], sync: bool) -> Result<
         if sync {
             f.sync_all().ctx("fsync", &tmp)?;
         }
-        drop(f);
-        crate::failpoint!("publish.before_rename");
-        rename_noreplace(&tmp, dest)
+        Ok(())
     })();
     match res {
-        Ok(Renamed::Done) => Ok(Renamed::Done),
-        other => {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
             let _ = fs::remove_file(&tmp);
-            other
+            Err(e)
         }
     }
+}
+
+/// The second half of [`publish`]: give staged file `tmp` its name with
+/// `name_it` (a no-replace rename); unless that succeeds, `tmp` is removed.
+pub fn publish_staged(tmp: &Path, name_it: impl FnOnce() -> Result<Renamed>) -> Result<Renamed> {
+    crate::failpoint!("publish.before_rename");
+    let r = name_it();
+    if !matches!(r, Ok(Renamed::Done)) {
+        let _ = fs::remove_file(tmp);
+    }
+    r
 }
 
 /// One sync of the whole filesystem holding `dir`: the group commit of a

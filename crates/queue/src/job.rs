@@ -11,6 +11,18 @@ use std::collections::BTreeMap;
 /// The version of the job record this tool writes and fully understands.
 pub const JOB_VERSION: u32 = 1;
 
+/// Is `bytes` a job record of a newer format (a `v` higher than this q
+/// knows)? Such a job is left alone. Bytes that do not parse are not
+/// "newer": the usual checks deal with them.
+pub fn newer_format(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(default)]
+        v: u64,
+    }
+    serde_json::from_slice::<Version>(bytes).is_ok_and(|r| r.v > u64::from(JOB_VERSION))
+}
+
 /// The largest job line (and job record) accepted: 1 MiB.
 pub const MAX_RECORD: u64 = 1 << 20;
 

@@ -142,28 +142,37 @@ impl Queue {
     /// at claim time): the same fenced commit without reading it again.
     pub fn settle_job(&self, name: &LeasedName, job: &Job, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Result<ResultRecord> {
         let d = self.decide(name, job, reason, outcome, opts);
+        self.settle_decided(name, job, d)
+    }
+
+    /// The fenced commit of an outcome already decided.
+    fn settle_decided(&self, name: &LeasedName, job: &Job, d: Decided) -> Result<ResultRecord> {
         // 1. The outcome: whoever publishes it first owns this attempt.
-        // `var/<ID>/` was made by the claim; made here only if it is missing.
-        let var = self.var(&name.id);
-        let result_path = var.join(format!("{}.result.json", name.c.attempt));
-        let line = d.rec.to_line();
-        let published = match fsx::publish(&self.tmp(), &result_path, &line, d.sync) {
-            Err(_) if !fsx::exists(&var) => {
-                fsx::mkdir(&var)?;
-                fsx::publish(&self.tmp(), &result_path, &line, d.sync)?
-            }
-            r => r?,
-        };
-        if published != Renamed::Done {
+        let tmp = fsx::stage(&self.tmp(), &d.rec.to_line(), d.sync)?;
+        if fsx::publish_staged(&tmp, || self.name_result(name, &tmp))? != Renamed::Done {
             return Err(Error::lease_lost(&name.id, &name.token()));
         }
         // Its name too: once both are on disk the outcome is durable, and a
         // move lost in a crash is finished by recovery from this record.
         if d.sync {
-            fsx::fsync_dir(&var)?;
+            fsx::fsync_dir(&self.var(&name.id))?;
         }
         crate::failpoint!("settle.after_result");
         self.finish_settle(name, job, d)
+    }
+
+    /// NR-rename a staged outcome to `var/<ID>/<A>.result.json`. The claim
+    /// made `var/<ID>/`; it is made here only if it is missing.
+    fn name_result(&self, name: &LeasedName, tmp: &Path) -> Result<Renamed> {
+        let var = self.var(&name.id);
+        let dest = var.join(format!("{}.result.json", name.c.attempt));
+        match fsx::rename_noreplace(tmp, &dest) {
+            Err(_) if !fsx::exists(&var) => {
+                fsx::mkdir(&var)?;
+                fsx::rename_noreplace(tmp, &dest)
+            }
+            r => r,
+        }
     }
 
     /// What settling attempt `name` with `reason` makes of the job: its next

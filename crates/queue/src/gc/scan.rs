@@ -10,7 +10,7 @@ use super::Gc;
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::id::is_valid_id;
-use crate::job::{JOB_VERSION, Job, MAX_RECORD};
+use crate::job::{Job, MAX_RECORD};
 use crate::names::{Key, LeasedName, QueuedName, parse_terminal};
 use crate::record::State;
 use std::collections::HashMap;
@@ -204,6 +204,9 @@ impl Gc<'_> {
                 return Check::Skip;
             }
         };
+        if crate::job::newer_format(&bytes) {
+            return Check::Newer(m);
+        }
         let v: serde_json::Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(e) => {
@@ -211,12 +214,6 @@ impl Gc<'_> {
                 return Check::Skip;
             }
         };
-        if v.get("v")
-            .and_then(serde_json::Value::as_u64)
-            .is_some_and(|v| v > u64::from(JOB_VERSION))
-        {
-            return Check::Newer(m);
-        }
         let job: Job = match serde_json::from_value(v) {
             Ok(j) => j,
             Err(e) => {

@@ -4,14 +4,13 @@
 //! hands its finished attempts over in groups.
 
 use super::{Decided, SettleOpts};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::fsx::{self, Renamed};
 use crate::job::Job;
 use crate::names::LeasedName;
 use crate::queue::Queue;
 use crate::record::{Outcome, Reason, ResultRecord};
 use std::fs;
-use std::io::Write;
 use std::path::PathBuf;
 
 /// One attempt of a group: what [`Queue::settle_job`] takes.
@@ -32,21 +31,16 @@ impl Queue {
     pub fn settle_group(&self, group: &[ToSettle]) -> Vec<Result<ResultRecord>> {
         let decided: Vec<Decided> = group.iter().map(|s| self.decide(s.name, s.job, s.reason, s.outcome, s.opts)).collect();
         if group.len() < 2 || !decided.iter().any(|d| d.sync) {
-            return group.iter().map(|s| self.settle_job(s.name, s.job, s.reason, s.outcome, s.opts)).collect();
+            return group.iter().zip(decided).map(|(s, d)| self.settle_decided(s.name, s.job, d)).collect();
         }
         let mut answers: Vec<Option<Result<ResultRecord>>> = group.iter().map(|_| None).collect();
         // 1. Each outcome written under a temporary name; no fsync.
         let tmp_dir = self.tmp();
         let mut staged: Vec<(usize, PathBuf)> = Vec::with_capacity(group.len());
         for (i, d) in decided.iter().enumerate() {
-            let tmp = tmp_dir.join(fsx::tmp_name("pub"));
-            let written = fsx::create_new(&tmp).and_then(|mut f| f.write_all(&d.rec.to_line()).ctx("write", &tmp));
-            match written {
-                Ok(()) => staged.push((i, tmp)),
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    answers[i] = Some(Err(e));
-                }
+            match fsx::stage(&tmp_dir, &d.rec.to_line(), false) {
+                Ok(tmp) => staged.push((i, tmp)),
+                Err(e) => answers[i] = Some(Err(e)),
             }
         }
         crate::failpoint!("settle.group_after_write");
@@ -63,17 +57,12 @@ impl Queue {
         let mut published = Vec::with_capacity(staged.len());
         for (i, tmp) in staged {
             let name = group[i].name;
-            match self.name_result(name, &tmp) {
+            match fsx::publish_staged(&tmp, || self.name_result(name, &tmp)) {
                 Ok(Renamed::Done) => published.push(i),
-                Ok(_) => {
-                    let _ = fs::remove_file(&tmp);
-                    answers[i] = Some(Err(Error::lease_lost(&name.id, &name.token())));
-                }
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    answers[i] = Some(Err(e));
-                }
+                Ok(_) => answers[i] = Some(Err(Error::lease_lost(&name.id, &name.token()))),
+                Err(e) => answers[i] = Some(Err(e)),
             }
+            crate::failpoint!("settle.group_after_publish");
         }
         // 4. One sync: the names are durable. The commit point of the group.
         if !published.is_empty() {
@@ -92,20 +81,6 @@ impl Queue {
             answers[i] = Some(self.finish_settle(group[i].name, group[i].job, d));
         }
         answers.into_iter().map(|a| a.expect("every attempt answered")).collect()
-    }
-
-    /// NR-rename a staged outcome to `var/<ID>/<A>.result.json`, making
-    /// `var/<ID>/` if it is missing.
-    fn name_result(&self, name: &LeasedName, tmp: &std::path::Path) -> Result<Renamed> {
-        let var = self.var(&name.id);
-        let dest = var.join(format!("{}.result.json", name.c.attempt));
-        match fsx::rename_noreplace(tmp, &dest) {
-            Err(_) if !fsx::exists(&var) => {
-                fsx::mkdir(&var)?;
-                fsx::rename_noreplace(tmp, &dest)
-            }
-            r => r,
-        }
     }
 }
 
