@@ -438,3 +438,53 @@ fn settles_of_a_group_are_each_printed_and_on_disk() {
     let tmp: Vec<String> = std::fs::read_dir(q.queue.join("tmp")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".pub.")).collect();
     assert!(tmp.is_empty(), "staged records left in tmp/: {tmp:?}");
 }
+
+/// A worker starts a job before its claim is durable and makes the claim
+/// durable in the attempt's settle, before the outcome (FORMAT "Claim",
+/// step 4). Killed right after that sync, the job has run but no outcome
+/// is published: the next worker reclaims and runs it again. Claims that
+/// must be durable before the job starts (at-most-once jobs, claims printed
+/// by q-claim) and claims that need no sync (relaxed) never reach it.
+#[test]
+fn a_worker_makes_its_claim_durable_in_the_settle() {
+    let q = QDir::new();
+    let marker = q.path().join("ran");
+    let m = marker.to_str().unwrap();
+    let id = q.push(&["--sh", &format!("echo x >> {m}")]);
+    let mut c = q.cmd("q-run");
+    c.env("Q_FAILPOINTS", "settle.after_claim_sync").arg("--exit-on-idle");
+    let o = run_cmd(c, None);
+    assert_eq!(o.code(), 134, "the settle reached the claim's sync: {o:?}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\n", "the job ran before the sync");
+    assert_eq!(q.state(&id), "running", "no outcome published");
+    assert!(!q.queue.join("var").join(&id).join("1.result.json").exists());
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!(q.state(&id), "done");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\nx\n", "run again after the crash");
+
+    let cases: [(&str, &[&str], bool); 3] = [
+        ("relaxed", &["--", "true"], false),
+        ("at-most-once", &["--at-most-once", "--", "true"], false),
+        ("q-claim | q-run --stdin", &["--", "true"], true),
+    ];
+    for (what, args, piped) in cases {
+        let q = QDir::new();
+        let id = q.push(args);
+        let o = if piped {
+            let claim = q.run("q-claim", &[]);
+            claim.ok();
+            let mut c = q.cmd("q-run");
+            c.env("Q_FAILPOINTS", "settle.after_claim_sync").arg("--stdin");
+            run_cmd(c, Some(claim.stdout.clone().into_bytes()))
+        } else {
+            let mut c = q.cmd("q-run");
+            c.env("Q_FAILPOINTS", "settle.after_claim_sync").arg("--exit-on-idle");
+            if what == "relaxed" {
+                c.env("Q_DURABILITY", "relaxed");
+            }
+            run_cmd(c, None)
+        };
+        o.ok();
+        assert_eq!(q.state(&id), "done", "{what}");
+    }
+}

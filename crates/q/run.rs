@@ -180,7 +180,9 @@ fn run(a: Args) -> Result<u8> {
 /// nothing is printed before it is durable.
 fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     let opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(ctx.worker_id.clone()), liveness: Liveness::Flock };
-    let mut claimer = q_queue::Claimer::new(&ctx.q);
+    // The claims' fsync is left to their settles (on the committer), so a
+    // job starts without waiting for the disk.
+    let mut claimer = q_queue::Claimer::new(&ctx.q).deferring_sync();
     // Claims whose runner died on this host (a q-run killed before us, say)
     // go back to the queue first, their leftover processes killed; while
     // idle, so do leases that expired anywhere. A supervisor's workers leave

@@ -296,6 +296,7 @@ fn crash_sweep_run_and_settle() {
         ("run.after_spawn", Driver::Worker),
         ("run.before_settle", Driver::Worker),
         ("publish.before_rename", Driver::Worker),
+        ("settle.after_claim_sync", Driver::Worker),
         ("settle.after_result", Driver::Worker),
         ("settle.after_commit_rename", Driver::Worker),
         ("settle.group_after_write", Driver::GroupWorker),

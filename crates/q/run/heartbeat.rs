@@ -21,6 +21,8 @@ pub struct Held {
     last_touch: Mutex<Instant>,
     /// The lease was taken over: stop the job, its result will be refused.
     pub lost: AtomicBool,
+    /// The claim is not durable yet: its settle makes it so.
+    pub claim_sync_pending: bool,
 }
 
 impl Held {
@@ -69,18 +71,19 @@ impl Heartbeat {
     /// Hold a claim this process made.
     pub fn hold(&self, q: &Queue, c: Claim) -> Arc<Held> {
         // Its lease was written just now: the first beat is a third of it away.
-        self.track(q, &c.id, c.name, c.job, c.lease_file, c.lease_ms)
+        let pending = c.sync_pending;
+        self.track(q, &c.id, c.name, c.job, c.lease_file, c.lease_ms, pending)
     }
 
     /// Hold a claim made elsewhere whose lease file we locked: extend its
     /// lease at once.
     pub fn adopt(&self, q: &Queue, id: &str, name: LeasedName, job: Job, lease_file: File, lease_ms: u64) -> Arc<Held> {
-        let h = self.track(q, id, name, job, lease_file, lease_ms);
+        let h = self.track(q, id, name, job, lease_file, lease_ms, false);
         h.beat();
         h
     }
 
-    fn track(&self, q: &Queue, id: &str, name: LeasedName, job: Job, lease_file: File, lease_ms: u64) -> Arc<Held> {
+    fn track(&self, q: &Queue, id: &str, name: LeasedName, job: Job, lease_file: File, lease_ms: u64, claim_sync_pending: bool) -> Arc<Held> {
         let h = Arc::new(Held {
             id: id.to_owned(),
             token: name.token(),
@@ -91,6 +94,7 @@ impl Heartbeat {
             lease_file,
             last_touch: Mutex::new(Instant::now()),
             lost: AtomicBool::new(false),
+            claim_sync_pending,
         });
         if let Ok(mut l) = self.held.lock() {
             l.push(Arc::clone(&h));

@@ -39,6 +39,11 @@ pub struct Claim {
     pub expires_at_ms: i64,
     pub job: Job,
     pub lease_file: File,
+    /// The claim is not durable yet, and must be before its outcome is:
+    /// a worker's deferred claim ([`Claimer::deferring_sync`]) of an
+    /// at-least-once job at full durability. Its settle syncs it
+    /// ([`crate::ToSettle::claim_sync_pending`]).
+    pub sync_pending: bool,
 }
 
 impl Claim {
@@ -74,6 +79,8 @@ pub struct Claimer {
     cache: Vec<Candidate>,
     built: std::time::Instant,
     waiter: crate::Waiter,
+    /// Leave the claims' fsync to their settles (see `deferring_sync`).
+    defer: bool,
 }
 
 /// How long a worker's candidate list stays usable without a rescan.
@@ -81,7 +88,19 @@ const CACHE_FOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Claimer {
     pub fn new(q: &Queue) -> Claimer {
-        Claimer { q: q.clone(), cache: Vec::new(), built: std::time::Instant::now(), waiter: q.pending_waiter() }
+        Claimer { q: q.clone(), cache: Vec::new(), built: std::time::Instant::now(), waiter: q.pending_waiter(), defer: false }
+    }
+
+    /// For a worker that runs the jobs it claims and settles them through
+    /// [`Queue::settle_group`]: the fsync that makes an at-least-once claim
+    /// durable is left to the attempt's settle, which does it before it
+    /// publishes the outcome, so the job starts without waiting for the
+    /// disk. A power loss meanwhile can only put the job back in `pending/`
+    /// uncounted, to run again (docs/FORMAT.md, "Claim"). At-most-once jobs
+    /// are still made durable before they are handed out.
+    pub fn deferring_sync(mut self) -> Claimer {
+        self.defer = true;
+        self
     }
 
     /// Claim up to `n` ready jobs, like `Queue::claim`.
@@ -113,12 +132,12 @@ impl Claimer {
                 if let Some(claim) = self.q.try_claim(&c, opts)? {
                     out.push(claim);
                     if out.len() >= n {
-                        return self.q.durable(out);
+                        return self.q.durable(out, self.defer);
                     }
                 }
             }
         }
-        self.q.durable(out)
+        self.q.durable(out, self.defer)
     }
 
     /// Wait for a change in the queue (or the timeout).
@@ -160,7 +179,7 @@ impl Queue {
             }
             for c in cands {
                 if out.len() >= n {
-                    return self.durable(out);
+                    return self.durable(out, false);
                 }
                 if let Some(claim) = self.try_claim(&c, opts)? {
                     out.push(claim);
@@ -170,13 +189,20 @@ impl Queue {
                 break;
             }
         }
-        self.durable(out)
+        self.durable(out, false)
     }
 
     /// Make the claims durable before anyone is told of them: one fsync of
-    /// `leased/` for all of them (durable, or any at-most-once job).
-    fn durable(&self, claims: Vec<Claim>) -> Result<Vec<Claim>> {
-        if claims.iter().any(|c| self.sync_claims(c.job.is_at_most_once())) {
+    /// `leased/` for all of them (durable, or any at-most-once job). With
+    /// `defer` and no at-most-once job among them, the fsync is left to
+    /// their settles instead: they are marked `sync_pending`.
+    fn durable(&self, mut claims: Vec<Claim>, defer: bool) -> Result<Vec<Claim>> {
+        let must = |c: &Claim| self.sync_claims(c.job.is_at_most_once());
+        if defer && !claims.iter().any(|c| c.job.is_at_most_once()) {
+            for c in &mut claims {
+                c.sync_pending = must(c);
+            }
+        } else if claims.iter().any(must) {
             fsx::fsync_dir(&self.dir("leased"))?;
         }
         Ok(claims)
@@ -313,6 +339,7 @@ impl Queue {
             expires_at_ms: now + opts.lease_ms as i64,
             job,
             lease_file: lf,
+            sync_pending: false,
         }))
     }
 
@@ -394,5 +421,48 @@ mod tests {
         // What the usual checks handle is not "newer".
         fs::write(&path, b"not json").unwrap();
         assert!(!q.newer_record(&path));
+    }
+
+    /// A worker that defers its claims' fsync to their settles marks the
+    /// claims that still need it: at-least-once jobs at full durability.
+    /// A call that hands out an at-most-once job syncs at once (none is
+    /// left pending); relaxed durability needs no sync; a plain claim
+    /// (q-claim) is always durable when it returns.
+    #[test]
+    fn deferred_claims_are_marked_for_their_settle() {
+        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock };
+        let plain = serde_json::json!({"cmd": ["true"]});
+        let amo = serde_json::json!({"cmd": ["true"], "delivery": "at-most-once"});
+        let pending = |q: &Queue, n: usize, defer: bool| -> Vec<bool> {
+            let mut c = Claimer::new(q);
+            if defer {
+                c = c.deferring_sync();
+            }
+            c.claim(n, &opts).unwrap().iter().map(|c| c.sync_pending).collect()
+        };
+        let (_d, q) = testkit::queue();
+        testkit::push(&q, &[plain.clone(), plain.clone(), plain.clone()], Default::default());
+        assert_eq!(pending(&q, 2, true), [true, true]);
+        assert_eq!(pending(&q, 1, false), [false], "not deferred");
+
+        let (_d, q) = testkit::queue();
+        testkit::push(&q, &[amo.clone(), plain.clone()], Default::default());
+        assert_eq!(pending(&q, 2, true), [false, false], "an at-most-once job in the call: synced at once");
+
+        let (_d, mut q) = testkit::queue();
+        q.durability = crate::queue::Durability::Relaxed;
+        testkit::push(&q, &[plain.clone()], Default::default());
+        assert_eq!(pending(&q, 1, true), [false], "relaxed");
+
+        // A deferred claim settles: alone, the settle syncs `leased/` first.
+        let (_d, q) = testkit::queue();
+        let ids = testkit::push(&q, &[plain], Default::default());
+        let c = Claimer::new(&q).deferring_sync().claim(1, &opts).unwrap().remove(0);
+        assert!(c.sync_pending);
+        let so = crate::SettleOpts::default();
+        let outcome = crate::Outcome::default();
+        let ask = crate::ToSettle { name: &c.name, job: &c.job, reason: crate::Reason::Ok, outcome: &outcome, opts: &so, claim_sync_pending: true };
+        let rec = q.settle_group(&[ask]).remove(0).unwrap();
+        assert_eq!((rec.id.as_str(), rec.state), (ids[0].as_str(), crate::State::Done));
     }
 }

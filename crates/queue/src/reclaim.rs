@@ -140,6 +140,11 @@ impl Queue {
         if dry_run {
             return Ok(Some(Reclaimed { id: id.clone(), token, state: State::Pending, reason, why, killed_group: false, worker_id: holder }));
         }
+        // Its owner may have died before its claim was durable (a worker
+        // leaves that to the attempt's settle): durable before the outcome.
+        if self.sync_claims(false) {
+            fsx::fsync_dir(&self.dir("leased"))?;
+        }
         let lease = self.read_lease(id, a).ok();
         let claimed_ms = lease.as_ref().and_then(|l| time::parse_time(&l.claimed_at).ok());
         // A runner killed between spawning the job and appending its run

@@ -20,6 +20,9 @@ pub struct ToSettle<'a> {
     pub reason: Reason,
     pub outcome: &'a Outcome,
     pub opts: &'a SettleOpts,
+    /// The claim is not durable yet ([`crate::Claim::sync_pending`]): the
+    /// settle makes it durable before it publishes the outcome.
+    pub claim_sync_pending: bool,
 }
 
 impl Queue {
@@ -31,6 +34,14 @@ impl Queue {
     pub fn settle_group(&self, group: &[ToSettle]) -> Vec<Result<ResultRecord>> {
         let decided: Vec<Decided> = group.iter().map(|s| self.decide(s.name, s.job, s.reason, s.outcome, s.opts)).collect();
         if group.len() < 2 || !decided.iter().any(|d| d.sync) {
+            // 0. Deferred claims made durable first: a claim lost in a
+            // power loss must not leave its outcome behind.
+            if group.iter().any(|s| s.claim_sync_pending) {
+                if let Err(e) = fsx::fsync_dir(&self.dir("leased")) {
+                    return group.iter().map(|_| Err(Error::new(e.kind, e.to_string()))).collect();
+                }
+                crate::failpoint!("settle.after_claim_sync");
+            }
             return group.iter().zip(decided).map(|(s, d)| self.settle_decided(s.name, s.job, d)).collect();
         }
         let mut answers: Vec<Option<Result<ResultRecord>>> = group.iter().map(|_| None).collect();
@@ -44,7 +55,9 @@ impl Queue {
             }
         }
         crate::failpoint!("settle.group_after_write");
-        // 2. One sync: every outcome's data is durable before any has a name.
+        // 2. One sync: every outcome's data is durable before any has a
+        // name, and so is every deferred claim of the group (`leased/` is
+        // on the same filesystem).
         if let Err(e) = fsx::syncfs(&tmp_dir) {
             for (i, tmp) in staged {
                 let _ = fs::remove_file(&tmp);
@@ -108,7 +121,7 @@ mod tests {
         let group: Vec<ToSettle> = claims
             .iter()
             .zip(reasons)
-            .map(|(c, reason)| ToSettle { name: &c.name, job: &c.job, reason, outcome: &outcome, opts: &so })
+            .map(|(c, reason)| ToSettle { name: &c.name, job: &c.job, reason, outcome: &outcome, opts: &so, claim_sync_pending: c.sync_pending })
             .collect();
         let answers = q.settle_group(&group);
         assert_eq!(answers.len(), 4, "one answer per attempt");
