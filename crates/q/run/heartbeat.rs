@@ -71,30 +71,30 @@ impl Heartbeat {
     /// Hold a claim this process made.
     pub fn hold(&self, q: &Queue, c: Claim) -> Arc<Held> {
         // Its lease was written just now: the first beat is a third of it away.
-        let pending = c.sync_pending;
-        self.track(q, &c.id, c.name, c.job, c.lease_file, c.lease_ms, pending)
+        self.track(q, c)
     }
 
-    /// Hold a claim made elsewhere whose lease file we locked: extend its
-    /// lease at once.
+    /// Hold a claim made elsewhere (durable: q-claim made it so) whose lease
+    /// file we locked: extend its lease at once.
     pub fn adopt(&self, q: &Queue, id: &str, name: LeasedName, job: Job, lease_file: File, lease_ms: u64) -> Arc<Held> {
-        let h = self.track(q, id, name, job, lease_file, lease_ms, false);
+        let c = Claim { id: id.to_owned(), name, lease_ms, expires_at_ms: 0, job, lease_file, sync_pending: false };
+        let h = self.track(q, c);
         h.beat();
         h
     }
 
-    fn track(&self, q: &Queue, id: &str, name: LeasedName, job: Job, lease_file: File, lease_ms: u64, claim_sync_pending: bool) -> Arc<Held> {
+    fn track(&self, q: &Queue, c: Claim) -> Arc<Held> {
         let h = Arc::new(Held {
-            id: id.to_owned(),
-            token: name.token(),
-            leased_path: q.dir("leased").join(name.to_string()),
-            name,
-            job,
-            lease_ms,
-            lease_file,
+            token: c.name.token(),
+            leased_path: q.dir("leased").join(c.name.to_string()),
+            id: c.id,
+            name: c.name,
+            job: c.job,
+            lease_ms: c.lease_ms,
+            lease_file: c.lease_file,
             last_touch: Mutex::new(Instant::now()),
             lost: AtomicBool::new(false),
-            claim_sync_pending,
+            claim_sync_pending: c.sync_pending,
         });
         if let Ok(mut l) = self.held.lock() {
             l.push(Arc::clone(&h));

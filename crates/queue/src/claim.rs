@@ -451,7 +451,7 @@ mod tests {
 
         let (_d, mut q) = testkit::queue();
         q.durability = crate::queue::Durability::Relaxed;
-        testkit::push(&q, &[plain.clone()], Default::default());
+        testkit::push(&q, std::slice::from_ref(&plain), Default::default());
         assert_eq!(pending(&q, 1, true), [false], "relaxed");
 
         // A deferred claim settles: alone, the settle syncs `leased/` first.
