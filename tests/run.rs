@@ -397,8 +397,8 @@ fn serial_sigterm_requeues_a_job_past_grace() {
     assert_eq!(q.job(&id)["failures"], 0, "an interruption is not a failure");
 }
 
-/// Settles committed as one group (the worker holds them until it is idle:
-/// `Q_DISABLE=eager-settle`, failpoint builds only) still settle each
+/// Settles committed as one group (a group window longer than the run: the
+/// worker settles once it is idle) still settle each
 /// attempt as it ended: one result line per attempt in the order the jobs
 /// ended; done, dead and retried jobs where their lines say; a dependent
 /// freed by a job of the group; no staged record left in tmp/.
@@ -415,7 +415,7 @@ fn settles_of_a_group_are_each_printed_and_on_disk() {
     let pushed: Vec<String> = q.run_in("q-push", &[], &input).lines().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
     let after = q.push(&["--after", &pushed[0], "--name", "dependent", "--", "true"]);
     let mut c = q.cmd("q-run");
-    c.env("Q_DISABLE", "eager-settle").args(["--exit-on-idle"]);
+    c.args(["--exit-on-idle", "--group-window", "1h"]);
     let o = run_cmd(c, None);
     o.ok();
     let rs = results(&o);
@@ -487,4 +487,46 @@ fn a_worker_makes_its_claim_durable_in_the_settle() {
         o.ok();
         assert_eq!(q.state(&id), "done", "{what}");
     }
+}
+
+/// The group window decides when a worker settles: with a window longer
+/// than the run (given to q-supervise, which passes it to its worker) every
+/// result is published after the last job ended, at once when the worker
+/// found nothing more to claim; with no window (`Q_GROUP_WINDOW=0`, read by
+/// q-run) the first result is published while later jobs still run.
+#[test]
+fn serial_the_group_window_decides_when_results_are_published() {
+    // (first result published, last job ended) in ms.
+    let spans = |q: &QDir, ids: &[String]| -> (i64, i64) {
+        let mut published = Vec::new();
+        let mut ended = Vec::new();
+        for id in ids {
+            let p = q.queue.join("var").join(id).join("1.result.json");
+            let m = std::fs::metadata(&p).unwrap().modified().unwrap();
+            published.push(m.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64);
+            let rec: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            ended.push(jiff_ms(rec["finished_at"].as_str().unwrap()));
+        }
+        (*published.iter().min().unwrap(), *ended.iter().max().unwrap())
+    };
+    let push = |q: &QDir| -> Vec<String> {
+        let input = "{\"sh\":\"sleep 0.2\"}\n".repeat(4);
+        q.run_in("q-push", &[], &input).lines().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect()
+    };
+
+    let q = QDir::new();
+    let ids = push(&q);
+    q.run("q-supervise", &["--exit-on-idle", "-j", "1", "--group-window", "1h"]).ok();
+    let (first, last) = spans(&q, &ids);
+    // File times come from a coarse clock (a few ms behind): a margin.
+    assert!(first + 20 >= last, "grouped: the first result ({first}) is published after the last job ended ({last})");
+
+    let q = QDir::new();
+    let ids = push(&q);
+    let mut c = q.cmd("q-run");
+    c.env("Q_GROUP_WINDOW", "0").arg("--exit-on-idle");
+    run_cmd(c, None).ok();
+    let (first, last) = spans(&q, &ids);
+    // Three jobs of 200 ms ran after the first was settled.
+    assert!(first + 300 < last, "no window: the first result ({first}) is published before the last job ended ({last})");
 }

@@ -53,6 +53,9 @@ pub struct Args {
     /// Cap on an attempt's stdout plus stderr, in bytes (K, M, G suffixes); beyond it the attempt ends with output-limit
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     output_limit: u64,
+    /// Settle attempts that end within this time of each other as one group commit (two filesystem syncs for the group instead of two fsyncs each); 0: only those that end while a settle syncs. Full durability only; an idle worker settles at once
+    #[arg(long, value_name = "DUR", env = "Q_GROUP_WINDOW", default_value = "10ms", value_parser = cli::duration)]
+    group_window: u64,
     /// A handler to run instead of each job's command; it gets the claim line on stdin
     #[arg(last = true, value_name = "HANDLER")]
     handler: Vec<OsString>,
@@ -193,7 +196,9 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     }
     let mut last_reclaim = std::time::Instant::now();
     std::thread::scope(|scope| {
-        let committer = Committer::start(scope, ctx);
+        // Waiting for more attempts to end is worth it only when settles sync.
+        let window = if ctx.q.sync_claims(false) { Duration::from_millis(a.group_window) } else { Duration::ZERO };
+        let committer = Committer::start(scope, ctx, window);
         loop {
             if ctx.draining() {
                 committer.flush();
@@ -245,9 +250,10 @@ fn reclaim(ctx: &Ctx) -> bool {
 }
 
 /// The thread that settles ended attempts. It takes whatever has ended
-/// since it last looked (up to [`GROUP_MAX`]) as one group commit: while one
-/// group syncs, the jobs that end meanwhile form the next. Nothing waits
-/// for a group to fill: an attempt that ends alone is settled alone.
+/// since it last looked, and whatever ends within the group window after
+/// that (up to [`GROUP_MAX`]), as one group commit; while one group syncs,
+/// the jobs that end meanwhile form the next. A flush (the worker found
+/// nothing to claim, or is stopping) settles at once.
 struct Committer<'s> {
     ctx: &'s Ctx,
     tx: std::sync::mpsc::SyncSender<Commit>,
@@ -278,14 +284,12 @@ fn settle_ended(ctx: &Ctx, group: Vec<(Arc<Held>, attempt::Ended)>) {
 }
 
 impl<'s> Committer<'s> {
-    fn start(scope: &'s std::thread::Scope<'s, '_>, ctx: &'s Ctx) -> Committer<'s> {
+    fn start(scope: &'s std::thread::Scope<'s, '_>, ctx: &'s Ctx, window: Duration) -> Committer<'s> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Commit>(GROUP_MAX);
-        // Tests only (failpoints builds): hold settles until a flush or a
-        // full group, so that a small queue settles as one group.
-        let hold = q_queue::failpoint::disabled("eager-settle");
         scope.spawn(move || {
-            let mut group = Vec::new();
             while let Ok(first) = rx.recv() {
+                let until = std::time::Instant::now() + window;
+                let mut group = Vec::new();
                 let mut flushes = Vec::new();
                 let mut next = Some(first);
                 while let Some(c) = next.take() {
@@ -295,17 +299,17 @@ impl<'s> Committer<'s> {
                     }
                     if group.len() < GROUP_MAX {
                         next = rx.try_recv().ok();
+                        let left = until.saturating_duration_since(std::time::Instant::now());
+                        if next.is_none() && flushes.is_empty() && !left.is_zero() {
+                            next = rx.recv_timeout(left).ok();
+                        }
                     }
                 }
-                if hold && flushes.is_empty() && group.len() < GROUP_MAX {
-                    continue;
-                }
-                settle_ended(ctx, std::mem::take(&mut group));
+                settle_ended(ctx, group);
                 for done in flushes {
                     let _ = done.send(());
                 }
             }
-            settle_ended(ctx, group);
         });
         Committer { ctx, tx, submitted: std::cell::Cell::new(false) }
     }

@@ -78,6 +78,9 @@ pub struct Args {
     /// Lease of the jobs the workers claim [default: q-run's, 60s]
     #[arg(long, value_name = "DUR", value_parser = cli::duration)]
     lease: Option<u64>,
+    /// The workers' group window (see q-run) [default: q-run's, 10ms]
+    #[arg(long, value_name = "DUR", value_parser = cli::duration)]
+    group_window: Option<u64>,
     /// Write events as JSON lines on stderr
     #[arg(long)]
     events: bool,
@@ -240,6 +243,10 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     if let Some(l) = a.lease {
         args.push("--lease".into());
         args.push(format!("{l}ms").into());
+    }
+    if let Some(w) = a.group_window {
+        args.push("--group-window".into());
+        args.push(format!("{w}ms").into());
     }
     if a.common.quiet {
         args.push("--quiet".into());

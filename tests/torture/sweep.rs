@@ -18,10 +18,11 @@ use std::fs;
 enum Driver {
     /// A `q-push` of a batch (sizes vary by seed), with a fresh environment.
     Push,
-    /// A `q-run --exit-on-idle` worker.
+    /// A `q-run --exit-on-idle` worker that settles each attempt as soon
+    /// as it can (no group window: groups form only behind a slow sync).
     Worker,
     /// A worker that holds its settles until it is idle, so that they are
-    /// committed as one group (`Q_DISABLE=eager-settle`).
+    /// committed as one group (a group window of an hour: it settles when idle).
     GroupWorker,
     /// A one-shot `q-claim --lease 1s` (ttl claims).
     Claim,
@@ -103,12 +104,8 @@ impl Scene {
 
     /// A command of the armed process, its stdout kept as a runner output.
     fn armed(&mut self, tool: &str, fp: &str, args: &[&str]) -> Out {
-        self.armed_with(tool, fp, args, &[])
-    }
-
-    fn armed_with(&mut self, tool: &str, fp: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
         let mut c = self.q.cmd(tool);
-        c.env("Q_FAILPOINTS", fp).envs(env.iter().copied()).args(args);
+        c.env("Q_FAILPOINTS", fp).args(args);
         let o = run_cmd(c, None);
         let out = self.q.file(&format!("armed-{}.out", self.h.run_outputs.len()));
         fs::write(&out, &o.stdout).unwrap();
@@ -154,8 +151,8 @@ fn scenario(site: &str, d: Driver, hit: u32, seed: u64) -> bool {
             let k = [1usize, 3, 12][(seed % 3) as usize];
             s.push_with(k, c)
         }
-        Driver::Worker => s.armed("q-run", &fp, &["--exit-on-idle", "--lease", "3s"]),
-        Driver::GroupWorker => s.armed_with("q-run", &fp, &["--exit-on-idle", "--lease", "3s"], &[("Q_DISABLE", "eager-settle")]),
+        Driver::Worker => s.armed("q-run", &fp, &["--exit-on-idle", "--lease", "3s", "--group-window", "0"]),
+        Driver::GroupWorker => s.armed("q-run", &fp, &["--exit-on-idle", "--lease", "3s", "--group-window", "1h"]),
         Driver::Claim => {
             let o = s.armed("q-claim", &fp, &["--lease", "1s", "-n", "3"]);
             // Let the ttl claims it printed (if any) run out.
