@@ -257,7 +257,15 @@ impl Queue {
     /// Not yet durable: the caller makes its claims durable together.
     fn try_claim(&self, c: &Candidate, opts: &ClaimOpts) -> Result<Option<Claim>> {
         let from = self.dir("pending").join(c.seg.to_string()).join(c.name.to_string());
-        if self.newer_record(&from) {
+        // 0. The record, read before the claim point: it is written once and
+        // moves with the claim, so it is what a won claim takes. Gone: another
+        // claimer was faster. Unreadable: left to step 4, which quarantines it.
+        let record = match self.read_record(&from) {
+            Ok(b) => Some(b),
+            Err(e) if e.errno() == Some(nix::libc::ENOENT) => return Ok(None),
+            Err(_) => None,
+        };
+        if record.as_deref().is_some_and(crate::job::newer_format) {
             // Written by a newer q: left for a worker that knows its format.
             return Ok(None);
         }
@@ -321,8 +329,9 @@ impl Queue {
             // it here would only make that runner wait for us to exit.
             let _ = lf.unlock();
         }
-        // 4. Read the job; a record that cannot be read is quarantined.
-        let job = match self.read_job(&to) {
+        // 4. The job (read again only if step 0 could not); a record that
+        // cannot be read is quarantined.
+        let job = match record.map_or_else(|| self.read_job(&to), |b| self.parse_job(&to, &b)) {
             Ok(j) => j,
             Err(e) if e.kind == Kind::Data || e.kind == Kind::Permission => {
                 self.quarantine(&to, &e.to_string());
@@ -354,6 +363,14 @@ impl Queue {
     /// Read and check a job file: not a symlink, not writable by others,
     /// parsable, and naming the id its file name says.
     pub fn read_job(&self, path: &std::path::Path) -> Result<Job> {
+        let bytes = self.read_record(path)?;
+        self.parse_job(path, &bytes)
+    }
+
+    /// The bytes of a job file, checked like [`Queue::read_job`] checks it:
+    /// not a symlink, not writable by others, a regular file of a record's
+    /// size.
+    fn read_record(&self, path: &std::path::Path) -> Result<Vec<u8>> {
         use std::io::Read;
         let f = fsx::open_read(path).map_err(|e| {
             // A symlink where a job file belongs is bad data (quarantined), not an I/O failure.
@@ -368,7 +385,13 @@ impl Queue {
         }
         let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
         f.take(MAX_RECORD + 4096).read_to_end(&mut bytes).map_err(|e| Error::io("read", path, e).with_kind(Kind::Data))?;
-        let job = Job::from_bytes(&bytes).map_err(|e| Error::new(Kind::Data, format!("{}: {e}", path.display())))?;
+        Ok(bytes)
+    }
+
+    /// Parse the bytes of the job file at `path`, which must name the id
+    /// its record holds.
+    fn parse_job(&self, path: &std::path::Path, bytes: &[u8]) -> Result<Job> {
+        let job = Job::from_bytes(bytes).map_err(|e| Error::new(Kind::Data, format!("{}: {e}", path.display())))?;
         let fname = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if !fname.contains(&job.id) {
             return Err(Error::new(Kind::Data, format!("{}: record id {} does not match its file name", path.display(), job.id)));
