@@ -23,6 +23,7 @@ pub mod time;
 mod testkit;
 
 mod claim;
+mod deps;
 mod list;
 mod push;
 mod reclaim;

@@ -249,6 +249,12 @@ impl Queue {
             return self.push_canceled(nj, &dep);
         }
         let id = nj.job.id.clone();
+        if state == State::Waiting {
+            // Where each unfinished dependency's settle will look for us.
+            for dep in &nj.job.after {
+                self.note_dependent(dep, &id)?;
+            }
+        }
         let mut pushed = self.commit(vec![(nj, state)])?;
         let p = pushed.pop().ok_or_else(|| Error::new(Kind::Io, "push lost its job"))?;
         if state == State::Waiting {

@@ -423,56 +423,6 @@ impl Queue {
         stale && fs::rename(&end, self.var(id).join(format!("end.{}.json", crate::id::new_id()))).is_ok()
     }
 
-    /// Job `id` became terminal: settle the jobs waiting on it.
-    pub(crate) fn on_terminal(&self, id: &str, state: State) -> Result<()> {
-        let (dep, st) = (id, state);
-        {
-            let dir = self.dir("waiting");
-            for n in fsx::list(&dir)? {
-                let Some(q) = QueuedName::parse(&n) else { continue };
-                let Ok(job) = self.read_job(&dir.join(&n)) else { continue };
-                if !job.after.iter().any(|a| *a == dep) {
-                    continue;
-                }
-                if st == State::Done {
-                    self.promote_if_ready(&q.key.id)?;
-                } else {
-                    let detail = serde_json::json!({"dependency": dep});
-                    // Cascades: ending it settles the jobs waiting on it.
-                    let _ = self.end_without_attempt(&q.key.id, State::Waiting, State::Canceled, Reason::DependencyFailed, Some(detail));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// A waiting job whose dependencies are all done moves to pending; one
-    /// with a failed dependency ends canceled. Safe to call from anywhere,
-    /// any number of times (both sides of a race call it).
-    pub fn promote_if_ready(&self, id: &str) -> Result<()> {
-        let Some(l) = self.locate(id)? else { return Ok(()) };
-        if l.state != State::Waiting {
-            return Ok(());
-        }
-        let job = self.read_job(&l.path)?;
-        let mut all_done = true;
-        for dep in &job.after {
-            match self.locate(dep)?.map(|d| d.state) {
-                Some(State::Done) => {}
-                Some(State::Dead | State::Canceled) | None => {
-                    let detail = serde_json::json!({"dependency": dep});
-                    let _ = self.end_without_attempt(id, State::Waiting, State::Canceled, Reason::DependencyFailed, Some(detail));
-                    return Ok(());
-                }
-                Some(_) => all_done = false,
-            }
-        }
-        if all_done {
-            self.requeue_file(&l.path, &job, l.run_at_ms.unwrap_or(0).max(0), l.c.unwrap_or_default())?;
-        }
-        Ok(())
-    }
-
     /// Move a job file (waiting, held, terminal) into a pending segment.
     /// `Ok(false)` when the file had moved away already.
     pub(crate) fn requeue_file(&self, from: &Path, job: &Job, run_at: i64, c: Counters) -> Result<bool> {

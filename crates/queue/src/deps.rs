@@ -1,0 +1,153 @@
+//! Dependencies (`after`): who waits on whom, and what a job's end does to
+//! the jobs waiting on it. A job that must wait leaves a marker
+//! `var/<DEP>/then.<ID>` in each unfinished dependency's directory before it
+//! is published, so a dependency's settle finds its dependents by listing
+//! its own small directory, never by reading every waiting job
+//! (docs/FORMAT.md, "Push" and "Settle").
+
+use crate::error::Result;
+use crate::fsx;
+use crate::queue::Queue;
+use crate::record::{Reason, State};
+
+/// The marker of a dependent in its dependency's directory.
+const THEN: &str = "then.";
+
+impl Queue {
+    /// Record that job `id` waits on `dep`: an empty marker in
+    /// `var/<dep>/`, written before `id` is published. Not synced: a marker
+    /// lost in a crash leaves the promotion to q-gc.
+    pub(crate) fn note_dependent(&self, dep: &str, id: &str) -> Result<()> {
+        crate::id::check_id(dep)?;
+        let var = self.var(dep);
+        if std::fs::symlink_metadata(&var).is_ok_and(|m| !m.is_dir()) {
+            // Planted (a symlink, a file): moved aside, never written through.
+            self.quarantine(&var, "a symlink or file where the job's var directory belongs");
+        }
+        fsx::mkdir(&var)?;
+        let p = var.join(format!("{THEN}{id}"));
+        match fsx::create_new(&p) {
+            Ok(_) => Ok(()),
+            Err(e) if e.errno() == Some(nix::libc::EEXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The jobs that said they wait on `dep` (their markers).
+    fn dependents(&self, dep: &str) -> Result<Vec<String>> {
+        Ok(fsx::list(&self.var(dep))?
+            .into_iter()
+            .filter_map(|n| n.strip_prefix(THEN).map(str::to_owned))
+            .filter(|id| crate::id::check_id(id).is_ok())
+            .collect())
+    }
+
+    /// Job `id` became terminal: settle the jobs waiting on it. Done: each
+    /// whose dependencies are now all done moves to pending. Dead or
+    /// canceled: each ends canceled (`dependency-failed`), which cascades.
+    pub(crate) fn on_terminal(&self, id: &str, state: State) -> Result<()> {
+        for dependent in self.dependents(id)? {
+            if state == State::Done {
+                self.promote_if_ready(&dependent)?;
+            } else {
+                let detail = serde_json::json!({"dependency": id});
+                // Only a job still waiting: a held one is judged on release.
+                let _ = self.end_without_attempt(&dependent, State::Waiting, State::Canceled, Reason::DependencyFailed, Some(detail));
+            }
+        }
+        Ok(())
+    }
+
+    /// A waiting job whose dependencies are all done moves to pending; one
+    /// with a failed dependency ends canceled. Safe to call from anywhere,
+    /// any number of times (both sides of a race call it).
+    pub fn promote_if_ready(&self, id: &str) -> Result<()> {
+        let Some(l) = self.locate(id)? else { return Ok(()) };
+        if l.state != State::Waiting {
+            return Ok(());
+        }
+        let job = self.read_job(&l.path)?;
+        let mut all_done = true;
+        for dep in &job.after {
+            match self.locate(dep)?.map(|d| d.state) {
+                Some(State::Done) => {}
+                Some(State::Dead | State::Canceled) | None => {
+                    let detail = serde_json::json!({"dependency": dep});
+                    let _ = self.end_without_attempt(id, State::Waiting, State::Canceled, Reason::DependencyFailed, Some(detail));
+                    return Ok(());
+                }
+                Some(_) => all_done = false,
+            }
+        }
+        if all_done {
+            self.requeue_file(&l.path, &job, l.run_at_ms.unwrap_or(0).max(0), l.c.unwrap_or_default())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::record::{Liveness, Outcome, Reason, State};
+    use crate::{ClaimOpts, Queue, testkit};
+    use serde_json::json;
+
+    fn finish(q: &Queue, id: &str, reason: Reason) {
+        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock };
+        let c = q.claim(1, &opts).unwrap().pop().expect("a job to claim");
+        assert_eq!(c.id, id, "the job expected next");
+        q.settle(&c.id, &c.token(), reason, &Outcome::default(), &Default::default()).unwrap();
+    }
+
+    fn state(q: &Queue, id: &str) -> State {
+        q.locate(id).unwrap().unwrap().state
+    }
+
+    /// A waiting job leaves a marker with each unfinished dependency, and
+    /// a dependency's end settles exactly the jobs its markers name: a
+    /// chain moves one link at a time, a job waiting on two moves when both
+    /// are done, a failure cancels its dependents and theirs.
+    #[test]
+    fn a_settle_moves_the_jobs_its_markers_name() {
+        let (_d, q) = testkit::queue();
+        let a = testkit::push(&q, &[json!({"cmd": ["true"], "attempts": 1})], Default::default()).remove(0);
+        let b = testkit::push(&q, &[json!({"cmd": ["true"], "after": [a]})], Default::default()).remove(0);
+        let c = testkit::push(&q, &[json!({"cmd": ["true"], "after": [b]})], Default::default()).remove(0);
+        let both = testkit::push(&q, &[json!({"cmd": ["true"], "after": [a, b]})], Default::default()).remove(0);
+        assert!(q.var(&a).join(format!("then.{b}")).exists(), "b's marker with a (which never ran)");
+        assert!(q.var(&b).join(format!("then.{c}")).exists());
+        assert_eq!(q.dependents(&a).unwrap().len(), 2);
+        finish(&q, &a, Reason::Ok);
+        assert_eq!((state(&q, &b), state(&q, &c), state(&q, &both)), (State::Pending, State::Waiting, State::Waiting));
+        finish(&q, &b, Reason::Ok);
+        assert_eq!((state(&q, &c), state(&q, &both)), (State::Pending, State::Pending));
+
+        let (_d, q) = testkit::queue();
+        let a = testkit::push(&q, &[json!({"cmd": ["false"], "attempts": 1})], Default::default()).remove(0);
+        let b = testkit::push(&q, &[json!({"cmd": ["true"], "after": [a]})], Default::default()).remove(0);
+        let c = testkit::push(&q, &[json!({"cmd": ["true"], "after": [b]})], Default::default()).remove(0);
+        finish(&q, &a, Reason::Exit);
+        assert_eq!(state(&q, &a), State::Dead);
+        assert_eq!((state(&q, &b), state(&q, &c)), (State::Canceled, State::Canceled), "cascaded");
+        assert_eq!(q.last_result(&c).unwrap().reason, Reason::DependencyFailed);
+    }
+
+    /// A marker whose job never appeared (its push crashed) is harmless; a
+    /// waiting job whose marker was lost (a power loss) is promoted by
+    /// q-gc, which looks at every waiting job.
+    #[test]
+    fn a_lost_or_stale_marker_is_harmless() {
+        let (_d, q) = testkit::queue();
+        let a = testkit::push(&q, &[json!({"cmd": ["true"]})], Default::default()).remove(0);
+        let b = testkit::push(&q, &[json!({"cmd": ["true"], "after": [a]})], Default::default()).remove(0);
+        std::fs::remove_file(q.var(&a).join(format!("then.{b}"))).unwrap();
+        let ghost = crate::id::new_id();
+        std::fs::File::create(q.var(&a).join(format!("then.{ghost}"))).unwrap();
+        finish(&q, &a, Reason::Ok);
+        assert_eq!(state(&q, &b), State::Waiting, "no marker: the settle did not see it");
+        assert!(q.locate(&ghost).unwrap().is_none());
+        let mut actions = Vec::new();
+        q.gc(&Default::default(), &mut |a| actions.push(a.action)).unwrap();
+        assert_eq!(state(&q, &b), State::Pending, "q-gc promoted it: {actions:?}");
+    }
+}
