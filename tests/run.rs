@@ -452,7 +452,8 @@ fn a_worker_makes_its_claim_durable_in_the_settle() {
     let m = marker.to_str().unwrap();
     let id = q.push(&["--sh", &format!("echo x >> {m}")]);
     let mut c = q.cmd("q-run");
-    c.env("Q_FAILPOINTS", "settle.after_claim_sync").arg("--exit-on-idle");
+    // The heartbeat would sync the claim of a job that runs 50 ms: not here.
+    c.env("Q_FAILPOINTS", "settle.after_claim_sync").env("Q_CLAIM_SYNC_AFTER_MS", "3600000").arg("--exit-on-idle");
     let o = run_cmd(c, None);
     assert_eq!(o.code(), 134, "the settle reached the claim's sync: {o:?}");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\n", "the job ran before the sync");
@@ -490,10 +491,11 @@ fn a_worker_makes_its_claim_durable_in_the_settle() {
 }
 
 /// The group window decides when a worker settles: with a window longer
-/// than the run (given to q-supervise, which passes it to its worker) every
-/// result is published after the last job ended, at once when the worker
-/// found nothing more to claim; with no window (`Q_GROUP_WINDOW=0`, read by
-/// q-run) the first result is published while later jobs still run.
+/// than the run (given to q-supervise, which passes it to its worker, or
+/// in `Q_GROUP_WINDOW`, read by q-run) every result is published after the
+/// last job ended, at once when the worker found nothing more to claim;
+/// with no window the first result is published while later jobs still
+/// run.
 #[test]
 fn serial_the_group_window_decides_when_results_are_published() {
     // (first result published, last job ended) in ms.
@@ -524,9 +526,39 @@ fn serial_the_group_window_decides_when_results_are_published() {
     let q = QDir::new();
     let ids = push(&q);
     let mut c = q.cmd("q-run");
-    c.env("Q_GROUP_WINDOW", "0").arg("--exit-on-idle");
+    c.env("Q_GROUP_WINDOW", "1h").arg("--exit-on-idle");
     run_cmd(c, None).ok();
+    let (first, last) = spans(&q, &ids);
+    assert!(first + 20 >= last, "grouped by Q_GROUP_WINDOW: the first result ({first}) is published after the last job ended ({last})");
+
+    let q = QDir::new();
+    let ids = push(&q);
+    q.run("q-run", &["--exit-on-idle", "--group-window", "0"]).ok();
     let (first, last) = spans(&q, &ids);
     // Three jobs of 200 ms ran after the first was settled.
     assert!(first + 300 < last, "no window: the first result ({first}) is published before the last job ended ({last})");
+}
+
+/// A job that runs longer than a moment has its claim made durable by the
+/// heartbeat, while it runs, not only by its settle: killed right after
+/// that sync, the worker leaves the job started, unsettled and counted; the
+/// next worker reclaims it (the interruption recorded) and runs it again.
+#[test]
+fn serial_the_heartbeat_makes_a_running_jobs_claim_durable() {
+    let q = QDir::new();
+    let marker = q.path().join("started");
+    let m = marker.to_str().unwrap();
+    let id = q.push(&["--sh", &format!("echo x >> {m}; sleep 1")]);
+    let mut c = q.cmd("q-run");
+    c.env("Q_FAILPOINTS", "run.heartbeat_claim_sync").args(["--exit-on-idle", "--grace", "1s"]);
+    let o = run_cmd(c, None);
+    assert_eq!(o.code(), 134, "the heartbeat synced the claim while the job ran: {o:?}");
+    assert_eq!(q.state(&id), "running", "no outcome published");
+    assert!(!q.queue.join("var").join(&id).join("1.result.json").exists());
+    let o = q.run("q-run", &["--exit-on-idle"]);
+    o.ok();
+    assert_eq!(q.state(&id), "done");
+    let r = q.job(&id)["result"].clone();
+    assert_eq!(r["attempt"], 2, "the first claim was counted: {r}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\nx\n");
 }

@@ -189,11 +189,22 @@ pub fn job_json(q: &Queue, e: &Entry) -> Option<Value> {
     let job = match q.read_job(&e.path) {
         Ok(j) => j,
         Err(_) => {
-            // It moved: look it up again once.
+            // It moved: look it up again, once. A file that is still there
+            // but cannot be read (q-gc quarantines it) is left out.
             let l = q.locate(&e.id).ok()??;
-            return job_json(q, &Entry { id: e.id.clone(), state: l.state, path: l.path, c: l.c, run_at_ms: l.run_at_ms });
+            if l.path == e.path {
+                return None;
+            }
+            let moved = Entry { id: e.id.clone(), state: l.state, path: l.path, c: l.c, run_at_ms: l.run_at_ms };
+            let job = q.read_job(&moved.path).ok()?;
+            return Some(entry_json(q, &moved, job));
         }
     };
+    Some(entry_json(q, e, job))
+}
+
+/// The `job` record of an entry whose job file was read.
+fn entry_json(q: &Queue, e: &Entry, job: q_queue::Job) -> Value {
     let last = q.last_result(&e.id);
     let attempt = e.c.map(|c| c.attempt).or(last.as_ref().map(|r| r.attempt)).unwrap_or(0);
     let failures = e.c.map(|c| c.failures).or(last.as_ref().map(|r| r.failures)).unwrap_or(0);
@@ -234,7 +245,7 @@ pub fn job_json(q: &Queue, e: &Entry) -> Option<Value> {
     if let Some(r) = last {
         v["result"] = serde_json::to_value(r).unwrap_or(Value::Null);
     }
-    Some(v)
+    v
 }
 
 fn print_table(rows: &[Value]) {

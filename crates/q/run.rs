@@ -53,7 +53,7 @@ pub struct Args {
     /// Cap on an attempt's stdout plus stderr, in bytes (K, M, G suffixes); beyond it the attempt ends with output-limit
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     output_limit: u64,
-    /// Settle attempts that end within this time of each other as one group commit (two filesystem syncs for the group instead of two fsyncs each); 0: only those that end while a settle syncs. Full durability only; an idle worker settles at once
+    /// Settle the attempts that end within this time of the first one that is waiting as one group commit (two filesystem syncs for the group instead of two fsyncs each); 0: only those that end while a settle syncs. Full durability only; an idle worker settles at once
     #[arg(long, value_name = "DUR", env = "Q_GROUP_WINDOW", default_value = "10ms", value_parser = cli::duration)]
     group_window: u64,
     /// A handler to run instead of each job's command; it gets the claim line on stdin

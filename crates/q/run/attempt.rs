@@ -192,7 +192,7 @@ pub fn commit_group(ctx: &Ctx, group: &[(&Held, &Ended)]) -> Vec<Option<ResultRe
         .zip(&opts)
         .map(|(&i, o)| {
             let (held, ended) = group[i];
-            q_queue::ToSettle { name: &held.name, job: &held.job, reason: ended.reason, outcome: &ended.outcome, opts: o, claim_sync_pending: held.claim_sync_pending }
+            q_queue::ToSettle { name: &held.name, job: &held.job, reason: ended.reason, outcome: &ended.outcome, opts: o, claim_sync_pending: held.claim_sync_pending.load(std::sync::atomic::Ordering::Acquire) }
         })
         .collect();
     let mut answers = ctx.q.settle_group(&asks).into_iter();

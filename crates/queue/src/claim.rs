@@ -263,6 +263,9 @@ impl Queue {
         let record = match self.read_record(&from) {
             Ok(b) => Some(b),
             Err(e) if e.errno() == Some(nix::libc::ENOENT) => return Ok(None),
+            // Refused (a symlink, writable by others): still left alone if
+            // a newer q wrote it, as FORMAT says of every newer record.
+            Err(_) if self.newer_record(&from) => return Ok(None),
             Err(_) => None,
         };
         if record.as_deref().is_some_and(crate::job::newer_format) {

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::fsx;
 use crate::queue::Queue;
 use crate::record::{Reason, State};
+use std::path::PathBuf;
 
 /// The marker of a dependent in its dependency's directory.
 const THEN: &str = "then.";
@@ -34,34 +35,51 @@ impl Queue {
     }
 
     /// The jobs that said they wait on `dep` (their markers).
-    fn dependents(&self, dep: &str) -> Result<Vec<String>> {
-        Ok(fsx::list(&self.var(dep))?
+    /// (None when the directory cannot be read: q-gc promotes them.)
+    fn dependents(&self, dep: &str) -> Vec<String> {
+        fsx::list(&self.var(dep))
+            .unwrap_or_default()
             .into_iter()
             .filter_map(|n| n.strip_prefix(THEN).map(str::to_owned))
             .filter(|id| crate::id::check_id(id).is_ok())
-            .collect())
+            .collect()
     }
 
     /// Job `id` became terminal: settle the jobs waiting on it. Done: each
-    /// whose dependencies are now all done moves to pending. Dead or
-    /// canceled: each ends canceled (`dependency-failed`), which cascades.
-    pub(crate) fn on_terminal(&self, id: &str, state: State) -> Result<()> {
-        for dependent in self.dependents(id)? {
+    /// whose dependencies are now all done moves to pending; the
+    /// directories it moved into are added to `dirty` for the caller to
+    /// fsync (a group of settles syncs them once). Dead or canceled: each
+    /// ends canceled (`dependency-failed`, durable at once), which cascades.
+    ///
+    /// It runs after the settle's commit point and never fails it: a
+    /// dependent that cannot be read or moved (another process moved it
+    /// first, its file is bad) is left where it is, for q-gc, which
+    /// promotes waiting jobs or quarantines their files, and the others
+    /// are still settled.
+    pub(crate) fn on_terminal(&self, id: &str, state: State, dirty: &mut Vec<PathBuf>) {
+        for dependent in self.dependents(id) {
             if state == State::Done {
-                self.promote_if_ready(&dependent)?;
+                let _ = self.promote(&dependent, dirty);
             } else {
                 let detail = serde_json::json!({"dependency": id});
                 // Only a job still waiting: a held one is judged on release.
                 let _ = self.end_without_attempt(&dependent, State::Waiting, State::Canceled, Reason::DependencyFailed, Some(detail));
             }
         }
-        Ok(())
     }
 
     /// A waiting job whose dependencies are all done moves to pending; one
     /// with a failed dependency ends canceled. Safe to call from anywhere,
     /// any number of times (both sides of a race call it).
     pub fn promote_if_ready(&self, id: &str) -> Result<()> {
+        let mut dirty = Vec::new();
+        self.promote(id, &mut dirty)?;
+        fsx::fsync_dirs(&dirty)
+    }
+
+    /// [`Queue::promote_if_ready`], the directories moved into added to
+    /// `dirty` instead of synced.
+    fn promote(&self, id: &str, dirty: &mut Vec<PathBuf>) -> Result<()> {
         let Some(l) = self.locate(id)? else { return Ok(()) };
         if l.state != State::Waiting {
             return Ok(());
@@ -80,7 +98,7 @@ impl Queue {
             }
         }
         if all_done {
-            self.requeue_file(&l.path, &job, l.run_at_ms.unwrap_or(0).max(0), l.c.unwrap_or_default())?;
+            self.requeue_file_into(&l.path, &job, l.run_at_ms.unwrap_or(0).max(0), l.c.unwrap_or_default(), dirty)?;
         }
         Ok(())
     }
@@ -116,7 +134,7 @@ mod tests {
         let both = testkit::push(&q, &[json!({"cmd": ["true"], "after": [a, b]})], Default::default()).remove(0);
         assert!(q.var(&a).join(format!("then.{b}")).exists(), "b's marker with a (which never ran)");
         assert!(q.var(&b).join(format!("then.{c}")).exists());
-        assert_eq!(q.dependents(&a).unwrap().len(), 2);
+        assert_eq!(q.dependents(&a).len(), 2);
         finish(&q, &a, Reason::Ok);
         assert_eq!((state(&q, &b), state(&q, &c), state(&q, &both)), (State::Pending, State::Waiting, State::Waiting));
         finish(&q, &b, Reason::Ok);
@@ -149,5 +167,21 @@ mod tests {
         let mut actions = Vec::new();
         q.gc(&Default::default(), &mut |a| actions.push(a.action)).unwrap();
         assert_eq!(state(&q, &b), State::Pending, "q-gc promoted it: {actions:?}");
+    }
+
+    /// A dependent that cannot be read (its file writable by others) does
+    /// not fail its dependency's settle, nor keep the other dependents
+    /// waiting: it stays for q-gc, which quarantines it.
+    #[test]
+    fn an_unreadable_dependent_does_not_fail_the_settle() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_d, q) = testkit::queue();
+        let a = testkit::push(&q, &[json!({"cmd": ["true"]})], Default::default()).remove(0);
+        let deps: Vec<String> = (0..3).map(|_| testkit::push(&q, &[json!({"cmd": ["true"], "after": [a]})], Default::default()).remove(0)).collect();
+        let bad = q.locate(&deps[1]).unwrap().unwrap().path;
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o666)).unwrap();
+        finish(&q, &a, Reason::Ok);
+        assert_eq!(state(&q, &a), State::Done);
+        assert_eq!((state(&q, &deps[0]), state(&q, &deps[1]), state(&q, &deps[2])), (State::Pending, State::Waiting, State::Pending));
     }
 }

@@ -57,6 +57,11 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     f.sync_all().ctx("fsync directory", dir)
 }
 
+/// fsync each of `dirs` (the directories a step renamed into).
+pub fn fsync_dirs(dirs: &[std::path::PathBuf]) -> Result<()> {
+    dirs.iter().try_for_each(|d| fsync_dir(d))
+}
+
 /// Set while this process works on a group-shared queue: what it creates
 /// must be usable by the group (files 0660, directories 02770, whatever the
 /// umask says). Set by `Queue` when it opens such a queue.

@@ -416,9 +416,7 @@ impl Queue {
             crate::failpoint!("push.after_rename");
             out.push(e.pushed());
         }
-        for d in &dirty {
-            fsx::fsync_dir(d)?;
-        }
+        fsx::fsync_dirs(&dirty)?;
         Ok(out)
     }
 

@@ -140,11 +140,6 @@ impl Queue {
         if dry_run {
             return Ok(Some(Reclaimed { id: id.clone(), token, state: State::Pending, reason, why, killed_group: false, worker_id: holder }));
         }
-        // Its owner may have died before its claim was durable (a worker
-        // leaves that to the attempt's settle): durable before the outcome.
-        if self.sync_claims(false) {
-            fsx::fsync_dir(&self.dir("leased"))?;
-        }
         let lease = self.read_lease(id, a).ok();
         let claimed_ms = lease.as_ref().and_then(|l| time::parse_time(&l.claimed_at).ok());
         // A runner killed between spawning the job and appending its run
@@ -152,7 +147,11 @@ impl Queue {
         // always counted as started, so an at-most-once job ends dead.
         let started_at_ms = run.as_ref().and_then(|r| time::parse_time(&r.started_at).ok()).or(claimed_ms).or(Some(now));
         let outcome = Outcome { started_at_ms, ..Outcome::default() };
-        match self.settle(id, &token, reason, &outcome, &SettleOpts { worker_id: Some("reclaim".into()), ..SettleOpts::default() }) {
+        // Its owner may have died before its claim was durable (a worker
+        // leaves that to the attempt's settle, whatever this process's
+        // durability): the claim is made durable before the outcome.
+        let opts = SettleOpts { worker_id: Some("reclaim".into()), ..SettleOpts::default() };
+        match self.settle_token(id, &token, reason, &outcome, &opts, true) {
             Ok(rec) => Ok(Some(Reclaimed { id: id.clone(), token, state: rec.state, reason, why, killed_group: killed, worker_id: holder })),
             // Someone settled it first (the owner woke up, or another reclaimer).
             Err(e) if e.kind == crate::Kind::LeaseLost => Ok(None),
@@ -173,7 +172,9 @@ impl Queue {
         let run_at = rec.next_run_at.as_deref().and_then(|t| time::parse_time(t).ok()).unwrap_or_else(time::now_ms);
         self.move_leased(name, &job, rec.state, run_at, c, true)?;
         if rec.state.is_terminal() {
-            self.on_terminal(&name.id, rec.state)?;
+            let mut dirty = Vec::new();
+            self.on_terminal(&name.id, rec.state, &mut dirty);
+            fsx::fsync_dirs(&dirty)?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Settle: every way a job leaves a state. The fenced completion of an
 //! attempt, the lease heartbeat, and the moves that need no attempt (cancel,
-//! hold, release, retry, remove, dependency promotion).
+//! hold, release, retry, remove). What a job's end does to the jobs waiting
+//! on it is in `deps.rs`.
 //!
 //! Fencing: the outcome of attempt A is decided by whoever first publishes
 //! `var/<ID>/<A>.result.json` (a no-replace rename); only that party then
@@ -124,7 +125,15 @@ impl Queue {
     }
 
     /// Settle attempt `token` of job `id` with `reason`: the fenced commit.
+    /// The claim may be a worker's deferred one (a handler can settle its
+    /// own claim): at full durability `leased/` is fsynced first.
     pub fn settle(&self, id: &str, token: &str, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Result<ResultRecord> {
+        self.settle_token(id, token, reason, outcome, opts, self.sync_claims(false))
+    }
+
+    /// [`Queue::settle`]; `claim_sync`: fsync `leased/` before the outcome
+    /// (the claim may not be durable yet).
+    pub(crate) fn settle_token(&self, id: &str, token: &str, reason: Reason, outcome: &Outcome, opts: &SettleOpts, claim_sync: bool) -> Result<ResultRecord> {
         let name = Self::parse_token(id, token)?;
         let leased = self.leased_path(&name);
         if !fsx::exists(&leased) {
@@ -135,6 +144,9 @@ impl Queue {
             Err(_) if !fsx::exists(&leased) => return Err(Error::lease_lost(id, token)),
             Err(e) => return Err(e),
         };
+        if claim_sync {
+            fsx::fsync_dir(&self.dir("leased"))?;
+        }
         self.settle_job(&name, &job, reason, outcome, opts)
     }
 
@@ -158,7 +170,13 @@ impl Queue {
             fsx::fsync_dir(&self.var(&name.id))?;
         }
         crate::failpoint!("settle.after_result");
-        self.finish_settle(name, job, d)
+        let mut dirty = Vec::new();
+        let rec = self.finish_settle(name, job, d, &mut dirty)?;
+        // The promotions it made. Past the commit point: a failure here
+        // does not undo the settle, and a promotion lost in a crash is
+        // redone by q-gc.
+        let _ = fsx::fsync_dirs(&dirty);
+        Ok(rec)
     }
 
     /// NR-rename a staged outcome to `var/<ID>/<A>.result.json`. The claim
@@ -235,12 +253,14 @@ impl Queue {
     }
 
     /// The steps after the outcome is durable: the fenced move, then what a
-    /// terminal state sets off.
-    fn finish_settle(&self, name: &LeasedName, job: &Job, d: Decided) -> Result<ResultRecord> {
+    /// terminal state sets off. The directories the jobs it promotes were
+    /// renamed into are added to `dirty`, for the caller to fsync (once
+    /// for a whole group).
+    fn finish_settle(&self, name: &LeasedName, job: &Job, d: Decided, dirty: &mut Vec<PathBuf>) -> Result<ResultRecord> {
         // 2. The fenced move. No fsync of its own: the outcome is durable
-        // already; on a journaling filesystem the next fsync (the next
-        // claim's) carries the rename, and a rename lost in a crash is
-        // redone by recovery from the result.
+        // already; on a journaling filesystem the worker's next sync (its
+        // next settle's) carries the rename, and a rename lost in a crash
+        // is redone by recovery from the result.
         self.move_leased(name, job, d.rec.state, d.run_at, d.c, false)?;
         crate::failpoint!("settle.after_commit_rename");
         // 3. The lease and run records stay as the attempt's history (q-gc
@@ -249,7 +269,7 @@ impl Queue {
             let _ = fs::remove_file(self.var(&name.id).join(format!("{}.cancel", name.c.attempt)));
         }
         if d.rec.state.is_terminal() {
-            self.on_terminal(&name.id, d.rec.state)?;
+            self.on_terminal(&name.id, d.rec.state, dirty);
         }
         Ok(d.rec)
     }
@@ -283,9 +303,7 @@ impl Queue {
             }
         }
         if sync {
-            for d in dirty {
-                fsx::fsync_dir(&d)?;
-            }
+            fsx::fsync_dirs(&dirty)?;
         }
         Ok(())
     }
@@ -393,8 +411,9 @@ impl Queue {
             let dir = self.dir(to.dir());
             match fsx::rename_noreplace(&l.path, &dir.join(terminal_name(id)))? {
                 Renamed::Done => {
-                    fsx::fsync_dir(&dir)?;
-                    self.on_terminal(id, to)?;
+                    let mut dirty = vec![dir];
+                    self.on_terminal(id, to, &mut dirty);
+                    fsx::fsync_dirs(&dirty)?;
                     return Ok(rec);
                 }
                 // Another process finished this very move.
@@ -426,17 +445,22 @@ impl Queue {
     /// Move a job file (waiting, held, terminal) into a pending segment.
     /// `Ok(false)` when the file had moved away already.
     pub(crate) fn requeue_file(&self, from: &Path, job: &Job, run_at: i64, c: Counters) -> Result<bool> {
+        let mut dirty = Vec::new();
+        let moved = self.requeue_file_into(from, job, run_at, c, &mut dirty)?;
+        fsx::fsync_dirs(&dirty)?;
+        Ok(moved)
+    }
+
+    /// [`Queue::requeue_file`] without the fsyncs: the directories renamed
+    /// into are added to `dirty`.
+    pub(crate) fn requeue_file_into(&self, from: &Path, job: &Job, run_at: i64, c: Counters, dirty: &mut Vec<PathBuf>) -> Result<bool> {
         let key = Key::new(job.priority, run_at, &job.id);
         let seg = self.place(std::slice::from_ref(&key))?.remove(0);
         let q = QueuedName { key, c };
-        let mut dirty = Vec::new();
-        match self.rename_into_segment(from, &seg, &q.to_string(), &mut dirty) {
+        match self.rename_into_segment(from, &seg, &q.to_string(), dirty) {
             Ok(()) => {}
             Err(_) if !fsx::exists(from) => return Ok(false),
             Err(e) => return Err(e),
-        }
-        for d in dirty {
-            fsx::fsync_dir(&d)?;
         }
         self.wake();
         Ok(true)

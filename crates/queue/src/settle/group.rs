@@ -87,12 +87,16 @@ impl Queue {
             }
             crate::failpoint!("settle.after_result");
         }
-        // 5. The fenced moves, as in a single settle.
+        // 5. The fenced moves, as in a single settle; the directories the
+        // jobs they promote moved into are synced once for the group.
         let mut decided: Vec<Option<Decided>> = decided.into_iter().map(Some).collect();
+        let mut dirty = Vec::new();
         for i in published {
             let d = decided[i].take().expect("each attempt settles once");
-            answers[i] = Some(self.finish_settle(group[i].name, group[i].job, d));
+            answers[i] = Some(self.finish_settle(group[i].name, group[i].job, d, &mut dirty));
         }
+        // As in a single settle: past the commit point, recoverable by q-gc.
+        let _ = fsx::fsync_dirs(&dirty);
         answers.into_iter().map(|a| a.expect("every attempt answered")).collect()
     }
 }
