@@ -538,3 +538,23 @@ fn a_newer_format_job_is_left_alone() {
     assert_eq!(q.state(&id), "pending");
     assert_eq!(std::fs::read(&file).unwrap(), bytes, "left as it was");
 }
+
+/// A waiting job whose dependency ended without its marker being read (the
+/// marker lost in a crash) is moved on by a long-running supervisor, which
+/// looks at waiting jobs when it starts (and every few minutes), not only
+/// when it is idle with --exit-on-idle.
+#[test]
+fn serial_a_supervisor_moves_on_a_stranded_waiting_job() {
+    let q = QDir::new();
+    let a = q.push(&["--", "true"]);
+    let b = q.push(&["--after", &a, "--", "true"]);
+    std::fs::remove_file(q.queue.join("var").join(&a).join(format!("then.{b}"))).unwrap();
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!((q.state(&a).as_str(), q.state(&b).as_str()), ("done", "waiting"), "no marker: its settle left b");
+    let mut c = q.cmd("q-supervise");
+    c.args(["-j", "1"]).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut p = Proc::spawn(c);
+    wait_until("b done", Duration::from_secs(30), || q.state(&b) == "done");
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait_for(Duration::from_secs(30)), 0);
+}

@@ -51,6 +51,8 @@ pub(super) struct Sup {
     pub(super) open_pipes: usize,
     pub(super) pid_worker: HashMap<i32, String>,
     pub(super) last_reclaim: Instant,
+    /// When waiting jobs were last looked at for stranded ones.
+    pub(super) last_promote: Option<Instant>,
     /// Leased file name → what we know of the claim.
     pub(super) claims: HashMap<String, Seen>,
     pub(super) ever_started: bool,
@@ -67,6 +69,10 @@ pub(super) struct Sup {
 }
 
 pub(super) const TICK: Duration = Duration::from_millis(200);
+
+/// How often a supervisor looks for waiting jobs that a lost dependency
+/// marker left behind (it reads every waiting job: not on every tick).
+pub(super) const PROMOTE_EVERY: Duration = Duration::from_secs(300);
 /// How often `--exit-on-idle` looks whether the queue drained (two idle
 /// looks in a row end the run).
 pub(super) const IDLE_TICK: Duration = Duration::from_millis(10);
@@ -147,6 +153,9 @@ impl Sup {
             self.reap();
             if self.last_reclaim.elapsed() >= Duration::from_secs(1) {
                 self.reclaim();
+            }
+            if self.last_promote.is_none_or(|t| t.elapsed() >= PROMOTE_EVERY) {
+                self.promote_stranded();
             }
             match self.mode {
                 Mode::Running => {

@@ -51,6 +51,16 @@ impl Sup {
         );
     }
 
+    /// Move on waiting jobs whose dependencies ended but whose marker was
+    /// lost (a power loss) or never written (an older q): at start and
+    /// every [`super::sup::PROMOTE_EVERY`].
+    pub(super) fn promote_stranded(&mut self) {
+        self.last_promote = Some(Instant::now());
+        if let Err(e) = self.q.promote_stranded() {
+            self.rep.error(&format!("promoting waiting jobs: {e}"));
+        }
+    }
+
     /// Reclaim claims whose owner is gone (a worker that died, or an
     /// expired lease anywhere).
     pub(super) fn reclaim(&mut self) {

@@ -68,6 +68,35 @@ impl Queue {
         }
     }
 
+    /// Look at every waiting job and move on those whose dependencies all
+    /// ended, which a settle did not (their marker was lost in a crash, or
+    /// an older q wrote none): a job's file is read, its dependencies
+    /// looked for in the terminal directories only. Returns how many moved.
+    /// Files that cannot be read are left to q-gc.
+    pub fn promote_stranded(&self) -> Result<usize> {
+        let dir = self.dir("waiting");
+        let ended = |dep: &str| {
+            [State::Done, State::Dead, State::Canceled]
+                .into_iter()
+                .find(|st| fsx::exists(&self.dir(st.dir()).join(crate::names::terminal_name(dep))))
+        };
+        let mut moved = 0;
+        for n in fsx::list(&dir)? {
+            let Some(name) = crate::names::QueuedName::parse(&n) else { continue };
+            let Ok(job) = self.read_job(&dir.join(&n)) else { continue };
+            let states: Vec<Option<State>> = job.after.iter().map(|d| ended(d)).collect();
+            let failed = states.iter().any(|s| matches!(s, Some(State::Dead | State::Canceled)));
+            if !failed && states.iter().any(Option::is_none) {
+                continue;
+            }
+            self.promote_if_ready(&name.key.id)?;
+            if self.locate(&name.key.id)?.is_none_or(|l| l.state != State::Waiting) {
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
     /// A waiting job whose dependencies are all done moves to pending; one
     /// with a failed dependency ends canceled. Safe to call from anywhere,
     /// any number of times (both sides of a race call it).
@@ -151,8 +180,8 @@ mod tests {
     }
 
     /// A marker whose job never appeared (its push crashed) is harmless; a
-    /// waiting job whose marker was lost (a power loss) is promoted by
-    /// q-gc, which looks at every waiting job.
+    /// waiting job whose marker was lost (a power loss) is moved on by the
+    /// supervisor's pass over waiting jobs, and by q-gc's.
     #[test]
     fn a_lost_or_stale_marker_is_harmless() {
         let (_d, q) = testkit::queue();
@@ -164,9 +193,20 @@ mod tests {
         finish(&q, &a, Reason::Ok);
         assert_eq!(state(&q, &b), State::Waiting, "no marker: the settle did not see it");
         assert!(q.locate(&ghost).unwrap().is_none());
+        // A job whose dependency has not ended stays put.
+        let c = testkit::push(&q, &[json!({"cmd": ["true"]})], Default::default()).remove(0);
+        let d = testkit::push(&q, &[json!({"cmd": ["true"], "after": [c]})], Default::default()).remove(0);
+        assert_eq!(q.promote_stranded().unwrap(), 1, "the supervisor's pass moves it");
+        assert_eq!((state(&q, &b), state(&q, &d)), (State::Pending, State::Waiting));
+        // So does q-gc's.
+        let e = testkit::push(&q, &[json!({"cmd": ["true"], "after": [b]})], Default::default()).remove(0);
+        std::fs::remove_file(q.var(&b).join(format!("then.{e}"))).unwrap();
+        finish(&q, &b, Reason::Ok);
+        finish(&q, &c, Reason::Ok);
+        assert_eq!((state(&q, &d), state(&q, &e)), (State::Pending, State::Waiting));
         let mut actions = Vec::new();
         q.gc(&Default::default(), &mut |a| actions.push(a.action)).unwrap();
-        assert_eq!(state(&q, &b), State::Pending, "q-gc promoted it: {actions:?}");
+        assert_eq!(state(&q, &e), State::Pending, "q-gc promoted it: {actions:?}");
     }
 
     /// A dependent that cannot be read (its file writable by others) does
