@@ -349,3 +349,26 @@ fn a_big_batch_is_queued_whole_and_in_order() {
     assert!(segments >= 3, "{segments} segments for {n} jobs");
     assert!(q.files("tmp").is_empty());
 }
+
+/// A push killed after it left its dependency marker and before its job
+/// was written: the marker names a job that never appeared, and the
+/// dependency still runs and settles, harmlessly (FORMAT, Push "With
+/// `after`"). Nothing was acknowledged, and only the dependency exists.
+#[test]
+fn a_push_killed_after_its_dependency_marker_leaves_a_harmless_marker() {
+    let q = QDir::new();
+    let a = q.push(&["--", "true"]);
+    let mut c = q.cmd("q-push");
+    c.env("Q_FAILPOINTS", "push.after_dependent_marker").args(["--after", &a, "--", "true"]);
+    let o = run_cmd(c, None);
+    assert_eq!(o.code(), 134, "killed at the failpoint: {o:?}");
+    assert!(o.stdout.is_empty(), "nothing acknowledged: {o:?}");
+    let markers: Vec<String> = std::fs::read_dir(q.queue.join("var").join(&a)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("then.")).collect();
+    assert_eq!(markers.len(), 1, "the marker was left: {markers:?}");
+    let c = q.run("q-ls", &["--counts"]);
+    assert_eq!(c.lines()[0]["ready"], 1, "only the dependency: {c:?}");
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!(q.state(&a), "done");
+    let c = q.run("q-ls", &["--counts"]);
+    assert_eq!((c.lines()[0]["done"].as_u64(), c.lines()[0]["waiting"].as_u64()), (Some(1), Some(0)));
+}

@@ -165,7 +165,7 @@ fn run(a: Args) -> Result<u8> {
         output_limit: a.output_limit,
         worker_id: cli::worker_id(),
         signals,
-        heartbeat: Heartbeat::start(),
+        heartbeat: Heartbeat::start(&q),
         envs: Default::default(),
         workspaces: workspace::Workspaces::new(&q),
         programs: Default::default(),

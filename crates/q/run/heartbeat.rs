@@ -64,9 +64,10 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub fn start() -> Heartbeat {
+    pub fn start(q: &Queue) -> Heartbeat {
         let hb = Heartbeat { held: Arc::new(Mutex::new(Vec::new())) };
         let held = Arc::clone(&hb.held);
+        let q = q.clone();
         std::thread::spawn(move || {
             loop {
                 std::thread::sleep(Duration::from_millis(50));
@@ -74,7 +75,7 @@ impl Heartbeat {
                 for h in list.iter().filter(|h| h.due()) {
                     h.beat();
                 }
-                sync_claims(&list);
+                sync_claims(&q, &list);
             }
         });
         hb
@@ -125,14 +126,16 @@ impl Heartbeat {
 
 /// Make the deferred claims of jobs running for [`CLAIM_SYNC_AFTER_MS`]
 /// durable: one fsync of `leased/` for all of them.
-fn sync_claims(list: &[Arc<Held>]) {
+fn sync_claims(q: &Queue, list: &[Arc<Held>]) {
     let after = Duration::from_millis(q_queue::failpoint::override_ms("Q_CLAIM_SYNC_AFTER_MS", CLAIM_SYNC_AFTER_MS).max(0) as u64);
     let due: Vec<&Arc<Held>> = list
         .iter()
         .filter(|h| h.claim_sync_pending.load(Ordering::Acquire) && h.since.elapsed() >= after)
         .collect();
-    let Some(dir) = due.first().and_then(|h| h.leased_path.parent()) else { return };
-    let synced = q_queue::fsx::fsync_dir(dir).is_ok();
+    if due.is_empty() {
+        return;
+    }
+    let synced = q.sync_leased().is_ok();
     q_queue::failpoint!("run.heartbeat_claim_sync");
     if synced {
         for h in due {

@@ -11,7 +11,7 @@
 
 use anyhow::Result;
 use q_queue::names::{Key, QueuedName};
-use q_queue::{Queue, State, fsx, time};
+use q_queue::{Queue, fsx, time};
 
 /// What the scan found.
 #[derive(Debug, Default, Clone)]
@@ -112,21 +112,11 @@ pub fn check(q: &Queue, horizon_ms: Option<u64>) -> Result<Idle> {
             return Ok(s);
         }
         s.held = fsx::list(&q.dir("held"))?.len() as u64;
-        let waiting = fsx::list(&q.dir("waiting"))?;
-        s.waiting = waiting.len() as u64;
+        s.waiting = fsx::list(&q.dir("waiting"))?.len() as u64;
         if s.waiting > 0 && !promoted_once {
-            // Move on the waiting jobs whose dependencies finished, then look again.
+            // Move on the waiting jobs whose dependencies ended, then look again.
             promoted_once = true;
-            let mut moved = false;
-            for n in &waiting {
-                if let Some(name) = QueuedName::parse(n) {
-                    q.promote_if_ready(&name.key.id)?;
-                    moved |= q
-                        .locate(&name.key.id)?
-                        .is_none_or(|l| l.state != State::Waiting);
-                }
-            }
-            if moved {
+            if q.promote_stranded()? > 0 {
                 continue;
             }
         }

@@ -203,9 +203,14 @@ impl Queue {
                 c.sync_pending = must(c);
             }
         } else if claims.iter().any(must) {
-            fsx::fsync_dir(&self.dir("leased"))?;
+            self.sync_leased()?;
         }
         Ok(claims)
+    }
+
+    /// Make every claim made so far durable: one fsync of `leased/`.
+    pub fn sync_leased(&self) -> Result<()> {
+        fsx::fsync_dir(&self.dir("leased"))
     }
 
     /// The most urgent ready jobs, best first, at least `want` of them when
@@ -318,12 +323,7 @@ impl Queue {
         }
         crate::failpoint!("claim.after_claim_rename");
         // 3. Publish the lease beside the job.
-        let var = self.var(&id);
-        if fs::symlink_metadata(&var).is_ok_and(|m| !m.is_dir()) {
-            // Planted (a symlink, a file): moved aside, never written through.
-            self.quarantine(&var, "a symlink or file where the job's var directory belongs");
-        }
-        fsx::mkdir(&var)?;
+        let var = self.make_var(&id)?;
         let lease_path = var.join(format!("{}.lease.json", leased_name.c.attempt));
         fs::rename(&lease_tmp, &lease_path).ctx("publish lease", &lease_path)?;
         crate::failpoint!("claim.after_lease_publish");

@@ -20,13 +20,7 @@ impl Queue {
     /// lost in a crash leaves the promotion to q-gc.
     pub(crate) fn note_dependent(&self, dep: &str, id: &str) -> Result<()> {
         crate::id::check_id(dep)?;
-        let var = self.var(dep);
-        if std::fs::symlink_metadata(&var).is_ok_and(|m| !m.is_dir()) {
-            // Planted (a symlink, a file): moved aside, never written through.
-            self.quarantine(&var, "a symlink or file where the job's var directory belongs");
-        }
-        fsx::mkdir(&var)?;
-        let p = var.join(format!("{THEN}{id}"));
+        let p = self.make_var(dep)?.join(format!("{THEN}{id}"));
         match fsx::create_new(&p) {
             Ok(_) => Ok(()),
             Err(e) if e.errno() == Some(nix::libc::EEXIST) => Ok(()),
@@ -89,8 +83,7 @@ impl Queue {
             if !failed && states.iter().any(Option::is_none) {
                 continue;
             }
-            self.promote_if_ready(&name.key.id)?;
-            if self.locate(&name.key.id)?.is_none_or(|l| l.state != State::Waiting) {
+            if self.promote_if_ready(&name.key.id)?.is_some() {
                 moved += 1;
             }
         }
@@ -99,20 +92,23 @@ impl Queue {
 
     /// A waiting job whose dependencies are all done moves to pending; one
     /// with a failed dependency ends canceled. Safe to call from anywhere,
-    /// any number of times (both sides of a race call it).
-    pub fn promote_if_ready(&self, id: &str) -> Result<()> {
+    /// any number of times (both sides of a race call it). Returns the
+    /// state this call moved the job to; `None` when it did not move it
+    /// (it still waits, or is not in `waiting/`: moved on by someone else,
+    /// held, gone).
+    pub fn promote_if_ready(&self, id: &str) -> Result<Option<State>> {
         let mut dirty = Vec::new();
-        self.promote(id, &mut dirty)?;
-        fsx::fsync_dirs(&dirty)
+        let st = self.promote(id, &mut dirty)?;
+        fsx::fsync_dirs(&dirty)?;
+        Ok(st)
     }
 
     /// [`Queue::promote_if_ready`], the directories moved into added to
     /// `dirty` instead of synced.
-    fn promote(&self, id: &str, dirty: &mut Vec<PathBuf>) -> Result<()> {
-        let Some(l) = self.locate(id)? else { return Ok(()) };
-        if l.state != State::Waiting {
-            return Ok(());
-        }
+    fn promote(&self, id: &str, dirty: &mut Vec<PathBuf>) -> Result<Option<State>> {
+        // Only `waiting/` is looked at: a marker naming a job that never
+        // appeared costs one listing, not a scan of every pending segment.
+        let Some(l) = self.locate_in(State::Waiting, id)? else { return Ok(None) };
         let job = self.read_job(&l.path)?;
         let mut all_done = true;
         for dep in &job.after {
@@ -120,16 +116,16 @@ impl Queue {
                 Some(State::Done) => {}
                 Some(State::Dead | State::Canceled) | None => {
                     let detail = serde_json::json!({"dependency": dep});
-                    let _ = self.end_without_attempt(id, State::Waiting, State::Canceled, Reason::DependencyFailed, Some(detail));
-                    return Ok(());
+                    let ended = self.end_without_attempt(id, State::Waiting, State::Canceled, Reason::DependencyFailed, Some(detail));
+                    return Ok(ended.ok().map(|r| r.state));
                 }
                 Some(_) => all_done = false,
             }
         }
-        if all_done {
-            self.requeue_file_into(&l.path, &job, l.run_at_ms.unwrap_or(0).max(0), l.c.unwrap_or_default(), dirty)?;
+        if all_done && self.requeue_file_into(&l.path, &job, l.run_at_ms.unwrap_or(0).max(0), l.c.unwrap_or_default(), dirty)? {
+            return Ok(Some(State::Pending));
         }
-        Ok(())
+        Ok(None)
     }
 }
 

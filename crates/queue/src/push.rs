@@ -254,14 +254,19 @@ impl Queue {
             for dep in &nj.job.after {
                 self.note_dependent(dep, &id)?;
             }
+            crate::failpoint!("push.after_dependent_marker");
         }
         let mut pushed = self.commit(vec![(nj, state)])?;
         let p = pushed.pop().ok_or_else(|| Error::new(Kind::Io, "push lost its job"))?;
         if state == State::Waiting {
-            // A dependency may have finished while we wrote: look again.
-            self.promote_if_ready(&id)?;
-            if let Some(l) = self.locate(&id)? {
-                return Ok(Pushed { state: l.state, ..p });
+            // A dependency may have finished while we wrote: look again
+            // (a settle may have moved it on first).
+            let state = match self.promote_if_ready(&id)? {
+                Some(state) => Some(state),
+                None => self.locate(&id)?.map(|l| l.state),
+            };
+            if let Some(state) = state {
+                return Ok(Pushed { state, ..p });
             }
         }
         Ok(p)

@@ -227,6 +227,18 @@ impl Queue {
         self.root.join("var").join(id)
     }
 
+    /// Make `var/<ID>/` if it is missing and return it. Something planted
+    /// in its place (a symlink, a file) is quarantined first, never
+    /// written through.
+    pub(crate) fn make_var(&self, id: &str) -> Result<PathBuf> {
+        let var = self.var(id);
+        if fs::symlink_metadata(&var).is_ok_and(|m| !m.is_dir()) {
+            self.quarantine(&var, "a symlink or file where the job's var directory belongs");
+        }
+        fsx::mkdir(&var)?;
+        Ok(var)
+    }
+
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }

@@ -145,7 +145,7 @@ impl Queue {
             Err(e) => return Err(e),
         };
         if claim_sync {
-            fsx::fsync_dir(&self.dir("leased"))?;
+            self.sync_leased()?;
         }
         self.settle_job(&name, &job, reason, outcome, opts)
     }
@@ -186,7 +186,7 @@ impl Queue {
         let dest = var.join(format!("{}.result.json", name.c.attempt));
         match fsx::rename_noreplace(tmp, &dest) {
             Err(_) if !fsx::exists(&var) => {
-                fsx::mkdir(&var)?;
+                self.make_var(&name.id)?;
                 fsx::rename_noreplace(tmp, &dest)
             }
             r => r,
@@ -333,18 +333,12 @@ impl Queue {
                 return Ok(Some(Located { state: State::Running, path: self.dir("leased").join(&n), c: Some(l.c), run_at_ms: None, seg: None }));
             }
         }
-        let needle = format!(".{id}.");
         for st in [State::Waiting, State::Held] {
-            let dir = self.dir(st.dir());
-            for n in fsx::list(&dir)? {
-                if !n.contains(&needle) {
-                    continue;
-                }
-                if let Some(q) = QueuedName::parse(&n).filter(|q| q.key.id == id) {
-                    return Ok(Some(Located { state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at), seg: None }));
-                }
+            if let Some(l) = self.locate_in(st, id)? {
+                return Ok(Some(l));
             }
         }
+        let needle = format!(".{id}.");
         for seg in self.segments()? {
             let dir = self.dir("pending").join(seg.to_string());
             for n in fsx::list(&dir)? {
@@ -354,6 +348,22 @@ impl Queue {
                 if let Some(q) = QueuedName::parse(&n).filter(|q| q.key.id == id) {
                     return Ok(Some(Located { state: State::Pending, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at), seg: Some(seg) }));
                 }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Job `id` in `waiting/` or `held/` (state `st`), if it is there: one
+    /// listing of that directory.
+    pub(crate) fn locate_in(&self, st: State, id: &str) -> Result<Option<Located>> {
+        let needle = format!(".{id}.");
+        let dir = self.dir(st.dir());
+        for n in fsx::list(&dir)? {
+            if !n.contains(&needle) {
+                continue;
+            }
+            if let Some(q) = QueuedName::parse(&n).filter(|q| q.key.id == id) {
+                return Ok(Some(Located { state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at), seg: None }));
             }
         }
         Ok(None)
@@ -393,9 +403,7 @@ impl Queue {
                 worker_id: None,
                 detail: detail.clone(),
             };
-            let var = self.var(id);
-            fsx::mkdir(&var)?;
-            let end = var.join("end.json");
+            let end = self.make_var(id)?.join("end.json");
             let rec = match fsx::publish(&self.tmp(), &end, &rec.to_line(), true)? {
                 Renamed::Done => rec,
                 _ if self.stale_end(id, c.attempt) => continue, // archived; try again

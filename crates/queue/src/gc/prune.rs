@@ -83,11 +83,8 @@ impl Gc<'_> {
                 format!("dependency-failed: {dep} did not end done"),
             ),
         };
-        if !self.o.dry_run {
-            self.q.promote_if_ready(id)?;
-            if self.q.locate(id)?.map(|l| l.state) != Some(want) {
-                return Ok(());
-            }
+        if !self.o.dry_run && self.q.promote_if_ready(id)? != Some(want) {
+            return Ok(());
         }
         self.emit_full(Action {
             action,

@@ -37,7 +37,7 @@ impl Queue {
             // 0. Deferred claims made durable first: a claim lost in a
             // power loss must not leave its outcome behind.
             if group.iter().any(|s| s.claim_sync_pending) {
-                if let Err(e) = fsx::fsync_dir(&self.dir("leased")) {
+                if let Err(e) = self.sync_leased() {
                     return group.iter().map(|_| Err(Error::new(e.kind, e.to_string()))).collect();
                 }
                 crate::failpoint!("settle.after_claim_sync");
