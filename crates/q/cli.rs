@@ -2,14 +2,19 @@
 
 use anyhow::Result;
 use clap::Args;
-use q_queue::{Durability, Queue};
+use q_queue::{Durability, Location, OpenOpts};
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// An open queue, whatever its backend.
+pub type Queue = Arc<dyn q_queue::Backend>;
 
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The queue directory [default: $XDG_STATE_HOME/q/default, i.e. ~/.local/state/q/default]
-    #[arg(long, env = "Q_DIR", value_name = "DIR", global = true)]
-    pub queue: Option<PathBuf>,
+    /// The queue: a directory (or dir:PATH) [default: $XDG_STATE_HOME/q/default, i.e. ~/.local/state/q/default]
+    #[arg(long, env = "Q_DIR", hide_env_values = true, value_name = "DIR", global = true)]
+    pub queue: Option<OsString>,
 
     /// Print errors only
     #[arg(short, long, global = true)]
@@ -23,32 +28,31 @@ pub struct Common {
 }
 
 impl Common {
-    /// The queue path: --queue, $Q_DIR, or the default.
-    pub fn path(&self) -> PathBuf {
-        if let Some(p) = &self.queue {
-            return p.clone();
+    /// Where the queue is: --queue, $Q_DIR, or the default directory.
+    pub fn location(&self) -> Location {
+        if let Some(q) = &self.queue {
+            return Location::parse(q);
         }
         let state = std::env::var_os("XDG_STATE_HOME")
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
             .unwrap_or_else(|| PathBuf::from("/tmp"));
-        state.join("q").join("default")
+        Location::Dir(state.join("q").join("default"))
     }
 
-    fn tune(&self, mut q: Queue) -> Queue {
-        q.durability = Durability::parse(&self.durability).unwrap_or_default();
-        q
+    fn opts(&self) -> OpenOpts {
+        OpenOpts { durability: Durability::parse(&self.durability).unwrap_or_default() }
     }
 
     /// Open the queue for reading: `None` when it does not exist yet.
     pub fn open(&self) -> Result<Option<Queue>> {
-        Ok(Queue::open(&self.path())?.map(|q| self.tune(q)))
+        Ok(q_queue::backend::open(&self.location(), self.opts())?)
     }
 
     /// Open the queue, creating it if needed.
     pub fn create(&self, group: Option<u32>) -> Result<Queue> {
-        Ok(self.tune(Queue::create(&self.path(), group)?))
+        Ok(q_queue::backend::create(&self.location(), group, self.opts())?)
     }
 
     /// Open a queue that must exist (for tools that change a job).
@@ -57,10 +61,18 @@ impl Common {
             Some(q) => Ok(q),
             None => Err(q_queue::Error::new(
                 q_queue::Kind::NoJob,
-                format!("no queue at {} (push a job first, or pass --queue)", self.path().display()),
+                format!("no queue at {} (push a job first, or pass --queue)", self.location().display()),
             )
             .into()),
         }
+    }
+}
+
+/// How a job names its queue (`Q_DIR`): a directory by its absolute path.
+pub fn for_jobs(loc: &Location) -> OsString {
+    match loc {
+        Location::Dir(p) => Location::Dir(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).to_arg(),
+        other => other.to_arg(),
     }
 }
 

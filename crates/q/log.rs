@@ -1,5 +1,5 @@
 //! `q-log`: print (or follow) the stdout or stderr log of a job's attempt,
-//! `var/<ID>/<A>.out|.err`, which `q-run` writes while the job runs.
+//! which `q-run` keeps in the queue while the job runs.
 //!
 //! Invariants: q-log only reads. Without an id it picks the newest job (ids
 //! sort by creation time) that has a log; without `--attempt` the newest
@@ -12,8 +12,8 @@ use crate::cli::Common;
 use crate::exit;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use q_queue::{Kind, Queue, State, Stream};
-use std::fs::File;
+use crate::cli::Queue;
+use q_queue::{Kind, State, Stream};
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -66,14 +66,14 @@ fn run(a: Args) -> Result<u8> {
     }
     let Some(q) = a.common.open()? else {
         bail!(no_log(match &a.id {
-            Some(id) => format!("no such job: {id} (there is no queue at {})", a.common.path().display()),
-            None => format!("no jobs yet (there is no queue at {})", a.common.path().display()),
+            Some(id) => format!("no such job: {id} (there is no queue at {})", a.common.location().display()),
+            None => format!("no jobs yet (there is no queue at {})", a.common.location().display()),
         }));
     };
     let interrupted = crate::cli_signals::interrupt_flag()?;
     let id = match &a.id {
         Some(id) => id.clone(),
-        None => newest_with_log(&q, stream)?,
+        None => newest_with_log(&q)?,
     };
     let attempt = match a.attempt {
         Some(n) => n,
@@ -82,54 +82,44 @@ fn run(a: Args) -> Result<u8> {
             Some(n) => n,
             None => return Ok(exit::INTERRUPTED),
         },
-        None => match newest_attempt(&q, &id, stream) {
+        None => match newest_attempt(&q, &id) {
             Some(n) => n,
             None => bail!(no_log(why_no_log(&q, &id, None, stream)?)),
         },
     };
-    let path = q.log_path(&id, attempt, stream);
     let running = || q.locate(&id).ok().flatten().is_some_and(|l| l.state == State::Running && l.c.is_some_and(|c| c.attempt == attempt));
-    let file = match File::open(&path) {
-        Ok(f) => Some(f),
-        // A runner creates the log on the job's first output: wait for it.
-        Err(e) if e.kind() == io::ErrorKind::NotFound && a.follow && running() => {
-            match wait_for_file(&path, &running, &interrupted) {
-                Some(f) => Some(f),
-                None if interrupted.load(Ordering::Relaxed) => return Ok(exit::INTERRUPTED),
-                // The attempt ended without writing to this stream.
-                None => return Ok(exit::OK),
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !a.path => {
-            if attempts_with_log(&q, &id, stream).contains(&attempt) {
-                // It ran and wrote nothing to this stream.
-                return Ok(exit::OK);
-            }
-            bail!(no_log(why_no_log(&q, &id, Some(attempt), stream)?))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if !attempts_with_log(&q, &id, stream).contains(&attempt) {
-                bail!(no_log(why_no_log(&q, &id, Some(attempt), stream)?));
-            }
-            None
-        }
-        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
-    };
+    let started = || q.log_attempts(&id).contains(&attempt);
     if a.path {
+        if !started() && q.log_reader(&id, attempt, stream)?.is_none() {
+            bail!(no_log(why_no_log(&q, &id, Some(attempt), stream)?));
+        }
+        let Some(path) = q.log_location(&id, attempt, stream) else {
+            bail!(q_queue::Error::new(Kind::Data, format!("queue {} keeps logs in the database, not in files: print them with q-log", q.location().display())));
+        };
         let mut out = io::stdout().lock();
-        return match writeln!(out, "{}", path.display()).and_then(|()| out.flush()) {
+        return match writeln!(out, "{path}").and_then(|()| out.flush()) {
             Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
             _ => Ok(exit::OK),
         };
     }
-    match file {
-        Some(f) => follow(f, &path, a.follow, &running, &interrupted),
-        None => Ok(exit::OK),
-    }
+    let log = match q.log_reader(&id, attempt, stream)? {
+        Some(r) => r,
+        // A runner creates the log on the job's first output: wait for it.
+        None if a.follow && running() => match wait_for_log(&q, &id, attempt, stream, &running, &interrupted)? {
+            Some(r) => r,
+            None if interrupted.load(Ordering::Relaxed) => return Ok(exit::INTERRUPTED),
+            // The attempt ended without writing to this stream.
+            None => return Ok(exit::OK),
+        },
+        // It ran and wrote nothing to this stream.
+        None if started() => return Ok(exit::OK),
+        None => bail!(no_log(why_no_log(&q, &id, Some(attempt), stream)?)),
+    };
+    follow(log, a.follow, &running, &interrupted)
 }
 
 /// Copy the log to stdout; with `keep`, go on while `running()` holds.
-fn follow(mut file: File, path: &std::path::Path, keep: bool, running: &dyn Fn() -> bool, interrupted: &std::sync::atomic::AtomicBool) -> Result<u8> {
+fn follow(mut file: Box<dyn Read + Send>, keep: bool, running: &dyn Fn() -> bool, interrupted: &std::sync::atomic::AtomicBool) -> Result<u8> {
     let mut out = io::stdout().lock();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -141,7 +131,7 @@ fn follow(mut file: File, path: &std::path::Path, keep: bool, running: &dyn Fn()
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+                Err(e) => return Err(e).context("read the log"),
             };
             match out.write_all(&buf[..n]).and_then(|()| if keep { out.flush() } else { Ok(()) }) {
                 Ok(()) => {}
@@ -163,16 +153,23 @@ fn follow(mut file: File, path: &std::path::Path, keep: bool, running: &dyn Fn()
     }
 }
 
-/// Wait for a running attempt's log file to appear. `None` when the attempt
+/// Wait for a running attempt's log to appear. `None` when the attempt
 /// ended without one, or on an interrupt.
-fn wait_for_file(path: &std::path::Path, running: &dyn Fn() -> bool, interrupted: &std::sync::atomic::AtomicBool) -> Option<File> {
+fn wait_for_log(
+    q: &Queue,
+    id: &str,
+    attempt: u32,
+    stream: Stream,
+    running: &dyn Fn() -> bool,
+    interrupted: &std::sync::atomic::AtomicBool,
+) -> Result<Option<Box<dyn Read + Send>>> {
     loop {
         let still = running();
-        if let Ok(f) = File::open(path) {
-            return Some(f);
+        if let Some(r) = q.log_reader(id, attempt, stream)? {
+            return Ok(Some(r));
         }
         if !still || interrupted.load(Ordering::Relaxed) {
-            return None;
+            return Ok(None);
         }
         std::thread::sleep(POLL);
     }
@@ -188,7 +185,7 @@ fn wait_for_start(q: &Queue, id: &str, stream: Stream, interrupted: &std::sync::
             None => bail!(no_log(format!("no such job: {id}"))),
             Some(l) if l.state == State::Running => return Ok(Some(l.c.unwrap_or_default().attempt)),
             Some(l) if l.state.is_terminal() => {
-                return match newest_attempt(q, id, stream) {
+                return match newest_attempt(q, id) {
                     Some(n) => Ok(Some(n)),
                     None => bail!(no_log(why_no_log(q, id, None, stream)?)),
                 };
@@ -207,41 +204,12 @@ fn wait_for_start(q: &Queue, id: &str, stream: Stream, interrupted: &std::sync::
     }
 }
 
-/// The attempts of a job that started (and so have a log of each stream:
-/// q-run creates a log file on the first byte, so a missing file of a
-/// started attempt is an empty log).
-fn attempts_with_log(q: &Queue, id: &str, _stream: Stream) -> Vec<u32> {
-    let var = q.var(id);
-    let mut v: Vec<u32> = q_queue::fsx::list(&var)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| {
-            let (a, rest) = n.split_once('.')?;
-            let a: u32 = a.parse().ok()?;
-            let started = match rest {
-                "out" | "err" => true,
-                "lease.json" => q.read_run(id, a).is_some(),
-                // Run by q-run (which measures its CPU), not settled by hand.
-                "result.json" => std::fs::read_to_string(var.join(n))
-                    .ok()
-                    .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
-                    .is_some_and(|r| r["cpu_user_ms"].is_u64()),
-                _ => false,
-            };
-            started.then_some(a)
-        })
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
-fn newest_attempt(q: &Queue, id: &str, stream: Stream) -> Option<u32> {
-    attempts_with_log(q, id, stream).last().copied()
+fn newest_attempt(q: &Queue, id: &str) -> Option<u32> {
+    q.log_attempts(id).last().copied()
 }
 
 /// The newest running or finished job that has a log.
-fn newest_with_log(q: &Queue, stream: Stream) -> Result<String> {
+fn newest_with_log(q: &Queue) -> Result<String> {
     let mut ids: Vec<String> = q
         .entries(&[State::Running, State::Done, State::Dead, State::Canceled])?
         .into_iter()
@@ -249,21 +217,21 @@ fn newest_with_log(q: &Queue, stream: Stream) -> Result<String> {
         .collect();
     ids.sort_unstable_by(|a, b| b.cmp(a));
     ids.into_iter()
-        .find(|id| newest_attempt(q, id, stream).is_some())
+        .find(|id| newest_attempt(q, id).is_some())
         .ok_or_else(|| no_log("no job has a log yet (logs are written by q-run while a job runs)".to_owned()))
 }
 
 /// Why there is no log to show: what the user should know.
 fn why_no_log(q: &Queue, id: &str, attempt: Option<u32>, stream: Stream) -> Result<String> {
     let Some(l) = q.locate(id)? else {
-        if q.var(id).exists() {
+        if !q.log_attempts(id).is_empty() {
             return Ok(format!("job {id} has no log (its job record is gone)"));
         }
         return Ok(format!("no such job: {id}"));
     };
     let last = l.c.map_or_else(|| q.last_attempt(id), |c| c.attempt);
     let kind = if stream == Stream::Stderr { "stderr" } else { "stdout" };
-    let have = attempts_with_log(q, id, stream);
+    let have = q.log_attempts(id);
     let have = if have.is_empty() {
         String::new()
     } else {

@@ -6,7 +6,8 @@ use crate::out;
 use anyhow::{Context, Result};
 use clap::Parser;
 use q_queue::job::{self, MAX_RECORD, PushContext};
-use q_queue::{Kind, Queue, time};
+use crate::cli::Queue;
+use q_queue::{Kind, Singleton, time};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -391,13 +392,13 @@ fn commit(a: &Args, q: &Queue, batch: Vec<(usize, q_queue::NewJob)>) -> Result<u
 /// `--start[=N]`: if no supervisor holds the queue's lock, start a detached
 /// `q-supervise -j N --exit-on-idle` next to this binary.
 pub fn ensure_supervisor(common: &Common, q: &Queue, n: usize) -> Result<()> {
-    if q_queue::supervisor_running(q) {
+    if q.is_locked(Singleton::Supervisor) {
         return Ok(());
     }
     let exe = std::env::current_exe()?.with_file_name("q-supervise");
     let n = if n == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { n };
     let mut cmd = std::process::Command::new(&exe);
-    cmd.arg("-j").arg(n.to_string()).arg("--exit-on-idle").arg("--skip-if-running").arg("--queue").arg(q.root());
+    cmd.arg("-j").arg(n.to_string()).arg("--exit-on-idle").arg("--skip-if-running").arg("--queue").arg(q.location().to_arg());
     cmd.arg("--durability").arg(&common.durability);
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     use std::os::unix::process::CommandExt;

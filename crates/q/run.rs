@@ -7,15 +7,14 @@
 mod attempt;
 mod heartbeat;
 mod spawn;
-mod workspace;
 
-use crate::cli::{self, Common};
+use crate::cli::{self, Common, Queue};
 use crate::exit;
 use crate::out;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use heartbeat::{Heartbeat, Held};
-use q_queue::{ClaimOpts, Liveness, Queue, Reason};
+use q_queue::{ClaimOpts, Liveness, Reason};
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::io::BufRead;
@@ -78,8 +77,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// Settings of one run loop, shared by the modes.
 pub(crate) struct Ctx {
     pub q: Queue,
-    /// The queue's absolute path, for the jobs' `Q_DIR`.
-    pub root: std::path::PathBuf,
+    /// The queue as the jobs' `Q_DIR` names it (a directory: its absolute path).
+    pub for_jobs: OsString,
     pub handler: Vec<OsString>,
     pub grace: Duration,
     pub output_limit: u64,
@@ -91,8 +90,8 @@ pub(crate) struct Ctx {
     pub supervised: bool,
     /// Programs found in jobs' own PATHs.
     pub programs: spawn::Resolver,
-    /// Empty workspaces, recycled.
-    pub workspaces: workspace::Workspaces,
+    /// The attempts' workspaces.
+    pub workspaces: q_queue::local::Workspaces,
     /// Readable once SIGTERM or SIGINT arrived.
     pub signaled: std::io::PipeReader,
     /// Recorded environments read so far (they never change).
@@ -138,7 +137,7 @@ fn run(a: Args) -> Result<u8> {
         None if a.stdin => a.common.create(None)?,
         None => {
             if !a.common.quiet && !a.exit_on_idle && !a.once {
-                eprintln!("q-run: no queue yet at {}; waiting for the first push", a.common.path().display());
+                eprintln!("q-run: no queue yet at {}; waiting for the first push", a.common.location().display());
             }
             if a.once {
                 return Ok(exit::TEMP);
@@ -158,7 +157,7 @@ fn run(a: Args) -> Result<u8> {
         }
     };
     let ctx = Ctx {
-        root: std::fs::canonicalize(q.root()).unwrap_or_else(|_| q.root().to_path_buf()),
+        for_jobs: cli::for_jobs(&q.location()),
         q: q.clone(),
         handler: a.handler.clone(),
         grace: Duration::from_millis(a.grace),
@@ -167,7 +166,7 @@ fn run(a: Args) -> Result<u8> {
         signals,
         heartbeat: Heartbeat::start(&q),
         envs: Default::default(),
-        workspaces: workspace::Workspaces::new(&q),
+        workspaces: q.workspaces(),
         programs: Default::default(),
         supervised: supervisor.is_some(),
         signaled,
@@ -185,7 +184,7 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     let opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(ctx.worker_id.clone()), liveness: Liveness::Flock };
     // The claims' fsync is left to their settles (on the committer), so a
     // job starts without waiting for the disk.
-    let mut claimer = q_queue::Claimer::new(&ctx.q).deferring_sync();
+    let mut claimer = ctx.q.claimer();
     // Claims whose runner died on this host (a q-run killed before us, say)
     // go back to the queue first, their leftover processes killed; while
     // idle, so do leases that expired anywhere. A supervisor's workers leave
@@ -197,7 +196,7 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     let mut last_reclaim = std::time::Instant::now();
     std::thread::scope(|scope| {
         // Waiting for more attempts to end is worth it only when settles sync.
-        let window = if ctx.q.sync_claims(false) { Duration::from_millis(a.group_window) } else { Duration::ZERO };
+        let window = if ctx.q.settles_sync() { Duration::from_millis(a.group_window) } else { Duration::ZERO };
         let committer = Committer::start(scope, ctx, window);
         loop {
             if ctx.draining() {
@@ -226,7 +225,7 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
                 claimer.wait_or(Duration::from_secs(1), Some(ctx.signaled.as_fd()));
                 continue;
             };
-            let held = ctx.heartbeat.hold(&ctx.q, c);
+            let held = ctx.heartbeat.hold(c);
             let ended = attempt::run(ctx, &held)?;
             if a.once {
                 let code = attempt::commit(ctx, &held, ended);
@@ -338,7 +337,7 @@ impl<'s> Committer<'s> {
 /// extended), run them one by one.
 fn run_stdin(ctx: &Ctx, once: bool) -> Result<u8> {
     let (tx, rx) = std::sync::mpsc::channel::<Arc<Held>>();
-    let q = ctx.q.clone();
+    let q = Arc::clone(&ctx.q);
     let hb = ctx.heartbeat.clone();
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
@@ -347,7 +346,7 @@ fn run_stdin(ctx: &Ctx, once: bool) -> Result<u8> {
             if line.trim().is_empty() {
                 continue;
             }
-            match adopt(&q, &hb, &line) {
+            match crate::ids::claim_line(&line).and_then(|(id, token)| Ok(hb.adopt(q.adopt(&id, &token)?))) {
                 Ok(h) => {
                     if tx.send(h).is_err() {
                         break;
@@ -378,26 +377,6 @@ fn run_stdin(ctx: &Ctx, once: bool) -> Result<u8> {
         return Ok(if ran { code } else { exit::TEMP });
     }
     Ok(exit::OK)
-}
-
-/// Take over a claim printed by q-claim: lock its lease, check it is still
-/// current, and start extending it.
-fn adopt(q: &Queue, hb: &Heartbeat, line: &str) -> Result<Arc<Held>> {
-    let v: serde_json::Value = serde_json::from_str(line).context("not a JSON claim line")?;
-    let id = v["id"].as_str().context("the claim line has no \"id\"")?;
-    let token = v["token"].as_str().context("the claim line has no \"token\"")?;
-    q_queue::id::check_id(id)?;
-    let name = q_queue::names::LeasedName::from_token(id, token)
-        .ok_or_else(|| q_queue::Error::new(q_queue::Kind::Data, format!("invalid token {token:?}")))?;
-    let lease_path = q.lease_path(id, name.c.attempt);
-    let f = q_queue::fsx::open_rw(&lease_path).map_err(|_| q_queue::Error::lease_lost(id, token))?;
-    if f.try_lock().is_err() {
-        anyhow::bail!(q_queue::Error::new(q_queue::Kind::Busy, format!("job {id} attempt {} is already being run by another process", name.c.attempt)));
-    }
-    let leased = q.dir("leased").join(name.to_string());
-    let job = q.read_job(&leased).map_err(|_| q_queue::Error::lease_lost(id, token))?;
-    let lease = q.read_lease(id, name.c.attempt)?;
-    Ok(hb.adopt(q, id, name, job, f, lease.lease_ms))
 }
 
 /// Print a result line; a closed stdout is not an error for a reporter.

@@ -35,7 +35,8 @@ use crate::exit;
 use anyhow::Result;
 use clap::Parser;
 use pool::{Slot, WorkerCmd};
-use q_queue::Queue;
+use crate::cli::Queue;
+use q_queue::Singleton;
 use q_queue::lock::Acquired;
 use report::Reporter;
 use std::collections::HashMap;
@@ -136,7 +137,7 @@ fn run(a: Args) -> Result<u8> {
             None => return Ok(exit::OK),
         },
     };
-    let guard = match q.try_lock_named("supervise", Duration::from_millis(500))? {
+    let guard = match q.lock(Singleton::Supervisor, Duration::from_millis(500))? {
         Acquired::Held(g) => g,
         Acquired::Busy(_) if a.skip_if_running => return Ok(exit::OK),
         Acquired::Busy(h) => {
@@ -148,7 +149,7 @@ fn run(a: Args) -> Result<u8> {
                 q_queue::Kind::Busy,
                 format!(
                     "{who} serves queue {}; stop it first, or use --skip-if-running",
-                    q.root().display()
+                    q.location().display()
                 ),
             )
             .into());
@@ -217,7 +218,7 @@ fn run(a: Args) -> Result<u8> {
 fn wait_for_queue(a: &Args, rx: &Receiver<Ev>, rep: &mut Reporter) -> Result<Option<Queue>> {
     rep.note(&format!(
         "no queue yet at {}; waiting for the first push",
-        a.common.path().display()
+        a.common.location().display()
     ));
     loop {
         if let Ok(Ev::Signal(s)) = rx.recv_timeout(Duration::from_millis(250))
@@ -235,7 +236,7 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     let exe = std::env::current_exe()?.with_file_name("q-run");
     let mut args: Vec<OsString> = vec![
         "--queue".into(),
-        a.common.path().into(),
+        a.common.location().to_arg(),
         "--durability".into(),
         a.common.durability.clone().into(),
     ];

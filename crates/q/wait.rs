@@ -15,8 +15,8 @@ use crate::ids;
 use crate::out;
 use anyhow::{Result, bail};
 use clap::Parser;
-use q_queue::names::terminal_name;
-use q_queue::{Kind, Queue, State, time};
+use crate::cli::Queue;
+use q_queue::{Kind, State, time};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -116,7 +116,7 @@ struct Waited {
 fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> Result<u8> {
     let Some(q) = common.open()? else {
         for id in &ids {
-            eprintln!("{TOOL}: error: no such job: {id} (there is no queue at {})", common.path().display());
+            eprintln!("{TOOL}: error: no such job: {id} (there is no queue at {})", common.location().display());
         }
         return Ok(exit::NO_JOB);
     };
@@ -210,7 +210,7 @@ fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> R
 
 /// Sleep until the queue changes (or a short while), but not sooner than
 /// `gap` after the last look.
-fn pause(q: &Queue, waiter: &mut Option<q_queue::Waiter>, stop: &Stop, looked: Instant, gap: Duration) {
+fn pause(q: &Queue, waiter: &mut Option<Box<dyn q_queue::Waiter>>, stop: &Stop, looked: Instant, gap: Duration) {
     let w = waiter.get_or_insert_with(|| q.waiter());
     w.wait(stop.left());
     let since = looked.elapsed();
@@ -240,10 +240,9 @@ fn states_of(q: &Queue, ids: &[&str]) -> Result<Vec<Option<State>>> {
     Ok(out)
 }
 
-/// The terminal state of a job, from three `stat`s.
+/// The terminal state of a job, cheaply (for a directory: three `stat`s).
 fn terminal_state(q: &Queue, id: &str) -> Option<State> {
-    let name = terminal_name(id);
-    [State::Done, State::Dead, State::Canceled].into_iter().find(|s| q.dir(s.dir()).join(&name).exists())
+    q.finished(id)
 }
 
 /// The final `result` line of a finished job: its latest result record, or

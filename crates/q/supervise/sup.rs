@@ -13,7 +13,8 @@ use super::{Ev, idle};
 use crate::exit;
 use anyhow::Result;
 use q_queue::lock::{Acquired, LockGuard};
-use q_queue::{Queue, State, time};
+use crate::cli::Queue;
+use q_queue::{Reason, Singleton, State, time};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender};
@@ -47,18 +48,18 @@ pub(super) struct Sup {
     pub(super) mode: Mode,
     pub(super) signals: u32,
     /// Final state and reason per job id, from the workers' result lines.
-    pub(super) outcomes: HashMap<String, (State, String)>,
+    pub(super) outcomes: HashMap<String, (State, Option<Reason>)>,
     pub(super) open_pipes: usize,
     pub(super) pid_worker: HashMap<i32, String>,
     pub(super) last_reclaim: Instant,
     /// When waiting jobs were last looked at for stranded ones.
     pub(super) last_promote: Option<Instant>,
-    /// Leased file name → what we know of the claim.
-    pub(super) claims: HashMap<String, Seen>,
+    /// (id, attempt) of a running claim → what we know of it.
+    pub(super) claims: HashMap<(String, u32), Seen>,
     pub(super) ever_started: bool,
     pub(super) idle_seen: u32,
     pub(super) last_idle_check: Instant,
-    pub(super) left_behind: Option<idle::Idle>,
+    pub(super) left_behind: Option<q_queue::Idle>,
     /// The loop ended because the queue was idle (`--exit-on-idle`).
     pub(super) idle_exit: bool,
     pub(super) started: Instant,
@@ -113,7 +114,7 @@ impl Sup {
             "supervisor-started",
             None,
             Self::me(),
-            json!({"workers": n, "queue": self.q.root().display().to_string()}),
+            json!({"workers": n, "queue": self.q.location().display()}),
         );
     }
 
@@ -122,12 +123,12 @@ impl Sup {
     /// here, or its pusher (`q-push --start`) found no supervisor and started
     /// one.
     fn busy_again(&mut self) -> bool {
-        if !idle::check(&self.q, self.horizon).is_ok_and(|s| s.busy) {
+        if !self.q.idle(self.horizon).is_ok_and(|s| s.busy) {
             return false;
         }
         match self
             .q
-            .try_lock_named("supervise", Duration::from_millis(200))
+            .lock(Singleton::Supervisor, Duration::from_millis(200))
         {
             Ok(Acquired::Held(g)) => {
                 self.guard = Some(g);
@@ -290,7 +291,7 @@ impl Sup {
         self.last_idle_check = Instant::now();
         // A passing error while looking (a directory vanishing under a
         // concurrent rename) must not end a drain: say so, look again later.
-        let s = match idle::check(&self.q, self.horizon) {
+        let s = match self.q.idle(self.horizon) {
             Ok(s) => s,
             Err(e) => {
                 self.rep.error(&format!("cannot read the queue's state ({e:#}); looking again"));
@@ -326,7 +327,7 @@ impl Sup {
     /// once more, so that a job pushed meanwhile is either seen here or its
     /// pusher (`q-push --start`) finds no supervisor and starts one.
     pub(super) fn final_idle(&mut self) -> Result<bool> {
-        let s = idle::check(&self.q, self.horizon)?;
+        let s = self.q.idle(self.horizon)?;
         if s.busy {
             self.resume();
             return Ok(false);
@@ -367,7 +368,7 @@ impl Sup {
         self.kill_orphans();
         self.rep.clear();
         if let Some(s) = self.left_behind.take() {
-            let msg = s.left_behind();
+            let msg = idle::left_behind(&s);
             if !msg.is_empty() {
                 self.rep.note(&format!("idle; {msg}"));
             }
@@ -375,7 +376,7 @@ impl Sup {
         let failed: Vec<&String> = self
             .outcomes
             .iter()
-            .filter(|(_, (st, r))| failed(*st, r))
+            .filter(|(_, (st, r))| failed(*st, *r))
             .map(|(id, _)| id)
             .collect();
         let code = if failed.is_empty() {

@@ -1,18 +1,19 @@
 //! What a supervisor learns about jobs: the `result` lines its workers
-//! print (outcomes, `job-finished`), the claims it sees in `leased/`
+//! print (outcomes, `job-finished`), the running claims it sees
 //! (`job-claimed`, the progress view), and the leases it reclaims
 //! (`lease-reclaimed`). The progress view is drawn from the same.
 
 use super::report;
 use super::sup::Sup;
-use q_queue::names::LeasedName;
-use q_queue::{Queue, State, fsx, time};
+use crate::cli::Queue;
+use q_queue::{Entry, Reason, State, time};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Instant;
 
-/// A claim seen in `leased/`, for events and progress.
+/// A running claim seen, for events and progress.
 pub(super) struct Seen {
+    pub(super) entry: Entry,
     pub(super) id: String,
     pub(super) attempt: u32,
     pub(super) worker_id: Option<String>,
@@ -35,11 +36,11 @@ impl Sup {
             return;
         };
         let reason = v["reason"].as_str().unwrap_or("").to_owned();
-        if reason != "lease-lost" {
+        if reason != Reason::LeaseLost.as_str() {
             if state.is_terminal() {
                 self.finished += 1;
             }
-            self.outcomes.insert(id.to_owned(), (state, reason.clone()));
+            self.outcomes.insert(id.to_owned(), (state, Reason::parse(&reason)));
         }
         let w = self.worker_of(pid).map(str::to_owned);
         self.rep.event(
@@ -71,7 +72,7 @@ impl Sup {
             Err(e) => return self.rep.error(&format!("reclaiming leases: {e}")),
         };
         for r in list {
-            let key = format!("{}.{}.json", r.id, r.token);
+            let key = (r.id.clone(), r.attempt);
             let (seen_w, pid) = self
                 .claims
                 .get(&key)
@@ -82,8 +83,7 @@ impl Sup {
                 .is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
             if ours && r.state.is_terminal() {
                 self.finished += 1;
-                self.outcomes
-                    .insert(r.id.clone(), (r.state, r.reason.as_str().to_owned()));
+                self.outcomes.insert(r.id.clone(), (r.state, Some(r.reason)));
             }
             self.rep.event(
                 "lease-reclaimed",
@@ -96,19 +96,18 @@ impl Sup {
 
     /// Notice new claims (job-claimed events, progress).
     pub(super) fn watch_claims(&mut self) {
-        let Ok(names) = fsx::list(&self.q.dir("leased")) else {
+        let Ok(running) = self.q.entries(&[State::Running]) else {
             return;
         };
-        let names: HashSet<String> = names.into_iter().collect();
-        self.claims.retain(|k, _| names.contains(k));
-        for n in names {
-            if self.claims.contains_key(&n) {
+        let keys: HashSet<(String, u32)> = running.iter().map(|e| (e.id.clone(), e.c.unwrap_or_default().attempt)).collect();
+        self.claims.retain(|k, _| keys.contains(k));
+        for e in running {
+            let attempt = e.c.unwrap_or_default().attempt;
+            let key = (e.id.clone(), attempt);
+            if self.claims.contains_key(&key) {
                 continue;
             }
-            let Some(l) = LeasedName::parse(&n) else {
-                continue;
-            };
-            let Ok(lease) = self.q.read_lease(&l.id, l.c.attempt) else {
+            let Some(lease) = self.q.live_records(&e.id, attempt).0 else {
                 continue;
             };
             let ours = lease
@@ -117,8 +116,9 @@ impl Sup {
                 .is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
             let local = lease.host == q_queue::ident::host().host;
             let seen = Seen {
-                id: l.id.clone(),
-                attempt: l.c.attempt,
+                id: e.id.clone(),
+                attempt,
+                entry: e,
                 worker_id: lease.worker_id.clone(),
                 pid: local.then_some(lease.pid),
                 since_ms: time::parse_time(&lease.claimed_at).unwrap_or_else(|_| time::now_ms()),
@@ -131,7 +131,7 @@ impl Sup {
                     json!({"id": seen.id, "attempt": seen.attempt}),
                 );
             }
-            self.claims.insert(n, seen);
+            self.claims.insert(key, seen);
         }
     }
 
@@ -180,7 +180,7 @@ impl Sup {
         }
         let now = time::now_ms();
         let mut running: Vec<(String, String, String, u64)> = Vec::new();
-        for (name, s) in &self.claims {
+        for s in self.claims.values() {
             let Some(w) = s
                 .worker_id
                 .clone()
@@ -191,7 +191,7 @@ impl Sup {
             let label = self
                 .labels
                 .entry(s.id.clone())
-                .or_insert_with(|| label_of(&self.q, name))
+                .or_insert_with(|| label_of(&self.q, &s.entry))
                 .clone();
             running.push((w, s.id.clone(), label, (now - s.since_ms).max(0) as u64));
         }
@@ -205,20 +205,17 @@ impl Sup {
 
 /// Did a job whose last known state is this end badly (or leave a retry
 /// that this supervisor did not wait for)?
-pub(super) fn failed(st: State, reason: &str) -> bool {
+pub(super) fn failed(st: State, reason: Option<Reason>) -> bool {
     match st {
         State::Dead | State::Canceled => true,
-        State::Pending => matches!(
-            reason,
-            "exit" | "signal" | "timeout" | "output-limit" | "spawn-failed"
-        ),
+        State::Pending => reason.is_some_and(Reason::is_failure),
         _ => false,
     }
 }
 
 /// A short label for a running job: its name, else its command.
-fn label_of(q: &Queue, leased_name: &str) -> String {
-    let Some(job) = q.read_job(&q.dir("leased").join(leased_name)).ok() else {
+fn label_of(q: &Queue, e: &Entry) -> String {
+    let Some((_, job)) = q.job(e).ok().flatten() else {
         return String::new();
     };
     if let Some(n) = job.name {

@@ -33,7 +33,7 @@ impl Watchdog {
         let mut c = Command::new(exe);
         c.arg("--watchdog")
             .arg("--queue")
-            .arg(common.path())
+            .arg(common.location().to_arg())
             .arg("--durability")
             .arg(&common.durability);
         c.stdin(Stdio::piped())

@@ -89,14 +89,9 @@ impl Holder {
 #[derive(Debug)]
 pub struct LockGuard {
     file: File,
-    path: PathBuf,
 }
 
 impl LockGuard {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Let go while this process lives on: clear the record, then unlock.
     pub fn release(self) {
         let _ = self.file.set_len(0);
@@ -178,7 +173,7 @@ impl Queue {
             f.write_all_at(&rec, 0).ctx("write lock record", &path)?;
             f.set_len(rec.len() as u64)
                 .ctx("write lock record", &path)?;
-            return Ok(Acquired::Held(LockGuard { file: f, path }));
+            return Ok(Acquired::Held(LockGuard { file: f }));
         }
     }
 

@@ -30,17 +30,17 @@ impl Queue {
     /// A waiter that wakes only when a job may have become ready (pushes,
     /// requeues, releases): what a claimer needs; its own claims and
     /// completions do not wake it.
-    pub fn pending_waiter(&self) -> Waiter {
+    pub fn pending_waiter(&self) -> DirWaiter {
         let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok().and_then(|i| {
             let flags = AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
             i.add_watch(&self.dir("pending"), flags).ok()?;
             Some(i)
         });
-        Waiter { ino: if is_network_fs(self.root()) { None } else { ino } }
+        DirWaiter { ino: if is_network_fs(self.root()) { None } else { ino } }
     }
 
     /// A waiter on this queue's pending jobs and on jobs finishing.
-    pub fn waiter(&self) -> Waiter {
+    pub fn waiter(&self) -> DirWaiter {
         let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok().and_then(|i| {
             let flags = AddWatchFlags::IN_ATTRIB
                 | AddWatchFlags::IN_CREATE
@@ -54,7 +54,7 @@ impl Queue {
             Some(i)
         });
         let ino = if is_network_fs(self.root()) { None } else { ino };
-        Waiter { ino }
+        DirWaiter { ino }
     }
 }
 
@@ -64,17 +64,12 @@ fn is_network_fs(p: &std::path::Path) -> bool {
 }
 
 /// Blocks until something changed in the queue, or a timeout.
-pub struct Waiter {
+pub struct DirWaiter {
     ino: Option<Inotify>,
 }
 
-impl Waiter {
-    /// Wait up to `timeout` (capped at `MAX_SLEEP`) for a change.
-    pub fn wait(&self, timeout: Duration) {
-        self.wait_or(timeout, None);
-    }
-
-    /// Like [`Waiter::wait`], but also return as soon as `also` is readable
+impl DirWaiter {
+    /// Like [`DirWaiter::wait`], but also return as soon as `also` is readable
     /// (a caller's self-pipe, written when a signal arrives).
     pub fn wait_or(&self, timeout: Duration, also: Option<BorrowedFd<'_>>) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};

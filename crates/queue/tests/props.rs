@@ -195,8 +195,8 @@ struct MJob {
 struct WClaim {
     id: String,
     token: String,
-    /// The lease handle; `None` once the worker "died".
-    file: Option<std::fs::File>,
+    /// The claim itself: holding it holds its lease (dropping it is the worker's death).
+    file: Option<q_queue::Claim>,
     stale: bool,
 }
 
@@ -237,7 +237,7 @@ fn run_machine(ops: &[Op]) -> Result<(), TestCaseError> {
                         prop_assert_eq!(c.attempt(), m.attempt + 1, "{}: attempt", why);
                         m.state = State::Running;
                         m.attempt += 1;
-                        workers[w] = Some(WClaim { id: c.id.clone(), token: c.token(), file: Some(c.lease_file), stale: false });
+                        workers[w] = Some(WClaim { id: c.id.clone(), token: c.token.clone(), file: Some(c), stale: false });
                     }
                 }
             }
