@@ -372,3 +372,20 @@ fn a_push_killed_after_its_dependency_marker_leaves_a_harmless_marker() {
     let c = q.run("q-ls", &["--counts"]);
     assert_eq!((c.lines()[0]["done"].as_u64(), c.lines()[0]["waiting"].as_u64()), (Some(1), Some(0)));
 }
+
+/// Each `pushed` line names the job of its own input line, whatever order
+/// the jobs are written in (a scheduled job and a high-priority one sort
+/// apart from the others).
+#[test]
+fn pushed_lines_name_the_job_of_their_line() {
+    let q = QDir::new();
+    let input = "{\"cmd\":[\"true\"],\"name\":\"one\",\"delay\":\"1h\"}\n{\"cmd\":[\"true\"],\"name\":\"two\"}\n{\"cmd\":[\"true\"],\"name\":\"three\",\"priority\":9}\n{\"cmd\":[\"true\"],\"name\":\"four\",\"delay\":\"2h\"}\n";
+    let pushed = q.run_in("q-push", &[], input).ok().lines();
+    let names = ["one", "two", "three", "four"];
+    assert_eq!(pushed.len(), names.len());
+    for (n, (p, want)) in pushed.iter().zip(names).enumerate() {
+        assert_eq!(p["line"], n + 1, "{p}");
+        let id = p["id"].as_str().unwrap();
+        assert_eq!(q.job(id)["name"], want, "line {} printed the id of another line's job", n + 1);
+    }
+}
