@@ -9,7 +9,7 @@ use crate::util::*;
 use clap::CommandFactory;
 use std::collections::BTreeSet;
 
-const TOOLS: [&str; 9] = ["push", "claim", "run", "supervise", "gc", "ls", "wait", "log", "ctl"];
+use q::front::TOOLS;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -798,4 +798,20 @@ fn changelog_keeps_a_changelog() {
         );
     }
     assert!(c.contains("**Format change:**"), "on-disk changes are marked **Format change:**");
+}
+
+/// The tools are listed once (`q::front::TOOLS`): the binaries Cargo.toml
+/// builds, and so the ones scripts/install installs, are exactly those.
+#[test]
+fn the_tool_list_is_one_list() {
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let mut bins: Vec<&str> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|b| b.lines().find_map(|l| l.trim().strip_prefix("name = \"")?.strip_suffix('"')))
+        .collect();
+    bins.sort_unstable();
+    let mut want: Vec<String> = TOOLS.iter().map(|t| format!("q-{t}")).chain(["q".to_owned()]).collect();
+    want.sort_unstable();
+    assert_eq!(bins, want, "Cargo.toml's [[bin]]s and q::front::TOOLS disagree");
 }

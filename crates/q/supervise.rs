@@ -44,7 +44,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
-use sup::{Mode, Sup};
+use sup::{IdleWatch, Mode, Sup, Track, Upkeep, Workers};
 use watchdog::Watchdog;
 
 #[derive(Debug, Parser)]
@@ -180,36 +180,28 @@ fn run(a: Args) -> Result<u8> {
             restart_at: None,
         })
         .collect();
+    let now = Instant::now();
     let sup = Sup {
-        cmd: worker_cmd(&a)?,
         q,
-        exit_on_idle: a.exit_on_idle,
-        horizon: a.idle_horizon,
-        base_ms: a.restart_base.max(1),
         grace_ms: a.grace,
-        slots,
-        tx,
         rx,
         rep,
         wd,
         guard: Some(guard),
         mode: Mode::Running,
         signals: 0,
-        outcomes: HashMap::new(),
-        open_pipes: 0,
-        pid_worker: HashMap::new(),
-        last_reclaim: Instant::now(),
-        last_promote: None,
-        claims: HashMap::new(),
-        ever_started: false,
-        idle_seen: 0,
-        last_idle_check: Instant::now(),
-        left_behind: None,
-        idle_exit: false,
-        started: Instant::now(),
-        finished: 0,
-        last_draw: Instant::now(),
-        labels: HashMap::new(),
+        workers: Workers {
+            cmd: worker_cmd(&a)?,
+            slots,
+            base_ms: a.restart_base.max(1),
+            tx,
+            pid_worker: HashMap::new(),
+            open_pipes: 0,
+            ever_started: false,
+        },
+        track: Track { outcomes: HashMap::new(), claims: HashMap::new(), finished: 0, labels: HashMap::new(), started: now, last_draw: now },
+        idle: IdleWatch { exit_on_idle: a.exit_on_idle, horizon: a.idle_horizon, idle_seen: 0, last_idle_check: now, left_behind: None, idle_exit: false },
+        upkeep: Upkeep { last_reclaim: now, last_promote: None },
     };
     Ok(sup.run())
 }

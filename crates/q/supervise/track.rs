@@ -38,11 +38,11 @@ impl Sup {
         let reason = v["reason"].as_str().unwrap_or("").to_owned();
         if reason != Reason::LeaseLost.as_str() {
             if state.is_terminal() {
-                self.finished += 1;
+                self.track.finished += 1;
             }
-            self.outcomes.insert(id.to_owned(), (state, Reason::parse(&reason)));
+            self.track.outcomes.insert(id.to_owned(), (state, Reason::parse(&reason)));
         }
-        let w = self.worker_of(pid).map(str::to_owned);
+        let w = self.workers.worker_of(pid).map(str::to_owned);
         self.rep.event(
             "job-finished",
             w.as_deref(),
@@ -56,7 +56,7 @@ impl Sup {
     /// lost (a power loss) or never written (an older q): at start and
     /// every [`super::sup::PROMOTE_EVERY`].
     pub(super) fn promote_stranded(&mut self) {
-        self.last_promote = Some(Instant::now());
+        self.upkeep.last_promote = Some(Instant::now());
         if let Err(e) = self.q.promote_stranded() {
             self.rep.error(&format!("promoting waiting jobs: {e}"));
         }
@@ -65,7 +65,7 @@ impl Sup {
     /// Reclaim claims whose owner is gone (a worker that died, or an
     /// expired lease anywhere).
     pub(super) fn reclaim(&mut self) {
-        self.last_reclaim = Instant::now();
+        self.upkeep.last_reclaim = Instant::now();
         q_queue::failpoint!("supervise.before_reclaim");
         let list = match self.q.reclaim(false) {
             Ok(l) => l,
@@ -74,16 +74,16 @@ impl Sup {
         for r in list {
             let key = (r.id.clone(), r.attempt);
             let (seen_w, pid) = self
-                .claims
+                .track.claims
                 .get(&key)
                 .map_or((None, None), |s| (s.worker_id.clone(), s.pid));
             let w = r.worker_id.clone().or(seen_w);
             let ours = w
                 .as_deref()
-                .is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
+                .is_some_and(|w| self.workers.owns(w));
             if ours && r.state.is_terminal() {
-                self.finished += 1;
-                self.outcomes.insert(r.id.clone(), (r.state, Some(r.reason)));
+                self.track.finished += 1;
+                self.track.outcomes.insert(r.id.clone(), (r.state, Some(r.reason)));
             }
             self.rep.event(
                 "lease-reclaimed",
@@ -100,11 +100,11 @@ impl Sup {
             return;
         };
         let keys: HashSet<(String, u32)> = running.iter().map(|e| (e.id.clone(), e.c.unwrap_or_default().attempt)).collect();
-        self.claims.retain(|k, _| keys.contains(k));
+        self.track.claims.retain(|k, _| keys.contains(k));
         for e in running {
             let attempt = e.c.unwrap_or_default().attempt;
             let key = (e.id.clone(), attempt);
-            if self.claims.contains_key(&key) {
+            if self.track.claims.contains_key(&key) {
                 continue;
             }
             let Some(lease) = self.q.live_records(&e.id, attempt).0 else {
@@ -113,7 +113,7 @@ impl Sup {
             let ours = lease
                 .worker_id
                 .as_deref()
-                .is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
+                .is_some_and(|w| self.workers.owns(w));
             let local = lease.host == q_queue::ident::host().host;
             let seen = Seen {
                 id: e.id.clone(),
@@ -131,19 +131,19 @@ impl Sup {
                     json!({"id": seen.id, "attempt": seen.attempt}),
                 );
             }
-            self.claims.insert(key, seen);
+            self.track.claims.insert(key, seen);
         }
     }
 
     /// The live progress block (terminal only).
     pub(super) fn draw(&mut self) {
-        self.last_draw = Instant::now();
+        self.track.last_draw = Instant::now();
         let Ok(c) = self.q.counts() else { return };
         let paused = self.q.paused(time::now_ms()).is_some();
         let mut parts = vec![format!(
             "{}/{} workers{}",
             self.live(),
-            self.slots.len(),
+            self.workers.slots.len(),
             if paused { " (queue paused)" } else { "" }
         )];
         for (n, what, always) in [
@@ -161,9 +161,9 @@ impl Sup {
             }
         }
         let mut lines = vec![format!("q-supervise: {}", parts.join(" · "))];
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        if self.finished > 0 {
-            let rate = self.finished as f64 / secs;
+        let secs = self.track.started.elapsed().as_secs_f64().max(0.001);
+        if self.track.finished > 0 {
+            let rate = self.track.finished as f64 / secs;
             let left = c.ready + c.running;
             let eta = if rate > 0.0 && left > 0 {
                 format!(
@@ -175,21 +175,21 @@ impl Sup {
             };
             lines.push(format!(
                 "  {} finished here · {:.2} jobs/s{eta}",
-                self.finished, rate
+                self.track.finished, rate
             ));
         }
         let now = time::now_ms();
         let mut running: Vec<(String, String, String, u64)> = Vec::new();
-        for s in self.claims.values() {
+        for s in self.track.claims.values() {
             let Some(w) = s
                 .worker_id
                 .clone()
-                .filter(|w| self.slots.iter().any(|sl| &sl.worker_id == w))
+                .filter(|w| self.workers.owns(w))
             else {
                 continue;
             };
             let label = self
-                .labels
+                .track.labels
                 .entry(s.id.clone())
                 .or_insert_with(|| label_of(&self.q, &s.entry))
                 .clone();

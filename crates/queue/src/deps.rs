@@ -12,8 +12,6 @@ use crate::queue::Queue;
 use crate::record::{Reason, State};
 use std::path::PathBuf;
 
-/// The marker of a dependent in its dependency's directory.
-
 impl Queue {
     /// Record that job `id` waits on `dep`: an empty marker in
     /// `var/<dep>/`, written before `id` is published. Not synced: a marker
