@@ -33,16 +33,16 @@ impl Common {
         if let Some(q) = &self.queue {
             return Location::parse(q);
         }
-        let state = std::env::var_os("XDG_STATE_HOME")
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-            .unwrap_or_else(|| PathBuf::from("/tmp"));
-        Location::Dir(state.join("q").join("default"))
+        Location::Dir(state_home().join("q").join("default"))
     }
 
     fn opts(&self) -> OpenOpts {
-        OpenOpts { durability: Durability::parse(&self.durability).unwrap_or_default() }
+        let loc = self.location();
+        OpenOpts {
+            durability: Durability::parse(&self.durability).unwrap_or_default(),
+            local: Some(state_home().join("q").join("pg")),
+            secrets: q_queue::pg::Secrets { password: password(&loc), pgpass: pgpass() },
+        }
     }
 
     /// Open the queue for reading: `None` when it does not exist yet.
@@ -65,6 +65,49 @@ impl Common {
             )
             .into()),
         }
+    }
+}
+
+/// `$XDG_STATE_HOME`, else `~/.local/state`.
+fn state_home() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+/// The variable through which a q tool hands a database password to the
+/// q tools it starts (never in their argv); jobs never see it.
+pub const PASSWORD_VAR: &str = "Q_PG_PASSWORD";
+
+/// A database queue's password: in its URL, else handed on by the q tool
+/// that started this one, else `PGPASSWORD`.
+fn password(loc: &Location) -> Option<String> {
+    if !matches!(loc, Location::Postgres(_)) {
+        return None;
+    }
+    loc.password().or_else(|| std::env::var(PASSWORD_VAR).ok()).or_else(|| std::env::var("PGPASSWORD").ok()).filter(|p| !p.is_empty())
+}
+
+/// The text of the password file (`$PGPASSFILE`, else `~/.pgpass`), which
+/// libpq would read: only if no one else may read it, as libpq requires.
+fn pgpass() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::env::var_os("PGPASSFILE").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
+    let m = std::fs::metadata(&path).ok()?;
+    if m.mode() & 0o077 != 0 {
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
+}
+
+/// Give a q tool this one starts what it needs to open the same queue:
+/// the password of a database queue goes in its environment, never in
+/// its argv.
+pub fn hand_on(cmd: &mut std::process::Command, loc: &Location) {
+    if let Some(p) = password(loc) {
+        cmd.env(PASSWORD_VAR, p);
     }
 }
 

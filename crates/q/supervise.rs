@@ -249,5 +249,5 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
         args.push("--".into());
         args.extend(a.handler.iter().cloned());
     }
-    Ok(WorkerCmd { exe, args })
+    Ok(WorkerCmd { exe, args, loc: a.common.location() })
 }

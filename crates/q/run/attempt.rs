@@ -329,7 +329,7 @@ fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<
         .env("Q_ATTEMPT", held.attempt().to_string())
         .env("Q_FENCE", format!("{}:{}", job.id, held.attempt()))
         .env("Q_WORKSPACE", workspace);
-    cmd.env_remove("Q_SUPERVISOR_PID").env_remove("Q_WORKER_ID");
+    cmd.env_remove("Q_SUPERVISOR_PID").env_remove("Q_WORKER_ID").env_remove(crate::cli::PASSWORD_VAR);
     cmd.current_dir(&job.cwd);
     let has_input = !ctx.handler.is_empty() || job.payload.is_some();
     cmd.stdin(if has_input { Stdio::piped() } else { Stdio::null() });

@@ -44,12 +44,15 @@ pub struct Slot {
 pub struct WorkerCmd {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
+    /// The queue, to hand on what opens it (a database password) out of argv.
+    pub loc: q_queue::Location,
 }
 
 impl WorkerCmd {
     /// Start worker `worker_id`; its output lines come to `tx`.
     pub fn spawn(&self, worker_id: &str, tx: &Sender<Ev>) -> std::io::Result<(i32, u64)> {
         let mut c = Command::new(&self.exe);
+        crate::cli::hand_on(&mut c, &self.loc);
         c.args(&self.args)
             .env("Q_WORKER_ID", worker_id)
             .env("Q_SUPERVISOR_PID", std::process::id().to_string())

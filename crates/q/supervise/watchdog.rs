@@ -31,6 +31,7 @@ impl Watchdog {
     pub fn start(common: &Common) -> std::io::Result<Watchdog> {
         let exe = std::env::current_exe()?;
         let mut c = Command::new(exe);
+        crate::cli::hand_on(&mut c, &common.location());
         c.arg("--watchdog")
             .arg("--queue")
             .arg(common.location().to_arg())

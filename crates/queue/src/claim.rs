@@ -58,6 +58,10 @@ pub struct Claim {
 pub(crate) enum Hold {
     /// The leased file's name, and the open (locked) lease file.
     Dir { name: LeasedName, lease_file: File },
+    /// A database row, named by the claim's id and token; what marks it
+    /// held by this process, if it took it over.
+    #[cfg(feature = "postgres")]
+    Row(#[allow(dead_code)] Option<crate::pg::Adopted>),
 }
 
 impl Claim {
@@ -70,14 +74,21 @@ impl Claim {
         self.sync_pending.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The leased name of a directory queue's claim.
     pub(crate) fn leased_name(&self) -> &LeasedName {
-        let Hold::Dir { name, .. } = &self.hold;
-        name
+        match &self.hold {
+            Hold::Dir { name, .. } => name,
+            #[cfg(feature = "postgres")]
+            Hold::Row(_) => panic!("a database claim handed to the directory backend"),
+        }
     }
 
     pub(crate) fn lease_file(&self) -> &File {
-        let Hold::Dir { lease_file, .. } = &self.hold;
-        lease_file
+        match &self.hold {
+            Hold::Dir { lease_file, .. } => lease_file,
+            #[cfg(feature = "postgres")]
+            Hold::Row(_) => panic!("a database claim handed to the directory backend"),
+        }
     }
 
     /// The `claim` line (SPEC "Output").

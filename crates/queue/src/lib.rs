@@ -42,6 +42,8 @@ mod dir;
 mod idle;
 mod list;
 mod logs;
+#[cfg(feature = "postgres")]
+pub mod pg;
 mod push;
 mod reclaim;
 mod settle;

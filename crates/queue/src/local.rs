@@ -58,6 +58,13 @@ impl Workspaces {
     /// Make the empty workspace of attempt `attempt` of job `id`.
     pub fn make(&self, id: &str, attempt: u32) -> crate::Result<PathBuf> {
         let path = self.path(id, attempt);
+        // A directory queue made the job's directory with its claim; a
+        // database queue's host-local one is made here.
+        if let Some(dir) = path.parent()
+            && !dir.is_dir()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| crate::Error::io("create directory", dir, e))?;
+        }
         self.make_at(&path)?;
         Ok(path)
     }

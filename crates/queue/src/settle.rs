@@ -49,6 +49,75 @@ struct Decided {
     sync: bool,
 }
 
+/// What an attempt's outcome makes of its job, whatever the backend.
+pub(crate) struct Decision {
+    /// The result record (its `next_run_at` from `now` and the delay).
+    pub rec: ResultRecord,
+    /// The job's counters after it.
+    pub c: Counters,
+    /// Back to pending after this delay; `None` when it ended.
+    pub delay_ms: Option<u64>,
+}
+
+/// What settling attempt `c.attempt` (claimed with `token`) of `job` with
+/// `reason` makes of the job at `now`: its next state and counters, and the
+/// result record that says so (SPEC "Retries"; failures and interruptions
+/// are counted apart).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decide(id: &str, token: &str, claimed: Counters, job: &Job, reason: Reason, outcome: &Outcome, opts: &SettleOpts, now: i64) -> Decision {
+    let started = outcome.started_at_ms.is_some();
+    let mut c = claimed;
+    let mut delay = None;
+    let state = match reason {
+        Reason::Ok => State::Done,
+        Reason::Canceled => State::Canceled,
+        Reason::DependencyFailed => State::Canceled,
+        r if r.is_failure() => {
+            c.failures += 1;
+            c.interrupts = 0;
+            if c.failures < job.attempts && !job.is_at_most_once() {
+                delay = Some(opts.delay_ms.unwrap_or_else(|| job.backoff.delay_ms(c.failures, opts.rand)));
+                State::Pending
+            } else {
+                State::Dead
+            }
+        }
+        r if r.is_interruption() => {
+            c.interrupts += 1;
+            if (job.is_at_most_once() && started) || c.interrupts >= MAX_INTERRUPTS {
+                State::Dead
+            } else {
+                delay = Some(opts.delay_ms.unwrap_or(0));
+                State::Pending
+            }
+        }
+        _ => State::Dead,
+    };
+    let rec = ResultRecord {
+        kind: "result".into(),
+        id: id.to_owned(),
+        attempt: claimed.attempt,
+        token: Some(token.to_owned()),
+        state,
+        reason,
+        exit_code: outcome.exit_code,
+        signal: outcome.signal,
+        started_at: outcome.started_at_ms.map(time::rfc3339),
+        finished_at: Some(time::rfc3339(outcome.finished_at_ms.unwrap_or(now))),
+        duration_ms: outcome.started_at_ms.map(|s| (outcome.finished_at_ms.unwrap_or(now) - s).max(0) as u64),
+        cpu_user_ms: outcome.cpu_user_ms,
+        cpu_sys_ms: outcome.cpu_sys_ms,
+        max_rss_kb: outcome.max_rss_kb,
+        failures: c.failures,
+        next_run_at: delay.map(|d| time::rfc3339(now.saturating_add(d as i64))),
+        name: job.name.clone(),
+        host: Some(crate::ident::host().host.clone()),
+        worker_id: opts.worker_id.clone(),
+        detail: (!started && reason.is_interruption()).then(|| serde_json::json!({"started": false})),
+    };
+    Decision { rec, c, delay_ms: delay }
+}
+
 /// Where a job is now.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -192,63 +261,11 @@ impl Queue {
         }
     }
 
-    /// What settling attempt `name` with `reason` makes of the job: its next
-    /// state and counters, and the result record that says so.
+    /// What settling attempt `name` with `reason` makes of the job.
     fn decide(&self, name: &LeasedName, job: &Job, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Decided {
-        let id = name.id.as_str();
         let now = time::now_ms();
-        let started = outcome.started_at_ms.is_some();
-        let mut c = name.c;
-        let mut run_at = None;
-        let state = match reason {
-            Reason::Ok => State::Done,
-            Reason::Canceled => State::Canceled,
-            Reason::DependencyFailed => State::Canceled,
-            r if r.is_failure() => {
-                c.failures += 1;
-                c.interrupts = 0;
-                if c.failures < job.attempts && !job.is_at_most_once() {
-                    let d = opts.delay_ms.unwrap_or_else(|| job.backoff.delay_ms(c.failures, opts.rand));
-                    run_at = Some(now.saturating_add(d as i64));
-                    State::Pending
-                } else {
-                    State::Dead
-                }
-            }
-            r if r.is_interruption() => {
-                c.interrupts += 1;
-                if (job.is_at_most_once() && started) || c.interrupts >= MAX_INTERRUPTS {
-                    State::Dead
-                } else {
-                    run_at = Some(now + opts.delay_ms.unwrap_or(0) as i64);
-                    State::Pending
-                }
-            }
-            _ => State::Dead,
-        };
-        let rec = ResultRecord {
-            kind: "result".into(),
-            id: id.to_owned(),
-            attempt: name.c.attempt,
-            token: Some(name.token()),
-            state,
-            reason,
-            exit_code: outcome.exit_code,
-            signal: outcome.signal,
-            started_at: outcome.started_at_ms.map(time::rfc3339),
-            finished_at: Some(time::rfc3339(outcome.finished_at_ms.unwrap_or(now))),
-            duration_ms: outcome.started_at_ms.map(|s| (outcome.finished_at_ms.unwrap_or(now) - s).max(0) as u64),
-            cpu_user_ms: outcome.cpu_user_ms,
-            cpu_sys_ms: outcome.cpu_sys_ms,
-            max_rss_kb: outcome.max_rss_kb,
-            failures: c.failures,
-            next_run_at: run_at.map(time::rfc3339),
-            name: job.name.clone(),
-            host: Some(crate::ident::host().host.clone()),
-            worker_id: opts.worker_id.clone(),
-            detail: (!started && reason.is_interruption()).then(|| serde_json::json!({"started": false})),
-        };
-        Decided { rec, run_at: run_at.unwrap_or(now), c, sync: self.sync_claims(job.is_at_most_once()) }
+        let d = decide(&name.id, &name.token(), name.c, job, reason, outcome, opts, now);
+        Decided { rec: d.rec, run_at: d.delay_ms.map_or(now, |ms| now.saturating_add(ms as i64)), c: d.c, sync: self.sync_claims(job.is_at_most_once()) }
     }
 
     /// The steps after the outcome is durable: the fenced move, then what a

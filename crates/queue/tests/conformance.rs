@@ -66,8 +66,9 @@ fn stale_tokens_are_refused() {
         let id = fx.push(&[json!({"cmd": ["true"], "attempts": 3})]).remove(0);
         let c = b.claim(1, &opts(Liveness::Ttl)).unwrap().remove(0);
         assert!(b.touch(&id, &c.token).unwrap() > 0);
-        let bogus = if c.token == "9.9.9" { "8.8.8" } else { "9.9.9" };
-        assert_eq!(b.settle(&id, bogus, Reason::Ok, &ok(), &so()).unwrap_err().kind, Kind::LeaseLost, "{}", fx.name);
+        let bogus = fx.other_token(&c.token);
+        assert_eq!(b.settle(&id, &bogus, Reason::Ok, &ok(), &so()).unwrap_err().kind, Kind::LeaseLost, "{}", fx.name);
+        assert_eq!(b.touch(&id, &bogus).unwrap_err().kind, Kind::LeaseLost, "{}", fx.name);
         // Taken over: the lease ran out and the reaper requeued the job.
         fx.expire(&id, c.attempt());
         let r = b.reclaim(false).unwrap();
@@ -309,6 +310,7 @@ fn logs_are_written_and_read() {
         assert_eq!(got, "more\n", "{}: a follower sees what comes later", fx.name);
         let mut e = b.log_writer(&c, Stream::Stderr).unwrap();
         e.write_all(b"oops\n").unwrap();
+        e.flush().unwrap();
         let mut got = String::new();
         b.log_reader(&id, 1, Stream::Stderr).unwrap().unwrap().read_to_string(&mut got).unwrap();
         assert_eq!(got, "oops\n", "{}: stderr kept apart", fx.name);

@@ -244,6 +244,9 @@ fn run_machine(fx: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Touch { w } => {
                 let Some(c) = &workers[w] else { continue };
+                if c.file.is_none() && !c.stale {
+                    continue; // a dead worker does not touch
+                }
                 let r = q.touch(&c.id, &c.token);
                 if c.stale {
                     prop_assert!(matches!(&r, Err(e) if e.kind == Kind::LeaseLost), "{}: a stale touch: {:?}", why, r);
@@ -274,8 +277,10 @@ fn run_machine(fx: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(rec.state, m.state, "{}", why);
             }
             Op::Kill { w } => {
-                if let Some(c) = workers[w].as_mut() {
-                    c.file = None;
+                if let Some(c) = workers[w].as_mut()
+                    && let Some(held) = c.file.take()
+                {
+                    fx.died(held);
                 }
             }
             Op::Expire { w } => {
