@@ -15,7 +15,7 @@ use crate::names::{LeasedName, terminal_name};
 use crate::push::Pushed;
 use crate::queue::{Pause, Queue};
 use crate::reclaim::Reclaimed;
-use crate::record::{Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Chunk, Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
 use crate::settle::{SettleOpts, ToSettle};
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
@@ -100,7 +100,7 @@ impl Backend for Queue {
         Queue::cancel_requested(self, &c.id, c.attempt())
     }
     fn log_writer(&self, c: &Claim, stream: Stream) -> Result<Box<dyn std::io::Write + Send>> {
-        Ok(Box::new(Queue::log_writer(self, &c.id, c.attempt(), stream)?))
+        Ok(Box::new(Queue::ordered_log_writer(self, &c.id, c.attempt(), stream)?))
     }
     fn workspaces(&self) -> Workspaces {
         Workspaces::new(self.tmp(), self.dir("var"))
@@ -178,6 +178,9 @@ impl Backend for Queue {
     }
     fn log_reader(&self, id: &str, attempt: u32, stream: Stream) -> Result<Option<Box<dyn std::io::Read + Send>>> {
         Ok(Queue::log_reader(self, id, attempt, stream)?.map(|f| Box::new(f) as Box<dyn std::io::Read + Send>))
+    }
+    fn log_order(&self, id: &str, attempt: u32, from: usize) -> Result<Option<Vec<Chunk>>> {
+        Queue::log_order(self, id, attempt, from)
     }
     fn log_location(&self, id: &str, attempt: u32, stream: Stream) -> Option<String> {
         Some(self.log_path(id, attempt, stream).display().to_string())
