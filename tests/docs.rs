@@ -563,6 +563,13 @@ fn example_crontab_lines_serve_the_queue() {
     run(&lines[0]).ok();
     let backups: Vec<_> = std::fs::read_dir(&home).expect("home").filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("backup-")).collect();
     assert_eq!(backups.len(), 1, "the nightly job should have written one backup in $HOME");
+    // A failed job reaches the mail: one line naming it.
+    let bad = q.push(&["--name", "broken", "--", "sh", "-c", "exit 4"]);
+    let o = run(&lines[0]);
+    o.expect_code(1);
+    assert_eq!(o.stdout, "");
+    assert!(o.stderr.contains(&format!("job {bad} (broken) ended dead: exit status 4 (attempt 1)")), "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
 }
 
 #[test]

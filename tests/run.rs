@@ -379,6 +379,36 @@ fn serial_sigterm_lets_the_job_finish_within_grace() {
     assert_eq!(q.state(&id), "done");
 }
 
+/// Ctrl-C (SIGINT) to a worker, idle or running a job, and to one waiting
+/// for the first push: 130, so `q-run ... && next` stops; SIGTERM: 0.
+#[test]
+fn serial_sigint_to_a_worker_is_130_and_sigterm_0() {
+    let q = QDir::new();
+    for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 0)] {
+        // No queue yet: waiting for the first push.
+        let mut w = Proc::spawn(q.cmd("q-run"));
+        wait_catches(w.pid(), sig);
+        w.signal(sig);
+        assert_eq!(w.wait_for(Duration::from_secs(15)), code, "{sig} before the first push");
+    }
+    let started = q.file("started");
+    let id = q.push(&["--sh", &format!("touch {}; sleep 60", started.display())]);
+    let mut c = q.cmd("q-run");
+    c.args(["--grace", "100ms"]).stdout(Stdio::null());
+    let mut w = Proc::spawn(c);
+    wait_until("job started", Duration::from_secs(10), || started.exists());
+    w.signal(Signal::SIGINT);
+    assert_eq!(w.wait_for(Duration::from_secs(15)), 130, "running a job");
+    assert_eq!(q.state(&id), "pending");
+    q.run("q-ctl", &["cancel", &id]).ok();
+    for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 0)] {
+        let mut w = Proc::spawn(q.cmd("q-run"));
+        wait_catches(w.pid(), sig);
+        w.signal(sig);
+        assert_eq!(w.wait_for(Duration::from_secs(15)), code, "{sig} while idle");
+    }
+}
+
 /// SIGTERM, job outlasting --grace: terminated and requeued (worker-shutdown).
 #[test]
 fn serial_sigterm_requeues_a_job_past_grace() {

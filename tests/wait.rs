@@ -47,6 +47,13 @@ fn wait_dead_job_exits_1() {
     assert_eq!(l[1]["state"], "dead");
     assert_eq!(l[1]["reason"], "exit");
     assert_eq!(l[1]["failures"], 1);
+    // The failed one is named on stderr; -q leaves the line out.
+    assert!(o.stderr.starts_with(&format!("q-wait: job {bad} ended dead: exit")), "{}", o.stderr);
+    assert!(o.stderr.contains(&format!("see: q-log {bad}")), "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+    let o = q.run("q-wait", &["-q", &ok, &bad]);
+    o.expect_code(1);
+    assert_eq!((o.lines().len(), o.stderr.as_str()), (2, ""));
     // Alone, the done one is a success.
     q.run("q-wait", &[&ok]).ok();
 }
@@ -159,14 +166,7 @@ fn serial_wait_sigint_is_130() {
     let mut w = q.cmd("q-wait");
     w.arg(&id).stderr(Stdio::piped());
     let mut w = Proc::spawn(w);
-    // Wait until it catches SIGINT (bit 2 of SigCgt in /proc/PID/status).
-    let status = format!("/proc/{}/status", w.pid());
-    wait_until("q-wait catches SIGINT", Duration::from_secs(30), || {
-        std::fs::read_to_string(&status).ok().and_then(|s| {
-            let hex = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?.trim().to_owned();
-            u64::from_str_radix(&hex, 16).ok()
-        }).is_some_and(|m| m & 0b10 != 0)
-    });
+    wait_catches(w.pid(), nix::sys::signal::SIGINT);
     w.signal(nix::sys::signal::SIGINT);
     assert_eq!(w.wait_for(Duration::from_secs(30)), 130);
 }

@@ -3,8 +3,17 @@
 //! whoever reads the output can tell which job failed, how, and how to see
 //! its output.
 
-use crate::cli::Common;
+use crate::cli::{Common, Queue};
 use q_queue::{Reason, ResultRecord, State};
+
+/// The line for a job the queue says ended in `state`: from its latest
+/// result, or (a job that ended without one) its state alone.
+pub fn of_job(q: &Queue, id: &str, state: State, see: Option<&Common>) -> String {
+    match q.last_result(id).filter(|r| r.state == state) {
+        Some(r) => line(&r, None, see),
+        None => format!("job {id} ended {}", state.as_str()),
+    }
+}
 
 /// `job ID (NAME) ended dead: exit status 1 (attempt 2)`, with what
 /// follows `; see: q-log ID` when `see` is given.

@@ -175,8 +175,11 @@ fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> R
                 continue;
             };
             all_done &= state == State::Done;
+            bar.clear();
+            if state != State::Done && !common.quiet {
+                eprintln!("{TOOL}: {}", crate::ended::of_job(&q, &j.id, state, Some(common)));
+            }
             if stdout_open {
-                bar.clear();
                 stdout_open = out::line(&result_line(&q, &j.id, state))?;
             }
         }
@@ -303,8 +306,11 @@ fn wait_all(common: &Common, stop: &Stop, progress: bool) -> Result<u8> {
             seen.remove(&id);
             finished += 1;
             all_done &= state == State::Done;
+            bar.clear();
+            if state != State::Done && !common.quiet {
+                eprintln!("{TOOL}: {}", crate::ended::of_job(&q, &id, state, Some(common)));
+            }
             if stdout_open {
-                bar.clear();
                 stdout_open = out::line(&result_line(&q, &id, state))?;
             }
         }
