@@ -184,7 +184,10 @@ fn run(a: Args) -> Result<u8> {
         supervised: supervisor.is_some(),
         signaled,
     };
+    // Say that this queue is served (q-wait tells when nothing serves it).
+    let presence = q.announce_worker().inspect_err(|e| eprintln!("q-run: warning: cannot announce this worker: {e}")).ok();
     let r = if a.stdin { run_stdin(&ctx, a.once) } else { run_worker(&ctx, &a) };
+    drop(presence);
     ctx.workspaces.close();
     r
 }

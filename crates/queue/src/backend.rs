@@ -151,6 +151,11 @@ pub trait Backend: Send + Sync {
     fn lock(&self, which: Singleton, patience: Duration) -> Result<Acquired>;
     /// Does a live process hold this singleton?
     fn is_locked(&self, which: Singleton) -> bool;
+    /// Announce a live worker of this queue (`q-run`) until the answer is
+    /// dropped, or the process dies.
+    fn announce_worker(&self) -> Result<Presence>;
+    /// How many announced workers are alive now.
+    fn live_workers(&self) -> usize;
 
     // Maintenance.
     /// Move on waiting jobs whose dependencies ended unnoticed; how many.
@@ -172,6 +177,16 @@ pub trait Waiter: Send {
     fn wait_or(&self, timeout: Duration, also: Option<BorrowedFd<'_>>);
     fn wait(&self, timeout: Duration) {
         self.wait_or(timeout, None);
+    }
+}
+
+/// A worker's announced presence ([`Backend::announce_worker`]): it lasts
+/// as long as this value.
+pub struct Presence(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl Presence {
+    pub fn new(hold: Box<dyn Send + Sync>) -> Presence {
+        Presence(hold)
     }
 }
 

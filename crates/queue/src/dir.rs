@@ -1,7 +1,7 @@
 //! The queue directory as a [`Backend`]: each operation maps onto the
 //! protocols of docs/FORMAT.md, implemented in the modules beside this one.
 
-use crate::backend::{Backend, Claimer, Location, Singleton, Waiter};
+use crate::backend::{Backend, Claimer, Location, Presence, Singleton, Waiter};
 use crate::claim::{Claim, ClaimOpts, Hold};
 use crate::error::{Error, Kind, Result};
 use crate::fsx;
@@ -223,6 +223,12 @@ impl Backend for Queue {
             Ok(f) => f.try_lock().is_err(),
             Err(_) => false,
         }
+    }
+    fn announce_worker(&self) -> Result<Presence> {
+        Ok(Presence::new(Box::new(Queue::announce_worker(self)?)))
+    }
+    fn live_workers(&self) -> usize {
+        Queue::live_workers(self)
     }
     fn promote_stranded(&self) -> Result<usize> {
         Queue::promote_stranded(self)

@@ -42,12 +42,13 @@ mod dir;
 mod idle;
 mod list;
 mod logs;
+mod presence;
 mod push;
 mod reclaim;
 mod settle;
 mod wake;
 
-pub use backend::{Backend, Claimer, Location, OpenOpts, Singleton, Waiter};
+pub use backend::{Backend, Claimer, Location, OpenOpts, Presence, Singleton, Waiter};
 pub use claim::{Claim, ClaimOpts};
 pub use error::{Error, Kind, Result, status};
 pub use idle::Idle;

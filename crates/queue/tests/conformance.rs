@@ -347,6 +347,22 @@ fn log_order_interleaves_the_streams() {
     });
 }
 
+/// Workers announce themselves for as long as they hold their presence.
+#[test]
+fn workers_announce_their_presence() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        assert_eq!(b.live_workers(), 0, "{}", fx.name);
+        let one = b.announce_worker().unwrap();
+        let two = b.announce_worker().unwrap();
+        assert_eq!(b.live_workers(), 2, "{}", fx.name);
+        drop(one);
+        assert_eq!(b.live_workers(), 1, "{}", fx.name);
+        drop(two);
+        assert_eq!(b.live_workers(), 0, "{}", fx.name);
+    });
+}
+
 /// One supervisor, one collector: a second holder is told who holds it.
 #[test]
 fn singletons_have_one_holder() {
