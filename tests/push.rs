@@ -404,3 +404,15 @@ fn quiet_push_still_says_why_it_failed() {
     o.ok();
     assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("", ""), "-q drops the pushed line");
 }
+
+/// `--queue FILE` (a regular file) said "is a non-empty directory that is
+/// not a q queue"; it says it is a file.
+#[test]
+fn a_queue_that_is_a_file_is_named_so() {
+    let q = QDir::new();
+    std::fs::write(&q.queue, "x").unwrap();
+    let o = q.run("q-push", &["--", "true"]);
+    o.expect_code(73);
+    assert!(o.stderr.contains("is a file, not a directory"), "{}", o.stderr);
+    assert!(!o.stderr.contains("non-empty directory"), "{}", o.stderr);
+}
