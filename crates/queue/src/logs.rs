@@ -25,31 +25,14 @@ impl Queue {
     /// Open an attempt's log for appending (mode 0600, or the group's in a
     /// shared queue), never through a symlink planted in the queue.
     pub fn log_writer(&self, id: &str, attempt: u32, stream: Stream) -> Result<File> {
-        let path = self.log_path(id, attempt, stream);
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| Error::io("open log", &path, e))?;
-        let _ = fsx::share(&f);
-        Ok(f)
+        open_append(&self.log_path(id, attempt, stream), "open log")
     }
 
     /// A writer of one stream of an attempt that records, chunk by chunk,
     /// the order of the streams in `<A>.order`.
     pub fn ordered_log_writer(&self, id: &str, attempt: u32, stream: Stream) -> Result<OrderedLog> {
         let data = self.log_writer(id, attempt, stream)?;
-        let path = self.var(id).join(var::order(attempt));
-        let order = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| Error::io("open log order", &path, e))?;
-        let _ = fsx::share(&order);
+        let order = open_append(&self.var(id).join(var::order(attempt)), "open log order")?;
         let offset = data.metadata().map_or(0, |m| m.len());
         Ok(OrderedLog { data, order, stream, offset })
     }
@@ -114,6 +97,20 @@ impl Queue {
         v.dedup();
         v
     }
+}
+
+/// Open a file of an attempt for appending (mode 0600, or the group's in a
+/// shared queue), never through a symlink planted in the queue.
+fn open_append(path: &std::path::Path, what: &str) -> Result<File> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io(what, path, e))?;
+    let _ = fsx::share(&f);
+    Ok(f)
 }
 
 /// One stream's log of a running attempt, recording its chunks' order.
