@@ -389,3 +389,30 @@ fn pushed_lines_name_the_job_of_their_line() {
         assert_eq!(q.job(id)["name"], want, "line {} printed the id of another line's job", n + 1);
     }
 }
+
+/// `-q` drops q-push's acknowledgements, never the reason for a failure:
+/// `q-push -q --name x </dev/null` exited 1 with no word at all.
+#[test]
+fn quiet_push_still_says_why_it_failed() {
+    let q = QDir::new();
+    let o = q.run("q-push", &["-q", "--name", "x"]);
+    o.expect_code(1);
+    assert_eq!(o.stdout, "");
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+    assert!(o.stderr.contains("nothing pushed"), "{}", o.stderr);
+    let o = q.run("q-push", &["-q", "--", "true"]);
+    o.ok();
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("", ""), "-q drops the pushed line");
+}
+
+/// `--queue FILE` (a regular file) said "is a non-empty directory that is
+/// not a q queue"; it says it is a file.
+#[test]
+fn a_queue_that_is_a_file_is_named_so() {
+    let q = QDir::new();
+    std::fs::write(&q.queue, "x").unwrap();
+    let o = q.run("q-push", &["--", "true"]);
+    o.expect_code(73);
+    assert!(o.stderr.contains("is a file, not a directory"), "{}", o.stderr);
+    assert!(!o.stderr.contains("non-empty directory"), "{}", o.stderr);
+}

@@ -16,7 +16,7 @@ pub struct Common {
     #[arg(long, env = "Q_DIR", hide_env_values = true, value_name = "DIR", global = true)]
     pub queue: Option<OsString>,
 
-    /// Print errors only
+    /// No progress, notes or per-job lines on stderr (JSON on stdout stays, but q-push and q-gc acknowledgements); a failure still says why
     #[arg(short, long, global = true)]
     pub quiet: bool,
 

@@ -343,9 +343,8 @@ fn push_stream(a: &Args, q: &Queue, defaults: &Map<String, Value>) -> Result<u8>
         return Ok(exit::DATA);
     }
     if lineno == 0 {
-        if !a.common.quiet {
-            eprintln!("q-push: no input: nothing pushed (give a command after --, or JSON lines on stdin)");
-        }
+        // A failure says why, even with -q.
+        eprintln!("q-push: no input: nothing pushed (give a command after --, or JSON lines on stdin)");
         return Ok(exit::NOTHING);
     }
     status = status.max(commit(a, q, batch)?);

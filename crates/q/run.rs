@@ -28,7 +28,7 @@ use std::time::Duration;
     name = "q-run",
     version,
     about = "Run jobs of a q queue: as a worker, from q-claim's output, or one job like timeout(1)",
-    long_about = "Run jobs, each in its own process group, in its recorded directory and environment plus Q_DIR, Q_JOB_ID, Q_ATTEMPT, Q_FENCE and Q_WORKSPACE, with its payload on stdin. Keeps the lease alive while the job runs, enforces --timeout and the output cap (SIGTERM to the whole group, --grace, then SIGKILL), keeps stdout and stderr in the queue (q-log), and settles the attempt: done, retry after backoff, or dead. Prints one {\"type\":\"result\",...} line per attempt.\n\nModes: by default a worker that claims jobs itself and waits for new ones (--exit-on-idle: stop when nothing is ready); --stdin runs the claim lines q-claim printed; --once runs one job and exits with its status: the job's own, 124 on timeout, 125 when q-run failed, 126/127 when the command cannot run or is not found, 128+N when killed by signal N, 75 when nothing was ready, 76 when its lease was taken over.\n\nSIGTERM or SIGINT: stop claiming, let the running job finish within --grace, then terminate it and requeue it (worker-shutdown); a second signal stops at once. When the job's leader exits, what is left of its process group is killed; a job that leaves its group on purpose (setsid) is outside q's reach.",
+    long_about = "Run jobs, each in its own process group, in its recorded directory and environment plus Q_DIR, Q_JOB_ID, Q_ATTEMPT, Q_FENCE and Q_WORKSPACE, with its payload on stdin. Keeps the lease alive while the job runs, enforces --timeout and the output cap (SIGTERM to the whole group, --grace, then SIGKILL), keeps stdout and stderr in the queue (q-log), and settles the attempt: done, retry after backoff, or dead. Prints one {\"type\":\"result\",...} line per attempt.\n\nModes: by default a worker that claims jobs itself and waits for new ones (--exit-on-idle: stop when nothing is ready); --stdin runs the claim lines q-claim printed; --once runs one job and exits with its status: the job's own, 124 on timeout, 125 when q-run failed, 126/127 when the command cannot run or is not found, 128+N when killed by signal N, 75 when nothing was ready, 76 when its lease was taken over.\n\nSIGTERM or SIGINT: stop claiming, let the running job finish within --grace, then terminate it and requeue it (worker-shutdown); a second signal stops at once. A worker (and --stdin) then exits 0 after SIGTERM, 130 after SIGINT (Ctrl-C). When the job's leader exits, what is left of its process group is killed; a job that leaves its group on purpose (setsid) is outside q's reach.",
     after_help = "Examples:\n  q-run --exit-on-idle                 # drain the queue with one worker\n  q-claim | q-run --stdin --once       # take one job and run it here, with its status\n  q-run -- ./handle.sh                 # jobs are data: the handler gets each claim line on stdin"
 )]
 pub struct Args {
@@ -85,6 +85,8 @@ pub(crate) struct Ctx {
     pub worker_id: String,
     /// SIGTERM/SIGINT received so far: 1 drains, 2 stops at once.
     pub signals: Arc<AtomicUsize>,
+    /// The first signal was SIGINT (Ctrl-C).
+    pub sigint: Arc<std::sync::atomic::AtomicBool>,
     pub heartbeat: Heartbeat,
     /// Started by q-supervise (which reclaims for its workers).
     pub supervised: bool,
@@ -102,6 +104,12 @@ impl Ctx {
     pub fn draining(&self) -> bool {
         self.signals.load(Ordering::Relaxed) > 0
     }
+
+    /// The status of a worker that stopped as asked: 130 after Ctrl-C
+    /// (SIGINT), so `q-run ... && next` does not go on; 0 after SIGTERM.
+    pub fn stopped(&self) -> u8 {
+        if self.sigint.load(Ordering::Relaxed) { exit::INTERRUPTED } else { exit::OK }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -111,14 +119,18 @@ pub fn main() -> ExitCode {
 
 fn run(a: Args) -> Result<u8> {
     let signals = Arc::new(AtomicUsize::new(0));
+    let sigint = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Readable once a signal came: wakes a worker waiting for jobs at once.
     let (signaled, mut signal_w) = std::io::pipe()?;
     {
         let s = Arc::clone(&signals);
+        let int = Arc::clone(&sigint);
         let mut it = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
         std::thread::spawn(move || {
-            for _ in it.forever() {
-                s.fetch_add(1, Ordering::Relaxed);
+            for sig in it.forever() {
+                if s.fetch_add(1, Ordering::Relaxed) == 0 && sig == signal_hook::consts::SIGINT {
+                    int.store(true, Ordering::Relaxed);
+                }
                 let _ = std::io::Write::write_all(&mut signal_w, b"s");
             }
         });
@@ -148,7 +160,7 @@ fn run(a: Args) -> Result<u8> {
             loop {
                 std::thread::sleep(Duration::from_millis(250));
                 if signals.load(Ordering::Relaxed) > 0 {
-                    return Ok(exit::OK);
+                    return Ok(if sigint.load(Ordering::Relaxed) { exit::INTERRUPTED } else { exit::OK });
                 }
                 if let Some(q) = a.common.open()? {
                     break q;
@@ -164,6 +176,7 @@ fn run(a: Args) -> Result<u8> {
         output_limit: a.output_limit,
         worker_id: cli::worker_id(),
         signals,
+        sigint,
         heartbeat: Heartbeat::start(&q),
         envs: Default::default(),
         workspaces: q.workspaces(),
@@ -171,7 +184,10 @@ fn run(a: Args) -> Result<u8> {
         supervised: supervisor.is_some(),
         signaled,
     };
+    // Say that this queue is served (q-wait tells when nothing serves it).
+    let presence = q.announce_worker().inspect_err(|e| eprintln!("q-run: warning: cannot announce this worker: {e}")).ok();
     let r = if a.stdin { run_stdin(&ctx, a.once) } else { run_worker(&ctx, &a) };
+    drop(presence);
     ctx.workspaces.close();
     r
 }
@@ -201,7 +217,7 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
         loop {
             if ctx.draining() {
                 committer.flush();
-                return Ok(exit::OK);
+                return Ok(ctx.stopped());
             }
             let mut claims = claimer.claim(1, &opts)?;
             let Some(c) = claims.pop() else {
@@ -376,7 +392,7 @@ fn run_stdin(ctx: &Ctx, once: bool) -> Result<u8> {
     if once {
         return Ok(if ran { code } else { exit::TEMP });
     }
-    Ok(exit::OK)
+    Ok(if ctx.draining() { ctx.stopped() } else { exit::OK })
 }
 
 /// Print a result line; a closed stdout is not an error for a reporter.

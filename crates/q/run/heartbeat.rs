@@ -4,7 +4,7 @@
 use crate::cli::Queue;
 use q_queue::Claim;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// A claim this process holds, kept alive by the heartbeat.
@@ -53,15 +53,22 @@ impl Held {
 pub struct Heartbeat {
     q: Queue,
     held: Arc<Mutex<Vec<Arc<Held>>>>,
+    /// Signaled when a claim is held: with none, the thread sleeps on it
+    /// (an idle worker has no wake-ups of its own here).
+    some: Arc<Condvar>,
 }
 
 impl Heartbeat {
     pub fn start(q: &Queue) -> Heartbeat {
-        let hb = Heartbeat { q: Arc::clone(q), held: Arc::new(Mutex::new(Vec::new())) };
+        let hb = Heartbeat { q: Arc::clone(q), held: Arc::new(Mutex::new(Vec::new())), some: Arc::new(Condvar::new()) };
         let held = Arc::clone(&hb.held);
+        let some = Arc::clone(&hb.some);
         let q = Arc::clone(q);
         std::thread::spawn(move || {
             loop {
+                if let Ok(g) = held.lock() {
+                    drop(some.wait_while(g, |l| l.is_empty()));
+                }
                 std::thread::sleep(Duration::from_millis(50));
                 let list: Vec<Arc<Held>> = held.lock().map(|l| l.clone()).unwrap_or_default();
                 for h in list.iter().filter(|h| h.due()) {
@@ -80,6 +87,7 @@ impl Heartbeat {
         if let Ok(mut l) = self.held.lock() {
             l.push(Arc::clone(&h));
         }
+        self.some.notify_one();
         h
     }
 

@@ -43,10 +43,14 @@ pub(super) struct Sup {
     pub(super) guard: Option<LockGuard>,
     pub(super) mode: Mode,
     pub(super) signals: u32,
+    /// The first signal was SIGINT (Ctrl-C): exit 130 unless all work was done.
+    pub(super) interrupted: bool,
     pub(super) workers: Workers,
     pub(super) track: Track,
     pub(super) idle: IdleWatch,
     pub(super) upkeep: Upkeep,
+    /// The shared options, for the `q-log` command a failure line names.
+    pub(super) common: crate::cli::Common,
 }
 
 /// The worker positions and their processes.
@@ -130,6 +134,9 @@ impl Sup {
             if let Some(w) = self.wd.take() {
                 w.bye();
             }
+            if code.is_none() && self.interrupted && !self.all_work_done() {
+                return exit::INTERRUPTED;
+            }
             return code.unwrap_or(status);
         }
     }
@@ -142,6 +149,13 @@ impl Sup {
             Self::me(),
             json!({"workers": n, "queue": self.q.location().display()}),
         );
+    }
+
+    /// After an interrupt: had the drain nothing left to do (no job it
+    /// handed back, nothing ready, running or due)?
+    fn all_work_done(&self) -> bool {
+        let requeued = self.track.outcomes.values().any(|(st, r)| *st == State::Pending && *r == Some(Reason::WorkerShutdown));
+        !requeued && self.q.idle(self.idle.horizon).is_ok_and(|s| !s.busy)
     }
 
     /// After an idle exit let go of the lock: did work arrive meanwhile (and
@@ -240,9 +254,10 @@ impl Sup {
     pub(super) fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Signal(s) if s == signal_hook::consts::SIGCHLD => {}
-            Ev::Signal(_) => {
+            Ev::Signal(s) => {
                 self.signals += 1;
                 if self.signals == 1 {
+                    self.interrupted = s == signal_hook::consts::SIGINT;
                     self.drain();
                 } else if self.mode != Mode::Stop {
                     self.stop_now();

@@ -41,6 +41,11 @@ impl Sup {
                 self.track.finished += 1;
             }
             self.track.outcomes.insert(id.to_owned(), (state, Reason::parse(&reason)));
+            if state.is_terminal() && state != State::Done
+                && let Ok(r) = serde_json::from_value::<q_queue::ResultRecord>(v.clone())
+            {
+                self.failure_line(&r);
+            }
         }
         let w = self.workers.worker_of(pid).map(str::to_owned);
         self.rep.event(
@@ -50,6 +55,20 @@ impl Sup {
             json!({"id": id, "attempt": v["attempt"], "state": state.as_str(), "reason": reason,
                    "exit_code": v["exit_code"], "signal": v["signal"], "duration_ms": v["duration_ms"]}),
         );
+    }
+
+    /// One line on stderr for a job of ours that ended other than done
+    /// (not with `-q`; `--events` has `job-finished` instead), so that
+    /// under make, cron or CI the failed job is named.
+    fn failure_line(&mut self, r: &q_queue::ResultRecord) {
+        let line = crate::ended::line(r, None, Some(&self.common));
+        self.say_failure(&line);
+    }
+
+    fn say_failure(&mut self, line: &str) {
+        if !self.rep.events {
+            self.rep.note(line);
+        }
     }
 
     /// Move on waiting jobs whose dependencies ended but whose marker was
@@ -84,6 +103,10 @@ impl Sup {
             if ours && r.state.is_terminal() {
                 self.track.finished += 1;
                 self.track.outcomes.insert(r.id.clone(), (r.state, Some(r.reason)));
+                if r.state != State::Done {
+                    let line = crate::ended::of_job(&self.q, &r.id, r.state, Some(&self.common));
+                    self.say_failure(&line);
+                }
             }
             self.rep.event(
                 "lease-reclaimed",

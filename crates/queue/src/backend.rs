@@ -25,7 +25,7 @@ use crate::lock::Acquired;
 use crate::push::Pushed;
 use crate::queue::{Durability, Pause, Queue};
 use crate::reclaim::Reclaimed;
-use crate::record::{Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Chunk, Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
 use crate::settle::{SettleOpts, ToSettle};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -71,7 +71,9 @@ pub trait Backend: Send + Sync {
     fn record_start(&self, c: &Claim, run: &RunInfo) -> Result<()>;
     /// Has someone asked to cancel it?
     fn cancel_requested(&self, c: &Claim) -> bool;
-    /// Where its output goes (opened on the job's first byte).
+    /// Where its output goes (opened on the job's first byte). Each `write`
+    /// is one chunk: the backend records the order of the chunks of both
+    /// streams ([`Backend::log_order`]).
     fn log_writer(&self, c: &Claim, stream: Stream) -> Result<Box<dyn std::io::Write + Send>>;
     /// The workspaces of the attempts this process runs.
     fn workspaces(&self) -> Workspaces;
@@ -119,6 +121,11 @@ pub trait Backend: Send + Sync {
     fn log_attempts(&self, id: &str) -> Vec<u32>;
     /// Read an attempt's log; a reader sees what is appended later too.
     fn log_reader(&self, id: &str, attempt: u32, stream: Stream) -> Result<Option<Box<dyn std::io::Read + Send>>>;
+    /// The chunks of an attempt's output from the `from`-th on, in the
+    /// order they were written (both streams); `None` when no order was
+    /// recorded (no output yet, or written by an older q: then stdout comes
+    /// before stderr). A chunk listed is readable from its stream's log.
+    fn log_order(&self, id: &str, attempt: u32, from: usize) -> Result<Option<Vec<Chunk>>>;
     /// Where the log is kept, for a person (`q-log --path`); `None` when
     /// it is not a file.
     fn log_location(&self, id: &str, attempt: u32, stream: Stream) -> Option<String>;
@@ -144,6 +151,11 @@ pub trait Backend: Send + Sync {
     fn lock(&self, which: Singleton, patience: Duration) -> Result<Acquired>;
     /// Does a live process hold this singleton?
     fn is_locked(&self, which: Singleton) -> bool;
+    /// Announce a live worker of this queue (`q-run`) until the answer is
+    /// dropped, or the process dies.
+    fn announce_worker(&self) -> Result<Presence>;
+    /// How many announced workers are alive now.
+    fn live_workers(&self) -> usize;
 
     // Maintenance.
     /// Move on waiting jobs whose dependencies ended unnoticed; how many.
@@ -165,6 +177,16 @@ pub trait Waiter: Send {
     fn wait_or(&self, timeout: Duration, also: Option<BorrowedFd<'_>>);
     fn wait(&self, timeout: Duration) {
         self.wait_or(timeout, None);
+    }
+}
+
+/// A worker's announced presence ([`Backend::announce_worker`]): it lasts
+/// as long as this value.
+pub struct Presence(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl Presence {
+    pub fn new(hold: Box<dyn Send + Sync>) -> Presence {
+        Presence(hold)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The queue directory as a [`Backend`]: each operation maps onto the
 //! protocols of docs/FORMAT.md, implemented in the modules beside this one.
 
-use crate::backend::{Backend, Claimer, Location, Singleton, Waiter};
+use crate::backend::{Backend, Claimer, Location, Presence, Singleton, Waiter};
 use crate::claim::{Claim, ClaimOpts, Hold};
 use crate::error::{Error, Kind, Result};
 use crate::fsx;
@@ -15,7 +15,7 @@ use crate::names::{LeasedName, terminal_name};
 use crate::push::Pushed;
 use crate::queue::{Pause, Queue};
 use crate::reclaim::Reclaimed;
-use crate::record::{Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Chunk, Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
 use crate::settle::{SettleOpts, ToSettle};
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
@@ -100,7 +100,7 @@ impl Backend for Queue {
         Queue::cancel_requested(self, &c.id, c.attempt())
     }
     fn log_writer(&self, c: &Claim, stream: Stream) -> Result<Box<dyn std::io::Write + Send>> {
-        Ok(Box::new(Queue::log_writer(self, &c.id, c.attempt(), stream)?))
+        Ok(Box::new(Queue::ordered_log_writer(self, &c.id, c.attempt(), stream)?))
     }
     fn workspaces(&self) -> Workspaces {
         Workspaces::new(self.tmp(), self.dir("var"))
@@ -179,6 +179,9 @@ impl Backend for Queue {
     fn log_reader(&self, id: &str, attempt: u32, stream: Stream) -> Result<Option<Box<dyn std::io::Read + Send>>> {
         Ok(Queue::log_reader(self, id, attempt, stream)?.map(|f| Box::new(f) as Box<dyn std::io::Read + Send>))
     }
+    fn log_order(&self, id: &str, attempt: u32, from: usize) -> Result<Option<Vec<Chunk>>> {
+        Queue::log_order(self, id, attempt, from)
+    }
     fn log_location(&self, id: &str, attempt: u32, stream: Stream) -> Option<String> {
         Some(self.log_path(id, attempt, stream).display().to_string())
     }
@@ -220,6 +223,12 @@ impl Backend for Queue {
             Ok(f) => f.try_lock().is_err(),
             Err(_) => false,
         }
+    }
+    fn announce_worker(&self) -> Result<Presence> {
+        Ok(Presence::new(Box::new(Queue::announce_worker(self)?)))
+    }
+    fn live_workers(&self) -> usize {
+        Queue::live_workers(self)
     }
     fn promote_stranded(&self) -> Result<usize> {
         Queue::promote_stranded(self)

@@ -44,12 +44,13 @@ mod list;
 mod logs;
 #[cfg(feature = "postgres")]
 pub mod pg;
+mod presence;
 mod push;
 mod reclaim;
 mod settle;
 mod wake;
 
-pub use backend::{Backend, Claimer, Location, OpenOpts, Singleton, Waiter};
+pub use backend::{Backend, Claimer, Location, OpenOpts, Presence, Singleton, Waiter};
 pub use claim::{Claim, ClaimOpts};
 pub use error::{Error, Kind, Result, status};
 pub use idle::Idle;
@@ -58,7 +59,7 @@ pub use list::{Counts, Entry};
 pub use push::{Pushed, SEG_CAP};
 pub use queue::{Durability, Pause};
 pub use reclaim::Reclaimed;
-pub use record::{Counters, Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+pub use record::{Chunk, Counters, Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
 pub use settle::{MAX_INTERRUPTS, SettleOpts, ToSettle};
 
 #[cfg(feature = "layout")]

@@ -211,6 +211,12 @@ pub mod var {
         }
     }
 
+    /// The order in which attempt `a` wrote its two streams (one line per
+    /// chunk).
+    pub fn order(a: u32) -> String {
+        format!("{a}.order")
+    }
+
     /// The record of a job that ended without an attempt.
     pub const END: &str = "end.json";
 

@@ -237,3 +237,16 @@ pub enum Stream {
     Stdout,
     Stderr,
 }
+
+/// One piece of an attempt's output, as its runner wrote it: which stream,
+/// where in that stream, how long, and when. The chunks of an attempt, in
+/// order, say how its two streams interleaved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    pub stream: Stream,
+    /// Where the chunk starts in its stream's log.
+    pub offset: u64,
+    pub len: u64,
+    /// When it was written (Unix ms).
+    pub at_ms: i64,
+}

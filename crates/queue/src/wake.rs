@@ -13,13 +13,14 @@ use std::time::Duration;
 pub const MAX_SLEEP: Duration = Duration::from_millis(500);
 
 impl Queue {
-    /// Tell waiters that a job may be ready.
+    /// Tell waiters that a job may be ready. Both times are set: setting
+    /// the mtime alone raises `IN_MODIFY`, both `IN_ATTRIB`.
     pub fn wake(&self) {
         let p = self.dir("pending").join(".wake");
         let now = std::time::SystemTime::now();
         match fs::OpenOptions::new().write(true).open(&p) {
             Ok(f) => {
-                let _ = f.set_modified(now);
+                let _ = f.set_times(fs::FileTimes::new().set_accessed(now).set_modified(now));
             }
             Err(_) => {
                 let _ = fs::write(&p, b"");
@@ -32,7 +33,8 @@ impl Queue {
     /// completions do not wake it.
     pub fn pending_waiter(&self) -> DirWaiter {
         let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok().and_then(|i| {
-            let flags = AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
+            // IN_MODIFY too: an older q touched `.wake`'s mtime alone.
+            let flags = AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
             i.add_watch(&self.dir("pending"), flags).ok()?;
             Some(i)
         });
@@ -43,6 +45,7 @@ impl Queue {
     pub fn waiter(&self) -> DirWaiter {
         let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok().and_then(|i| {
             let flags = AddWatchFlags::IN_ATTRIB
+                | AddWatchFlags::IN_MODIFY
                 | AddWatchFlags::IN_CREATE
                 | AddWatchFlags::IN_MOVED_TO
                 | AddWatchFlags::IN_CLOSE_WRITE;
@@ -117,5 +120,25 @@ impl DirWaiter {
             }
             None => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testkit;
+
+    /// A push into an existing segment only touches `.wake`: that must wake
+    /// a claimer, not leave the job to the 500 ms rescan (it did: setting
+    /// the mtime alone raised IN_MODIFY, which was not watched).
+    #[test]
+    fn touching_wake_wakes_a_pending_waiter() {
+        let (_d, q) = testkit::queue();
+        q.wake(); // `.wake` exists from now on
+        let w = q.pending_waiter();
+        assert!(w.ino.is_some(), "inotify is available here");
+        let _ = w.changed();
+        assert!(!w.changed(), "nothing happened yet");
+        q.wake();
+        assert!(w.changed(), "a touch of .wake is seen");
     }
 }

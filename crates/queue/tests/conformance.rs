@@ -319,6 +319,52 @@ fn logs_are_written_and_read() {
     });
 }
 
+/// The order of an attempt's output: each write of either stream is one
+/// chunk, listed in the order written, readable at its offset; a reader
+/// asks for the chunks after those it has.
+#[test]
+fn log_order_interleaves_the_streams() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let id = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(b.log_order(&id, 1, 0).unwrap(), None, "{}: no output, no order", fx.name);
+        let mut o = b.log_writer(&c, Stream::Stdout).unwrap();
+        let mut e = b.log_writer(&c, Stream::Stderr).unwrap();
+        o.write_all(b"one\n").unwrap();
+        e.write_all(b"two!\n").unwrap();
+        o.write_all(b"three\n").unwrap();
+        let got = b.log_order(&id, 1, 0).unwrap().expect("an order");
+        let seen: Vec<(Stream, u64, u64)> = got.iter().map(|c| (c.stream, c.offset, c.len)).collect();
+        assert_eq!(seen, [(Stream::Stdout, 0, 4), (Stream::Stderr, 0, 5), (Stream::Stdout, 4, 6)], "{}", fx.name);
+        assert!(got.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "{}: times in order", fx.name);
+        e.write_all(b"four\n").unwrap();
+        let more = b.log_order(&id, 1, 3).unwrap().expect("an order");
+        assert_eq!(more.iter().map(|c| (c.stream, c.offset, c.len)).collect::<Vec<_>>(), [(Stream::Stderr, 5, 5)], "{}: only the new chunks", fx.name);
+        let mut all = String::new();
+        b.log_reader(&id, 1, Stream::Stdout).unwrap().unwrap().read_to_string(&mut all).unwrap();
+        assert_eq!(all, "one\nthree\n", "{}: the streams stay apart", fx.name);
+        b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+        assert_eq!(b.log_order(&id, 1, 4).unwrap(), Some(vec![]), "{}: nothing after the end", fx.name);
+    });
+}
+
+/// Workers announce themselves for as long as they hold their presence.
+#[test]
+fn workers_announce_their_presence() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        assert_eq!(b.live_workers(), 0, "{}", fx.name);
+        let one = b.announce_worker().unwrap();
+        let two = b.announce_worker().unwrap();
+        assert_eq!(b.live_workers(), 2, "{}", fx.name);
+        drop(one);
+        assert_eq!(b.live_workers(), 1, "{}", fx.name);
+        drop(two);
+        assert_eq!(b.live_workers(), 0, "{}", fx.name);
+    });
+}
+
 /// One supervisor, one collector: a second holder is told who holds it.
 #[test]
 fn singletons_have_one_holder() {

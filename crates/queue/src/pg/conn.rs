@@ -175,6 +175,8 @@ pub(crate) fn lost(e: &postgres::Error) -> bool {
 pub(crate) struct Conn {
     target: Target,
     client: Mutex<Option<Client>>,
+    /// Run on every new connection (`LISTEN`, advisory locks it holds).
+    setup: Mutex<Vec<String>>,
     /// Connected once: a server that goes away later is waited for.
     ever: std::sync::atomic::AtomicBool,
 }
@@ -184,11 +186,23 @@ const RECONNECT_FOR: Duration = Duration::from_secs(30);
 
 impl Conn {
     pub fn new(target: Target) -> Conn {
-        Conn { target, client: Mutex::new(None), ever: Default::default() }
+        Conn { target, client: Mutex::new(None), setup: Mutex::new(Vec::new()), ever: Default::default() }
     }
 
     pub fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// Run `stmt` now and on every new connection, until [`Conn::forget`].
+    pub fn keep(&self, stmt: String) -> Result<()> {
+        self.setup.lock().unwrap_or_else(|e| e.into_inner()).push(stmt.clone());
+        self.with(|c| c.batch_execute(&stmt).map_err(|e| sql(&self.target.shown, e)))
+    }
+
+    /// Stop running `stmt` on new connections; run `undo` now.
+    pub fn forget(&self, stmt: &str, undo: &str) {
+        self.setup.lock().unwrap_or_else(|e| e.into_inner()).retain(|s| s != stmt);
+        let _ = self.with(|c| c.batch_execute(undo).map_err(|e| sql(&self.target.shown, e)));
     }
 
     fn guard(&self) -> MutexGuard<'_, Option<Client>> {
@@ -204,7 +218,11 @@ impl Conn {
         let mut pause = Duration::from_millis(50);
         loop {
             if g.as_ref().is_none_or(Client::is_closed) {
-                match self.target.connect() {
+                match self.target.connect().and_then(|mut c| {
+                    let setup = self.setup.lock().unwrap_or_else(|e| e.into_inner()).join(";");
+                    c.batch_execute(&setup).map_err(|e| unreachable(&self.target.shown, &e))?;
+                    Ok(c)
+                }) {
                     Ok(c) => {
                         *g = Some(c);
                         self.ever.store(true, std::sync::atomic::Ordering::Relaxed);

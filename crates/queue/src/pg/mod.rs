@@ -9,7 +9,7 @@ mod schema;
 
 pub use conn::Secrets;
 
-use crate::backend::{Backend, Claimer, Location, Singleton, Waiter};
+use crate::backend::{Backend, Claimer, Location, Presence, Singleton, Waiter};
 use crate::claim::{Claim, ClaimOpts, Hold};
 use crate::error::{Error, Kind, Result};
 use crate::gc::{Action, GcOpts};
@@ -22,17 +22,18 @@ use crate::lock::{Acquired, Holder, LockGuard};
 use crate::push::Pushed;
 use crate::queue::{Durability, Pause};
 use crate::reclaim::Reclaimed;
-use crate::record::{Counters, Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Chunk, Counters, Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
 use crate::settle::{SettleOpts, ToSettle, decide};
 use crate::time;
 use conn::{Conn, Target, sql};
 use postgres::types::ToSql;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, GenericClient, Row};
+use postgres::{GenericClient, Row};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Milliseconds since the epoch of a timestamptz expression.
@@ -56,9 +57,9 @@ pub struct PgQueue {
     url: String,
     t: Target,
     /// Claims, settles, reads: one long-lived connection.
-    main: Conn,
-    /// The heartbeat and cancel checks: at most one more.
-    side: Conn,
+    main: Arc<Conn>,
+    /// The heartbeat, cancel checks, output, and `LISTEN`: one more.
+    side: Arc<Conn>,
     /// Where this host keeps its workspaces.
     local: PathBuf,
     /// `NOTIFY` channel: hashed, so that it fits in 63 bytes.
@@ -69,7 +70,7 @@ impl PgQueue {
     fn new(url: &str, secrets: &Secrets, local: PathBuf) -> Result<PgQueue> {
         let t = Target::parse(url, secrets)?;
         let channel = format!("q_{:016x}", key(&t.schema, &t.queue, "wake") as u64);
-        Ok(PgQueue { url: url.to_owned(), main: Conn::new(t.clone()), side: Conn::new(t.clone()), t, local, channel })
+        Ok(PgQueue { url: url.to_owned(), main: Arc::new(Conn::new(t.clone())), side: Arc::new(Conn::new(t.clone())), t, local, channel })
     }
 
     /// Open an existing queue: `None` when its schema does not exist.
@@ -627,7 +628,7 @@ impl Backend for PgQueue {
     }
 
     fn log_writer(&self, c: &Claim, stream: Stream) -> Result<Box<dyn std::io::Write + Send>> {
-        Ok(Box::new(LogWriter { q: self.clone_handle(), id: c.id.clone(), attempt: c.attempt() as i32, stream: stream_no(stream), buf: Vec::new(), last: Instant::now() }))
+        Ok(Box::new(LogWriter { q: self.clone_handle(), id: c.id.clone(), attempt: c.attempt() as i32, stream: stream_no(stream) }))
     }
 
     fn workspaces(&self) -> Workspaces {
@@ -845,6 +846,31 @@ impl Backend for PgQueue {
         Ok(Some(Box::new(LogReader { q: self.clone_handle(), id: id.to_owned(), attempt: attempt as i32, stream: st, next: 0, buf: Vec::new(), at: 0 })))
     }
 
+    fn log_order(&self, id: &str, attempt: u32, from: usize) -> Result<Option<Vec<Chunk>>> {
+        let rows = self.rows(
+            concat!(
+                "SELECT stream, length(chunk)::int8, (sum(length(chunk)) OVER (PARTITION BY stream ORDER BY seq) - length(chunk))::int8, ",
+                ms!("at"),
+                " FROM {s}.output WHERE queue = $1 AND id = $2 AND attempt = $3 ORDER BY seq"
+            ),
+            &[&self.t.queue, &id, &(attempt as i32)],
+        )?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.iter()
+                .skip(from)
+                .map(|r| Chunk {
+                    stream: if r.get::<_, i16>(0) == 2 { Stream::Stderr } else { Stream::Stdout },
+                    offset: r.get::<_, i64>(2) as u64,
+                    len: r.get::<_, i64>(1) as u64,
+                    at_ms: r.get(3),
+                })
+                .collect(),
+        ))
+    }
+
     fn log_location(&self, _id: &str, _attempt: u32, _stream: Stream) -> Option<String> {
         None
     }
@@ -1023,16 +1049,25 @@ impl Backend for PgQueue {
             Singleton::Collector => "gc".to_owned(),
         };
         let k = key(&self.t.schema, &self.t.queue, &what);
-        // Held by a live session: we cannot take it (and let go at once if we could).
-        let Ok(mut c) = self.main.target().connect() else { return false };
-        match c.query_one("SELECT pg_try_advisory_lock($1)", &[&k]) {
-            Ok(r) if r.get::<_, bool>(0) => {
-                let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&k]);
-                false
-            }
-            Ok(_) => true,
-            Err(_) => false,
-        }
+        self.advisory_held(k)
+    }
+
+    fn announce_worker(&self) -> Result<Presence> {
+        // A session advisory lock on the side connection (taken again if it
+        // is made again): the server lets go when the worker dies.
+        let k = key(&self.t.schema, &self.t.queue, &format!("worker\0{}", crate::id::new_id()));
+        self.exec(
+            "INSERT INTO {s}.worker (queue, key, holder) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&self.t.queue, &k, &json(&Holder::me())],
+        )?;
+        let take = format!("SELECT pg_advisory_lock({k})");
+        self.side.keep(take.clone())?;
+        Ok(Presence::new(Box::new(Announced { q: self.clone_handle(), key: k, take })))
+    }
+
+    fn live_workers(&self) -> usize {
+        let Ok(rows) = self.rows("SELECT key FROM {s}.worker WHERE queue = $1", &[&self.t.queue]) else { return 0 };
+        rows.iter().filter(|r| self.advisory_held(r.get(0))).count()
     }
 
     fn promote_stranded(&self) -> Result<usize> {
@@ -1172,11 +1207,35 @@ fn stream_no(s: Stream) -> i16 {
     }
 }
 
+/// A worker's presence: its advisory lock on the side connection.
+struct Announced {
+    q: PgQueue,
+    key: i64,
+    take: String,
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        self.q.side.forget(&self.take, &format!("SELECT pg_advisory_unlock({})", self.key));
+        let _ = self.q.exec("DELETE FROM {s}.worker WHERE queue = $1 AND key = $2", &[&self.q.t.queue, &self.key]);
+    }
+}
+
 impl PgQueue {
-    /// Another handle on the same queue, with connections of its own (for
-    /// a log writer or reader, a claimer).
+    /// Does some session hold advisory lock `k`?
+    fn advisory_held(&self, k: i64) -> bool {
+        self.row(
+            "SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                AND classid = (($1::int8 >> 32) & 4294967295)::oid AND objid = ($1::int8 & 4294967295)::oid LIMIT 1",
+            &[&k],
+        )
+        .is_ok_and(|r| r.is_some())
+    }
+
+    /// Another handle on the same queue and connections (for a log writer
+    /// or reader, a claimer).
     fn clone_handle(&self) -> PgQueue {
-        PgQueue { url: self.url.clone(), t: self.t.clone(), main: Conn::new(self.t.clone()), side: Conn::new(self.t.clone()), local: self.local.clone(), channel: self.channel.clone() }
+        PgQueue { url: self.url.clone(), t: self.t.clone(), main: Arc::clone(&self.main), side: Arc::clone(&self.side), local: self.local.clone(), channel: self.channel.clone() }
     }
 
     fn paused_in(&self, c: &mut impl GenericClient) -> Result<Option<Pause>> {
@@ -1216,6 +1275,7 @@ struct PgClaimer {
     waiter: Option<PgWaiter>,
 }
 
+
 impl Claimer for PgClaimer {
     fn claim(&mut self, n: usize, opts: &ClaimOpts) -> Result<Vec<Claim>> {
         self.q.claim_rows(n, opts)
@@ -1226,12 +1286,13 @@ impl Claimer for PgClaimer {
     }
 }
 
-/// Waits for a `NOTIFY` of the queue (or polls: a notification is a hint,
-/// and is not kept while nobody listens).
+/// Waits for a `NOTIFY` of the queue on the side connection (which
+/// listens from its first wait on), or polls: a notification is a hint,
+/// and is not kept while nobody listens.
 struct PgWaiter {
-    t: Target,
-    channel: String,
-    client: std::sync::Mutex<Option<Client>>,
+    side: Arc<Conn>,
+    listen: String,
+    listening: std::sync::atomic::AtomicBool,
 }
 
 /// The longest wait without a look at the queue.
@@ -1239,17 +1300,17 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 
 impl PgWaiter {
     fn new(q: &PgQueue) -> PgWaiter {
-        PgWaiter { t: q.t.clone(), channel: q.channel.clone(), client: std::sync::Mutex::new(None) }
+        PgWaiter { side: Arc::clone(&q.side), listen: format!("LISTEN {}", q.channel), listening: Default::default() }
     }
 }
 
 impl Waiter for PgWaiter {
     fn wait_or(&self, timeout: Duration, also: Option<BorrowedFd<'_>>) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::sync::atomic::Ordering;
         let until = Instant::now() + timeout.min(MAX_SLEEP);
-        let mut g = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        if g.as_ref().is_none_or(Client::is_closed) {
-            *g = self.t.connect().ok().and_then(|mut c| c.batch_execute(&format!("LISTEN {}", self.channel)).ok().map(|()| c));
+        if !self.listening.swap(true, Ordering::Relaxed) && self.side.keep(self.listen.clone()).is_err() {
+            self.listening.store(false, Ordering::Relaxed);
         }
         loop {
             if let Some(fd) = also {
@@ -1262,66 +1323,54 @@ impl Waiter for PgWaiter {
             if left.is_zero() {
                 return;
             }
-            let slice = left.min(Duration::from_millis(100));
-            match g.as_mut() {
-                Some(c) => {
-                    let mut n = c.notifications();
-                    if matches!(n.timeout_iter(slice).next(), Ok(Some(_))) {
-                        // Drain what else came: hints only.
-                        while let Ok(Some(_)) = n.iter().next() {}
-                        return;
-                    }
+            // In slices, so that the heartbeat's statements get their turn.
+            let slice = left.min(Duration::from_millis(50));
+            let woke = self.side.with(|c| {
+                let mut n = c.notifications();
+                let got = matches!(n.timeout_iter(slice).next(), Ok(Some(_)));
+                if got {
+                    // Drain what else came: hints only.
+                    while let Ok(Some(_)) = n.iter().next() {}
                 }
-                None => std::thread::sleep(slice),
+                Ok(got)
+            });
+            match woke {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(_) => std::thread::sleep(slice),
             }
         }
     }
 }
 
-/// An attempt's output, sent in chunks (never one row per write): at
-/// 64 KiB, after 200 ms, and when the attempt ends.
+/// An attempt's output: each write is one row (the runner writes what it
+/// read from the job's pipe at once, so a row is a pipe's worth), in the
+/// order written across both streams. Never a NOTIFY per row.
 struct LogWriter {
     q: PgQueue,
     id: String,
     attempt: i32,
     stream: i16,
-    buf: Vec<u8>,
-    last: Instant,
-}
-
-impl LogWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::take(&mut self.buf);
-        let r = self.q.exec(
-            "INSERT INTO {s}.output (queue, id, attempt, stream, seq, chunk)
-             SELECT $1, $2, $3, $4, coalesce(max(seq), 0) + 1, $5 FROM {s}.output WHERE queue = $1 AND id = $2 AND attempt = $3 AND stream = $4
-             HAVING coalesce(sum(length(chunk)), 0) < $6",
-            &[&self.q.t.queue, &self.id, &self.attempt, &self.stream, &chunk, &OUTPUT_CAP],
-        );
-        self.last = Instant::now();
-        r.map(|_| ()).map_err(std::io::Error::other)
-    }
 }
 
 impl std::io::Write for LogWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(b);
-        if self.buf.len() >= 64 << 10 || self.last.elapsed() >= Duration::from_millis(200) {
-            self.send()?;
+        if b.is_empty() {
+            return Ok(0);
         }
+        let stmt = self.q.q(
+            "INSERT INTO {s}.output (queue, id, attempt, stream, chunk)
+             SELECT $1, $2, $3, $4, $5 FROM {s}.output WHERE queue = $1 AND id = $2 AND attempt = $3
+             HAVING coalesce(sum(length(chunk)), 0) < $6",
+        );
+        let q = &self.q;
+        q.side
+            .with(|c| c.execute(&stmt, &[&q.t.queue, &self.id, &self.attempt, &self.stream, &b, &OUTPUT_CAP]).map_err(|e| q.err(e)))
+            .map_err(std::io::Error::other)?;
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
-
-impl Drop for LogWriter {
-    fn drop(&mut self) {
-        let _ = self.send();
+        Ok(())
     }
 }
 

@@ -65,14 +65,21 @@ CREATE TABLE {s}.env (
   env jsonb NOT NULL,
   owner name NOT NULL DEFAULT current_user,
   PRIMARY KEY (queue, ref));
+CREATE SEQUENCE {s}.output_seq;
 CREATE TABLE {s}.output (
   queue text NOT NULL,
   id text NOT NULL,
   attempt int NOT NULL,
   stream smallint NOT NULL,
-  seq bigint NOT NULL,
+  seq bigint NOT NULL DEFAULT nextval('{s}.output_seq'),
+  at timestamptz NOT NULL DEFAULT clock_timestamp(),
   chunk bytea NOT NULL,
-  PRIMARY KEY (queue, id, attempt, stream, seq));
+  PRIMARY KEY (queue, id, attempt, seq));
+CREATE TABLE {s}.worker (
+  queue text NOT NULL,
+  key bigint NOT NULL,
+  holder jsonb NOT NULL,
+  PRIMARY KEY (queue, key));
 CREATE TABLE {s}.holder (
   queue text NOT NULL,
   what text NOT NULL,
