@@ -173,6 +173,15 @@ fn context(common: &Common) -> Result<PushContext> {
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .filter(|(k, _)| k != "_" && k != crate::cli::PASSWORD_VAR && !(db && k == "PGPASSWORD"))
+        // A database URL in Q_DIR is recorded without its password.
+        .map(|(k, v)| {
+            if k == "Q_DIR" && db {
+                let arg = q_queue::Location::parse(std::ffi::OsStr::new(&v)).to_arg();
+                (k, arg.to_string_lossy().into_owned())
+            } else {
+                (k, v)
+            }
+        })
         .collect();
     Ok(PushContext { cwd, env: std::sync::Arc::new(env), now_ms: time::now_ms() })
 }

@@ -155,20 +155,20 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
+/// One settle: a claim named by its token, and how it ended.
+struct Ask<'a> {
+    id: &'a str,
+    token: &'a str,
+    reason: Reason,
+    outcome: &'a Outcome,
+    opts: &'a SettleOpts,
+}
+
 /// One settle inside a transaction: fenced by the token; `LeaseLost` when
 /// the claim is no longer current — unless this very settle committed
 /// before (a COMMIT whose answer was lost), which finds its own result.
-fn settle_in(
-    q: &PgQueue,
-    tx: &mut postgres::Transaction<'_>,
-    id: &str,
-    token: &str,
-    reason: Reason,
-    outcome: &Outcome,
-    opts: &SettleOpts,
-    again: bool,
-    notify: &mut bool,
-) -> Result<ResultRecord> {
+fn settle_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, ask: &Ask<'_>, again: bool, notify: &mut bool) -> Result<ResultRecord> {
+    let &Ask { id, token, reason, outcome, opts } = ask;
     let lost = || Error::lease_lost(id, token);
     let tok: i64 = token.parse().map_err(|_| Error::new(Kind::Data, format!("invalid token {token:?}: give the token of the claim line")))?;
     let row = tx
@@ -327,7 +327,7 @@ impl PgQueue {
         Ok(())
     }
 
-    fn settle_many(&self, asks: &[(&str, &str, Reason, &Outcome, &SettleOpts)]) -> Vec<Result<ResultRecord>> {
+    fn settle_many(&self, asks: &[Ask<'_>]) -> Vec<Result<ResultRecord>> {
         let mut tries = 0;
         let r = self.tx(|q, tx| {
             // Again on a new connection: the first try's COMMIT may have
@@ -336,10 +336,10 @@ impl PgQueue {
             let again = tries > 1;
             let mut notify = false;
             let mut out = Vec::with_capacity(asks.len());
-            for &(id, token, reason, outcome, opts) in asks {
+            for ask in asks {
                 // A refused settle must not undo the others: each behind a savepoint.
                 let mut sp = tx.transaction().map_err(|e| q.err(e))?;
-                match settle_in(q, &mut sp, id, token, reason, outcome, opts, again, &mut notify) {
+                match settle_in(q, &mut sp, ask, again, &mut notify) {
                     Ok(rec) => {
                         sp.commit().map_err(|e| q.err(e))?;
                         out.push(Ok(rec));
@@ -606,7 +606,10 @@ impl Backend for PgQueue {
         let stmt = self.q("UPDATE {s}.job SET lease_until = now() + make_interval(secs => lease_ms::float8 / 1000) WHERE queue = $1 AND id = $2 AND token = $3 AND state = 'running'");
         // Not ours any more only when the server says so: a server that is
         // away is not a lost lease (the runner's own clock decides that).
-        self.side.with(|cl| cl.execute(&stmt, &[&self.t.queue, &c.id, &tok]).map_err(|e| self.err(e))).is_none_or_ok(|n| n == 1)
+        match self.side.with(|cl| cl.execute(&stmt, &[&self.t.queue, &c.id, &tok]).map_err(|e| self.err(e))) {
+            Ok(n) => n == 1,
+            Err(_) => true,
+        }
     }
 
     fn make_durable(&self, _claims: &[&Claim]) -> Result<()> {
@@ -651,11 +654,11 @@ impl Backend for PgQueue {
 
     fn settle(&self, id: &str, token: &str, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Result<ResultRecord> {
         crate::id::check_id(id)?;
-        self.settle_many(&[(id, token, reason, outcome, opts)]).pop().expect("one answer")
+        self.settle_many(&[Ask { id, token, reason, outcome, opts }]).pop().expect("one answer")
     }
 
     fn settle_group(&self, group: &[ToSettle]) -> Vec<Result<ResultRecord>> {
-        let asks: Vec<_> = group.iter().map(|s| (s.claim.id.as_str(), s.claim.token.as_str(), s.reason, s.outcome, s.opts)).collect();
+        let asks: Vec<Ask> = group.iter().map(|s| Ask { id: &s.claim.id, token: &s.claim.token, reason: s.reason, outcome: s.outcome, opts: s.opts }).collect();
         self.settle_many(&asks)
     }
 
@@ -1252,20 +1255,6 @@ impl PgQueue {
             )
             .map_err(|e| self.err(e))?;
         Ok(r.map(|r| Pause { since: time::rfc3339(r.get(0)), until_ms: r.get(1) }))
-    }
-}
-
-trait OkOr {
-    fn is_none_or_ok(self, f: impl FnOnce(u64) -> bool) -> bool;
-}
-
-impl OkOr for Result<u64> {
-    /// True unless the server answered and `f` says no.
-    fn is_none_or_ok(self, f: impl FnOnce(u64) -> bool) -> bool {
-        match self {
-            Ok(n) => f(n),
-            Err(_) => true,
-        }
     }
 }
 

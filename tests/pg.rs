@@ -1,0 +1,153 @@
+//! The tools on a PostgreSQL queue, against the private server the tests
+//! start (crates/queue/tests/backends/pg.rs): the same commands and
+//! records as on a directory, and a password that never leaves the process
+//! it was given to.
+
+#[path = "../crates/queue/tests/backends/pg.rs"]
+mod pgserver;
+
+use crate::util::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A queue in a fresh schema of the test server, as `Q_DIR` names it.
+fn pg_queue(password: Option<&str>) -> (QDir, String) {
+    let s = pgserver::server();
+    let schema = pgserver::schema();
+    let url = match password {
+        Some(p) => s.url.replacen("postgres://q@", &format!("postgres://q:{p}@"), 1),
+        None => s.url.clone(),
+    };
+    let url = format!("{url}?schema={schema}&queue=tools");
+    let mut q = QDir::new();
+    q.queue = PathBuf::from(&url);
+    (q, schema)
+}
+
+fn admin() -> postgres::Client {
+    postgres::Client::connect(&pgserver::server().url, postgres::NoTls).unwrap()
+}
+
+/// Push, run under a supervisor, list, read logs, wait, retry, collect:
+/// the records are the directory's.
+#[test]
+fn the_tools_work_on_postgres() {
+    let (q, _) = pg_queue(None);
+    let both = q.push(&["--name", "both", "--", "sh", "-c", "echo out; echo err >&2"]);
+    let bad = q.push(&["--name", "bad", "--sh", "exit 3"]);
+    let after = q.push(&["--after", &both, "--", "true"]);
+    let cascade = q.push(&["--after", &bad, "--", "true"]);
+    assert_eq!(q.job(&after)["state"], "waiting");
+    let o = q.run("q-supervise", &["-j", "2", "--exit-on-idle"]);
+    o.expect_code(1);
+    assert!(o.stderr.contains(&bad), "the failed job is named on stderr: {}", o.stderr);
+    for (id, want) in [(&both, "done"), (&bad, "dead"), (&after, "done"), (&cascade, "canceled")] {
+        assert_eq!(q.job(id)["state"], want, "job {id}");
+    }
+    assert_eq!(q.job(&bad)["result"]["exit_code"], 3);
+    assert_eq!(q.job(&cascade)["result"]["reason"], "dependency-failed");
+    let o = q.run("q-log", &[&both]);
+    o.ok();
+    assert_eq!(o.stdout, "out\nerr\n", "both streams, in order");
+    assert_eq!(q.run("q-log", &["--stderr", &both]).ok().stdout, "err\n");
+    let w = q.run("q-wait", &[&both]);
+    w.ok();
+    assert_eq!(w.lines()[0]["state"], "done");
+    q.run("q-wait", &[&bad]).expect_code(1);
+    let c = q.run("q-ls", &["--counts"]).ok().lines().remove(0);
+    assert_eq!((c["done"].as_u64(), c["dead"].as_u64(), c["canceled"].as_u64()), (Some(2), Some(1), Some(1)));
+    let r = q.run_in("q-ctl", &["retry"], &format!("{bad}\n"));
+    r.ok();
+    assert_eq!(q.job(&bad)["state"], "pending");
+    q.run("q-ctl", &["pause"]).ok();
+    assert_eq!(q.run("q-ls", &["--counts"]).ok().lines()[0]["paused"], true);
+    q.run("q-ctl", &["resume"]).ok();
+    q.run("q-ctl", &["cancel", &bad]).ok();
+    let gc = q.run("q-gc", &["--done-ttl", "0s"]).ok().lines();
+    let expired: Vec<&str> = gc.iter().filter(|l| l["action"] == "expire").filter_map(|l| l["id"].as_str()).collect();
+    assert!(expired.contains(&both.as_str()) && expired.contains(&after.as_str()), "{gc:?}");
+    assert!(q.job(&both).is_null(), "pruned");
+}
+
+/// A claim by hand: q-claim, then ack with its token; a stale token is
+/// refused with 76.
+#[test]
+fn claims_and_tokens_on_postgres() {
+    let (q, _) = pg_queue(None);
+    let id = q.push(&["--", "true"]);
+    let claim = q.run("q-claim", &[]).ok().lines().remove(0);
+    assert_eq!(claim["id"], id.as_str());
+    let token = claim["token"].as_str().unwrap().to_owned();
+    q.run("q-ctl", &["touch", &id, "--token", &token]).ok();
+    q.run("q-ctl", &["ack", &id, "--token", &token]).ok();
+    q.run("q-ctl", &["ack", &id, "--token", &token]).expect_code(76);
+    q.run("q-ctl", &["touch", &id, "--token", &token]).expect_code(76);
+    // Handed to a runner: q-claim | q-run --stdin.
+    let id2 = q.push(&["--", "sh", "-c", "echo ran"]);
+    let claim = q.run("q-claim", &[]).ok().stdout.clone();
+    let r = q.run_in("q-run", &["--stdin", "--once"], &claim);
+    r.ok();
+    assert_eq!(r.lines()[0]["id"], id2.as_str());
+    assert_eq!(q.run("q-log", &[&id2]).ok().stdout, "ran\n");
+}
+
+/// A password given in the URL reaches no argv of any q process (workers,
+/// watchdog), no job (neither its environment nor its Q_DIR), no recorded
+/// environment, and no message.
+#[test]
+fn serial_the_password_never_leaves_the_process() {
+    const PW: &str = "Sekr3t-pw-4711";
+    let (q, schema) = pg_queue(Some(PW));
+    let marker = q.path().join("started");
+    let gate = q.path().join("go");
+    let script = format!("env; echo \"QDIR=$Q_DIR\"; touch {}; while [ ! -e {} ]; do sleep 0.05; done", marker.display(), gate.display());
+    let id = q.push(&["--sh", &script]);
+    let mut sup = q.cmd("q-supervise");
+    sup.args(["-j", "1", "--exit-on-idle"]);
+    sup.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut p = Proc::spawn(sup);
+    wait_until("the job started", Duration::from_secs(30), || marker.exists());
+    // Every process of the supervisor's tree: its argv.
+    let mut tree = vec![p.pid()];
+    let mut seen = 0;
+    while seen < tree.len() {
+        let parent = tree[seen];
+        seen += 1;
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let ppid: i32 = stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(1).unwrap().parse().unwrap();
+            if ppid == parent && !tree.contains(&pid) {
+                tree.push(pid);
+            }
+        }
+    }
+    assert!(tree.len() >= 4, "supervisor, watchdog, worker and job: {tree:?}");
+    for pid in &tree {
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&argv).contains(PW), "pid {pid}'s argv holds the password: {}", String::from_utf8_lossy(&argv));
+    }
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(p.wait_for(Duration::from_secs(60)), 0);
+    let log = q.run("q-log", &[&id]).ok().stdout.clone();
+    assert!(log.contains("QDIR=postgres://q@"), "the job knows its queue: {log}");
+    assert!(!log.contains(PW), "the job's environment holds the password:\n{log}");
+    // The recorded environments, and what the tools printed.
+    let mut db = admin();
+    for row in db.query(&format!("SELECT env::text FROM \"{schema}\".env"), &[]).unwrap() {
+        assert!(!row.get::<_, String>(0).contains(PW), "a recorded environment holds the password");
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(p.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!stderr.contains(PW), "{stderr}");
+    // A message about this queue: the server on a port where none listens.
+    let port = pgserver::server().url.rsplit(':').next().unwrap().split('/').next().unwrap().to_owned();
+    let mut bad = QDir::new();
+    bad.queue = PathBuf::from(q.queue.to_str().unwrap().replace(&format!(":{port}/"), ":9/"));
+    let o = bad.run("q-ls", &[]);
+    assert_ne!(o.code(), 0);
+    assert!(o.stderr.contains("***"), "the password is shown masked: {}", o.stderr);
+    assert!(!o.stderr.contains(PW) && !o.stdout.contains(PW), "{}", o.stderr);
+    let help = q.run("q-ls", &["--help"]).stdout;
+    assert!(!help.contains(PW), "--help shows Q_DIR's value");
+}
