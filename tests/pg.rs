@@ -151,3 +151,62 @@ fn serial_the_password_never_leaves_the_process() {
     let help = q.run("q-ls", &["--help"]).stdout;
     assert!(!help.contains(PW), "--help shows Q_DIR's value");
 }
+
+/// The server crashes and comes back while a supervisor drains the queue:
+/// every host's connections are made again, nothing is lost, and no job is
+/// completed twice.
+#[test]
+fn serial_a_server_restart_mid_drain_loses_nothing() {
+    let cluster = pgserver::Cluster::private();
+    let mut q = QDir::new();
+    q.queue = PathBuf::from(format!("{}?schema=restart&queue=drain", cluster.url()));
+    let effects = q.path().join("effects");
+    let lines: String = (0..150).map(|i| format!("{{\"sh\":\"echo $Q_JOB_ID >> {} # {i}\"}}\n", effects.display())).collect();
+    let ids: Vec<String> = q.run_in("q-push", &[], &lines).ok().lines().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), 150);
+    let mut sup = q.cmd("q-supervise");
+    sup.args(["-j", "2", "--exit-on-idle", "--lease", "2s", "--restart-base", "100ms"]);
+    sup.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut p = Proc::spawn(sup);
+    let ran = || std::fs::read_to_string(&effects).map(|s| s.lines().count()).unwrap_or(0);
+    wait_until("some jobs ran", Duration::from_secs(60), || ran() >= 30);
+    cluster.restart();
+    let before = ran();
+    assert!(before < 150, "the restart came mid-drain ({before} of 150 had run)");
+    assert_eq!(p.wait_for(Duration::from_secs(120)), 0, "every job ended done");
+    let c = q.run("q-ls", &["--counts"]).ok().lines().remove(0);
+    assert_eq!(c["done"].as_u64(), Some(150), "nothing lost: {c}");
+    let mut db = postgres::Client::connect(&cluster.url(), postgres::NoTls).unwrap();
+    let twice: i64 = db
+        .query_one("SELECT count(*) FROM (SELECT id FROM restart.attempt WHERE result->>'state' = 'done' GROUP BY id HAVING count(*) > 1) twice", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(twice, 0, "a job completed twice");
+    let done: i64 = db.query_one("SELECT count(*) FROM restart.attempt WHERE result->>'state' = 'done'", &[]).unwrap().get(0);
+    assert_eq!(done, 150, "one done result per job");
+    let effects = std::fs::read_to_string(&effects).unwrap();
+    for id in &ids {
+        assert!(effects.lines().any(|l| l == id), "job {id} never ran");
+    }
+}
+
+/// The README's "Beyond one machine" recipe, as written, on the test
+/// server (the location and password lines are the test's own).
+#[test]
+fn serial_the_readme_recipe_runs() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("### Beyond one machine").nth(1).expect("the README has the recipe");
+    let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
+    let script: Vec<&str> = block.lines().filter(|l| !l.starts_with("export ")).collect();
+    assert!(script.iter().any(|l| l.starts_with("q-supervise")), "{block}");
+    let (q, _) = pg_queue(None);
+    let bin = bin("q-push").parent().unwrap().to_path_buf();
+    let mut c = std::process::Command::new("bash");
+    c.env("Q_DIR", &q.queue).current_dir(q.path()).stdin(std::process::Stdio::null());
+    c.args(["-euo", "pipefail", "-c", &script.join("\n")]);
+    c.env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()));
+    let o = run_cmd(c, None);
+    o.ok();
+    let counts = o.lines().into_iter().find(|l| l["type"] == "counts").expect("q-ls --counts printed its record");
+    assert_eq!(counts["done"], 1, "{}", o.stdout);
+}

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Held {
     pub claim: Claim,
     last_touch: Mutex<Instant>,
+    /// When the backend last extended the lease (or the claim was taken).
+    extended: Mutex<Instant>,
     /// The lease was taken over: stop the job, its result will be refused.
     pub lost: AtomicBool,
     /// When this process took the claim.
@@ -34,11 +36,24 @@ const CLAIM_SYNC_AFTER_MS: i64 = 50;
 
 impl Held {
     fn beat(&self, q: &Queue) {
-        if !q.extend(&self.claim) {
-            self.lost.store(true, Ordering::Relaxed);
+        let now = Instant::now();
+        match q.extend(&self.claim) {
+            Ok(true) => {
+                if let Ok(mut t) = self.extended.lock() {
+                    *t = now;
+                }
+            }
+            Ok(false) => self.lost.store(true, Ordering::Relaxed),
+            // Cut off: the lease is ours until it runs out by our own
+            // (monotonic) clock; then another holder may have the job.
+            Err(_) => {
+                if self.extended.lock().map(|t| t.elapsed() >= Duration::from_millis(self.lease_ms)).unwrap_or(true) {
+                    self.lost.store(true, Ordering::Relaxed);
+                }
+            }
         }
         if let Ok(mut t) = self.last_touch.lock() {
-            *t = Instant::now();
+            *t = now;
         }
     }
 
@@ -83,7 +98,7 @@ impl Heartbeat {
     /// Hold a claim this process made (its lease was written just now:
     /// the first beat is a third of it away).
     pub fn hold(&self, c: Claim) -> Arc<Held> {
-        let h = Arc::new(Held { claim: c, last_touch: Mutex::new(Instant::now()), lost: AtomicBool::new(false), since: Instant::now() });
+        let h = Arc::new(Held { claim: c, last_touch: Mutex::new(Instant::now()), extended: Mutex::new(Instant::now()), lost: AtomicBool::new(false), since: Instant::now() });
         if let Ok(mut l) = self.held.lock() {
             l.push(Arc::clone(&h));
         }

@@ -63,8 +63,10 @@ pub trait Backend: Send + Sync {
     fn adopt(&self, id: &str, token: &str) -> Result<Claim>;
 
     // A claim this process holds.
-    /// Extend its lease (the heartbeat). False when it was taken over.
-    fn extend(&self, c: &Claim) -> bool;
+    /// Extend its lease (the heartbeat): `Ok(false)` when it was taken
+    /// over; an error when the backend could not be asked (the holder then
+    /// gives the claim up once its lease ran out by its own clock).
+    fn extend(&self, c: &Claim) -> Result<bool>;
     /// Make claims whose durability was deferred durable now.
     fn make_durable(&self, claims: &[&Claim]) -> Result<()>;
     /// Record that the claim's job started, with its process group.

@@ -79,9 +79,9 @@ impl Backend for Queue {
     fn adopt(&self, id: &str, token: &str) -> Result<Claim> {
         self.adopt_claim(id, token)
     }
-    fn extend(&self, c: &Claim) -> bool {
+    fn extend(&self, c: &Claim) -> Result<bool> {
         let _ = c.lease_file().set_modified(SystemTime::now());
-        fsx::exists(&self.dir("leased").join(c.leased_name().to_string()))
+        Ok(fsx::exists(&self.dir("leased").join(c.leased_name().to_string())))
     }
     fn make_durable(&self, claims: &[&Claim]) -> Result<()> {
         if claims.is_empty() {

@@ -394,10 +394,10 @@ fn adopting_a_claim() {
         drop(c);
         let held = b.adopt(&id, &token).unwrap();
         assert_eq!((held.id.as_str(), held.attempt()), (id.as_str(), 1), "{}", fx.name);
-        assert!(b.extend(&held), "{}: the adopted lease is ours", fx.name);
+        assert!(b.extend(&held).unwrap(), "{}: the adopted lease is ours", fx.name);
         assert_eq!(b.adopt(&id, &token).unwrap_err().kind, Kind::Busy, "{}: run by another holder", fx.name);
         b.settle(&id, &token, Reason::Ok, &ok(), &so()).unwrap();
-        assert!(!b.extend(&held), "{}: a settled claim is not extended", fx.name);
+        assert!(!b.extend(&held).unwrap(), "{}: a settled claim is not extended", fx.name);
         drop(held);
         assert_eq!(b.adopt(&id, &token).unwrap_err().kind, Kind::LeaseLost, "{}: settled", fx.name);
     });

@@ -212,9 +212,15 @@ impl Conn {
     /// Run `f` on the connection; when the connection was lost, connect
     /// again (backing off, for up to [`RECONNECT_FOR`]) and run it again:
     /// `f` must be safe to repeat.
-    pub fn with<T>(&self, mut f: impl FnMut(&mut Client) -> std::result::Result<T, Error>) -> Result<T> {
+    pub fn with<T>(&self, f: impl FnMut(&mut Client) -> std::result::Result<T, Error>) -> Result<T> {
+        self.with_patience(RECONNECT_FOR, f)
+    }
+
+    /// [`Conn::with`], waiting for a lost server at most `patience` (the
+    /// heartbeat must not wait longer than a lease).
+    pub fn with_patience<T>(&self, patience: Duration, mut f: impl FnMut(&mut Client) -> std::result::Result<T, Error>) -> Result<T> {
         let mut g = self.guard();
-        let until = std::time::Instant::now() + RECONNECT_FOR;
+        let until = std::time::Instant::now() + patience;
         let mut pause = Duration::from_millis(50);
         loop {
             if g.as_ref().is_none_or(Client::is_closed) {

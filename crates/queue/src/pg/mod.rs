@@ -601,15 +601,13 @@ impl Backend for PgQueue {
         })
     }
 
-    fn extend(&self, c: &Claim) -> bool {
-        let Ok(tok) = c.token.parse::<i64>() else { return false };
+    fn extend(&self, c: &Claim) -> Result<bool> {
+        let Ok(tok) = c.token.parse::<i64>() else { return Ok(false) };
         let stmt = self.q("UPDATE {s}.job SET lease_until = now() + make_interval(secs => lease_ms::float8 / 1000) WHERE queue = $1 AND id = $2 AND token = $3 AND state = 'running'");
         // Not ours any more only when the server says so: a server that is
         // away is not a lost lease (the runner's own clock decides that).
-        match self.side.with(|cl| cl.execute(&stmt, &[&self.t.queue, &c.id, &tok]).map_err(|e| self.err(e))) {
-            Ok(n) => n == 1,
-            Err(_) => true,
-        }
+        let patience = Duration::from_millis(c.lease_ms / 3);
+        Ok(self.side.with_patience(patience, |cl| cl.execute(&stmt, &[&self.t.queue, &c.id, &tok]).map_err(|e| self.err(e)))? == 1)
     }
 
     fn make_durable(&self, _claims: &[&Claim]) -> Result<()> {

@@ -74,45 +74,99 @@ fn start() -> Server {
             pg("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
         }
     }
-    let data = base.join("data");
-    let _ = fs::remove_dir_all(&data);
-    let sock = base.join("sock");
-    let _ = fs::remove_dir_all(&sock);
-    fs::create_dir_all(&sock).unwrap();
-    if is_root() {
-        // The server's user must reach and own its directories.
-        for d in [&base, &sock] {
-            Command::new("chown").arg("postgres").arg(d).status().unwrap();
-        }
-        let mut p = base.parent();
-        while let Some(d) = p {
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(m) = fs::metadata(d)
-                && m.permissions().mode() & 0o001 == 0
-            {
-                panic!("{} is not searchable by the postgres user: the test server cannot live under it", d.display());
-            }
-            p = d.parent();
-        }
-    }
-    let out = pg("initdb", &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "q", "--no-sync", "-E", "UTF8", "--no-locale"]);
-    assert!(out.status.success(), "initdb failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let port = free_port();
-    let opts = format!(
-        "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c full_page_writes=off -c max_connections=200",
-        sock.display()
-    );
-    let log = base.join("log");
-    let out = pg("pg_ctl", &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &opts, "start"]);
-    assert!(
-        out.status.success(),
-        "the test server did not start:\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        fs::read_to_string(&log).unwrap_or_default()
-    );
+    let c = Cluster::init(&base);
     let mut f = fs::File::create(&state).unwrap();
-    writeln!(f, "{run} {port}").unwrap();
-    Server { url: format!("postgres://q@127.0.0.1:{port}/postgres") }
+    writeln!(f, "{run} {}", c.port).unwrap();
+    let url = c.url();
+    std::mem::forget(c); // lives for the test run; the next run stops it
+    Server { url }
+}
+
+/// A cluster of the test server: initialized, started on a free loopback
+/// port, and stopped (immediately) when dropped.
+pub struct Cluster {
+    base: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// A private cluster of one test (one that restarts its server).
+    pub fn private() -> Cluster {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pg-private-{}", q_queue::id::new_id().to_lowercase()));
+        fs::create_dir_all(&base).unwrap();
+        Cluster::init(&base)
+    }
+
+    fn init(base: &Path) -> Cluster {
+        let data = base.join("data");
+        let _ = fs::remove_dir_all(&data);
+        let sock = base.join("sock");
+        let _ = fs::remove_dir_all(&sock);
+        fs::create_dir_all(&sock).unwrap();
+        if is_root() {
+            // The server's user must reach and own its directories.
+            for d in [base, sock.as_path()] {
+                Command::new("chown").arg("postgres").arg(d).status().unwrap();
+            }
+            let mut p = base.parent();
+            while let Some(d) = p {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(m) = fs::metadata(d)
+                    && m.permissions().mode() & 0o001 == 0
+                {
+                    panic!("{} is not searchable by the postgres user: the test server cannot live under it", d.display());
+                }
+                p = d.parent();
+            }
+        }
+        let out = pg("initdb", &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "q", "--no-sync", "-E", "UTF8", "--no-locale"]);
+        assert!(out.status.success(), "initdb failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let c = Cluster { base: base.to_path_buf(), port: free_port() };
+        c.start();
+        c
+    }
+
+    fn data(&self) -> String {
+        self.base.join("data").to_string_lossy().into_owned()
+    }
+
+    fn opts(&self) -> String {
+        format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off -c max_connections=200",
+            self.port,
+            self.base.join("sock").display()
+        )
+    }
+
+    fn start(&self) {
+        let log = self.base.join("log");
+        let out = pg("pg_ctl", &["-D", &self.data(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &self.opts(), "start"]);
+        assert!(
+            out.status.success(),
+            "the test server did not start:\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Stop the server at once, as a crash would (`-m immediate`), and
+    /// start it again.
+    pub fn restart(&self) {
+        let out = pg("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
+        self.start();
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://q@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        pg("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        let _ = fs::remove_dir_all(&self.base);
+    }
 }
 
 /// A fresh schema name for one test.
