@@ -210,3 +210,42 @@ fn serial_the_readme_recipe_runs() {
     let counts = o.lines().into_iter().find(|l| l["type"] == "counts").expect("q-ls --counts printed its record");
     assert_eq!(counts["done"], 1, "{}", o.stdout);
 }
+
+/// TLS as libpq's `sslmode` says, against a server that takes TLS
+/// connections only: `verify-full` with the right authority works, with
+/// another one it is refused; `disable` is refused by the server; the
+/// default (`prefer`) encrypts.
+#[test]
+fn serial_tls_by_sslmode() {
+    let (cluster, certs) = pgserver::Cluster::private_tls();
+    let at = |params: &str| {
+        let mut q = QDir::new();
+        q.queue = PathBuf::from(format!("{}?schema=tls&{params}", cluster.url()));
+        q
+    };
+    let ca = certs.join("ca.pem");
+    let good = at(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    let id = good.push(&["--", "true"]);
+    assert_eq!(good.job(&id)["state"], "pending");
+    assert_eq!(at("").job(&id)["state"], "pending", "prefer: TLS, unchecked");
+    assert_eq!(at("sslmode=require").job(&id)["state"], "pending");
+    // Another authority: the server's certificate is not trusted.
+    let other = certs.join("other.pem");
+    let o = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "/dev/null", "-days", "1", "-subj", "/CN=other"])
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = at(&format!("sslmode=verify-full&sslrootcert={}", other.display())).run("q-ls", &[]);
+    assert_eq!(o.code(), 75, "an untrusted server is not used: {}", o.stderr);
+    assert!(o.stderr.contains("cannot reach"), "{}", o.stderr);
+    let o = at("sslmode=disable").run("q-ls", &[]);
+    assert_eq!(o.code(), 75, "the server takes TLS only: {}", o.stderr);
+    let o = at("sslmode=verify-full").run("q-ls", &[]);
+    assert_eq!(o.code(), 65, "verify-full needs an authority: {}", o.stderr);
+    assert!(o.stderr.contains("sslrootcert"), "{}", o.stderr);
+    let o = at("sslmode=sometimes").run("q-ls", &[]);
+    assert_eq!(o.code(), 65, "{}", o.stderr);
+}

@@ -5,7 +5,8 @@
 //! after the server went away.
 
 use crate::error::{Error, Kind, Result};
-use postgres::{Client, Config, NoTls};
+use postgres::config::SslMode;
+use postgres::{Client, Config};
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,10 +15,52 @@ use std::time::Duration;
 #[derive(Clone)]
 pub(crate) struct Target {
     pub config: Config,
+    /// How the connection is encrypted and the server checked.
+    pub tls: Tls,
     pub schema: String,
     pub queue: String,
     /// The location for messages (password masked).
     pub shown: String,
+}
+
+/// `sslmode` as libpq reads it: `disable`, `allow`/`prefer` (TLS if the
+/// server offers it, unchecked), `require` (TLS, unchecked), `verify-ca`
+/// (TLS, the certificate signed by `sslrootcert`), `verify-full` (and the
+/// host name in it). The default is `prefer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+#[derive(Clone)]
+pub(crate) struct Tls {
+    mode: TlsMode,
+    /// `sslrootcert`: the certificate authority to trust (PEM).
+    root: Option<Vec<u8>>,
+}
+
+impl Tls {
+    fn connector(&self) -> std::result::Result<postgres_native_tls::MakeTlsConnector, String> {
+        let mut b = native_tls::TlsConnector::builder();
+        match self.mode {
+            TlsMode::Disable | TlsMode::Prefer | TlsMode::Require => {
+                b.danger_accept_invalid_certs(true);
+            }
+            TlsMode::VerifyCa => {
+                b.danger_accept_invalid_hostnames(true);
+            }
+            TlsMode::VerifyFull => {}
+        }
+        if let Some(pem) = &self.root {
+            let cert = native_tls::Certificate::from_pem(pem).map_err(|e| format!("sslrootcert: {e}"))?;
+            b.add_root_certificate(cert);
+        }
+        b.build().map(postgres_native_tls::MakeTlsConnector::new).map_err(|e| e.to_string())
+    }
 }
 
 /// Passwords a tool found for q (never printed, never passed on in argv).
@@ -49,6 +92,7 @@ impl Target {
             None => url.to_owned(),
         };
         let (mut schema, mut queue) = ("q".to_owned(), "default".to_owned());
+        let (mut sslmode, mut sslrootcert) = (None::<String>, None::<String>);
         let rest = if url.contains("://") {
             // q's own query parameters go; the others are the driver's.
             let (base, query) = url.split_once('?').unwrap_or((&url, ""));
@@ -57,6 +101,8 @@ impl Target {
                 match kv.split_once('=') {
                     Some(("schema", v)) => schema = v.to_owned(),
                     Some(("queue", v)) => queue = decode(v),
+                    Some(("sslmode", v)) => sslmode = Some(v.to_owned()),
+                    Some(("sslrootcert", v)) => sslrootcert = Some(decode(v)),
                     _ => kept.push(kv),
                 }
             }
@@ -67,6 +113,8 @@ impl Target {
                 match kv.split_once('=') {
                     Some(("schema", v)) => schema = v.to_owned(),
                     Some(("queue", v)) => queue = v.to_owned(),
+                    Some(("sslmode", v)) => sslmode = Some(v.to_owned()),
+                    Some(("sslrootcert", v)) => sslrootcert = Some(v.to_owned()),
                     _ => kept.push(kv),
                 }
             }
@@ -87,14 +135,35 @@ impl Target {
         {
             config.password(p);
         }
+        let mode = match sslmode.as_deref().unwrap_or("prefer") {
+            "disable" => TlsMode::Disable,
+            "allow" | "prefer" => TlsMode::Prefer,
+            "require" => TlsMode::Require,
+            "verify-ca" => TlsMode::VerifyCa,
+            "verify-full" => TlsMode::VerifyFull,
+            other => return Err(bad(&shown, format!("sslmode {other:?}: use disable, allow, prefer, require, verify-ca or verify-full"))),
+        };
+        let root = match &sslrootcert {
+            Some(path) => Some(std::fs::read(path).map_err(|e| bad(&shown, format!("sslrootcert {path}: {e}")))?),
+            None => None,
+        };
+        if matches!(mode, TlsMode::VerifyCa | TlsMode::VerifyFull) && root.is_none() {
+            return Err(bad(&shown, "sslmode=verify-ca and verify-full need sslrootcert=FILE (the certificate authority to trust)"));
+        }
+        config.ssl_mode(match mode {
+            TlsMode::Disable => SslMode::Disable,
+            TlsMode::Prefer => SslMode::Prefer,
+            _ => SslMode::Require,
+        });
         config.connect_timeout(Duration::from_secs(10));
         config.application_name("q");
-        Ok(Target { config, schema, queue, shown })
+        Ok(Target { config, tls: Tls { mode, root }, schema, queue, shown })
     }
 
     /// A new connection.
     pub fn connect(&self) -> Result<Client> {
-        self.config.connect(NoTls).map_err(|e| unreachable(&self.shown, &e))
+        let tls = self.tls.connector().map_err(|e| Error::new(Kind::Data, format!("queue {}: TLS: {e}", self.shown)))?;
+        self.config.connect(tls).map_err(|e| unreachable(&self.shown, &e))
     }
 }
 

@@ -87,6 +87,8 @@ fn start() -> Server {
 pub struct Cluster {
     base: PathBuf,
     pub port: u16,
+    /// More server options.
+    extra: String,
 }
 
 impl Cluster {
@@ -97,7 +99,40 @@ impl Cluster {
         Cluster::init(&base)
     }
 
+    /// A private cluster that takes TLS connections only, with a server
+    /// certificate for 127.0.0.1 signed by `ca.pem` in the returned
+    /// directory.
+    pub fn private_tls() -> (Cluster, PathBuf) {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pg-tls-{}", q_queue::id::new_id().to_lowercase()));
+        fs::create_dir_all(&base).unwrap();
+        let certs = base.join("certs");
+        fs::create_dir_all(&certs).unwrap();
+        let sh = |cmd: &str| {
+            let o = Command::new("sh").arg("-c").arg(cmd).current_dir(&certs).output().unwrap();
+            assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=q-test-ca 2>/dev/null");
+        sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null");
+        sh("printf 'subjectAltName=IP:127.0.0.1\\n' > san && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san 2>/dev/null");
+        if is_root() {
+            Command::new("chown").args(["-R", "postgres"]).arg(&certs).status().unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(certs.join("server.key"), fs::Permissions::from_mode(0o600)).unwrap();
+        let extra = format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            certs.join("server.crt").display(),
+            certs.join("server.key").display()
+        );
+        let c = Cluster::init_with(&base, &extra, Some("hostssl all all 127.0.0.1/32 trust\n"));
+        (c, certs)
+    }
+
     fn init(base: &Path) -> Cluster {
+        Cluster::init_with(base, "", None)
+    }
+
+    fn init_with(base: &Path, extra: &str, hba: Option<&str>) -> Cluster {
         let data = base.join("data");
         let _ = fs::remove_dir_all(&data);
         let sock = base.join("sock");
@@ -121,7 +156,11 @@ impl Cluster {
         }
         let out = pg("initdb", &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "q", "--no-sync", "-E", "UTF8", "--no-locale"]);
         assert!(out.status.success(), "initdb failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let c = Cluster { base: base.to_path_buf(), port: free_port() };
+        if let Some(hba) = hba {
+            let f = data.join("pg_hba.conf");
+            fs::write(&f, format!("local all all trust\n{hba}")).unwrap();
+        }
+        let c = Cluster { base: base.to_path_buf(), port: free_port(), extra: extra.to_owned() };
         c.start();
         c
     }
@@ -132,9 +171,10 @@ impl Cluster {
 
     fn opts(&self) -> String {
         format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off -c max_connections=200",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off -c max_connections=200 {}",
             self.port,
-            self.base.join("sock").display()
+            self.base.join("sock").display(),
+            self.extra
         )
     }
 
