@@ -452,3 +452,43 @@ fn crash_between_remove_steps_leaves_an_orphan_for_gc() {
     assert!(o.lines().iter().any(|l| l["action"] == "remove-orphan" && l["id"] == id.as_str()), "{}", o.stdout);
     assert!(!var.exists());
 }
+
+/// A queue can be paused before its first push: the push finds it paused.
+#[test]
+fn pause_before_the_first_push() {
+    let q = QDir::new();
+    let o = q.run("q-ctl", &["pause"]);
+    o.ok();
+    assert_eq!(o.lines()[0]["paused"], true);
+    let id = q.push(&["--", "true"]);
+    assert_eq!(q.run("q-ls", &["--counts"]).ok().lines()[0]["paused"], true);
+    q.run("q-claim", &[]).expect_code(1);
+    q.run("q-ctl", &["resume"]).ok();
+    assert_eq!(q.run("q-claim", &[]).ok().lines()[0]["id"], id.as_str());
+}
+
+/// A queue the user may not enter is refused with 77, the reason said once.
+#[test]
+fn a_queue_we_may_not_enter_is_77_said_once() {
+    let q = QDir::new();
+    q.push(&["--", "true"]);
+    let root = nix::unistd::geteuid().is_root();
+    let mut c = if root {
+        // Another user: the queue's directory is root's, mode 0700.
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(bin("q-ls"));
+        c
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(q.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+        std::process::Command::new(bin("q-ls"))
+    };
+    c.arg("--queue").arg(&q.queue).current_dir("/");
+    let o = run_cmd(c, None);
+    if !root {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(q.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    assert_eq!(o.code(), 77, "{}", o.stderr);
+    assert_eq!(o.stderr.matches("Permission denied").count(), 1, "said once: {}", o.stderr);
+}

@@ -832,3 +832,28 @@ fn the_tool_list_is_one_list() {
     want.sort_unstable();
     assert_eq!(bins, want, "Cargo.toml's [[bin]]s and q::front::TOOLS disagree");
 }
+
+/// `scripts/demo > log 2>&1` keeps every step (nothing reopens the log),
+/// and its listing is the table.
+#[test]
+fn serial_the_demo_logs_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let bin = bin("q-push").parent().unwrap().to_path_buf();
+    let f = std::fs::File::create(&log).unwrap();
+    let status = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo"))
+        .env("Q_DEMO_BIN", &bin)
+        .env("TMPDIR", dir.path())
+        .env_remove("Q_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "the demo failed:\n{text}");
+    assert!(text.contains("$ q-push -- echo 'hello from q'"), "the first step is in the log:\n{text}");
+    assert!(text.contains("\"name\":\"build\"") || text.contains("\"type\":\"pushed\""), "the build push is shown:\n{text}");
+    assert!(text.lines().any(|l| l.starts_with("ID") && l.contains("STATE")), "q-ls shows its table:\n{text}");
+    assert!(text.contains("Demo queue was"), "the last step too:\n{text}");
+}

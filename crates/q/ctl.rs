@@ -126,7 +126,8 @@ fn run(a: Args) -> Result<u8> {
     let quiet = a.common.quiet;
     match a.cmd {
         Cmd::Pause { for_ms } => {
-            let q = a.common.open_existing()?;
+            // A queue may be paused before its first push: made as that push would.
+            let q = a.common.create(None)?;
             let until = for_ms.map(|d| time::now_ms().saturating_add(d as i64));
             q.pause(until)?;
             let until = until.map(time::rfc3339);

@@ -37,8 +37,11 @@ pub struct Args {
     #[arg(long)]
     counts: bool,
     /// JSON lines even on a terminal
-    #[arg(long)]
+    #[arg(long, conflicts_with = "table")]
     json: bool,
+    /// The table even when stdout is not a terminal (a log, a pipe to less)
+    #[arg(long)]
+    table: bool,
     /// Only these jobs
     #[arg(value_name = "ID")]
     ids: Vec<String>,
@@ -51,7 +54,7 @@ pub fn main() -> ExitCode {
 
 fn run(a: Args) -> Result<u8> {
     let q = a.common.open()?;
-    let table = !a.json && out::stdout_is_tty();
+    let table = a.table || (!a.json && out::stdout_is_tty());
     if a.counts {
         let v = counts_json(q.as_ref())?;
         if table {

@@ -90,7 +90,9 @@ impl Error {
     /// An I/O error while doing `what` on `path`; ENOSPC and friends stay `Io`.
     pub fn io(what: &str, path: &Path, err: io::Error) -> Error {
         Error {
-            kind: Kind::Io,
+            // Refused by the system's permissions: SPEC's 77, as a queue
+            // refused for safety is.
+            kind: if err.kind() == io::ErrorKind::PermissionDenied { Kind::Permission } else { Kind::Io },
             msg: format!("{what} {}", path.display()),
             source: Some(err),
         }
@@ -128,11 +130,9 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_ref().map(|e| e as _)
-    }
-}
+/// The message already says what the I/O error was (see `Display`): a
+/// source would make a chain of errors say it twice.
+impl std::error::Error for Error {}
 
 /// Attach a path and an action to an `io::Result`.
 pub(crate) trait IoContext<T> {

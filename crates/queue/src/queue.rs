@@ -89,7 +89,11 @@ impl Queue {
             if is_empty_or_partial(root)? {
                 return Ok(None);
             }
-            return Err(not_a_queue(root));
+            // A creator may have finished (FORMAT is published last)
+            // between the two looks: a queue now, not a stranger.
+            if !fsx::exists(&format) {
+                return Err(not_a_queue(root));
+            }
         }
         Queue::open_checked(root).map(Some)
     }

@@ -206,3 +206,24 @@ fn an_unfinished_end_record_of_this_epoch_is_finished() {
     // And a second cancel of B is a no-op, not an error.
     assert_eq!(q.cancel(&b).unwrap(), State::Canceled);
 }
+
+/// A reader that looks at a queue while its first push creates it sees an
+/// empty queue or the queue, never "a directory that is not a q queue"
+/// (FORMAT is published between its two looks).
+#[test]
+fn opening_a_queue_while_it_is_created_never_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..300 {
+        let root = dir.path().join(format!("q{i}"));
+        let r2 = root.clone();
+        let creator = std::thread::spawn(move || Queue::create(&r2, None).map(|_| ()));
+        loop {
+            match Queue::open(&root) {
+                Ok(Some(_)) => break,
+                Ok(None) => std::thread::yield_now(),
+                Err(e) => panic!("round {i}: {e}"),
+            }
+        }
+        creator.join().unwrap().unwrap();
+    }
+}
