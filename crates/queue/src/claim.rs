@@ -22,6 +22,29 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::PathBuf;
 
+impl Lease {
+    /// The lease record of a claim this process makes at `now_ms`.
+    pub(crate) fn mine(id: &str, attempt: u32, token: &str, now_ms: i64, opts: &ClaimOpts) -> Lease {
+        let (pid, pid_start) = ident::me();
+        let h = ident::host();
+        Lease {
+            v: 1,
+            id: id.to_owned(),
+            attempt,
+            token: token.to_owned(),
+            claimed_at: time::rfc3339(now_ms),
+            lease_ms: opts.lease_ms,
+            host: h.host.clone(),
+            boot_id: h.boot_id.clone(),
+            pidns: h.pidns.clone(),
+            pid,
+            pid_start,
+            worker_id: opts.worker_id.clone(),
+            liveness: opts.liveness,
+        }
+    }
+}
+
 /// Options of a claim.
 #[derive(Debug, Clone)]
 pub struct ClaimOpts {
@@ -315,23 +338,7 @@ impl Queue {
         };
         let token = leased_name.token();
         let now = time::now_ms();
-        let (pid, pid_start) = ident::me();
-        let h = ident::host();
-        let lease = Lease {
-            v: 1,
-            id: id.clone(),
-            attempt: leased_name.c.attempt,
-            token: token.clone(),
-            claimed_at: time::rfc3339(now),
-            lease_ms: opts.lease_ms,
-            host: h.host.clone(),
-            boot_id: h.boot_id.clone(),
-            pidns: h.pidns.clone(),
-            pid,
-            pid_start,
-            worker_id: opts.worker_id.clone(),
-            liveness: opts.liveness,
-        };
+        let lease = Lease::mine(&id, leased_name.c.attempt, &token, now, opts);
         // 1. The lease, staged and locked before the claim point.
         let lease_tmp = self.tmp().join(fsx::tmp_name("lease"));
         let mut lf = fsx::create_new(&lease_tmp)?;

@@ -212,6 +212,33 @@ pub struct ResultRecord {
 }
 
 impl ResultRecord {
+    /// The record of a job that ended (`to`, for `reason`) without an
+    /// attempt: canceled while queued, or its dependency failed.
+    pub(crate) fn ended(id: &str, c: Counters, to: State, reason: Reason, name: Option<String>, detail: Option<Value>, now_ms: i64) -> ResultRecord {
+        ResultRecord {
+            kind: "result".into(),
+            id: id.to_owned(),
+            attempt: c.attempt,
+            token: None,
+            state: to,
+            reason,
+            exit_code: None,
+            signal: None,
+            started_at: None,
+            finished_at: Some(crate::time::rfc3339(now_ms)),
+            duration_ms: None,
+            cpu_user_ms: None,
+            cpu_sys_ms: None,
+            max_rss_kb: None,
+            failures: c.failures,
+            next_run_at: None,
+            name,
+            host: Some(crate::ident::host().host.clone()),
+            worker_id: None,
+            detail,
+        }
+    }
+
     pub fn to_line(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec(self).unwrap_or_default();
         v.push(b'\n');

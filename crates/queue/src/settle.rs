@@ -396,29 +396,7 @@ impl Queue {
             }
             let c = l.c.unwrap_or_default();
             let job = self.read_job(&l.path).ok();
-            let now = time::now_ms();
-            let rec = ResultRecord {
-                kind: "result".into(),
-                id: id.to_owned(),
-                attempt: c.attempt,
-                token: None,
-                state: to,
-                reason,
-                exit_code: None,
-                signal: None,
-                started_at: None,
-                finished_at: Some(time::rfc3339(now)),
-                duration_ms: None,
-                cpu_user_ms: None,
-                cpu_sys_ms: None,
-                max_rss_kb: None,
-                failures: c.failures,
-                next_run_at: None,
-                name: job.and_then(|j| j.name),
-                host: Some(crate::ident::host().host.clone()),
-                worker_id: None,
-                detail: detail.clone(),
-            };
+            let rec = ResultRecord::ended(id, c, to, reason, job.and_then(|j| j.name), detail.clone(), time::now_ms());
             let end = self.make_var(id)?.join(var::END);
             let rec = match fsx::publish(&self.tmp(), &end, &rec.to_line(), true)? {
                 Renamed::Done => rec,

@@ -100,9 +100,9 @@ impl Target {
             for kv in query.split('&').filter(|s| !s.is_empty()) {
                 match kv.split_once('=') {
                     Some(("schema", v)) => schema = v.to_owned(),
-                    Some(("queue", v)) => queue = decode(v),
+                    Some(("queue", v)) => queue = crate::backend::percent_decode(v),
                     Some(("sslmode", v)) => sslmode = Some(v.to_owned()),
-                    Some(("sslrootcert", v)) => sslrootcert = Some(decode(v)),
+                    Some(("sslrootcert", v)) => sslrootcert = Some(crate::backend::percent_decode(v)),
                     _ => kept.push(kv),
                 }
             }
@@ -165,25 +165,6 @@ impl Target {
         let tls = self.tls.connector().map_err(|e| Error::new(Kind::Data, format!("queue {}: TLS: {e}", self.shown)))?;
         self.config.connect(tls).map_err(|e| unreachable(&self.shown, &e))
     }
-}
-
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The password `.pgpass` gives this host, port, database and user

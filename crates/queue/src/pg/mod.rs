@@ -289,28 +289,8 @@ fn end_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str, to: State, 
         .query_one(&q.q("SELECT attempt, failures, spec FROM {s}.job WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id])
         .map_err(|e| q.err(e))?;
     let job = q.job_of(row.get(2)).ok();
-    let rec = ResultRecord {
-        kind: "result".into(),
-        id: id.to_owned(),
-        attempt: row.get::<_, i32>(0) as u32,
-        token: None,
-        state: to,
-        reason,
-        exit_code: None,
-        signal: None,
-        started_at: None,
-        finished_at: Some(time::rfc3339(time::now_ms())),
-        duration_ms: None,
-        cpu_user_ms: None,
-        cpu_sys_ms: None,
-        max_rss_kb: None,
-        failures: row.get::<_, i32>(1) as u32,
-        next_run_at: None,
-        name: job.and_then(|j| j.name),
-        host: Some(ident::host().host.clone()),
-        worker_id: None,
-        detail,
-    };
+    let c = Counters { attempt: row.get::<_, i32>(0) as u32, failures: row.get::<_, i32>(1) as u32, interrupts: 0 };
+    let rec = ResultRecord::ended(id, c, to, reason, job.and_then(|j| j.name), detail, time::now_ms());
     tx.execute(
         &q.q("INSERT INTO {s}.ended (queue, id, rec) VALUES ($1, $2, $3) ON CONFLICT (queue, id) DO UPDATE SET rec = EXCLUDED.rec"),
         &[&q.t.queue, &id, &json(&rec)],
@@ -328,21 +308,44 @@ impl PgQueue {
     }
 
     fn settle_many(&self, asks: &[Ask<'_>]) -> Vec<Result<ResultRecord>> {
-        let mut tries = 0;
+        // Again on a new connection: the first try's COMMIT may have
+        // happened, and then each settle finds its own result.
+        let tries = std::cell::Cell::new(0);
+        self.each_in_savepoint(
+            asks,
+            |_, _| {
+                tries.set(tries.get() + 1);
+                Ok(())
+            },
+            |q, sp, ask| {
+                let mut notify = false;
+                let rec = settle_in(q, sp, ask, tries.get() > 1, &mut notify)?;
+                Ok((rec, notify))
+            },
+        )
+    }
+
+    /// Do `each` item in one transaction, each behind a savepoint so that a
+    /// refused one does not undo the others (a lost connection undoes all,
+    /// and the transaction is tried again, `prepare` first); one `NOTIFY`
+    /// at most, when one of them asked for it.
+    fn each_in_savepoint<I, T>(
+        &self,
+        items: &[I],
+        mut prepare: impl FnMut(&PgQueue, &mut postgres::Transaction<'_>) -> Result<()>,
+        mut each: impl FnMut(&PgQueue, &mut postgres::Transaction<'_>, &I) -> Result<(T, bool)>,
+    ) -> Vec<Result<T>> {
         let r = self.tx(|q, tx| {
-            // Again on a new connection: the first try's COMMIT may have
-            // happened, and then each settle finds its own result.
-            tries += 1;
-            let again = tries > 1;
+            prepare(q, tx)?;
             let mut notify = false;
-            let mut out = Vec::with_capacity(asks.len());
-            for ask in asks {
-                // A refused settle must not undo the others: each behind a savepoint.
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
                 let mut sp = tx.transaction().map_err(|e| q.err(e))?;
-                match settle_in(q, &mut sp, ask, again, &mut notify) {
-                    Ok(rec) => {
+                match each(q, &mut sp, item) {
+                    Ok((v, n)) => {
                         sp.commit().map_err(|e| q.err(e))?;
-                        out.push(Ok(rec));
+                        notify |= n;
+                        out.push(Ok(v));
                     }
                     Err(e) if e.kind == Kind::Busy => return Err(e),
                     Err(e) => {
@@ -358,27 +361,7 @@ impl PgQueue {
         });
         match r {
             Ok(v) => v,
-            Err(e) => asks.iter().map(|_| Err(Error::new(e.kind, e.to_string()))).collect(),
-        }
-    }
-
-    fn lease_record(&self, id: &str, attempt: u32, token: &str, opts: &ClaimOpts) -> Lease {
-        let h = ident::host();
-        let (pid, pid_start) = ident::me();
-        Lease {
-            v: 1,
-            id: id.to_owned(),
-            attempt,
-            token: token.to_owned(),
-            claimed_at: time::rfc3339(time::now_ms()),
-            lease_ms: opts.lease_ms,
-            host: h.host.clone(),
-            boot_id: h.boot_id.clone(),
-            pidns: h.pidns.clone(),
-            pid,
-            pid_start,
-            worker_id: opts.worker_id.clone(),
-            liveness: opts.liveness,
+            Err(e) => items.iter().map(|_| Err(Error::new(e.kind, e.to_string()))).collect(),
         }
     }
 
@@ -412,7 +395,7 @@ impl PgQueue {
                 let id: String = r.get(0);
                 let token = r.get::<_, i64>(1).to_string();
                 let attempt = r.get::<_, i32>(2) as u32;
-                let lease = q.lease_record(&id, attempt, &token, opts);
+                let lease = Lease::mine(&id, attempt, &token, time::now_ms(), opts);
                 tx.execute(
                     &q.q("INSERT INTO {s}.attempt (queue, id, attempt, token, lease) VALUES ($1, $2, $3, $4, $5)
                           ON CONFLICT (queue, id, attempt) DO UPDATE SET token = EXCLUDED.token, lease = EXCLUDED.lease, run = NULL, cancel = false, result = NULL"),
@@ -480,51 +463,37 @@ impl Backend for PgQueue {
     }
 
     fn push(&self, jobs: Vec<NewJob>) -> Vec<Result<Pushed>> {
-        let r = self.tx(|q, tx| {
-            let mut out = Vec::with_capacity(jobs.len());
-            let mut notify = false;
-            let mut envs: BTreeMap<*const BTreeMap<String, String>, String> = BTreeMap::new();
-            for nj in &jobs {
+        // Jobs of one push share one environment: stored once, before them.
+        let envs: BTreeMap<*const BTreeMap<String, String>, String> = BTreeMap::new();
+        let store = |q: &PgQueue, tx: &mut postgres::Transaction<'_>, envs: &mut BTreeMap<*const BTreeMap<String, String>, String>| -> Result<()> {
+            envs.clear();
+            for env in jobs.iter().filter_map(|nj| nj.pusher_env.as_ref()) {
+                let ptr = std::sync::Arc::as_ptr(env);
+                if envs.contains_key(&ptr) {
+                    continue;
+                }
+                let body = json(&**env);
+                let r = format!("{:016x}", crate::push::fnv64(body.to_string().as_bytes()));
+                tx.execute(&q.q("INSERT INTO {s}.env (queue, ref, env) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &r, &body])
+                    .map_err(|e| q.err(e))?;
+                envs.insert(ptr, r);
+            }
+            Ok(())
+        };
+        let envs = std::cell::RefCell::new(envs);
+        self.each_in_savepoint(
+            &jobs,
+            |q, tx| store(q, tx, &mut envs.borrow_mut()),
+            |q, sp, nj| {
                 let mut job = nj.job.clone();
                 if let Some(env) = &nj.pusher_env {
-                    let ptr = std::sync::Arc::as_ptr(env);
-                    let r = match envs.get(&ptr) {
-                        Some(r) => r.clone(),
-                        None => {
-                            let body = json(&**env);
-                            let r = format!("{:016x}", crate::push::fnv64(body.to_string().as_bytes()));
-                            tx.execute(&q.q("INSERT INTO {s}.env (queue, ref, env) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &r, &body])
-                                .map_err(|e| q.err(e))?;
-                            envs.insert(ptr, r.clone());
-                            r
-                        }
-                    };
-                    job.env_ref = Some(r);
+                    job.env_ref = envs.borrow().get(&std::sync::Arc::as_ptr(env)).cloned();
                 }
-                let mut sp = tx.transaction().map_err(|e| q.err(e))?;
-                let res = push_one(q, &mut sp, &job, nj.run_at_ms);
-                match res {
-                    Ok(p) => {
-                        sp.commit().map_err(|e| q.err(e))?;
-                        notify |= p.state == State::Pending && !p.deduped;
-                        out.push(Ok(p));
-                    }
-                    Err(e) if e.kind == Kind::Busy => return Err(e),
-                    Err(e) => {
-                        sp.rollback().map_err(|e| q.err(e))?;
-                        out.push(Err(e));
-                    }
-                }
-            }
-            if notify {
-                q.notify(tx)?;
-            }
-            Ok(out)
-        });
-        match r {
-            Ok(v) => v,
-            Err(e) => jobs.iter().map(|_| Err(Error::new(e.kind, e.to_string()))).collect(),
-        }
+                let p = push_one(q, sp, &job, nj.run_at_ms)?;
+                let ready = p.state == State::Pending && !p.deduped;
+                Ok((p, ready))
+            },
+        )
     }
 
     fn load_env(&self, env_ref: &str) -> Result<BTreeMap<String, String>> {
@@ -902,11 +871,7 @@ impl Backend for PgQueue {
     fn retry(&self, id: &str) -> Result<()> {
         crate::id::check_id(id)?;
         self.tx(|q, tx| {
-            let st = tx
-                .query_opt(&q.q("SELECT state FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
-                .map_err(|e| q.err(e))?
-                .ok_or_else(|| Error::no_job(id))?;
-            let st = State::parse(st.get(0)).unwrap_or(State::Dead);
+            let st = locked_state(q, tx, id)?;
             if !st.is_terminal() {
                 return Err(Error::new(Kind::Busy, format!("job {id} is {}: only done, dead or canceled jobs can be retried", st.as_str())));
             }
@@ -923,11 +888,7 @@ impl Backend for PgQueue {
     fn hold(&self, id: &str) -> Result<State> {
         crate::id::check_id(id)?;
         self.tx(|q, tx| {
-            let st = tx
-                .query_opt(&q.q("SELECT state FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
-                .map_err(|e| q.err(e))?
-                .ok_or_else(|| Error::no_job(id))?;
-            let st = State::parse(st.get(0)).unwrap_or(State::Dead);
+            let st = locked_state(q, tx, id)?;
             if matches!(st, State::Pending | State::Waiting) {
                 tx.execute(&q.q("UPDATE {s}.job SET state = 'held', changed_at = now() WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id]).map_err(|e| q.err(e))?;
             }
@@ -963,11 +924,7 @@ impl Backend for PgQueue {
     fn remove(&self, id: &str) -> Result<State> {
         crate::id::check_id(id)?;
         self.tx(|q, tx| {
-            let st = tx
-                .query_opt(&q.q("SELECT state FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
-                .map_err(|e| q.err(e))?
-                .ok_or_else(|| Error::no_job(id))?;
-            let st = State::parse(st.get(0)).unwrap_or(State::Dead);
+            let st = locked_state(q, tx, id)?;
             if !st.is_terminal() {
                 return Err(Error::new(Kind::Busy, format!("job {id} is {}: cancel it first, only finished jobs are removed", st.as_str())));
             }
@@ -1195,6 +1152,15 @@ fn push_one(q: &PgQueue, tx: &mut postgres::Transaction<'_>, job: &Job, run_at_m
         state = State::Canceled;
     }
     Ok(Pushed { id: job.id.clone(), state, run_at_ms, deduped: false })
+}
+
+/// The state of job `id`, its row locked until the transaction ends.
+fn locked_state(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str) -> Result<State> {
+    let r = tx
+        .query_opt(&q.q("SELECT state FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+        .map_err(|e| q.err(e))?
+        .ok_or_else(|| Error::no_job(id))?;
+    Ok(State::parse(r.get(0)).unwrap_or(State::Dead))
 }
 
 fn key_lock(q: &PgQueue, key: &str) -> i64 {
