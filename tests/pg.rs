@@ -249,3 +249,194 @@ fn serial_tls_by_sslmode() {
     let o = at("sslmode=sometimes").run("q-ls", &[]);
     assert_eq!(o.code(), 65, "{}", o.stderr);
 }
+
+/// The kill -9 storm on PostgreSQL: pushers, two supervisor launchers
+/// racing for the host's lock, and a chaos loop that SIGKILLs pushers,
+/// supervisors, workers and jobs at random (only processes of the trees we
+/// started). Then everything is killed, a supervisor drains, and the
+/// history is checked in the database: every acknowledged push is there,
+/// every job ended, none was completed twice, and each done job ran.
+/// `Q_TORTURE_SECS` makes it longer.
+#[test]
+fn serial_kill_storm_on_postgres() {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let secs: u64 = std::env::var("Q_TORTURE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let (q, schema) = pg_queue(None);
+    let q = Arc::new(q);
+    let effects = q.path().join("effects");
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let kids = Arc::new(Mutex::new(BTreeSet::<i32>::new()));
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let rng = Arc::new(Mutex::new(seed | 1));
+    let rand = {
+        let rng = Arc::clone(&rng);
+        move |n: u64| {
+            let mut x = rng.lock().unwrap();
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *x % n.max(1)
+        }
+    };
+    let spawn_kid = |c: std::process::Command, kids: &Mutex<BTreeSet<i32>>| {
+        let mut c = c;
+        let child = c.spawn().expect("spawn");
+        kids.lock().unwrap().insert(child.id() as i32);
+        child
+    };
+    let mut threads = Vec::new();
+    for k in 0..2 {
+        // Pushers: batches of 1-5 jobs; what a pusher printed is acknowledged.
+        let (q, stop, acked, kids, effects, rand) = (Arc::clone(&q), Arc::clone(&stop), Arc::clone(&acked), Arc::clone(&kids), effects.clone(), rand.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let lines: String = (0..1 + rand(5))
+                    .map(|_| {
+                        n += 1;
+                        format!("{{\"sh\":\"echo start $Q_JOB_ID >> {e}; sleep 0.0{}; echo end $Q_JOB_ID >> {e}\",\"name\":\"p{k}-{n}\"}}\n", rand(9), e = effects.display())
+                    })
+                    .collect();
+                let mut c = q.cmd("q-push");
+                c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+                let mut child = spawn_kid(c, &kids);
+                let pid = child.id() as i32;
+                let mut sin = child.stdin.take().unwrap();
+                let _ = std::io::Write::write_all(&mut sin, lines.as_bytes());
+                drop(sin);
+                let out = child.wait_with_output().unwrap();
+                kids.lock().unwrap().remove(&pid);
+                for l in String::from_utf8_lossy(&out.stdout).lines() {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+                        && let Some(id) = v["id"].as_str()
+                    {
+                        acked.lock().unwrap().insert(id.to_owned());
+                    }
+                }
+            }
+        }));
+    }
+    for _ in 0..2 {
+        // Supervisor launchers: one wins the host's lock, the other exits 75.
+        let (q, stop, kids) = (Arc::clone(&q), Arc::clone(&stop), Arc::clone(&kids));
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut c = q.cmd("q-supervise");
+                c.args(["-j", "2", "--lease", "2s", "--restart-base", "50ms", "--grace", "1s"]);
+                c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+                let mut child = spawn_kid(c, &kids);
+                let pid = child.id() as i32;
+                while !stop.load(Ordering::Relaxed) && matches!(child.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if stop.load(Ordering::Relaxed) {
+                    let _ = child.kill();
+                }
+                let _ = child.wait();
+                kids.lock().unwrap().remove(&pid);
+            }
+        }));
+    }
+    // Chaos: SIGKILL a process of one of our trees.
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut kills = 0;
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50 + rand(200)));
+        let roots: Vec<i32> = kids.lock().unwrap().iter().copied().collect();
+        let tree = descendants(&roots);
+        if tree.is_empty() {
+            continue;
+        }
+        let victim = tree[rand(tree.len() as u64) as usize];
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGKILL);
+        kills += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Whatever is left of the trees (the watchdogs clean up after their supervisors).
+    wait_until("every process of the storm is gone", Duration::from_secs(30), || {
+        let roots: Vec<i32> = kids.lock().unwrap().iter().copied().collect();
+        let tree = descendants(&roots);
+        for p in &tree {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), nix::sys::signal::Signal::SIGKILL);
+        }
+        tree.is_empty()
+    });
+    // Recovery: one supervisor drains (its reaper requeues the dead owners' claims).
+    let o = q.run("q-supervise", &["-j", "2", "--exit-on-idle", "--lease", "2s"]);
+    assert!(matches!(o.code(), 0 | 1), "{}", o.stderr);
+    let mut db = admin();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 20, "the storm pushed too little to mean anything: {}", acked.len());
+    let rows = db.query(&format!("SELECT id, state FROM \"{schema}\".job"), &[]).unwrap();
+    let states: std::collections::BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut problems = Vec::new();
+    for id in &acked {
+        match states.get(id).map(String::as_str) {
+            None => problems.push(format!("acknowledged job {id} is lost")),
+            Some("done" | "dead") => {}
+            Some(s) => problems.push(format!("job {id} is still {s} after the drain")),
+        }
+    }
+    let twice = db
+        .query(&format!("SELECT id FROM \"{schema}\".attempt WHERE result->>'state' = 'done' GROUP BY id HAVING count(*) > 1"), &[])
+        .unwrap();
+    for r in twice {
+        problems.push(format!("job {} completed twice", r.get::<_, String>(0)));
+    }
+    let effects = std::fs::read_to_string(&effects).unwrap_or_default();
+    let ended: BTreeSet<&str> = effects.lines().filter_map(|l| l.strip_prefix("end ")).collect();
+    for (id, st) in &states {
+        if st == "done" && !ended.contains(id.as_str()) {
+            problems.push(format!("job {id} is done but never ran to its end"));
+        }
+        if st == "dead" {
+            // A job that exits 0 dies only of the interruption bound, or of
+            // the chaos killing its own process (signal 9: its failure).
+            let rec: serde_json::Value = db
+                .query_one(&format!("SELECT result FROM \"{schema}\".attempt WHERE id = $1 AND result IS NOT NULL ORDER BY attempt DESC LIMIT 1"), &[id])
+                .unwrap()
+                .get(0);
+            if !["lease-expired", "worker-shutdown", "signal"].contains(&rec["reason"].as_str().unwrap_or("")) {
+                problems.push(format!("job {id} is dead for {}", rec["reason"]));
+            }
+        }
+    }
+    let done = states.values().filter(|s| *s == "done").count();
+    eprintln!("kill storm on postgres: {secs} s, {} acknowledged, {done} done, {kills} kills, seed {seed}", acked.len());
+    assert!(problems.is_empty(), "seed {seed}:\n  {}", problems.join("\n  "));
+    assert!(kills > 10 && done > 10, "the storm must both kill and complete: {kills} kills, {done} done");
+}
+
+/// Every live process below these roots (the roots included).
+fn descendants(roots: &[i32]) -> Vec<i32> {
+    let mut parent: Vec<(i32, i32)> = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let mut f = rest.split(' ');
+        let state = f.next().unwrap_or("");
+        let ppid: i32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if state != "Z" {
+            parent.push((pid, ppid));
+        }
+    }
+    let mut out: Vec<i32> = roots.iter().copied().filter(|r| parent.iter().any(|(p, _)| p == r)).collect();
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        for (c, pp) in &parent {
+            if *pp == p && !out.contains(c) {
+                out.push(*c);
+            }
+        }
+        i += 1;
+    }
+    out
+}
