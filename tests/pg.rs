@@ -440,3 +440,36 @@ fn descendants(roots: &[i32]) -> Vec<i32> {
     }
     out
 }
+
+/// q-gc warns when an old transaction keeps the vacuum from the queue's
+/// dead rows (the age lowered for the test), and not once it ended.
+#[test]
+fn serial_gc_warns_of_an_old_transaction() {
+    let cluster = pgserver::Cluster::private();
+    let mut q = QDir::new();
+    q.queue = PathBuf::from(format!("{}?schema=health", cluster.url()));
+    q.push(&["--", "true"]);
+    let gc = |q: &QDir, quiet: bool| {
+        let mut c = q.cmd("q-gc");
+        c.env("Q_PG_OLD_XACT_MS", "300");
+        if quiet {
+            c.arg("-q");
+        }
+        run_cmd(c, None)
+    };
+    let o = gc(&q, false);
+    o.ok();
+    assert!(!o.stderr.contains("warning"), "nothing to warn of yet: {}", o.stderr);
+    let mut other = postgres::Client::connect(&cluster.url(), postgres::NoTls).unwrap();
+    let mut tx = other.transaction().unwrap();
+    tx.execute("SELECT count(*) FROM health.job", &[]).unwrap();
+    let since = std::time::Instant::now();
+    wait_until("the transaction is old", Duration::from_secs(10), || since.elapsed() >= Duration::from_millis(400));
+    let o = gc(&q, false);
+    o.ok();
+    assert!(o.stderr.contains("q-gc: warning: a transaction open for"), "{}", o.stderr);
+    assert!(gc(&q, true).stderr.is_empty(), "-q: errors only");
+    tx.commit().unwrap();
+    let o = gc(&q, false);
+    assert!(!o.stderr.contains("warning"), "it ended: {}", o.stderr);
+}

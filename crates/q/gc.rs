@@ -110,6 +110,11 @@ fn run(a: Args) -> Result<u8> {
             }
         }
     })?;
+    if !a.common.quiet {
+        for w in q.health() {
+            eprintln!("q-gc: warning: {w}");
+        }
+    }
     let mut code = exit::OK;
     for e in &errors {
         eprintln!("q-gc: error: {e}");

@@ -117,6 +117,11 @@ pub trait Backend: Send + Sync {
     fn idle(&self, horizon_ms: Option<u64>) -> Result<Idle>;
     /// What a person should know about the queue's health (one line each).
     fn warnings(&self) -> Vec<String>;
+    /// What a collection pass should warn of in the store's own health (a
+    /// database table that cannot be vacuumed); one line each.
+    fn health(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     // Logs.
     /// The attempts of a job that started (each has a log, maybe empty).

@@ -793,7 +793,44 @@ impl Backend for PgQueue {
     }
 
     fn warnings(&self) -> Vec<String> {
-        Vec::new()
+        self.health()
+    }
+
+    fn health(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        // Dead row versions the vacuum has not taken: claims and settles
+        // get slower as they pile up.
+        if let Ok(Some(r)) = self.row(
+            "SELECT n_dead_tup, n_live_tup FROM pg_catalog.pg_stat_user_tables WHERE schemaname = $1 AND relname = 'job'",
+            &[&self.t.schema],
+        ) {
+            let (dead, live): (i64, i64) = (r.get(0), r.get(1));
+            if dead > 100_000 && dead > live {
+                out.push(format!("table {}.job holds {dead} dead row versions (and {live} live ones): its vacuum is behind or blocked", self.t.schema));
+            }
+        }
+        // An old transaction keeps the vacuum from taking any of them.
+        let old_ms = crate::failpoint::override_ms("Q_PG_OLD_XACT_MS", 10 * 60 * 1000);
+        if let Ok(Some(r)) = self.row(
+            concat!(
+                "SELECT pid, ",
+                ms!("now() - xact_start"),
+                ", coalesce(application_name, '') FROM pg_catalog.pg_stat_activity
+                 WHERE datname = current_database() AND xact_start IS NOT NULL AND pid <> pg_backend_pid()
+                 ORDER BY xact_start LIMIT 1"
+            ),
+            &[],
+        ) {
+            let (pid, age): (i32, i64) = (r.get(0), r.get(1));
+            if age >= old_ms {
+                out.push(format!(
+                    "a transaction open for {} (server pid {pid}, application {:?}) keeps the vacuum from removing dead rows of the queue's tables",
+                    time::human_duration(age.max(0) as u64),
+                    r.get::<_, String>(2)
+                ));
+            }
+        }
+        out
     }
 
     fn log_attempts(&self, id: &str) -> Vec<u32> {
