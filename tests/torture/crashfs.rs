@@ -16,7 +16,8 @@
 //! A rename is atomic, as on the journaling filesystems q assumes: when
 //! either of its two directories is fsynced the whole rename is durable
 //! (the new name appears, the old one goes, and the directories leading to
-//! the new name exist), never one half of it. `syncfs(2)` never reaches a
+//! the new name exist), never one half of it; likewise the fsync of a new
+//! directory makes its own name durable. `syncfs(2)` never reaches a
 //! FUSE daemon (the kernel passes it to virtiofs only): it syncs nothing
 //! here, and q, which finds FUSE by its `statfs` type, does not rely on it.
 
@@ -223,10 +224,13 @@ impl Model {
         }
         let n = self.nodes.get_mut(&ino).expect("dir");
         n.durable_children = n.children.clone();
+        self.make_reachable(ino);
     }
 
-    /// The journal's order: a durable rename into a directory carries the
-    /// creation of that directory and of those above it.
+    /// The journal's order: a directory made durable (its fsync, or a
+    /// durable rename into it) carries its own creation and that of the
+    /// directories above it, as on ext4, xfs and btrfs, where the `mkdir`
+    /// was journaled before.
     fn make_reachable(&mut self, mut ino: Ino) {
         while ino != ROOT {
             let Some((parent, name)) = self.nodes.get(&ino).and_then(|n| n.links.first().cloned()) else { return };

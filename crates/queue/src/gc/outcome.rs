@@ -38,7 +38,11 @@ impl Gc<'_> {
         ids.sort();
         for id in ids {
             let [f] = inv.jobs[id].as_slice() else { continue };
-            if f.newer || !f.state.is_terminal() {
+            if f.newer || f.state == State::Running {
+                continue;
+            }
+            self.cut_short_records(id);
+            if !f.state.is_terminal() {
                 continue;
             }
             let Verdict::Lost { attempt, failures } = self.verdict(id, f.state) else { continue };
@@ -81,6 +85,19 @@ impl Gc<'_> {
                 }),
                 Err(e) if fsx::exists(&f.path) => self.errors.push(e),
                 Err(_) => {}
+            }
+        }
+    }
+
+    /// Records of a job that is not running that a power loss cut short
+    /// (the outcome of an attempt that sent the job back to pending, a
+    /// lease record: neither is synced under relaxed durability) go to
+    /// `corrupt/`, so that no reader meets a partial file.
+    fn cut_short_records(&mut self, id: &str) {
+        let var = self.q.var(id);
+        for n in fsx::list(&var).unwrap_or_default() {
+            if (n.ends_with(".result.json") || n.ends_with(".lease.json")) && !self.o.dry_run {
+                self.q.quarantine_partial(&var.join(&n), "a record cut short by a power loss");
             }
         }
     }
