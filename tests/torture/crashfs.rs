@@ -16,7 +16,8 @@
 //! A rename is atomic, as on the journaling filesystems q assumes: when
 //! either of its two directories is fsynced the whole rename is durable
 //! (the new name appears, the old one goes, and the directories leading to
-//! the new name exist), never one half of it; likewise the fsync of a new
+//! the new name exist), never one half of it, and so are the earlier
+//! renames of the same file (the journal's order); likewise the fsync of a new
 //! directory makes its own name durable. `syncfs(2)` never reaches a
 //! FUSE daemon (the kernel passes it to virtiofs only): it syncs nothing
 //! here, and q, which finds FUSE by its `statfs` type, does not rely on it.
@@ -206,21 +207,28 @@ impl Model {
     /// rename in or out of it, whole (both of its directories).
     fn sync_dir(&mut self, ino: Ino) {
         let renames = std::mem::take(&mut self.renames);
-        for r in renames {
-            if r.from.0 != ino && r.to.0 != ino {
+        // Due: the renames in or out of this directory, and, in the
+        // journal's order, the earlier renames of the same files.
+        let mut due = vec![false; renames.len()];
+        let mut nodes = std::collections::HashSet::new();
+        for (i, r) in renames.iter().enumerate().rev() {
+            if r.from.0 == ino || r.to.0 == ino || nodes.contains(&r.node) {
+                due[i] = true;
+                nodes.insert(r.node);
+            }
+        }
+        for (r, due) in renames.into_iter().zip(due) {
+            if !due {
                 self.renames.push(r);
                 continue;
             }
-            if r.from.0 != ino
-                && let Some(n) = self.nodes.get_mut(&r.from.0)
+            if let Some(n) = self.nodes.get_mut(&r.from.0)
                 && n.durable_children.get(&r.from.1) == Some(&r.node)
             {
                 n.durable_children.remove(&r.from.1);
             }
-            if r.to.0 != ino {
-                self.nodes.get_mut(&r.to.0).expect("dir").durable_children.insert(r.to.1.clone(), r.node);
-                self.make_reachable(r.to.0);
-            }
+            self.nodes.get_mut(&r.to.0).expect("dir").durable_children.insert(r.to.1.clone(), r.node);
+            self.make_reachable(r.to.0);
         }
         let n = self.nodes.get_mut(&ino).expect("dir");
         n.durable_children = n.children.clone();

@@ -180,3 +180,132 @@ fn serial_power_batch_push_survives_a_cut() {
     }
     assert!(lost_without_fallback > 0, "trusting syncfs on FUSE lost nothing: the cut does not test the group commit");
 }
+
+/// One round's pusher: a batch (or one line) on stdin, its stdout in a file
+/// (what it printed before the cut was acknowledged).
+fn spawn_push(q: &QDir, lines: &[Value], out: &Path) -> Proc {
+    let mut c = q.cmd("q-push");
+    let input = tempfile::NamedTempFile::new_in(q.path()).unwrap();
+    fs::write(input.path(), lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    c.stdin(fs::File::open(input.path()).unwrap()).stdout(fs::File::create(out).unwrap()).stderr(Stdio::null());
+    Proc::spawn(c)
+}
+
+/// T7 storm: a supervisor (`-j 2`), pushers (batches of 1–12 lines, 0.1–0.4 s apart) and
+/// q-gc on crashfs, cut at random moments (0.3–2.5 s apart) for
+/// `Q_POWER_SECS` (default 10 s); after each cut a new boot. Then
+/// recovery (one q-gc, then `q-supervise --exit-on-idle`) and the history
+/// checker.
+fn power_storm(test: &str, durability: &str) {
+    if !crashfs::usable(test) {
+        return;
+    }
+    let seed = seed(test);
+    let mut rng = Rng::new(seed);
+    let secs: u64 = std::env::var("Q_POWER_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let q = QDir::new();
+    let mut fsys = CrashFs::mount(&q.queue);
+    q.set_env("Q_DURABILITY", durability);
+    let script = q.file("job.sh");
+    fs::write(&script, JOB_SH).unwrap();
+    let effects = q.file("effects.log");
+    fs::write(&effects, "").unwrap();
+    let mut h = History { power: Some(durability == "relaxed"), ..History::default() };
+    let (mut n, mut push_runs, mut outs) = (0u64, 0u64, Vec::new());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(secs) {
+        let ev = q.file(&format!("sup-{}.events", fsys.cuts));
+        let mut c = q.cmd("q-supervise");
+        c.args(["-j", "2", "--lease", "3s", "--restart-base", "100ms", "--events"]).stdout(Stdio::null()).stderr(fs::File::create(&ev).unwrap());
+        let _sup = Proc::spawn(c);
+        let round_end = Instant::now() + Duration::from_millis(rng.range(300, 2500));
+        let mut procs = Vec::new();
+        while Instant::now() < round_end {
+            let k = if rng.pct(30) { 1 } else { rng.range(2, 13) as usize };
+            let acked: Vec<String> = h.acked.iter().cloned().collect();
+            let lines: Vec<Value> = (0..k)
+                .map(|_| {
+                    n += 1;
+                    let name = format!("p{n}");
+                    h.attempted.insert(name.clone());
+                    let mode = if rng.pct(20) { "failfirst" } else { "ok" };
+                    let secs = format!("0.{:02}", rng.range(0, 30));
+                    let mut v = json!({"name": name, "cmd": ["/bin/sh", script, mode, secs, effects], "attempts": 3, "backoff": "50ms"});
+                    if rng.pct(10) {
+                        v["delivery"] = json!("at-most-once");
+                        v["attempts"] = json!(1);
+                    }
+                    if rng.pct(5) && !acked.is_empty() {
+                        v["after"] = json!([acked[rng.range(0, acked.len() as u64) as usize]]);
+                    }
+                    v
+                })
+                .collect();
+            let out = q.file(&format!("push-{push_runs}.out"));
+            push_runs += 1;
+            let mut p = spawn_push(&q, &lines, &out);
+            outs.push(out);
+            if rng.pct(25) {
+                procs.push(Proc::spawn({
+                    let mut g = q.cmd("q-gc");
+                    g.stdout(Stdio::null()).stderr(Stdio::null());
+                    g
+                }));
+            }
+            // Wait for the push, or cut in the middle of it.
+            let next = Instant::now() + Duration::from_millis(rng.range(100, 400));
+            while Instant::now() < round_end.min(next) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            procs.push(p);
+        }
+        if h.power == Some(false) {
+            h.event_files.push(ev);
+        }
+        power_cut(&q, &mut fsys, &mut rng);
+        drop(procs);
+        for out in outs.drain(..) {
+            for v in json_lines(&out) {
+                if let Some(id) = v["id"].as_str() {
+                    h.acked.insert(id.to_owned());
+                }
+            }
+        }
+        // I1 right after the cut, before any recovery.
+        let d = read_disk(&q.queue);
+        let lost: Vec<&String> = h.acked.iter().filter(|id| !d.locs.contains_key(*id)).collect();
+        assert!(lost.is_empty(), "{test} (seed {seed}): acknowledged pushes lost in cut {}: {lost:?}", fsys.cuts);
+    }
+    let rep = recover_and_check(&q, &mut h, &effects, &[], seed, test, Duration::from_secs(120), false);
+    let t = fsys.total;
+    eprintln!(
+        "{test} figures (seed {seed}, {:.0} s): power cuts {}; q-push runs {push_runs}; jobs acknowledged {}; jobs checked {} ({} terminal); \
+         executions {} ({} re-executions); files whose unsynced data was dropped {}, kept {}, cut short {}; names undone {}; \
+         lost {}; double completions {}",
+        started.elapsed().as_secs_f64(),
+        fsys.cuts,
+        h.acked.len(),
+        rep.ids,
+        rep.terminal,
+        rep.executions,
+        rep.reexecutions,
+        t.dropped,
+        t.kept,
+        t.cut_short,
+        t.names_undone,
+        rep.lost,
+        rep.double_completions
+    );
+    assert!(fsys.cuts >= 3 && h.acked.len() > 20, "{test}: too little happened to mean anything: {} cuts, {} acknowledged", fsys.cuts, h.acked.len());
+    assert!(t.names_undone > 0 && t.dropped + t.cut_short > 0, "{test}: the cuts forgot nothing: {t:?}");
+}
+
+#[test]
+fn serial_power_storm_full() {
+    power_storm("serial_power_storm_full", "full");
+}
+
+#[test]
+fn serial_power_storm_relaxed() {
+    power_storm("serial_power_storm_relaxed", "relaxed");
+}

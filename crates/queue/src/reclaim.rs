@@ -180,8 +180,11 @@ impl Queue {
     /// all of its data) to `corrupt/`, out of the way of a new one.
     pub(crate) fn quarantine_partial(&self, path: &std::path::Path, why: &str) {
         let whole = fsx::read_capped(path, 1 << 20).is_ok_and(|b| b.ends_with(b"\n") && b.split(|c| *c == b'\n').next().is_some_and(|l| serde_json::from_slice::<serde_json::Value>(l).is_ok()));
-        if fsx::exists(path) && !whole {
-            self.quarantine(path, why);
+        if fsx::exists(path) && !whole && self.quarantine(path, why).is_some() {
+            // A repair is made durable, or the next power loss brings the
+            // partial record back beside what replaces it.
+            let _ = path.parent().map(fsx::fsync_dir);
+            let _ = fsx::fsync_dir(&self.dir("corrupt"));
         }
     }
 

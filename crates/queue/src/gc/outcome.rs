@@ -113,7 +113,18 @@ impl Gc<'_> {
         let opts = SettleOpts { worker_id: Some("reclaim".into()), ..SettleOpts::default() };
         // Counted as started, as every reclaimed attempt is.
         let outcome = Outcome { started_at_ms: Some(self.now), ..Outcome::default() };
-        self.q.settle_token(&name.id, &name.token(), Reason::LeaseExpired, &outcome, &opts, true).map(|r| r.state)
+        // Durable whatever the setting: a repair that a power loss could
+        // undo brings the lost state back beside its replacement.
+        let mut q = self.q.clone();
+        q.durability = crate::Durability::Full;
+        let st = q.settle_token(&name.id, &name.token(), Reason::LeaseExpired, &outcome, &opts, true)?.state;
+        // Where the move went, synced too (a settle leaves that to recovery).
+        if let Some(at) = self.q.locate(&name.id)?
+            && let Some(dir) = at.path.parent()
+        {
+            fsx::fsync_dirs(&[dir.to_path_buf(), self.q.dir("pending"), self.q.dir("leased")])?;
+        }
+        Ok(st)
     }
 
     fn verdict(&self, id: &str, state: State) -> Verdict {
