@@ -243,7 +243,7 @@ fn power_storm(test: &str, durability: &str) {
                 .collect();
             let out = q.file(&format!("push-{push_runs}.out"));
             push_runs += 1;
-            let mut p = spawn_push(&q, &lines, &out);
+            let p = spawn_push(&q, &lines, &out);
             outs.push(out);
             if rng.pct(25) {
                 procs.push(Proc::spawn({

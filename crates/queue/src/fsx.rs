@@ -157,7 +157,7 @@ pub fn syncfs(dir: &Path) -> Result<()> {
 }
 
 /// `statfs` type of FUSE filesystems (`FUSE_SUPER_MAGIC`).
-const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+const FUSE_SUPER_MAGIC: rustix::fs::FsWord = 0x6573_5546;
 
 /// Does `syncfs(2)` on the filesystem holding `dir` make everything written
 /// there durable? Not on FUSE: the kernel passes `syncfs` to the daemon of
@@ -166,7 +166,7 @@ const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 /// commits (a batch push, a group of settles) take the per-file fsyncs of
 /// the single steps instead. Unknown (statfs fails): trusted, as before.
 pub fn syncfs_reaches_disk(dir: &Path) -> bool {
-    rustix::fs::statfs(dir).map_or(true, |s| i64::from(s.f_type) != FUSE_SUPER_MAGIC)
+    rustix::fs::statfs(dir).map_or(true, |s| s.f_type != FUSE_SUPER_MAGIC)
 }
 
 /// Can this process stage files without a name (`O_TMPFILE`) and name them
