@@ -163,6 +163,14 @@ impl Model {
         }
     }
 
+    /// The backing path of a name about to be made in `parent`.
+    fn new_name(&self, parent: Ino, name: &OsStr) -> Result<PathBuf, Errno> {
+        if self.child(parent, name).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        Ok(self.path(parent).ok_or(Errno::ENOENT)?.join(name))
+    }
+
     fn child(&self, parent: Ino, name: &OsStr) -> Option<Ino> {
         self.nodes.get(&parent)?.children.get(name).copied()
     }
@@ -411,11 +419,10 @@ impl Filesystem for Fs {
     fn mkdir(&self, _r: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let mut g = self.m();
         let m = g.as_mut().expect("mounted");
-        if m.child(parent.0, name).is_some() {
-            return reply.error(Errno::EEXIST);
-        }
-        let Some(pp) = m.path(parent.0) else { return reply.error(Errno::ENOENT) };
-        let p = pp.join(name);
+        let p = match m.new_name(parent.0, name) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
         let r = fs::create_dir(&p).and_then(|()| fs::set_permissions(&p, fs::Permissions::from_mode(mode & !umask & 0o7777)));
         if let Err(e) = r {
             return reply.error(errno(&e));
@@ -428,11 +435,10 @@ impl Filesystem for Fs {
     fn create(&self, _r: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let mut g = self.m();
         let m = g.as_mut().expect("mounted");
-        if m.child(parent.0, name).is_some() {
-            return reply.error(Errno::EEXIST);
-        }
-        let Some(pp) = m.path(parent.0) else { return reply.error(Errno::ENOENT) };
-        let p = pp.join(name);
+        let p = match m.new_name(parent.0, name) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
         let f = OpenOptions::new().read(true).write(true).create_new(true).mode(mode & !umask & 0o7777).open(&p);
         let f = match f.and_then(|f| f.set_permissions(fs::Permissions::from_mode(mode & !umask & 0o7777)).map(|()| f)) {
             Ok(f) => f,

@@ -142,6 +142,11 @@ impl Gc<'_> {
         if last == 0 && names.iter().any(|n| n.starts_with("end.") && n != "end.json") {
             return Verdict::Retrying;
         }
+        if last == 0 {
+            // No attempt on record at all: nothing says an outcome was
+            // lost (a finished job moved by hand looks the same). Left alone.
+            return Verdict::Decided;
+        }
         if read(&format!("{last}.result.json")).is_some_and(|r| decides(&r)) {
             return Verdict::Decided;
         }
