@@ -316,8 +316,8 @@ fn worker_cache_sees_a_later_urgent_push() {
     let q = QDir::new();
     let input: String = (0..50).map(|i| format!("{{\"cmd\":[\"true\",\"{i}\"]}}\n")).collect();
     q.run_in("q-push", &[], &input).ok();
-    let queue = q_queue::Queue::open(&q.queue).unwrap().unwrap();
-    let mut claimer = q_queue::Claimer::new(&queue);
+    let queue = q_queue::backend::open(&q_queue::Location::Dir(q.queue.clone()), Default::default()).unwrap().unwrap();
+    let mut claimer = queue.claimer();
     let opts = q_queue::ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: q_queue::Liveness::Flock };
     let first = claimer.claim(1, &opts).unwrap();
     assert_eq!(first.len(), 1);

@@ -3,13 +3,14 @@
 //! `q` front door, `scripts/install`, `examples/` (each one run against a
 //! temporary queue), `schema/job.schema.json` (equal to what q-push accepts)
 //! and CHANGELOG.md. A check that needs a program this machine lacks (mandoc,
-//! make, jq, man, shellcheck) prints why it skipped and passes.
+//! make, jq, man, shellcheck) prints why it skipped and passes, but with
+//! `CI=true` a missing mandoc or shellcheck fails (`.ci/run` installs both).
 
 use crate::util::*;
 use clap::CommandFactory;
 use std::collections::BTreeSet;
 
-const TOOLS: [&str; 9] = ["push", "claim", "run", "supervise", "gc", "ls", "wait", "log", "ctl"];
+use q::front::TOOLS;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -140,8 +141,7 @@ fn man_pages_exist_with_the_house_sections() {
 
 #[test]
 fn man_pages_pass_mandoc_lint() {
-    if which("mandoc").is_none() {
-        println!("skipped: mandoc is not installed (apt-get install mandoc; .ci/run installs it)");
+    if required("mandoc").is_none() {
         return;
     }
     let mut pages: Vec<PathBuf> = std::fs::read_dir(root().join("man")).expect("man/").map(|e| e.expect("entry").path()).collect();
@@ -273,6 +273,17 @@ fn help_ends_with_examples_that_use_real_flags() {
 }
 
 // ---- completions --------------------------------------------------------
+
+/// A program a check needs: `None` (the check skips) when missing, but in
+/// CI (`CI=true`) a missing one fails the test: a skipped check is not a pass.
+fn required(prog: &str) -> Option<PathBuf> {
+    let found = which(prog);
+    if found.is_none() {
+        assert!(std::env::var("CI").ok().as_deref() != Some("true"), "{prog} is not installed, and CI=true: install it (.ci/run does)");
+        println!("skipped: {prog} is not installed (apt-get install {prog}; .ci/run installs it)");
+    }
+    found
+}
 
 fn which(prog: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(prog)).find(|p| p.is_file())
@@ -563,6 +574,13 @@ fn example_crontab_lines_serve_the_queue() {
     run(&lines[0]).ok();
     let backups: Vec<_> = std::fs::read_dir(&home).expect("home").filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("backup-")).collect();
     assert_eq!(backups.len(), 1, "the nightly job should have written one backup in $HOME");
+    // A failed job reaches the mail: one line naming it.
+    let bad = q.push(&["--name", "broken", "--", "sh", "-c", "exit 4"]);
+    let o = run(&lines[0]);
+    o.expect_code(1);
+    assert_eq!(o.stdout, "");
+    assert!(o.stderr.contains(&format!("job {bad} (broken) ended dead: exit status 4 (attempt 1)")), "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
 }
 
 #[test]
@@ -680,8 +698,7 @@ fn example_jq_pipeline_reports_failures() {
 
 #[test]
 fn shell_scripts_pass_shellcheck() {
-    if which("shellcheck").is_none() {
-        println!("skipped: shellcheck is not installed");
+    if required("shellcheck").is_none() {
         return;
     }
     let o = Command::new("shellcheck")
@@ -798,4 +815,20 @@ fn changelog_keeps_a_changelog() {
         );
     }
     assert!(c.contains("**Format change:**"), "on-disk changes are marked **Format change:**");
+}
+
+/// The tools are listed once (`q::front::TOOLS`): the binaries Cargo.toml
+/// builds, and so the ones scripts/install installs, are exactly those.
+#[test]
+fn the_tool_list_is_one_list() {
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let mut bins: Vec<&str> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|b| b.lines().find_map(|l| l.trim().strip_prefix("name = \"")?.strip_suffix('"')))
+        .collect();
+    bins.sort_unstable();
+    let mut want: Vec<String> = TOOLS.iter().map(|t| format!("q-{t}")).chain(["q".to_owned()]).collect();
+    want.sort_unstable();
+    assert_eq!(bins, want, "Cargo.toml's [[bin]]s and q::front::TOOLS disagree");
 }

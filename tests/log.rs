@@ -1,4 +1,5 @@
-//! q-log: which job and attempt, --stderr, --path, -f, and the errors. The
+//! q-log: which job and attempt, both streams in order, --stdout, --stderr,
+//! --path, -f, how a failed job ended, and the errors. The
 //! logs are written by a real `q-run --once`; jobs block on marker files
 //! the test creates, so output grows exactly when the test says.
 
@@ -18,30 +19,80 @@ fn log_file(q: &QDir, id: &str, a: u32, ext: &str) -> PathBuf {
 }
 
 #[test]
-fn log_prints_stdout_and_with_stderr_flag_stderr() {
+fn log_prints_both_streams_and_with_a_flag_one() {
     let q = QDir::new();
     let id = q.push(&["--sh", "printf 'hello\\nworld\\n'; echo oops >&2"]);
     assert_eq!(run_once(&q), 0);
-    let o = q.run("q-log", &[&id]);
+    let o = q.run("q-log", &["--stdout", &id]);
     o.ok();
     assert_eq!(o.stdout, "hello\nworld\n");
     let o = q.run("q-log", &["--stderr", &id]);
     o.ok();
     assert_eq!(o.stdout, "oops\n");
+    let o = q.run("q-log", &[&id]);
+    o.ok();
+    assert_eq!(o.stdout, "hello\nworld\noops\n");
+    assert_eq!(o.stderr, "", "a job that ended done gets no line");
+}
+
+/// A shell snippet that waits until the runner has this attempt's `ext`
+/// log with something in it: the next write is then read after it.
+fn kept(ext: &str) -> String {
+    format!("while [ ! -s \"$Q_DIR/var/$Q_JOB_ID/$Q_ATTEMPT.{ext}\" ]; do sleep 0.01; done")
+}
+
+/// A failed gzip showed nothing: its error was on stderr, which q-log left
+/// out. Both streams come in the order they were written, and the job's
+/// end is said on stderr.
+#[test]
+fn log_interleaves_the_streams_in_written_order_and_says_how_a_job_failed() {
+    let q = QDir::new();
+    let script = format!("echo out1; {}; echo err1 >&2; {}; echo out2; exit 3", kept("out"), kept("err"));
+    let id = q.push(&["--name", "gz", "--sh", &script]);
+    assert_eq!(run_once(&q), 3);
+    let o = q.run("q-log", &[&id]);
+    o.ok();
+    assert_eq!(o.stdout, "out1\nerr1\nout2\n");
+    assert_eq!(o.stderr, format!("q-log: job {id} (gz) ended dead: exit status 3 (attempt 1); see: q-log {id}\n"));
+    // -q: the output only.
+    let o = q.run("q-log", &["-q", &id]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("out1\nerr1\nout2\n", ""));
+}
+
+/// An attempt run before the order was recorded: stdout, then stderr.
+#[test]
+fn log_of_an_attempt_without_an_order_prints_stdout_then_stderr() {
+    let q = QDir::new();
+    let id = q.push(&["--sh", "echo a; echo b >&2; echo c"]);
+    assert_eq!(run_once(&q), 0);
+    std::fs::remove_file(log_file(&q, &id, 1, "order")).unwrap();
+    let o = q.run("q-log", &[&id]);
+    o.ok();
+    assert_eq!(o.stdout, "a\nc\nb\n");
 }
 
 #[test]
-fn log_without_id_shows_the_newest_job_with_a_log() {
+fn log_without_id_means_the_newest_job() {
     let q = QDir::new();
     q.push(&["--", "echo", "first"]);
     assert_eq!(run_once(&q), 0);
     q.push(&["--", "echo", "second"]);
     assert_eq!(run_once(&q), 0);
-    // A newer job that never ran has no log: it is skipped.
-    q.push(&["--", "echo", "third"]);
+    assert_eq!(q.run("q-log", &[]).stdout, "second\n");
+    // A newer job that has not run: it is the one meant, not an older one.
+    let third = q.push(&["--", "echo", "third"]);
     let o = q.run("q-log", &[]);
-    o.ok();
-    assert_eq!(o.stdout, "second\n");
+    o.expect_code(66);
+    assert!(o.stdout.is_empty(), "no older job's output: {}", o.stdout);
+    assert!(o.stderr.contains(&format!("job {third} has not run yet")), "{}", o.stderr);
+    // With -f it waits for it.
+    let mut f = q.cmd("q-log");
+    f.args(["-f"]).stdout(Stdio::piped());
+    let mut f = Proc::spawn(f);
+    let got = collect(&mut f);
+    assert_eq!(run_once(&q), 0);
+    assert_eq!(f.wait_for(Duration::from_secs(30)), 0);
+    wait_until("its output", Duration::from_secs(10), || *got.lock().unwrap() == "third\n");
 }
 
 #[test]
@@ -52,8 +103,8 @@ fn log_attempt_picks_an_attempt_and_defaults_to_the_newest() {
     // The retry is due within a millisecond or two.
     wait_until("the second attempt ran", Duration::from_secs(30), || run_once(&q) != 75);
     assert_eq!(q.job(&id)["attempt"], 2);
-    assert_eq!(q.run("q-log", &[&id]).stdout, "try 2\n");
-    assert_eq!(q.run("q-log", &["--attempt", "1", &id]).stdout, "try 1\n");
+    assert_eq!(q.run("q-log", &["--stdout", &id]).stdout, "try 2\n");
+    assert_eq!(q.run("q-log", &["--stdout", "--attempt", "1", &id]).stdout, "try 1\n");
     assert_eq!(q.run("q-log", &["--attempt", "1", "--stderr", &id]).stdout, "e1\n");
     let o = q.run("q-log", &["--attempt", "3", &id]);
     o.expect_code(66);
@@ -67,6 +118,8 @@ fn log_path_prints_the_path_only() {
     assert_eq!(run_once(&q), 0);
     let o = q.run("q-log", &["--path", &id]);
     o.ok();
+    assert_eq!(o.stdout, format!("{}\n{}\n", log_file(&q, &id, 1, "out").display(), log_file(&q, &id, 1, "err").display()));
+    let o = q.run("q-log", &["--path", "--stdout", &id]);
     assert_eq!(o.stdout.trim_end(), log_file(&q, &id, 1, "out").to_string_lossy());
     let o = q.run("q-log", &["--path", "--stderr", &id]);
     assert_eq!(o.stdout.trim_end(), log_file(&q, &id, 1, "err").to_string_lossy());
@@ -84,7 +137,7 @@ fn log_missing_log_is_66_with_a_reason() {
     assert!(o.stderr.contains("has not run yet"), "{}", o.stderr);
     let o = q.run("q-log", &[]);
     o.expect_code(66);
-    assert!(o.stderr.contains("no job has a log"), "{}", o.stderr);
+    assert!(o.stderr.contains("has not run yet"), "{}", o.stderr);
     let o = q.run("q-log", &["01ZZZZZZZZZZZZZZZZZZZZZZZZ"]);
     o.expect_code(66);
     assert!(o.stderr.contains("no such job"), "{}", o.stderr);

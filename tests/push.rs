@@ -372,3 +372,47 @@ fn a_push_killed_after_its_dependency_marker_leaves_a_harmless_marker() {
     let c = q.run("q-ls", &["--counts"]);
     assert_eq!((c.lines()[0]["done"].as_u64(), c.lines()[0]["waiting"].as_u64()), (Some(1), Some(0)));
 }
+
+/// Each `pushed` line names the job of its own input line, whatever order
+/// the jobs are written in (a scheduled job and a high-priority one sort
+/// apart from the others).
+#[test]
+fn pushed_lines_name_the_job_of_their_line() {
+    let q = QDir::new();
+    let input = "{\"cmd\":[\"true\"],\"name\":\"one\",\"delay\":\"1h\"}\n{\"cmd\":[\"true\"],\"name\":\"two\"}\n{\"cmd\":[\"true\"],\"name\":\"three\",\"priority\":9}\n{\"cmd\":[\"true\"],\"name\":\"four\",\"delay\":\"2h\"}\n";
+    let pushed = q.run_in("q-push", &[], input).ok().lines();
+    let names = ["one", "two", "three", "four"];
+    assert_eq!(pushed.len(), names.len());
+    for (n, (p, want)) in pushed.iter().zip(names).enumerate() {
+        assert_eq!(p["line"], n + 1, "{p}");
+        let id = p["id"].as_str().unwrap();
+        assert_eq!(q.job(id)["name"], want, "line {} printed the id of another line's job", n + 1);
+    }
+}
+
+/// `-q` drops q-push's acknowledgements, never the reason for a failure:
+/// `q-push -q --name x </dev/null` exited 1 with no word at all.
+#[test]
+fn quiet_push_still_says_why_it_failed() {
+    let q = QDir::new();
+    let o = q.run("q-push", &["-q", "--name", "x"]);
+    o.expect_code(1);
+    assert_eq!(o.stdout, "");
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+    assert!(o.stderr.contains("nothing pushed"), "{}", o.stderr);
+    let o = q.run("q-push", &["-q", "--", "true"]);
+    o.ok();
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("", ""), "-q drops the pushed line");
+}
+
+/// `--queue FILE` (a regular file) said "is a non-empty directory that is
+/// not a q queue"; it says it is a file.
+#[test]
+fn a_queue_that_is_a_file_is_named_so() {
+    let q = QDir::new();
+    std::fs::write(&q.queue, "x").unwrap();
+    let o = q.run("q-push", &["--", "true"]);
+    o.expect_code(73);
+    assert!(o.stderr.contains("is a file, not a directory"), "{}", o.stderr);
+    assert!(!o.stderr.contains("non-empty directory"), "{}", o.stderr);
+}

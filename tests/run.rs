@@ -379,6 +379,36 @@ fn serial_sigterm_lets_the_job_finish_within_grace() {
     assert_eq!(q.state(&id), "done");
 }
 
+/// Ctrl-C (SIGINT) to a worker, idle or running a job, and to one waiting
+/// for the first push: 130, so `q-run ... && next` stops; SIGTERM: 0.
+#[test]
+fn serial_sigint_to_a_worker_is_130_and_sigterm_0() {
+    let q = QDir::new();
+    for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 0)] {
+        // No queue yet: waiting for the first push.
+        let mut w = Proc::spawn(q.cmd("q-run"));
+        wait_catches(w.pid(), sig);
+        w.signal(sig);
+        assert_eq!(w.wait_for(Duration::from_secs(15)), code, "{sig} before the first push");
+    }
+    let started = q.file("started");
+    let id = q.push(&["--sh", &format!("touch {}; sleep 60", started.display())]);
+    let mut c = q.cmd("q-run");
+    c.args(["--grace", "100ms"]).stdout(Stdio::null());
+    let mut w = Proc::spawn(c);
+    wait_until("job started", Duration::from_secs(10), || started.exists());
+    w.signal(Signal::SIGINT);
+    assert_eq!(w.wait_for(Duration::from_secs(15)), 130, "running a job");
+    assert_eq!(q.state(&id), "pending");
+    q.run("q-ctl", &["cancel", &id]).ok();
+    for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 0)] {
+        let mut w = Proc::spawn(q.cmd("q-run"));
+        wait_catches(w.pid(), sig);
+        w.signal(sig);
+        assert_eq!(w.wait_for(Duration::from_secs(15)), code, "{sig} while idle");
+    }
+}
+
 /// SIGTERM, job outlasting --grace: terminated and requeued (worker-shutdown).
 #[test]
 fn serial_sigterm_requeues_a_job_past_grace() {
@@ -561,4 +591,34 @@ fn serial_the_heartbeat_makes_a_running_jobs_claim_durable() {
     let r = q.job(&id)["result"].clone();
     assert_eq!(r["attempt"], 2, "the first claim was counted: {r}");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\nx\n");
+}
+
+/// The wake-ups of all threads of a process so far (voluntary context
+/// switches, summed over /proc/PID/task/*/status).
+fn wakeups(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|s| s.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")).and_then(|v| v.trim().parse::<u64>().ok()))
+        .sum()
+}
+
+/// An idle worker woke every 50 ms on its heartbeat thread with nothing to
+/// beat: idle now means the waiter's rescan (at most twice a second) and
+/// the reclaim pass, not 20 wake-ups a second.
+#[test]
+fn serial_an_idle_worker_does_not_spin() {
+    let q = QDir::new();
+    q.push(&["--", "true"]);
+    let mut c = q.cmd("q-run");
+    c.stdout(Stdio::null());
+    let w = Proc::spawn(c);
+    wait_until("the job ran", Duration::from_secs(30), || q.files("done").len() == 1);
+    let before = wakeups(w.pid());
+    // The measured interval (not a synchronisation): 2 s of idleness.
+    std::thread::sleep(Duration::from_secs(2));
+    let woke = wakeups(w.pid()) - before;
+    eprintln!("idle worker: {woke} wake-ups in 2 s");
+    assert!(woke <= 25, "an idle worker woke {woke} times in 2 s (53 with a 50 ms heartbeat tick)");
 }

@@ -274,6 +274,36 @@ fn sup_seen(sup: &Sup, e: &Value, prev: i32) -> bool {
     a < b
 }
 
+/// Ctrl-C (SIGINT) drains as SIGTERM does, then exits 130, so that
+/// `q-supervise ... && deploy` does not deploy after an interrupt; with or
+/// without --exit-on-idle. A drain that found all work done exits 0.
+#[test]
+fn serial_sigint_drains_then_exits_130() {
+    for idle in [false, true] {
+        let q = QDir::new();
+        let started = q.file("started");
+        let id = q.push(&["--sh", &format!("touch {}; exec sleep 30", started.display())]);
+        let mut args = vec!["-j", "1", "--grace", "100ms"];
+        if idle {
+            args.push("--exit-on-idle");
+        }
+        let mut sup = Sup::start(&q, &args);
+        wait_until("the job started", Duration::from_secs(20), || started.exists());
+        sup.p.signal(Signal::SIGINT);
+        assert_eq!(sup.p.wait_for(Duration::from_secs(30)), 130, "exit-on-idle: {idle}");
+        assert_eq!(q.state(&id), "pending", "the drained job is back in the queue");
+    }
+    // Nothing left to do when the signal came: 0.
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    let sup = Sup::start(&q, &["-j", "1"]);
+    sup.wait("job-finished", Duration::from_secs(20), |e| e["id"] == id.as_str());
+    let mut sup = sup;
+    wait_catches(sup.p.pid(), Signal::SIGINT);
+    sup.p.signal(Signal::SIGINT);
+    assert_eq!(sup.p.wait_for(Duration::from_secs(30)), 0);
+}
+
 /// SIGTERM drains: jobs that ignore SIGTERM get it after --grace, then
 /// SIGKILL after --grace more; they are requeued (worker-shutdown) and the
 /// supervisor exits, with no process of any job, and no worker, left.
@@ -432,9 +462,24 @@ fn exit_on_idle_status_held_and_paused() {
     let o = q.run("q-supervise", &["--exit-on-idle"]);
     o.ok();
     assert!(!q.queue.exists());
+    let bad = q.push(&["--name", "gz", "--", "false"]);
+    // Off a terminal a failure is one line on stderr: which job, how, and
+    // how to see its output (under make, cron or CI it was silent).
+    let o = q.run("q-supervise", &["-j", "1", "--exit-on-idle"]);
+    o.expect_code(1);
+    assert_eq!(o.stderr, format!("q-supervise: job {bad} (gz) ended dead: exit status 1 (attempt 1); see: q-log {bad}\n"));
+    // Named with --queue: the q-log command names it too.
+    let bad = q.push(&["--", "false"]);
+    let mut c = q.cmd("q-supervise");
+    c.env_remove("Q_DIR").arg("--queue").arg(&q.queue).args(["-j", "1", "--exit-on-idle"]);
+    let o = run_cmd(c, None);
+    o.expect_code(1);
+    assert_eq!(o.stderr, format!("q-supervise: job {bad} ended dead: exit status 1 (attempt 1); see: q-log --queue {} {bad}\n", q.queue.display()));
+    // -q: not even that; the status says it.
     q.push(&["--", "false"]);
-    q.run("q-supervise", &["-j", "1", "--exit-on-idle"])
-        .expect_code(1);
+    let o = q.run("q-supervise", &["-q", "-j", "1", "--exit-on-idle"]);
+    o.expect_code(1);
+    assert_eq!(o.stderr, "");
     let ok = q.push(&["--", "true"]);
     let o = q.run("q-supervise", &["-j", "1", "--exit-on-idle"]);
     o.ok();

@@ -12,6 +12,7 @@ mod log;
 mod ls;
 mod push;
 mod run;
+mod seam;
 mod supervise;
 mod torture;
 mod wait;

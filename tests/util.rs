@@ -289,3 +289,19 @@ pub fn pid_alive(pid: i32) -> bool {
 pub fn parse_lines(s: &str) -> Vec<Value> {
     s.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("json line")).collect()
 }
+
+/// Wait until process `pid` catches signal `sig` (its bit in SigCgt of
+/// /proc/PID/status): its handler is installed.
+pub fn wait_catches(pid: i32, sig: nix::sys::signal::Signal) {
+    let status = format!("/proc/{pid}/status");
+    let bit = 1u64 << (sig as i32 - 1);
+    wait_until("the process catches the signal", Duration::from_secs(30), || {
+        std::fs::read_to_string(&status)
+            .ok()
+            .and_then(|s| {
+                let hex = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?.trim().to_owned();
+                u64::from_str_radix(&hex, 16).ok()
+            })
+            .is_some_and(|m| m & bit != 0)
+    });
+}

@@ -47,6 +47,13 @@ fn wait_dead_job_exits_1() {
     assert_eq!(l[1]["state"], "dead");
     assert_eq!(l[1]["reason"], "exit");
     assert_eq!(l[1]["failures"], 1);
+    // The failed one is named on stderr; -q leaves the line out.
+    assert!(o.stderr.starts_with(&format!("q-wait: job {bad} ended dead: exit")), "{}", o.stderr);
+    assert!(o.stderr.contains(&format!("see: q-log {bad}")), "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+    let o = q.run("q-wait", &["-q", &ok, &bad]);
+    o.expect_code(1);
+    assert_eq!((o.lines().len(), o.stderr.as_str()), (2, ""));
     // Alone, the done one is a success.
     q.run("q-wait", &[&ok]).ok();
 }
@@ -159,14 +166,7 @@ fn serial_wait_sigint_is_130() {
     let mut w = q.cmd("q-wait");
     w.arg(&id).stderr(Stdio::piped());
     let mut w = Proc::spawn(w);
-    // Wait until it catches SIGINT (bit 2 of SigCgt in /proc/PID/status).
-    let status = format!("/proc/{}/status", w.pid());
-    wait_until("q-wait catches SIGINT", Duration::from_secs(30), || {
-        std::fs::read_to_string(&status).ok().and_then(|s| {
-            let hex = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?.trim().to_owned();
-            u64::from_str_radix(&hex, 16).ok()
-        }).is_some_and(|m| m & 0b10 != 0)
-    });
+    wait_catches(w.pid(), nix::sys::signal::SIGINT);
     w.signal(nix::sys::signal::SIGINT);
     assert_eq!(w.wait_for(Duration::from_secs(30)), 130);
 }
@@ -296,4 +296,65 @@ fn serial_wait_push_pipeline_with_a_worker() {
     assert_eq!(o.lines()[0]["reason"], "exit");
     assert_eq!(o.lines()[0]["exit_code"], 3);
     assert_eq!(o.lines()[0]["state"], "dead");
+}
+
+/// `q-push ... | q-wait` on a queue nothing serves waited for ever without
+/// a word: it now says so once (and how to start a worker), keeps waiting,
+/// and ends when a worker comes and runs the job.
+#[test]
+fn serial_wait_says_once_when_nothing_serves_the_queue() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    let mut c = q.cmd("q-wait");
+    c.arg(&id).env("Q_UNSERVED_AFTER", "100ms").stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut w = Proc::spawn(c);
+    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut pipe = w.child.stderr.take().unwrap();
+    let e = std::sync::Arc::clone(&err);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            e.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    wait_until("the notice", Duration::from_secs(30), || err.lock().unwrap().contains("nothing serves queue"));
+    assert!(err.lock().unwrap().contains("q-supervise --exit-on-idle"), "{}", err.lock().unwrap());
+    assert!(w.child.try_wait().unwrap().is_none(), "it keeps waiting");
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!(w.wait_for(Duration::from_secs(30)), 0);
+    assert_eq!(parse_lines(&w.stdout())[0]["state"], "done");
+    wait_until("stderr closed", Duration::from_secs(10), || std::sync::Arc::strong_count(&err) == 1);
+    assert_eq!(err.lock().unwrap().matches("nothing serves").count(), 1, "said once: {}", err.lock().unwrap());
+}
+
+/// A live worker (idle, waiting for jobs) serves the queue: q-wait on a
+/// held job says nothing about it, and -q never does.
+#[test]
+fn serial_wait_is_quiet_while_a_worker_serves_the_queue() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    q.run("q-ctl", &["hold", &id]).ok();
+    let mut worker = q.cmd("q-run");
+    worker.stdout(Stdio::null());
+    let mut worker = Proc::spawn(worker);
+    wait_until("the worker announced itself", Duration::from_secs(30), || {
+        q.files("locks").iter().any(|f| f.starts_with("worker."))
+    });
+    // Longer than the notice's delay: a timeout of 1 s with the notice at 10 ms.
+    let mut c = q.cmd("q-wait");
+    c.args([&id, "--timeout", "1s"]).env("Q_UNSERVED_AFTER", "10ms");
+    let o = run_cmd(c, None);
+    o.expect_code(124);
+    assert!(!o.stderr.contains("nothing serves"), "{}", o.stderr);
+    worker.signal(nix::sys::signal::SIGTERM);
+    assert_eq!(worker.wait_for(Duration::from_secs(15)), 0);
+    assert!(!q.files("locks").iter().any(|f| f.starts_with("worker.")), "the worker's presence went with it");
+    let mut c = q.cmd("q-wait");
+    c.args(["-q", &id, "--timeout", "1s"]).env("Q_UNSERVED_AFTER", "10ms");
+    let o = run_cmd(c, None);
+    o.expect_code(124);
+    assert_eq!(o.stderr, "q-wait: timed out with 1 job(s) unfinished: ".to_owned() + &id + "\n", "-q: only why it failed");
 }

@@ -62,7 +62,7 @@ fn run(a: Args) -> Result<u8> {
                         handed += 1;
                     } else {
                         // Nobody will run it: give it back now.
-                        let _ = q.settle(&c.id, &c.token(), Reason::WorkerShutdown, &Outcome::default(), &SettleOpts::default());
+                        let _ = q.settle(&c.id, &c.token, Reason::WorkerShutdown, &Outcome::default(), &SettleOpts::default());
                     }
                 }
                 return Ok(if handed > 0 { exit::OK } else { exit::IO });

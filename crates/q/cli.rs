@@ -2,16 +2,21 @@
 
 use anyhow::Result;
 use clap::Args;
-use q_queue::{Durability, Queue};
+use q_queue::{Durability, Location, OpenOpts};
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// An open queue, whatever its backend.
+pub type Queue = Arc<dyn q_queue::Backend>;
 
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The queue directory [default: $XDG_STATE_HOME/q/default, i.e. ~/.local/state/q/default]
-    #[arg(long, env = "Q_DIR", value_name = "DIR", global = true)]
-    pub queue: Option<PathBuf>,
+    /// The queue: a directory (or dir:PATH) [default: $XDG_STATE_HOME/q/default, i.e. ~/.local/state/q/default]
+    #[arg(long, env = "Q_DIR", hide_env_values = true, value_name = "DIR", global = true)]
+    pub queue: Option<OsString>,
 
-    /// Print errors only
+    /// No progress, notes or per-job lines on stderr (JSON on stdout stays, but q-push and q-gc acknowledgements); a failure still says why
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
@@ -23,32 +28,31 @@ pub struct Common {
 }
 
 impl Common {
-    /// The queue path: --queue, $Q_DIR, or the default.
-    pub fn path(&self) -> PathBuf {
-        if let Some(p) = &self.queue {
-            return p.clone();
+    /// Where the queue is: --queue, $Q_DIR, or the default directory.
+    pub fn location(&self) -> Location {
+        if let Some(q) = &self.queue {
+            return Location::parse(q);
         }
-        let state = std::env::var_os("XDG_STATE_HOME")
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-            .unwrap_or_else(|| PathBuf::from("/tmp"));
-        state.join("q").join("default")
+        Location::Dir(state_home().join("q").join("default"))
     }
 
-    fn tune(&self, mut q: Queue) -> Queue {
-        q.durability = Durability::parse(&self.durability).unwrap_or_default();
-        q
+    fn opts(&self) -> OpenOpts {
+        let loc = self.location();
+        OpenOpts {
+            durability: Durability::parse(&self.durability).unwrap_or_default(),
+            local: Some(state_home().join("q").join("pg")),
+            secrets: q_queue::pg::Secrets { password: password(&loc), pgpass: pgpass() },
+        }
     }
 
     /// Open the queue for reading: `None` when it does not exist yet.
     pub fn open(&self) -> Result<Option<Queue>> {
-        Ok(Queue::open(&self.path())?.map(|q| self.tune(q)))
+        Ok(q_queue::backend::open(&self.location(), self.opts())?)
     }
 
     /// Open the queue, creating it if needed.
     pub fn create(&self, group: Option<u32>) -> Result<Queue> {
-        Ok(self.tune(Queue::create(&self.path(), group)?))
+        Ok(q_queue::backend::create(&self.location(), group, self.opts())?)
     }
 
     /// Open a queue that must exist (for tools that change a job).
@@ -57,10 +61,61 @@ impl Common {
             Some(q) => Ok(q),
             None => Err(q_queue::Error::new(
                 q_queue::Kind::NoJob,
-                format!("no queue at {} (push a job first, or pass --queue)", self.path().display()),
+                format!("no queue at {} (push a job first, or pass --queue)", self.location().display()),
             )
             .into()),
         }
+    }
+}
+
+/// `$XDG_STATE_HOME`, else `~/.local/state`.
+fn state_home() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+/// The variable through which a q tool hands a database password to the
+/// q tools it starts (never in their argv); jobs never see it.
+pub const PASSWORD_VAR: &str = "Q_PG_PASSWORD";
+
+/// A database queue's password: in its URL, else handed on by the q tool
+/// that started this one, else `PGPASSWORD`.
+fn password(loc: &Location) -> Option<String> {
+    if !matches!(loc, Location::Postgres(_)) {
+        return None;
+    }
+    loc.password().or_else(|| std::env::var(PASSWORD_VAR).ok()).or_else(|| std::env::var("PGPASSWORD").ok()).filter(|p| !p.is_empty())
+}
+
+/// The text of the password file (`$PGPASSFILE`, else `~/.pgpass`), which
+/// libpq would read: only if no one else may read it, as libpq requires.
+fn pgpass() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::env::var_os("PGPASSFILE").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
+    let m = std::fs::metadata(&path).ok()?;
+    if m.mode() & 0o077 != 0 {
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
+}
+
+/// Give a q tool this one starts what it needs to open the same queue:
+/// the password of a database queue goes in its environment, never in
+/// its argv.
+pub fn hand_on(cmd: &mut std::process::Command, loc: &Location) {
+    if let Some(p) = password(loc) {
+        cmd.env(PASSWORD_VAR, p);
+    }
+}
+
+/// How a job names its queue (`Q_DIR`): a directory by its absolute path.
+pub fn for_jobs(loc: &Location) -> OsString {
+    match loc {
+        Location::Dir(p) => Location::Dir(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).to_arg(),
+        other => other.to_arg(),
     }
 }
 

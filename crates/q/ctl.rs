@@ -14,7 +14,8 @@ use crate::ids;
 use crate::out;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use q_queue::{Kind, Outcome, Queue, Reason, SettleOpts, State, time};
+use crate::cli::Queue;
+use q_queue::{Kind, Outcome, Reason, SettleOpts, State, time};
 use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -245,9 +246,7 @@ fn hold(q: &Queue, id: &str) -> Result<Value> {
 fn settle(q: &Queue, id: &str, token: &str, reason: Reason, exit_code: Option<i32>, delay_ms: Option<u64>) -> Result<Value> {
     // The claim time stands in for the start: a hand-settled attempt ran
     // somewhere between its claim and now.
-    let started = q_queue::names::LeasedName::from_token(id, token)
-        .and_then(|n| q.read_lease(id, n.c.attempt).ok())
-        .and_then(|l| time::parse_time(&l.claimed_at).ok());
+    let started = q.lease(id, token).and_then(|l| time::parse_time(&l.claimed_at).ok());
     let outcome = Outcome { exit_code: exit_code.or((reason == Reason::Ok).then_some(0)), started_at_ms: started, ..Outcome::default() };
     let opts = SettleOpts { delay_ms, worker_id: Some(cli::worker_id()), rand: cli::random_u64() };
     let rec = q.settle(id, token, reason, &outcome, &opts)?;
@@ -293,12 +292,7 @@ fn claims_from_stdin() -> Result<Vec<(String, String)>> {
         if line.trim().is_empty() {
             continue;
         }
-        let bad = || q_queue::Error::new(Kind::Data, format!("stdin line {}: expected a claim line with \"id\" and \"token\"", n + 1));
-        let j: Value = serde_json::from_str(&line).map_err(|_| bad())?;
-        match (j["id"].as_str(), j["token"].as_str()) {
-            (Some(id), Some(t)) => v.push((id.to_owned(), t.to_owned())),
-            _ => bail!(bad()),
-        }
+        v.push(ids::claim_line(&line).with_context(|| format!("stdin line {}", n + 1))?);
     }
     if v.is_empty() {
         bail!(q_queue::Error::new(Kind::NoJob, "no claim lines on stdin: give ID and --token"));

@@ -3,20 +3,7 @@
 
 use std::process::ExitCode;
 
-pub const OK: u8 = 0;
-/// Nothing to do / not all jobs succeeded.
-pub const NOTHING: u8 = 1;
-pub const USAGE: u8 = 2;
-pub const DATA: u8 = 65;
-pub const NO_JOB: u8 = 66;
-pub const CANT_CREATE: u8 = 73;
-pub const IO: u8 = 74;
-pub const TEMP: u8 = 75;
-pub const LEASE_LOST: u8 = 76;
-pub const PERM: u8 = 77;
-pub const FORMAT: u8 = 78;
-pub const TIMED_OUT: u8 = 124;
-pub const INTERRUPTED: u8 = 130;
+pub use q_queue::status::*;
 
 /// The status for an error: the class of a queue error, else 74 for I/O,
 /// else 1.

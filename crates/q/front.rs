@@ -16,7 +16,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use clap_complete::Shell;
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 const TOOL: &str = "q";
@@ -62,8 +62,8 @@ pub fn tool_command(tool: &str) -> Option<clap::Command> {
 )]
 pub struct Args {
     /// The queue directory (passed on to the tool as Q_DIR) [default: $XDG_STATE_HOME/q/default, i.e. ~/.local/state/q/default]
-    #[arg(long, env = "Q_DIR", value_name = "DIR")]
-    pub queue: Option<PathBuf>,
+    #[arg(long, env = "Q_DIR", hide_env_values = true, value_name = "DIR")]
+    pub queue: Option<std::ffi::OsString>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -148,7 +148,7 @@ pub fn completion_command() -> clap::Command {
 
 /// `exec` q-TOOL: the sibling of this binary, else PATH. Returns only on
 /// failure.
-fn exec_tool(tool: &str, args: &[OsString], queue: Option<&Path>) -> Result<u8> {
+fn exec_tool(tool: &str, args: &[OsString], queue: Option<&std::ffi::OsStr>) -> Result<u8> {
     use std::os::unix::process::CommandExt;
     if tool.is_empty() || !tool.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Ok(usage(tool));
@@ -181,7 +181,7 @@ fn usage(tool: &str) -> u8 {
 /// `q` alone: where the queue is, its counts, and the commands.
 fn overview(a: &Args) -> Result<u8> {
     let common = Common { queue: a.queue.clone(), quiet: false, durability: "full".into() };
-    let path = common.path();
+    let path = common.location();
     let q = common.open()?;
     let mut s = String::new();
     match &q {

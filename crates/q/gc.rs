@@ -10,6 +10,7 @@ use crate::out;
 use anyhow::Result;
 use clap::Parser;
 use q_queue::gc::{Action, GcOpts};
+use q_queue::Singleton;
 use q_queue::lock::Acquired;
 use serde_json::json;
 use std::process::ExitCode;
@@ -69,7 +70,7 @@ fn run(a: Args) -> Result<u8> {
     let lock = if a.dry_run {
         None
     } else {
-        match q.try_lock_named("gc", Duration::ZERO)? {
+        match q.lock(Singleton::Collector, Duration::ZERO)? {
             Acquired::Held(g) => Some(g),
             Acquired::Busy(holder) => {
                 // Another pass is doing the work: not an error (cron).
@@ -130,12 +131,12 @@ fn action_json(a: &Action, dry_run: bool) -> serde_json::Value {
         "type": "gc",
         "action": a.action,
         "id": a.id,
-        "path": a.path.display().to_string(),
+        "path": a.path,
         "reason": a.reason,
         "dry_run": dry_run,
     });
     if let Some(to) = &a.to {
-        v["to"] = json!(to.display().to_string());
+        v["to"] = json!(to);
     }
     if let Some(st) = a.state {
         v["state"] = json!(st.as_str());

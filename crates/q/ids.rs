@@ -43,3 +43,14 @@ pub fn collect(args: &[String], tool: &str) -> Result<Vec<String>> {
 fn checked(id: &str) -> Result<String> {
     Ok(q_queue::id::check_id(id)?.to_owned())
 }
+
+/// The id and token of a claim line (as `q-claim` prints it).
+pub fn claim_line(line: &str) -> Result<(String, String)> {
+    let bad = |why: &str| q_queue::Error::new(q_queue::Kind::Data, format!("expected a claim line with \"id\" and \"token\" ({why})"));
+    let v: serde_json::Value = serde_json::from_str(line.trim()).map_err(|e| bad(&format!("not JSON: {e}")))?;
+    match (v["id"].as_str(), v["token"].as_str()) {
+        (Some(id), Some(t)) => Ok((checked(id)?, t.to_owned())),
+        (None, _) => Err(bad("no \"id\"").into()),
+        (_, None) => Err(bad("no \"token\"").into()),
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod cli_signals;
+pub mod ended;
 pub mod exit;
 pub mod ids;
 pub mod out;

@@ -5,7 +5,8 @@ use crate::exit;
 use crate::out;
 use anyhow::Result;
 use clap::Parser;
-use q_queue::{Entry, Queue, State, time};
+use crate::cli::Queue;
+use q_queue::{Entry, State, time};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
@@ -71,7 +72,7 @@ fn run(a: Args) -> Result<u8> {
         };
         let mut e = q.entries(&states)?;
         if a.state.is_empty() && !a.all {
-            limit_finished(&mut e);
+            limit_finished(&q, &mut e);
         }
         e
     } else {
@@ -79,7 +80,7 @@ fn run(a: Args) -> Result<u8> {
         for id in &a.ids {
             q_queue::id::check_id(id)?;
             match q.locate(id)? {
-                Some(l) => v.push(Entry { id: id.clone(), state: l.state, path: l.path, c: l.c, run_at_ms: l.run_at_ms }),
+                Some(e) => v.push(e),
                 None => {
                     eprintln!("q-ls: no such job: {id}");
                     status = exit::NO_JOB;
@@ -118,12 +119,12 @@ fn order(v: &Value) -> (u8, String) {
 }
 
 /// Keep all unfinished jobs and only the most recently finished ones.
-fn limit_finished(e: &mut Vec<Entry>) {
+fn limit_finished(q: &Queue, e: &mut Vec<Entry>) {
     let mut fin: Vec<(i64, usize)> = e
         .iter()
         .enumerate()
         .filter(|(_, x)| x.state.is_terminal())
-        .map(|(i, x)| (ctime(&x.path), i))
+        .map(|(i, x)| (q.changed_at_ms(x).unwrap_or(0), i))
         .collect();
     if fin.len() <= RECENT {
         return;
@@ -138,15 +139,12 @@ fn limit_finished(e: &mut Vec<Entry>) {
     });
 }
 
-fn ctime(p: &std::path::Path) -> i64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(p).map(|m| m.ctime()).unwrap_or(0)
-}
-
 fn warn_corrupt(q: &Queue, quiet: bool) {
-    let n = q_queue::fsx::list(&q.dir("corrupt")).map(|v| v.iter().filter(|n| !n.ends_with(".why")).count()).unwrap_or(0);
-    if n > 0 && !quiet {
-        eprintln!("q-ls: warning: {n} file(s) quarantined in {} (unreadable or foreign; see the .why notes)", q.dir("corrupt").display());
+    if quiet {
+        return;
+    }
+    for w in q.warnings() {
+        eprintln!("q-ls: warning: {w}");
     }
 }
 
@@ -186,21 +184,8 @@ pub fn counts_text(v: &Value) -> String {
 
 /// The `job` record of an entry; `None` if the job moved away meanwhile.
 pub fn job_json(q: &Queue, e: &Entry) -> Option<Value> {
-    let job = match q.read_job(&e.path) {
-        Ok(j) => j,
-        Err(_) => {
-            // It moved: look it up again, once. A file that is still there
-            // but cannot be read (q-gc quarantines it) is left out.
-            let l = q.locate(&e.id).ok()??;
-            if l.path == e.path {
-                return None;
-            }
-            let moved = Entry { id: e.id.clone(), state: l.state, path: l.path, c: l.c, run_at_ms: l.run_at_ms };
-            let job = q.read_job(&moved.path).ok()?;
-            return Some(entry_json(q, &moved, job));
-        }
-    };
-    Some(entry_json(q, e, job))
+    let (e, job) = q.job(e).ok()??;
+    Some(entry_json(q, &e, job))
 }
 
 /// The `job` record of an entry whose job file was read.

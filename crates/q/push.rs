@@ -6,7 +6,8 @@ use crate::out;
 use anyhow::{Context, Result};
 use clap::Parser;
 use q_queue::job::{self, MAX_RECORD, PushContext};
-use q_queue::{Kind, Queue, time};
+use crate::cli::Queue;
+use q_queue::{Kind, Singleton, time};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -159,7 +160,9 @@ fn defaults(a: &Args) -> Result<Map<String, Value>> {
     Ok(m)
 }
 
-fn context() -> Result<PushContext> {
+fn context(common: &Common) -> Result<PushContext> {
+    // A database queue's password is never recorded with a job.
+    let db = matches!(common.location(), q_queue::Location::Postgres(_));
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let cwd = cwd.to_str().map(str::to_owned).ok_or_else(|| {
         q_queue::Error::new(Kind::Data, "the current directory is not valid UTF-8: pass --cwd")
@@ -169,7 +172,7 @@ fn context() -> Result<PushContext> {
     // environment.
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .filter(|(k, _)| k != "_")
+        .filter(|(k, _)| k != "_" && k != crate::cli::PASSWORD_VAR && !(db && k == "PGPASSWORD"))
         .collect();
     Ok(PushContext { cwd, env: std::sync::Arc::new(env), now_ms: time::now_ms() })
 }
@@ -204,7 +207,7 @@ fn run(a: Args) -> Result<u8> {
             }
             line.insert("cmd".into(), json!(argv));
         }
-        let ctx = context()?;
+        let ctx = context(&a.common)?;
         let nj = job::validate(&job::merge(&defaults, line), &ctx)?;
         q = a.common.create(group)?;
         let res = q.push(vec![nj]).pop().expect("one result per job");
@@ -305,7 +308,7 @@ fn input_ready(fd: &std::io::Stdin) -> bool {
 }
 
 fn push_stream(a: &Args, q: &Queue, defaults: &Map<String, Value>) -> Result<u8> {
-    let ctx = context()?;
+    let ctx = context(&a.common)?;
     room_for_a_batch();
     let stdin = std::io::stdin();
     let mut r = BufReader::with_capacity(1 << 16, stdin.lock());
@@ -340,9 +343,8 @@ fn push_stream(a: &Args, q: &Queue, defaults: &Map<String, Value>) -> Result<u8>
         return Ok(exit::DATA);
     }
     if lineno == 0 {
-        if !a.common.quiet {
-            eprintln!("q-push: no input: nothing pushed (give a command after --, or JSON lines on stdin)");
-        }
+        // A failure says why, even with -q.
+        eprintln!("q-push: no input: nothing pushed (give a command after --, or JSON lines on stdin)");
         return Ok(exit::NOTHING);
     }
     status = status.max(commit(a, q, batch)?);
@@ -391,13 +393,14 @@ fn commit(a: &Args, q: &Queue, batch: Vec<(usize, q_queue::NewJob)>) -> Result<u
 /// `--start[=N]`: if no supervisor holds the queue's lock, start a detached
 /// `q-supervise -j N --exit-on-idle` next to this binary.
 pub fn ensure_supervisor(common: &Common, q: &Queue, n: usize) -> Result<()> {
-    if q_queue::supervisor_running(q) {
+    if q.is_locked(Singleton::Supervisor) {
         return Ok(());
     }
     let exe = std::env::current_exe()?.with_file_name("q-supervise");
     let n = if n == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { n };
     let mut cmd = std::process::Command::new(&exe);
-    cmd.arg("-j").arg(n.to_string()).arg("--exit-on-idle").arg("--skip-if-running").arg("--queue").arg(q.root());
+    crate::cli::hand_on(&mut cmd, &common.location());
+    cmd.arg("-j").arg(n.to_string()).arg("--exit-on-idle").arg("--skip-if-running").arg("--queue").arg(q.location().to_arg());
     cmd.arg("--durability").arg(&common.durability);
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     use std::os::unix::process::CommandExt;

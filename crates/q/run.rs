@@ -7,15 +7,14 @@
 mod attempt;
 mod heartbeat;
 mod spawn;
-mod workspace;
 
-use crate::cli::{self, Common};
+use crate::cli::{self, Common, Queue};
 use crate::exit;
 use crate::out;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use heartbeat::{Heartbeat, Held};
-use q_queue::{ClaimOpts, Liveness, Queue, Reason};
+use q_queue::{ClaimOpts, Liveness, Reason};
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::io::BufRead;
@@ -29,7 +28,7 @@ use std::time::Duration;
     name = "q-run",
     version,
     about = "Run jobs of a q queue: as a worker, from q-claim's output, or one job like timeout(1)",
-    long_about = "Run jobs, each in its own process group, in its recorded directory and environment plus Q_DIR, Q_JOB_ID, Q_ATTEMPT, Q_FENCE and Q_WORKSPACE, with its payload on stdin. Keeps the lease alive while the job runs, enforces --timeout and the output cap (SIGTERM to the whole group, --grace, then SIGKILL), keeps stdout and stderr in the queue (q-log), and settles the attempt: done, retry after backoff, or dead. Prints one {\"type\":\"result\",...} line per attempt.\n\nModes: by default a worker that claims jobs itself and waits for new ones (--exit-on-idle: stop when nothing is ready); --stdin runs the claim lines q-claim printed; --once runs one job and exits with its status: the job's own, 124 on timeout, 125 when q-run failed, 126/127 when the command cannot run or is not found, 128+N when killed by signal N, 75 when nothing was ready, 76 when its lease was taken over.\n\nSIGTERM or SIGINT: stop claiming, let the running job finish within --grace, then terminate it and requeue it (worker-shutdown); a second signal stops at once. When the job's leader exits, what is left of its process group is killed; a job that leaves its group on purpose (setsid) is outside q's reach.",
+    long_about = "Run jobs, each in its own process group, in its recorded directory and environment plus Q_DIR, Q_JOB_ID, Q_ATTEMPT, Q_FENCE and Q_WORKSPACE, with its payload on stdin. Keeps the lease alive while the job runs, enforces --timeout and the output cap (SIGTERM to the whole group, --grace, then SIGKILL), keeps stdout and stderr in the queue (q-log), and settles the attempt: done, retry after backoff, or dead. Prints one {\"type\":\"result\",...} line per attempt.\n\nModes: by default a worker that claims jobs itself and waits for new ones (--exit-on-idle: stop when nothing is ready); --stdin runs the claim lines q-claim printed; --once runs one job and exits with its status: the job's own, 124 on timeout, 125 when q-run failed, 126/127 when the command cannot run or is not found, 128+N when killed by signal N, 75 when nothing was ready, 76 when its lease was taken over.\n\nSIGTERM or SIGINT: stop claiming, let the running job finish within --grace, then terminate it and requeue it (worker-shutdown); a second signal stops at once. A worker (and --stdin) then exits 0 after SIGTERM, 130 after SIGINT (Ctrl-C). When the job's leader exits, what is left of its process group is killed; a job that leaves its group on purpose (setsid) is outside q's reach.",
     after_help = "Examples:\n  q-run --exit-on-idle                 # drain the queue with one worker\n  q-claim | q-run --stdin --once       # take one job and run it here, with its status\n  q-run -- ./handle.sh                 # jobs are data: the handler gets each claim line on stdin"
 )]
 pub struct Args {
@@ -78,21 +77,23 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// Settings of one run loop, shared by the modes.
 pub(crate) struct Ctx {
     pub q: Queue,
-    /// The queue's absolute path, for the jobs' `Q_DIR`.
-    pub root: std::path::PathBuf,
+    /// The queue as the jobs' `Q_DIR` names it (a directory: its absolute path).
+    pub for_jobs: OsString,
     pub handler: Vec<OsString>,
     pub grace: Duration,
     pub output_limit: u64,
     pub worker_id: String,
     /// SIGTERM/SIGINT received so far: 1 drains, 2 stops at once.
     pub signals: Arc<AtomicUsize>,
+    /// The first signal was SIGINT (Ctrl-C).
+    pub sigint: Arc<std::sync::atomic::AtomicBool>,
     pub heartbeat: Heartbeat,
     /// Started by q-supervise (which reclaims for its workers).
     pub supervised: bool,
     /// Programs found in jobs' own PATHs.
     pub programs: spawn::Resolver,
-    /// Empty workspaces, recycled.
-    pub workspaces: workspace::Workspaces,
+    /// The attempts' workspaces.
+    pub workspaces: q_queue::local::Workspaces,
     /// Readable once SIGTERM or SIGINT arrived.
     pub signaled: std::io::PipeReader,
     /// Recorded environments read so far (they never change).
@@ -103,6 +104,12 @@ impl Ctx {
     pub fn draining(&self) -> bool {
         self.signals.load(Ordering::Relaxed) > 0
     }
+
+    /// The status of a worker that stopped as asked: 130 after Ctrl-C
+    /// (SIGINT), so `q-run ... && next` does not go on; 0 after SIGTERM.
+    pub fn stopped(&self) -> u8 {
+        if self.sigint.load(Ordering::Relaxed) { exit::INTERRUPTED } else { exit::OK }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -112,14 +119,18 @@ pub fn main() -> ExitCode {
 
 fn run(a: Args) -> Result<u8> {
     let signals = Arc::new(AtomicUsize::new(0));
+    let sigint = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Readable once a signal came: wakes a worker waiting for jobs at once.
     let (signaled, mut signal_w) = std::io::pipe()?;
     {
         let s = Arc::clone(&signals);
+        let int = Arc::clone(&sigint);
         let mut it = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
         std::thread::spawn(move || {
-            for _ in it.forever() {
-                s.fetch_add(1, Ordering::Relaxed);
+            for sig in it.forever() {
+                if s.fetch_add(1, Ordering::Relaxed) == 0 && sig == signal_hook::consts::SIGINT {
+                    int.store(true, Ordering::Relaxed);
+                }
                 let _ = std::io::Write::write_all(&mut signal_w, b"s");
             }
         });
@@ -138,7 +149,7 @@ fn run(a: Args) -> Result<u8> {
         None if a.stdin => a.common.create(None)?,
         None => {
             if !a.common.quiet && !a.exit_on_idle && !a.once {
-                eprintln!("q-run: no queue yet at {}; waiting for the first push", a.common.path().display());
+                eprintln!("q-run: no queue yet at {}; waiting for the first push", a.common.location().display());
             }
             if a.once {
                 return Ok(exit::TEMP);
@@ -149,7 +160,7 @@ fn run(a: Args) -> Result<u8> {
             loop {
                 std::thread::sleep(Duration::from_millis(250));
                 if signals.load(Ordering::Relaxed) > 0 {
-                    return Ok(exit::OK);
+                    return Ok(if sigint.load(Ordering::Relaxed) { exit::INTERRUPTED } else { exit::OK });
                 }
                 if let Some(q) = a.common.open()? {
                     break q;
@@ -158,21 +169,25 @@ fn run(a: Args) -> Result<u8> {
         }
     };
     let ctx = Ctx {
-        root: std::fs::canonicalize(q.root()).unwrap_or_else(|_| q.root().to_path_buf()),
+        for_jobs: cli::for_jobs(&q.location()),
         q: q.clone(),
         handler: a.handler.clone(),
         grace: Duration::from_millis(a.grace),
         output_limit: a.output_limit,
         worker_id: cli::worker_id(),
         signals,
+        sigint,
         heartbeat: Heartbeat::start(&q),
         envs: Default::default(),
-        workspaces: workspace::Workspaces::new(&q),
+        workspaces: q.workspaces(),
         programs: Default::default(),
         supervised: supervisor.is_some(),
         signaled,
     };
+    // Say that this queue is served (q-wait tells when nothing serves it).
+    let presence = q.announce_worker().inspect_err(|e| eprintln!("q-run: warning: cannot announce this worker: {e}")).ok();
     let r = if a.stdin { run_stdin(&ctx, a.once) } else { run_worker(&ctx, &a) };
+    drop(presence);
     ctx.workspaces.close();
     r
 }
@@ -185,7 +200,7 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     let opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(ctx.worker_id.clone()), liveness: Liveness::Flock };
     // The claims' fsync is left to their settles (on the committer), so a
     // job starts without waiting for the disk.
-    let mut claimer = q_queue::Claimer::new(&ctx.q).deferring_sync();
+    let mut claimer = ctx.q.claimer();
     // Claims whose runner died on this host (a q-run killed before us, say)
     // go back to the queue first, their leftover processes killed; while
     // idle, so do leases that expired anywhere. A supervisor's workers leave
@@ -197,12 +212,12 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     let mut last_reclaim = std::time::Instant::now();
     std::thread::scope(|scope| {
         // Waiting for more attempts to end is worth it only when settles sync.
-        let window = if ctx.q.sync_claims(false) { Duration::from_millis(a.group_window) } else { Duration::ZERO };
+        let window = if ctx.q.settles_sync() { Duration::from_millis(a.group_window) } else { Duration::ZERO };
         let committer = Committer::start(scope, ctx, window);
         loop {
             if ctx.draining() {
                 committer.flush();
-                return Ok(exit::OK);
+                return Ok(ctx.stopped());
             }
             let mut claims = claimer.claim(1, &opts)?;
             let Some(c) = claims.pop() else {
@@ -226,7 +241,7 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
                 claimer.wait_or(Duration::from_secs(1), Some(ctx.signaled.as_fd()));
                 continue;
             };
-            let held = ctx.heartbeat.hold(&ctx.q, c);
+            let held = ctx.heartbeat.hold(c);
             let ended = attempt::run(ctx, &held)?;
             if a.once {
                 let code = attempt::commit(ctx, &held, ended);
@@ -338,7 +353,7 @@ impl<'s> Committer<'s> {
 /// extended), run them one by one.
 fn run_stdin(ctx: &Ctx, once: bool) -> Result<u8> {
     let (tx, rx) = std::sync::mpsc::channel::<Arc<Held>>();
-    let q = ctx.q.clone();
+    let q = Arc::clone(&ctx.q);
     let hb = ctx.heartbeat.clone();
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
@@ -347,7 +362,7 @@ fn run_stdin(ctx: &Ctx, once: bool) -> Result<u8> {
             if line.trim().is_empty() {
                 continue;
             }
-            match adopt(&q, &hb, &line) {
+            match crate::ids::claim_line(&line).and_then(|(id, token)| Ok(hb.adopt(q.adopt(&id, &token)?))) {
                 Ok(h) => {
                     if tx.send(h).is_err() {
                         break;
@@ -377,27 +392,7 @@ fn run_stdin(ctx: &Ctx, once: bool) -> Result<u8> {
     if once {
         return Ok(if ran { code } else { exit::TEMP });
     }
-    Ok(exit::OK)
-}
-
-/// Take over a claim printed by q-claim: lock its lease, check it is still
-/// current, and start extending it.
-fn adopt(q: &Queue, hb: &Heartbeat, line: &str) -> Result<Arc<Held>> {
-    let v: serde_json::Value = serde_json::from_str(line).context("not a JSON claim line")?;
-    let id = v["id"].as_str().context("the claim line has no \"id\"")?;
-    let token = v["token"].as_str().context("the claim line has no \"token\"")?;
-    q_queue::id::check_id(id)?;
-    let name = q_queue::names::LeasedName::from_token(id, token)
-        .ok_or_else(|| q_queue::Error::new(q_queue::Kind::Data, format!("invalid token {token:?}")))?;
-    let lease_path = q.lease_path(id, name.c.attempt);
-    let f = q_queue::fsx::open_rw(&lease_path).map_err(|_| q_queue::Error::lease_lost(id, token))?;
-    if f.try_lock().is_err() {
-        anyhow::bail!(q_queue::Error::new(q_queue::Kind::Busy, format!("job {id} attempt {} is already being run by another process", name.c.attempt)));
-    }
-    let leased = q.dir("leased").join(name.to_string());
-    let job = q.read_job(&leased).map_err(|_| q_queue::Error::lease_lost(id, token))?;
-    let lease = q.read_lease(id, name.c.attempt)?;
-    Ok(hb.adopt(q, id, name, job, f, lease.lease_ms))
+    Ok(if ctx.draining() { ctx.stopped() } else { exit::OK })
 }
 
 /// Print a result line; a closed stdout is not an error for a reporter.

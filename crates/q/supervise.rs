@@ -35,7 +35,8 @@ use crate::exit;
 use anyhow::Result;
 use clap::Parser;
 use pool::{Slot, WorkerCmd};
-use q_queue::Queue;
+use crate::cli::Queue;
+use q_queue::Singleton;
 use q_queue::lock::Acquired;
 use report::Reporter;
 use std::collections::HashMap;
@@ -43,7 +44,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
-use sup::{Mode, Sup};
+use sup::{IdleWatch, Mode, Sup, Track, Upkeep, Workers};
 use watchdog::Watchdog;
 
 #[derive(Debug, Parser)]
@@ -51,7 +52,7 @@ use watchdog::Watchdog;
     name = "q-supervise",
     version,
     about = "Keep N q-run workers on a queue: restart them, drain on SIGTERM, exit when idle",
-    long_about = "Run N q-run workers as child processes, each with a stable worker id across restarts (Q_WORKER_ID=<host>-w<k>). A worker that exits is restarted after 1, 2, 4, 8, 16, then 30 s (times --restart-base / 1s; the backoff starts over after 60 s of healthy running); the jobs it held are reclaimed at once and requeued. Expired leases are reclaimed as it goes; waiting jobs whose dependencies ended unnoticed (after a crash) are moved on at start and every 5 minutes.\n\nOne supervisor per queue: a second one exits 75 naming the live one (with --skip-if-running: 0, silently); a lock left by a dead supervisor is taken over.\n\nSIGTERM or SIGINT drains: workers stop claiming, running jobs get --grace to finish, then they are terminated (SIGTERM, --grace, SIGKILL) and requeued (worker-shutdown). A second signal stops at once. No process of any job outlives the supervisor, even when it is killed.\n\n--exit-on-idle: exit when nothing is ready, running or due (scheduled retries count; --idle-horizon bounds how far ahead). Held jobs and a paused queue do not keep it alive: it says how many jobs wait. Exit status: 0 when every job it ran ended done, 1 otherwise.\n\nOn a terminal it shows live progress; otherwise it prints nothing but errors, unless --events asks for JSON lines on stderr: {\"type\":\"event\",\"event\":...,\"worker_id\":...,\"pid\":...}, events supervisor-started, worker-started, worker-exited, worker-restarting, job-claimed, job-finished, lease-reclaimed, draining, stopping, idle, worker-stderr, supervisor-exited.",
+    long_about = "Run N q-run workers as child processes, each with a stable worker id across restarts (Q_WORKER_ID=<host>-w<k>). A worker that exits is restarted after 1, 2, 4, 8, 16, then 30 s (times --restart-base / 1s; the backoff starts over after 60 s of healthy running); the jobs it held are reclaimed at once and requeued. Expired leases are reclaimed as it goes; waiting jobs whose dependencies ended unnoticed (after a crash) are moved on at start and every 5 minutes.\n\nOne supervisor per queue: a second one exits 75 naming the live one (with --skip-if-running: 0, silently); a lock left by a dead supervisor is taken over.\n\nSIGTERM or SIGINT drains: workers stop claiming, running jobs get --grace to finish, then they are terminated (SIGTERM, --grace, SIGKILL) and requeued (worker-shutdown). A second signal stops at once. After SIGINT (Ctrl-C) the exit status is 130 (so `q-supervise ... && deploy` does not deploy), unless the drain had already finished all work; after SIGTERM it is 0 or 1 as below (service managers). No process of any job outlives the supervisor, even when it is killed.\n\n--exit-on-idle: exit when nothing is ready, running or due (scheduled retries count; --idle-horizon bounds how far ahead). Held jobs and a paused queue do not keep it alive: it says how many jobs wait. Exit status: 0 when every job it ran ended done, 1 otherwise.\n\nOn a terminal it shows live progress; otherwise it prints nothing on success. Each job that ended other than done gets one line on stderr (id, name, how it ended, attempt, the q-log command that shows it); -q leaves those out. --events asks instead for JSON lines on stderr: {\"type\":\"event\",\"event\":...,\"worker_id\":...,\"pid\":...}, events supervisor-started, worker-started, worker-exited, worker-restarting, job-claimed, job-finished, lease-reclaimed, draining, stopping, idle, worker-stderr, supervisor-exited.",
     after_help = "Examples:\n  q-supervise -j 4 --exit-on-idle       # drain the queue with 4 workers, then exit (cron, make)\n  q-supervise -j 8                      # a service: keep 8 workers for ever (systemd, see README)\n  q-supervise -j 2 --events 2>events.jsonl -- ./handle.sh   # jobs are data for a handler"
 )]
 pub struct Args {
@@ -132,11 +133,13 @@ fn run(a: Args) -> Result<u8> {
         Some(q) => q,
         None if a.exit_on_idle => return Ok(exit::OK),
         None => match wait_for_queue(&a, &rx, &mut rep)? {
-            Some(q) => q,
-            None => return Ok(exit::OK),
+            Ok(q) => q,
+            // Nothing ran: an interrupt still says so (130).
+            Err(sig) if sig == signal_hook::consts::SIGINT => return Ok(exit::INTERRUPTED),
+            Err(_) => return Ok(exit::OK),
         },
     };
-    let guard = match q.try_lock_named("supervise", Duration::from_millis(500))? {
+    let guard = match q.lock(Singleton::Supervisor, Duration::from_millis(500))? {
         Acquired::Held(g) => g,
         Acquired::Busy(_) if a.skip_if_running => return Ok(exit::OK),
         Acquired::Busy(h) => {
@@ -148,7 +151,7 @@ fn run(a: Args) -> Result<u8> {
                 q_queue::Kind::Busy,
                 format!(
                     "{who} serves queue {}; stop it first, or use --skip-if-running",
-                    q.root().display()
+                    q.location().display()
                 ),
             )
             .into());
@@ -179,54 +182,49 @@ fn run(a: Args) -> Result<u8> {
             restart_at: None,
         })
         .collect();
+    let now = Instant::now();
     let sup = Sup {
-        cmd: worker_cmd(&a)?,
         q,
-        exit_on_idle: a.exit_on_idle,
-        horizon: a.idle_horizon,
-        base_ms: a.restart_base.max(1),
         grace_ms: a.grace,
-        slots,
-        tx,
         rx,
         rep,
         wd,
         guard: Some(guard),
         mode: Mode::Running,
         signals: 0,
-        outcomes: HashMap::new(),
-        open_pipes: 0,
-        pid_worker: HashMap::new(),
-        last_reclaim: Instant::now(),
-        last_promote: None,
-        claims: HashMap::new(),
-        ever_started: false,
-        idle_seen: 0,
-        last_idle_check: Instant::now(),
-        left_behind: None,
-        idle_exit: false,
-        started: Instant::now(),
-        finished: 0,
-        last_draw: Instant::now(),
-        labels: HashMap::new(),
+        interrupted: false,
+        workers: Workers {
+            cmd: worker_cmd(&a)?,
+            slots,
+            base_ms: a.restart_base.max(1),
+            tx,
+            pid_worker: HashMap::new(),
+            open_pipes: 0,
+            ever_started: false,
+        },
+        track: Track { outcomes: HashMap::new(), claims: HashMap::new(), finished: 0, labels: HashMap::new(), started: now, last_draw: now },
+        idle: IdleWatch { exit_on_idle: a.exit_on_idle, horizon: a.idle_horizon, idle_seen: 0, last_idle_check: now, left_behind: None, idle_exit: false },
+        upkeep: Upkeep { last_reclaim: now, last_promote: None },
+        common: a.common.clone(),
     };
     Ok(sup.run())
 }
 
-/// No queue yet (and not --exit-on-idle): wait for the first push.
-fn wait_for_queue(a: &Args, rx: &Receiver<Ev>, rep: &mut Reporter) -> Result<Option<Queue>> {
+/// No queue yet (and not --exit-on-idle): wait for the first push, or a
+/// signal (`Err` with its number).
+fn wait_for_queue(a: &Args, rx: &Receiver<Ev>, rep: &mut Reporter) -> Result<Result<Queue, i32>> {
     rep.note(&format!(
         "no queue yet at {}; waiting for the first push",
-        a.common.path().display()
+        a.common.location().display()
     ));
     loop {
         if let Ok(Ev::Signal(s)) = rx.recv_timeout(Duration::from_millis(250))
             && s != signal_hook::consts::SIGCHLD
         {
-            return Ok(None);
+            return Ok(Err(s));
         }
         if let Some(q) = a.common.open()? {
-            return Ok(Some(q));
+            return Ok(Ok(q));
         }
     }
 }
@@ -235,7 +233,7 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     let exe = std::env::current_exe()?.with_file_name("q-run");
     let mut args: Vec<OsString> = vec![
         "--queue".into(),
-        a.common.path().into(),
+        a.common.location().to_arg(),
         "--durability".into(),
         a.common.durability.clone().into(),
     ];
@@ -256,5 +254,5 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
         args.push("--".into());
         args.extend(a.handler.iter().cloned());
     }
-    Ok(WorkerCmd { exe, args })
+    Ok(WorkerCmd { exe, args, loc: a.common.location() })
 }

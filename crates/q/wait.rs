@@ -15,8 +15,8 @@ use crate::ids;
 use crate::out;
 use anyhow::{Result, bail};
 use clap::Parser;
-use q_queue::names::terminal_name;
-use q_queue::{Kind, Queue, State, time};
+use crate::cli::Queue;
+use q_queue::{Kind, State, time};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -37,7 +37,7 @@ const MIN_GAP_ALL: Duration = Duration::from_millis(200);
     name = "q-wait",
     version,
     about = "Block until jobs finish; print their results; exit 0 when all ended done",
-    long_about = "Block until every given job is finished (done, dead or canceled) and print each job's final {\"type\":\"result\",...} line as it finishes. Ids come from the arguments, or from stdin when none are given (bare ids, or JSON lines with an \"id\" field such as q-push prints). Reading no ids at all is an error (66), so a failed q-push in `q-push ... | q-wait` fails the pipeline. An unknown id fails at once (66) without waiting for the others.\n\n--all waits until the queue has nothing ready, scheduled, waiting or running, and prints the results of the jobs that finish meanwhile. It does not wait for what cannot run: when only held jobs (or jobs waiting on them) remain, or the queue is paused with nothing running (a `pause --for` is waited out), it says so and exits 1, so a Makefile target fails instead of hanging.\n\nExit status: 0 all ended done (or --all drained the queue and every job it saw finish ended done); 1 some ended dead or canceled, or --all found work that cannot run; 66 unknown id or no ids; 124 --timeout ran out; 130 interrupted. A progress line is shown on stderr when it is a terminal.",
+    long_about = "Block until every given job is finished (done, dead or canceled) and print each job's final {\"type\":\"result\",...} line as it finishes. Ids come from the arguments, or from stdin when none are given (bare ids, or JSON lines with an \"id\" field such as q-push prints). Reading no ids at all is an error (66), so a failed q-push in `q-push ... | q-wait` fails the pipeline. An unknown id fails at once (66) without waiting for the others.\n\n--all waits until the queue has nothing ready, scheduled, waiting or running, and prints the results of the jobs that finish meanwhile. It does not wait for what cannot run: when only held jobs (or jobs waiting on them) remain, or the queue is paused with nothing running (a `pause --for` is waited out), it says so and exits 1, so a Makefile target fails instead of hanging.\n\nExit status: 0 all ended done (or --all drained the queue and every job it saw finish ended done); 1 some ended dead or canceled, or --all found work that cannot run; 66 unknown id or no ids; 124 --timeout ran out; 130 interrupted. A progress line is shown on stderr when it is a terminal. When nothing serves the queue (no q-supervise, no live q-run worker) for 2 s (Q_UNSERVED_AFTER), it says so once on stderr and keeps waiting.",
     after_help = "Examples:\n  q-push --attempts 3 -- ./flaky.sh | q-wait     # fail a Makefile target if the job fails\n  q-wait --timeout 10m 01J9ZK3QH8T4W1V6C2M5X7B0RA 01J9ZK3QH8T4W1V6C2M5X7B0RB\n  q-wait --all --timeout 1h                      # until the queue is drained (while workers serve it)"
 )]
 pub struct Args {
@@ -57,6 +57,54 @@ pub struct Args {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     exit::run(TOOL, || run(args))
+}
+
+/// Nothing serving the queue this long is said once (`Q_UNSERVED_AFTER`,
+/// a duration, makes it shorter in tests).
+const UNSERVED_AFTER: Duration = Duration::from_secs(2);
+/// How often to look whether anything serves the queue.
+const SERVED_LOOK: Duration = Duration::from_millis(250);
+
+/// Does a supervisor or a worker serve the queue? Said once on stderr when
+/// nothing has for a while: `q-push ... | q-wait` on a queue nothing serves
+/// would otherwise wait for ever without a word.
+struct Served {
+    after: Duration,
+    unserved_since: Option<Instant>,
+    last_look: Option<Instant>,
+    told: bool,
+    quiet: bool,
+}
+
+impl Served {
+    fn new(quiet: bool) -> Served {
+        let after = std::env::var("Q_UNSERVED_AFTER")
+            .ok()
+            .and_then(|d| q_queue::time::parse_duration(&d).ok())
+            .map_or(UNSERVED_AFTER, Duration::from_millis);
+        Served { after, unserved_since: None, last_look: None, told: false, quiet }
+    }
+
+    fn look(&mut self, q: &Queue, bar: &mut Progress) {
+        if self.told || self.quiet || self.last_look.is_some_and(|t| t.elapsed() < SERVED_LOOK) {
+            return;
+        }
+        let now = Instant::now();
+        self.last_look = Some(now);
+        if q.is_locked(q_queue::Singleton::Supervisor) || q.live_workers() > 0 {
+            self.unserved_since = None;
+            return;
+        }
+        let since = *self.unserved_since.get_or_insert(now);
+        if now.duration_since(since) >= self.after {
+            self.told = true;
+            bar.clear();
+            eprintln!(
+                "{TOOL}: nothing serves queue {} (no q-supervise, no q-run worker); start one with `q-supervise --exit-on-idle` or `q-run`, or push with `q-push --start`; still waiting",
+                q.location().display()
+            );
+        }
+    }
 }
 
 /// What stops the wait early.
@@ -116,7 +164,7 @@ struct Waited {
 fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> Result<u8> {
     let Some(q) = common.open()? else {
         for id in &ids {
-            eprintln!("{TOOL}: error: no such job: {id} (there is no queue at {})", common.path().display());
+            eprintln!("{TOOL}: error: no such job: {id} (there is no queue at {})", common.location().display());
         }
         return Ok(exit::NO_JOB);
     };
@@ -139,6 +187,7 @@ fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> R
     let mut vanished = false;
     let mut waiter = None;
     let mut bar = Progress::new(progress, jobs.len());
+    let mut served = Served::new(common.quiet);
     let mut stdout_open = true;
     loop {
         let looked = Instant::now();
@@ -175,8 +224,11 @@ fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> R
                 continue;
             };
             all_done &= state == State::Done;
+            bar.clear();
+            if state != State::Done && !common.quiet {
+                eprintln!("{TOOL}: {}", crate::ended::of_job(&q, &j.id, state, Some(common)));
+            }
             if stdout_open {
-                bar.clear();
                 stdout_open = out::line(&result_line(&q, &j.id, state))?;
             }
         }
@@ -193,13 +245,15 @@ fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> R
         }
         if let Some(code) = stop.check() {
             bar.clear();
-            if code == exit::TIMED_OUT && !common.quiet {
+            // Why it failed is said even with -q.
+            if code == exit::TIMED_OUT {
                 let rest: Vec<&str> = jobs.iter().filter(|j| !j.finished).map(|j| j.id.as_str()).take(5).collect();
                 let more = if left > rest.len() { format!(" and {} more", left - rest.len()) } else { String::new() };
                 eprintln!("{TOOL}: timed out with {left} job(s) unfinished: {}{more}", rest.join(" "));
             }
             return Ok(code);
         }
+        served.look(&q, &mut bar);
         bar.show(jobs.len() - left, "");
         // Each look stats every unfinished job: look less often when there
         // are many.
@@ -210,7 +264,7 @@ fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> R
 
 /// Sleep until the queue changes (or a short while), but not sooner than
 /// `gap` after the last look.
-fn pause(q: &Queue, waiter: &mut Option<q_queue::Waiter>, stop: &Stop, looked: Instant, gap: Duration) {
+fn pause(q: &Queue, waiter: &mut Option<Box<dyn q_queue::Waiter>>, stop: &Stop, looked: Instant, gap: Duration) {
     let w = waiter.get_or_insert_with(|| q.waiter());
     w.wait(stop.left());
     let since = looked.elapsed();
@@ -240,10 +294,9 @@ fn states_of(q: &Queue, ids: &[&str]) -> Result<Vec<Option<State>>> {
     Ok(out)
 }
 
-/// The terminal state of a job, from three `stat`s.
+/// The terminal state of a job, cheaply (for a directory: three `stat`s).
 fn terminal_state(q: &Queue, id: &str) -> Option<State> {
-    let name = terminal_name(id);
-    [State::Done, State::Dead, State::Canceled].into_iter().find(|s| q.dir(s.dir()).join(&name).exists())
+    q.finished(id)
 }
 
 /// The final `result` line of a finished job: its latest result record, or
@@ -282,6 +335,7 @@ fn wait_all(common: &Common, stop: &Stop, progress: bool) -> Result<u8> {
     let mut all_done = true;
     let mut waiter = None;
     let mut bar = Progress::new(progress, 0);
+    let mut served = Served::new(common.quiet);
     let mut stdout_open = true;
     loop {
         let looked = Instant::now();
@@ -304,8 +358,11 @@ fn wait_all(common: &Common, stop: &Stop, progress: bool) -> Result<u8> {
             seen.remove(&id);
             finished += 1;
             all_done &= state == State::Done;
+            bar.clear();
+            if state != State::Done && !common.quiet {
+                eprintln!("{TOOL}: {}", crate::ended::of_job(&q, &id, state, Some(common)));
+            }
             if stdout_open {
-                bar.clear();
                 stdout_open = out::line(&result_line(&q, &id, state))?;
             }
         }
@@ -317,7 +374,7 @@ fn wait_all(common: &Common, stop: &Stop, progress: bool) -> Result<u8> {
         if pending + waiting + running == 0 {
             bar.clear();
             if held > 0 {
-                note(common, &format!("{held} held job(s) will not run until released (q-ctl release); not waiting for them"));
+                note(&format!("{held} held job(s) will not run until released (q-ctl release); not waiting for them"));
                 return Ok(exit::NOTHING);
             }
             return Ok(if all_done { exit::OK } else { exit::NOTHING });
@@ -326,20 +383,21 @@ fn wait_all(common: &Common, stop: &Stop, progress: bool) -> Result<u8> {
         if runnable + running == 0 {
             bar.clear();
             if paused_for_good && pending > 0 {
-                note(common, &format!("the queue is paused with {pending} pending job(s) and nothing running (q-ctl resume); not waiting"));
+                note(&format!("the queue is paused with {pending} pending job(s) and nothing running (q-ctl resume); not waiting"));
             } else {
                 let held_note = if held > 0 { format!(" on {held} held job(s) (q-ctl release)") } else { String::new() };
-                note(common, &format!("{waiting} job(s) wait on dependencies that cannot finish{held_note}; not waiting"));
+                note(&format!("{waiting} job(s) wait on dependencies that cannot finish{held_note}; not waiting"));
             }
             return Ok(exit::NOTHING);
         }
         if let Some(code) = stop.check() {
             bar.clear();
             if code == exit::TIMED_OUT {
-                note(common, &format!("timed out with {} job(s) unfinished", pending + waiting + running));
+                note(&format!("timed out with {} job(s) unfinished", pending + waiting + running));
             }
             return Ok(code);
         }
+        served.look(&q, &mut bar);
         bar.total = finished + pending + waiting + running;
         let paused_note = if pause.is_some() { ", paused" } else { "" };
         bar.show(finished, &format!(" ({running} running, {pending} pending, {waiting} waiting{paused_note})"));
@@ -347,10 +405,9 @@ fn wait_all(common: &Common, stop: &Stop, progress: bool) -> Result<u8> {
     }
 }
 
-fn note(common: &Common, msg: &str) {
-    if !common.quiet {
-        eprintln!("{TOOL}: {msg}");
-    }
+/// Why q-wait ends without success: said even with `-q`.
+fn note(msg: &str) {
+    eprintln!("{TOOL}: {msg}");
 }
 
 /// A one-line progress display on stderr (a terminal only).

@@ -5,12 +5,13 @@
 
 use super::Ctx;
 use super::heartbeat::Held;
+use crate::exit;
 use crate::sys;
 use anyhow::Result;
 use nix::sys::signal::Signal;
 use q_queue::{Outcome, Reason, ResultRecord, RunInfo, SettleOpts, Stream, State, ident, time};
 use std::ffi::OsString;
-use std::fs::{self, File};
+
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
@@ -39,22 +40,21 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     let q = &ctx.q;
     let job = &held.job;
     let a = held.attempt();
-    let workspace = q.workspace_path(&held.id, a);
-    ctx.workspaces.make(&workspace)?;
-    let mut out_log = Log::new(q.log_path(&held.id, a, Stream::Stdout));
-    let mut err_log = Log::new(q.log_path(&held.id, a, Stream::Stderr));
+    let workspace = ctx.workspaces.make(&held.id, a)?;
+    let mut out_log = Log::new(q, held, Stream::Stdout);
+    let mut err_log = Log::new(q, held, Stream::Stderr);
 
     let started_ms = time::now_ms();
     let mut cmd = match build_command(ctx, held, &workspace) {
         Ok(c) => c,
-        Err(e) => return Ok(spawn_failed(held, started_ms, &e.to_string(), 125)),
+        Err(e) => return Ok(spawn_failed(held, started_ms, &e.to_string(), exit::RUN_FAILED)),
     };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             let code = match e.kind() {
-                std::io::ErrorKind::NotFound => 127,
-                _ => 126,
+                std::io::ErrorKind::NotFound => exit::NOT_FOUND,
+                _ => exit::CANNOT_RUN,
             };
             err_log.write(format!("q-run: cannot run the job: {e}\n").as_bytes());
             return Ok(spawn_failed(held, started_ms, &e.to_string(), code));
@@ -110,7 +110,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
         }
         if now.duration_since(last_cancel_check) >= Duration::from_millis(200) {
             last_cancel_check = now;
-            if stopping.is_none() && q.cancel_requested(&held.id, a) {
+            if stopping.is_none() && q.cancel_requested(&held.claim) {
                 stopping = Some(stop(pid, leader_start, Reason::Canceled));
             }
         }
@@ -159,13 +159,13 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     };
     let once_code = match reason {
         Reason::Ok => 0,
-        Reason::Timeout => 124,
-        Reason::LeaseLost => 76,
+        Reason::Timeout => exit::TIMED_OUT,
+        Reason::LeaseLost => exit::LEASE_LOST,
         Reason::OutputLimit => 1,
         _ => match (reaped.exit_code, reaped.signal) {
             (Some(c), _) => c.clamp(0, 255) as u8,
-            (None, Some(s)) => (128 + s).clamp(0, 255) as u8,
-            _ => 125,
+            (None, Some(s)) => (i32::from(exit::SIGNALED) + s).clamp(0, 255) as u8,
+            _ => exit::RUN_FAILED,
         },
     };
     Ok(Ended { reason, outcome, once_code, workspace: Some(workspace) })
@@ -175,7 +175,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
 /// workspace of a job that is done. Returns the `--once` exit status.
 pub fn commit(ctx: &Ctx, held: &Held, ended: Ended) -> u8 {
     let settled = commit_group(ctx, &[(held, &ended)]).pop().flatten();
-    if settled.is_none() { 76 } else { ended.once_code }
+    if settled.is_none() { exit::LEASE_LOST } else { ended.once_code }
 }
 
 /// Settle several ended attempts as one group commit
@@ -192,7 +192,7 @@ pub fn commit_group(ctx: &Ctx, group: &[(&Held, &Ended)]) -> Vec<Option<ResultRe
         .zip(&opts)
         .map(|(&i, o)| {
             let (held, ended) = group[i];
-            q_queue::ToSettle { name: &held.name, job: &held.job, reason: ended.reason, outcome: &ended.outcome, opts: o, claim_sync_pending: held.claim_sync_pending.load(std::sync::atomic::Ordering::Acquire) }
+            q_queue::ToSettle { claim: &held.claim, reason: ended.reason, outcome: &ended.outcome, opts: o }
         })
         .collect();
     let mut answers = ctx.q.settle_group(&asks).into_iter();
@@ -260,7 +260,7 @@ fn lease_lost(ctx: &Ctx, held: &Held, outcome: &Outcome) -> Option<ResultRecord>
         cpu_user_ms: outcome.cpu_user_ms,
         cpu_sys_ms: outcome.cpu_sys_ms,
         max_rss_kb: outcome.max_rss_kb,
-        failures: held.name.c.failures,
+        failures: held.c.failures,
         next_run_at: None,
         name: held.job.name.clone(),
         host: Some(ident::host().host.clone()),
@@ -323,13 +323,13 @@ fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<
         }
     }
     cmd.envs(&job.env);
-    cmd.env("Q_DIR", &ctx.root)
-        .env("Q_QUEUE", &ctx.root)
+    cmd.env("Q_DIR", &ctx.for_jobs)
+        .env("Q_QUEUE", &ctx.for_jobs)
         .env("Q_JOB_ID", &job.id)
         .env("Q_ATTEMPT", held.attempt().to_string())
         .env("Q_FENCE", format!("{}:{}", job.id, held.attempt()))
         .env("Q_WORKSPACE", workspace);
-    cmd.env_remove("Q_SUPERVISOR_PID").env_remove("Q_WORKER_ID");
+    cmd.env_remove("Q_SUPERVISOR_PID").env_remove("Q_WORKER_ID").env_remove(crate::cli::PASSWORD_VAR);
     cmd.current_dir(&job.cwd);
     let has_input = !ctx.handler.is_empty() || job.payload.is_some();
     cmd.stdin(if has_input { Stdio::piped() } else { Stdio::null() });
@@ -372,7 +372,7 @@ fn write_run_record(ctx: &Ctx, held: &Held, pid: i32, leader_start: u64, started
         started_at: time::rfc3339(started_ms),
         worker_id: Some(ctx.worker_id.clone()),
     };
-    if let Err(e) = ctx.q.record_start(&held.lease_file, &rec) {
+    if let Err(e) = ctx.q.record_start(&held.claim, &rec) {
         eprintln!("q-run: warning: job {}: cannot record its process group: {e}", held.id);
     }
 }
@@ -461,28 +461,32 @@ fn read_into(r: &mut impl Read, log: &mut Log, buf: &mut [u8], written: &mut u64
     }
 }
 
-/// A log file created on the first byte: a job without output leaves none.
-pub struct Log {
-    path: std::path::PathBuf,
-    file: Option<File>,
+/// A log created on the first byte: a job without output leaves none.
+pub struct Log<'a> {
+    q: &'a crate::cli::Queue,
+    held: &'a Held,
+    stream: Stream,
+    out: Option<Box<dyn Write + Send>>,
+    failed: bool,
 }
 
-impl Log {
-    fn new(path: std::path::PathBuf) -> Log {
-        Log { path, file: None }
+impl<'a> Log<'a> {
+    fn new(q: &'a crate::cli::Queue, held: &'a Held, stream: Stream) -> Log<'a> {
+        Log { q, held, stream, out: None, failed: false }
     }
 
     fn write(&mut self, b: &[u8]) {
-        if self.file.is_none() {
-            // Never through a symlink planted in the queue (O_NOFOLLOW).
-            use std::os::unix::fs::OpenOptionsExt;
-            self.file = fs::OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(nix::libc::O_NOFOLLOW).open(&self.path).ok();
-            if let Some(f) = &self.file {
-                let _ = q_queue::fsx::share(f);
+        if self.out.is_none() && !self.failed {
+            match self.q.log_writer(&self.held.claim, self.stream) {
+                Ok(w) => self.out = Some(w),
+                Err(e) => {
+                    self.failed = true;
+                    eprintln!("q-run: warning: job {}: cannot keep its output: {e}", self.held.id);
+                }
             }
         }
-        if let Some(f) = self.file.as_mut() {
-            let _ = f.write_all(b);
+        if let Some(w) = self.out.as_mut() {
+            let _ = w.write_all(b);
         }
     }
 }

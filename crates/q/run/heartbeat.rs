@@ -1,31 +1,27 @@
 //! The heartbeat: one thread that extends every lease this process holds
 //! (every third of its length) and notices when one was taken over.
 
-use q_queue::names::LeasedName;
-use q_queue::{Claim, Job, Queue};
-use std::fs::File;
-use std::path::PathBuf;
+use crate::cli::Queue;
+use q_queue::Claim;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-/// A claim this process holds: its lease file stays open and flock'ed.
+/// A claim this process holds, kept alive by the heartbeat.
 pub struct Held {
-    pub id: String,
-    pub token: String,
-    pub name: LeasedName,
-    pub job: Job,
-    pub lease_ms: u64,
-    pub lease_file: File,
-    leased_path: PathBuf,
+    pub claim: Claim,
     last_touch: Mutex<Instant>,
     /// The lease was taken over: stop the job, its result will be refused.
     pub lost: AtomicBool,
-    /// The claim is not durable yet: its settle makes it so, or the
-    /// heartbeat once the job has run for [`CLAIM_SYNC_AFTER_MS`].
-    pub claim_sync_pending: AtomicBool,
     /// When this process took the claim.
     since: Instant,
+}
+
+impl std::ops::Deref for Held {
+    type Target = Claim;
+    fn deref(&self) -> &Claim {
+        &self.claim
+    }
 }
 
 /// A deferred claim whose job runs this long is made durable by the
@@ -37,13 +33,8 @@ pub struct Held {
 const CLAIM_SYNC_AFTER_MS: i64 = 50;
 
 impl Held {
-    pub fn attempt(&self) -> u32 {
-        self.name.c.attempt
-    }
-
-    fn beat(&self) {
-        let _ = self.lease_file.set_modified(SystemTime::now());
-        if !self.leased_path.exists() {
+    fn beat(&self, q: &Queue) {
+        if !q.extend(&self.claim) {
             self.lost.store(true, Ordering::Relaxed);
         }
         if let Ok(mut t) = self.last_touch.lock() {
@@ -60,20 +51,28 @@ impl Held {
 /// The set of held claims and the thread that keeps them alive.
 #[derive(Clone)]
 pub struct Heartbeat {
+    q: Queue,
     held: Arc<Mutex<Vec<Arc<Held>>>>,
+    /// Signaled when a claim is held: with none, the thread sleeps on it
+    /// (an idle worker has no wake-ups of its own here).
+    some: Arc<Condvar>,
 }
 
 impl Heartbeat {
     pub fn start(q: &Queue) -> Heartbeat {
-        let hb = Heartbeat { held: Arc::new(Mutex::new(Vec::new())) };
+        let hb = Heartbeat { q: Arc::clone(q), held: Arc::new(Mutex::new(Vec::new())), some: Arc::new(Condvar::new()) };
         let held = Arc::clone(&hb.held);
-        let q = q.clone();
+        let some = Arc::clone(&hb.some);
+        let q = Arc::clone(q);
         std::thread::spawn(move || {
             loop {
+                if let Ok(g) = held.lock() {
+                    drop(some.wait_while(g, |l| l.is_empty()));
+                }
                 std::thread::sleep(Duration::from_millis(50));
                 let list: Vec<Arc<Held>> = held.lock().map(|l| l.clone()).unwrap_or_default();
                 for h in list.iter().filter(|h| h.due()) {
-                    h.beat();
+                    h.beat(&q);
                 }
                 sync_claims(&q, &list);
             }
@@ -81,38 +80,21 @@ impl Heartbeat {
         hb
     }
 
-    /// Hold a claim this process made.
-    pub fn hold(&self, q: &Queue, c: Claim) -> Arc<Held> {
-        // Its lease was written just now: the first beat is a third of it away.
-        self.track(q, c)
-    }
-
-    /// Hold a claim made elsewhere (durable: q-claim made it so) whose lease
-    /// file we locked: extend its lease at once.
-    pub fn adopt(&self, q: &Queue, id: &str, name: LeasedName, job: Job, lease_file: File, lease_ms: u64) -> Arc<Held> {
-        let c = Claim { id: id.to_owned(), name, lease_ms, expires_at_ms: 0, job, lease_file, sync_pending: false };
-        let h = self.track(q, c);
-        h.beat();
-        h
-    }
-
-    fn track(&self, q: &Queue, c: Claim) -> Arc<Held> {
-        let h = Arc::new(Held {
-            token: c.name.token(),
-            leased_path: q.dir("leased").join(c.name.to_string()),
-            id: c.id,
-            name: c.name,
-            job: c.job,
-            lease_ms: c.lease_ms,
-            lease_file: c.lease_file,
-            last_touch: Mutex::new(Instant::now()),
-            lost: AtomicBool::new(false),
-            claim_sync_pending: AtomicBool::new(c.sync_pending),
-            since: Instant::now(),
-        });
+    /// Hold a claim this process made (its lease was written just now:
+    /// the first beat is a third of it away).
+    pub fn hold(&self, c: Claim) -> Arc<Held> {
+        let h = Arc::new(Held { claim: c, last_touch: Mutex::new(Instant::now()), lost: AtomicBool::new(false), since: Instant::now() });
         if let Ok(mut l) = self.held.lock() {
             l.push(Arc::clone(&h));
         }
+        self.some.notify_one();
+        h
+    }
+
+    /// Hold a claim made elsewhere (`Backend::adopt`): extend its lease at once.
+    pub fn adopt(&self, c: Claim) -> Arc<Held> {
+        let h = self.hold(c);
+        h.beat(&self.q);
         h
     }
 
@@ -125,21 +107,13 @@ impl Heartbeat {
 }
 
 /// Make the deferred claims of jobs running for [`CLAIM_SYNC_AFTER_MS`]
-/// durable: one fsync of `leased/` for all of them.
+/// durable, all at once.
 fn sync_claims(q: &Queue, list: &[Arc<Held>]) {
     let after = Duration::from_millis(q_queue::failpoint::override_ms("Q_CLAIM_SYNC_AFTER_MS", CLAIM_SYNC_AFTER_MS).max(0) as u64);
-    let due: Vec<&Arc<Held>> = list
-        .iter()
-        .filter(|h| h.claim_sync_pending.load(Ordering::Acquire) && h.since.elapsed() >= after)
-        .collect();
+    let due: Vec<&Claim> = list.iter().filter(|h| h.durable_pending() && h.since.elapsed() >= after).map(|h| &h.claim).collect();
     if due.is_empty() {
         return;
     }
-    let synced = q.sync_leased().is_ok();
+    let _ = q.make_durable(&due);
     q_queue::failpoint!("run.heartbeat_claim_sync");
-    if synced {
-        for h in due {
-            h.claim_sync_pending.store(false, Ordering::Release);
-        }
-    }
 }

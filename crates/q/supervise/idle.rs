@@ -1,125 +1,29 @@
-//! When is a queue drained, for `--exit-on-idle`? Work is: a running job; a
-//! ready job; a job scheduled within the idle horizon (retries included, so
-//! a Makefile drain waits for them). A paused queue's pending jobs and held
-//! jobs are not work. Waiting jobs whose dependencies all finished are moved
-//! on first (promoted, or ended dependency-failed); the waiting jobs left
-//! then wait on something that is itself not work (held, or due after the
-//! horizon), so they are not work either.
-//!
-//! The scan lists `leased/` before and after `pending/`: a job claimed while
-//! we look is in one of the three listings, so it is never missed.
+//! What `--exit-on-idle` says it left behind. Whether there is work left
+//! is the backend's to tell (`Backend::idle`).
 
-use anyhow::Result;
-use q_queue::names::{Key, QueuedName};
-use q_queue::{Queue, fsx, time};
+use q_queue::Idle;
 
-/// What the scan found.
-#[derive(Debug, Default, Clone)]
-pub struct Idle {
-    /// There is work: do not exit.
-    pub busy: bool,
-    pub paused: bool,
-    pub running: u64,
-    /// Pending jobs due within the horizon (ready now or soon).
-    pub due: u64,
-    /// Pending jobs scheduled after the horizon.
-    pub later: u64,
-    pub waiting: u64,
-    pub held: u64,
-    /// Due jobs of a newer format, which this q leaves alone.
-    pub newer: u64,
-}
-
-impl Idle {
-    /// The jobs that stay behind, in words ("" when none).
-    pub fn left_behind(&self) -> String {
-        let mut parts = Vec::new();
-        if self.paused && self.due > 0 {
-            parts.push(format!(
-                "{} pending in the paused queue (q-ctl resume)",
-                self.due
-            ));
-        }
-        if self.later > 0 {
-            parts.push(format!("{} scheduled after the idle horizon", self.later));
-        }
-        if self.held > 0 {
-            parts.push(format!("{} held (q-ctl release ID)", self.held));
-        }
-        if self.waiting > 0 {
-            parts.push(format!(
-                "{} waiting on jobs that are held or scheduled later",
-                self.waiting
-            ));
-        }
-        if self.newer > 0 {
-            parts.push(format!("{} written by a newer q (run them with it)", self.newer));
-        }
-        if parts.is_empty() {
-            return String::new();
-        }
-        let n = (if self.paused { self.due } else { 0 }) + self.later + self.held + self.waiting + self.newer;
-        format!(
-            "{n} job{} wait: {}",
-            if n == 1 { "" } else { "s" },
-            parts.join(", ")
-        )
+/// The jobs that stay behind, in words ("" when none).
+pub fn left_behind(s: &Idle) -> String {
+    let mut parts = Vec::new();
+    if s.paused && s.due > 0 {
+        parts.push(format!("{} pending in the paused queue (q-ctl resume)", s.due));
     }
-}
-
-/// Look at the queue once. `horizon_ms`: how far ahead a scheduled job
-/// still counts (`None`: any).
-pub fn check(q: &Queue, horizon_ms: Option<u64>) -> Result<Idle> {
-    let mut promoted_once = false;
-    loop {
-        let now = time::now_ms();
-        let limit = horizon_ms.map_or(i64::MAX, |h| now.saturating_add(h as i64));
-        let mut s = Idle {
-            paused: q.paused(now).is_some(),
-            ..Idle::default()
-        };
-        s.running = fsx::list(&q.dir("leased"))?.len() as u64;
-        if s.running > 0 {
-            s.busy = true;
-            return Ok(s);
-        }
-        let pending = q.dir("pending");
-        for seg in fsx::list(&pending)? {
-            if Key::parse(&seg).is_none() {
-                continue;
-            }
-            for n in fsx::list(&pending.join(&seg))? {
-                let Some(name) = QueuedName::parse(&n) else {
-                    continue;
-                };
-                if name.key.run_at > limit {
-                    s.later += 1;
-                } else if q.newer_record(&pending.join(&seg).join(&n)) {
-                    // A newer q's job: no worker here will run it.
-                    s.newer += 1;
-                } else {
-                    s.due += 1;
-                    if !s.paused {
-                        s.busy = true;
-                        return Ok(s);
-                    }
-                }
-            }
-        }
-        s.running = fsx::list(&q.dir("leased"))?.len() as u64;
-        if s.running > 0 {
-            s.busy = true;
-            return Ok(s);
-        }
-        s.held = fsx::list(&q.dir("held"))?.len() as u64;
-        s.waiting = fsx::list(&q.dir("waiting"))?.len() as u64;
-        if s.waiting > 0 && !promoted_once {
-            // Move on the waiting jobs whose dependencies ended, then look again.
-            promoted_once = true;
-            if q.promote_stranded()? > 0 {
-                continue;
-            }
-        }
-        return Ok(s);
+    if s.later > 0 {
+        parts.push(format!("{} scheduled after the idle horizon", s.later));
     }
+    if s.held > 0 {
+        parts.push(format!("{} held (q-ctl release ID)", s.held));
+    }
+    if s.waiting > 0 {
+        parts.push(format!("{} waiting on jobs that are held or scheduled later", s.waiting));
+    }
+    if s.newer > 0 {
+        parts.push(format!("{} written by a newer q (run them with it)", s.newer));
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    let n = (if s.paused { s.due } else { 0 }) + s.later + s.held + s.waiting + s.newer;
+    format!("{n} job{} wait: {}", if n == 1 { "" } else { "s" }, parts.join(", "))
 }

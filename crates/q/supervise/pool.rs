@@ -44,12 +44,15 @@ pub struct Slot {
 pub struct WorkerCmd {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
+    /// The queue, to hand on what opens it (a database password) out of argv.
+    pub loc: q_queue::Location,
 }
 
 impl WorkerCmd {
     /// Start worker `worker_id`; its output lines come to `tx`.
     pub fn spawn(&self, worker_id: &str, tx: &Sender<Ev>) -> std::io::Result<(i32, u64)> {
         let mut c = Command::new(&self.exe);
+        crate::cli::hand_on(&mut c, &self.loc);
         c.args(&self.args)
             .env("Q_WORKER_ID", worker_id)
             .env("Q_SUPERVISOR_PID", std::process::id().to_string())
@@ -163,23 +166,11 @@ pub fn orphans(exclude: &[i32]) -> Vec<(i32, i32)> {
         if exclude.contains(&pid) {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(st) = q_queue::ident::stat(pid) else {
             continue;
         };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // state ppid pgrp session
-        let (Some(ppid), Some(pgrp), Some(sid)) = (f.get(1), f.get(2), f.get(3)) else {
-            continue;
-        };
-        let (Ok(ppid), Ok(pgrp), Ok(sid)) =
-            (ppid.parse::<i32>(), pgrp.parse::<i32>(), sid.parse::<i32>())
-        else {
-            continue;
-        };
-        if ppid == me && sid == my_sid && pgrp != my_pgid && f.first() != Some(&"Z") {
+        let (ppid, pgrp, sid) = (st.ppid, st.pgrp, st.session);
+        if ppid == me && sid == my_sid && pgrp != my_pgid && st.state != 'Z' {
             out.push((pid, pgrp));
         }
     }

@@ -13,7 +13,8 @@ use super::{Ev, idle};
 use crate::exit;
 use anyhow::Result;
 use q_queue::lock::{Acquired, LockGuard};
-use q_queue::{Queue, State, time};
+use crate::cli::Queue;
+use q_queue::{Reason, Singleton, State, time};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender};
@@ -31,41 +32,71 @@ pub(super) enum Mode {
     Stop,
 }
 
+/// The supervisor: the queue it serves and its loop's own state; each
+/// other piece of state has one owner below.
 pub(super) struct Sup {
     pub(super) q: Queue,
-    pub(super) cmd: WorkerCmd,
-    pub(super) exit_on_idle: bool,
-    pub(super) horizon: Option<u64>,
-    pub(super) base_ms: u64,
     pub(super) grace_ms: u64,
-    pub(super) slots: Vec<Slot>,
-    pub(super) tx: Sender<Ev>,
     pub(super) rx: Receiver<Ev>,
     pub(super) rep: Reporter,
     pub(super) wd: Option<Watchdog>,
     pub(super) guard: Option<LockGuard>,
     pub(super) mode: Mode,
     pub(super) signals: u32,
-    /// Final state and reason per job id, from the workers' result lines.
-    pub(super) outcomes: HashMap<String, (State, String)>,
-    pub(super) open_pipes: usize,
+    /// The first signal was SIGINT (Ctrl-C): exit 130 unless all work was done.
+    pub(super) interrupted: bool,
+    pub(super) workers: Workers,
+    pub(super) track: Track,
+    pub(super) idle: IdleWatch,
+    pub(super) upkeep: Upkeep,
+    /// The shared options, for the `q-log` command a failure line names.
+    pub(super) common: crate::cli::Common,
+}
+
+/// The worker positions and their processes.
+pub(super) struct Workers {
+    pub(super) cmd: WorkerCmd,
+    pub(super) slots: Vec<Slot>,
+    /// The restart backoff's base.
+    pub(super) base_ms: u64,
+    /// Where worker processes send their output lines.
+    pub(super) tx: Sender<Ev>,
     pub(super) pid_worker: HashMap<i32, String>,
+    /// Output pipes of workers not closed yet.
+    pub(super) open_pipes: usize,
+    pub(super) ever_started: bool,
+}
+
+/// What the supervisor learned of jobs (track.rs).
+pub(super) struct Track {
+    /// Final state and reason per job id, from the workers' result lines.
+    pub(super) outcomes: HashMap<String, (State, Option<Reason>)>,
+    /// (id, attempt) of a running claim → what we know of it.
+    pub(super) claims: HashMap<(String, u32), Seen>,
+    /// Jobs that ended (terminal result lines) under this supervisor.
+    pub(super) finished: u64,
+    pub(super) labels: HashMap<String, String>,
+    pub(super) started: Instant,
+    pub(super) last_draw: Instant,
+}
+
+/// `--exit-on-idle`: is the queue drained?
+pub(super) struct IdleWatch {
+    pub(super) exit_on_idle: bool,
+    pub(super) horizon: Option<u64>,
+    /// Idle looks in a row.
+    pub(super) idle_seen: u32,
+    pub(super) last_idle_check: Instant,
+    pub(super) left_behind: Option<q_queue::Idle>,
+    /// The loop ended because the queue was idle.
+    pub(super) idle_exit: bool,
+}
+
+/// When the periodic passes last ran.
+pub(super) struct Upkeep {
     pub(super) last_reclaim: Instant,
     /// When waiting jobs were last looked at for stranded ones.
     pub(super) last_promote: Option<Instant>,
-    /// Leased file name → what we know of the claim.
-    pub(super) claims: HashMap<String, Seen>,
-    pub(super) ever_started: bool,
-    pub(super) idle_seen: u32,
-    pub(super) last_idle_check: Instant,
-    pub(super) left_behind: Option<idle::Idle>,
-    /// The loop ended because the queue was idle (`--exit-on-idle`).
-    pub(super) idle_exit: bool,
-    pub(super) started: Instant,
-    /// Jobs that ended (terminal result lines) under this supervisor.
-    pub(super) finished: u64,
-    pub(super) last_draw: Instant,
-    pub(super) labels: HashMap<String, String>,
 }
 
 pub(super) const TICK: Duration = Duration::from_millis(200);
@@ -93,28 +124,38 @@ impl Sup {
                 self.stop_now();
             }
             let status = self.finish();
-            if code.is_none() && self.idle_exit && self.signals == 0 && self.busy_again() {
+            if code.is_none() && self.idle.idle_exit && self.signals == 0 && self.busy_again() {
                 // Work arrived as we let go of the lock, and we have it again.
                 self.mode = Mode::Running;
-                self.idle_seen = 0;
-                self.idle_exit = false;
+                self.idle.idle_seen = 0;
+                self.idle.idle_exit = false;
                 continue;
             }
             if let Some(w) = self.wd.take() {
                 w.bye();
+            }
+            if code.is_none() && self.interrupted && !self.all_work_done() {
+                return exit::INTERRUPTED;
             }
             return code.unwrap_or(status);
         }
     }
 
     fn started_event(&mut self) {
-        let n = self.slots.len();
+        let n = self.workers.slots.len();
         self.rep.event(
             "supervisor-started",
             None,
             Self::me(),
-            json!({"workers": n, "queue": self.q.root().display().to_string()}),
+            json!({"workers": n, "queue": self.q.location().display()}),
         );
+    }
+
+    /// After an interrupt: had the drain nothing left to do (no job it
+    /// handed back, nothing ready, running or due)?
+    fn all_work_done(&self) -> bool {
+        let requeued = self.track.outcomes.values().any(|(st, r)| *st == State::Pending && *r == Some(Reason::WorkerShutdown));
+        !requeued && self.q.idle(self.idle.horizon).is_ok_and(|s| !s.busy)
     }
 
     /// After an idle exit let go of the lock: did work arrive meanwhile (and
@@ -122,12 +163,12 @@ impl Sup {
     /// here, or its pusher (`q-push --start`) found no supervisor and started
     /// one.
     fn busy_again(&mut self) -> bool {
-        if !idle::check(&self.q, self.horizon).is_ok_and(|s| s.busy) {
+        if !self.q.idle(self.idle.horizon).is_ok_and(|s| s.busy) {
             return false;
         }
         match self
             .q
-            .try_lock_named("supervise", Duration::from_millis(200))
+            .lock(Singleton::Supervisor, Duration::from_millis(200))
         {
             Ok(Acquired::Held(g)) => {
                 self.guard = Some(g);
@@ -139,7 +180,7 @@ impl Sup {
 
     pub(super) fn main_loop(&mut self) -> Result<()> {
         self.reclaim();
-        for k in 0..self.slots.len() {
+        for k in 0..self.workers.slots.len() {
             self.start_worker(k)?;
         }
         loop {
@@ -151,16 +192,16 @@ impl Sup {
                 }
             }
             self.reap();
-            if self.last_reclaim.elapsed() >= Duration::from_secs(1) {
+            if self.upkeep.last_reclaim.elapsed() >= Duration::from_secs(1) {
                 self.reclaim();
             }
-            if self.last_promote.is_none_or(|t| t.elapsed() >= PROMOTE_EVERY) {
+            if self.upkeep.last_promote.is_none_or(|t| t.elapsed() >= PROMOTE_EVERY) {
                 self.promote_stranded();
             }
             match self.mode {
                 Mode::Running => {
                     self.restart_due()?;
-                    if self.exit_on_idle && self.last_idle_check.elapsed() >= IDLE_TICK {
+                    if self.idle.exit_on_idle && self.idle.last_idle_check.elapsed() >= IDLE_TICK {
                         self.check_idle()?;
                     }
                 }
@@ -186,7 +227,7 @@ impl Sup {
             if self.rep.events || self.rep.progress {
                 self.watch_claims();
             }
-            if self.rep.progress && self.last_draw.elapsed() >= Duration::from_millis(500) {
+            if self.rep.progress && self.track.last_draw.elapsed() >= Duration::from_millis(500) {
                 self.draw();
             }
         }
@@ -194,12 +235,12 @@ impl Sup {
 
     pub(super) fn next_wakeup(&self) -> Duration {
         let now = Instant::now();
-        let tick = if self.exit_on_idle && self.mode == Mode::Running {
-            IDLE_TICK.saturating_sub(self.last_idle_check.elapsed())
+        let tick = if self.idle.exit_on_idle && self.mode == Mode::Running {
+            IDLE_TICK.saturating_sub(self.idle.last_idle_check.elapsed())
         } else {
             TICK
         };
-        self.slots
+        self.workers.slots
             .iter()
             .filter_map(|s| s.restart_at)
             .map(|t| t.saturating_duration_since(now))
@@ -207,15 +248,16 @@ impl Sup {
     }
 
     pub(super) fn live(&self) -> usize {
-        self.slots.iter().filter(|s| s.pid.is_some()).count()
+        self.workers.live()
     }
 
     pub(super) fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Signal(s) if s == signal_hook::consts::SIGCHLD => {}
-            Ev::Signal(_) => {
+            Ev::Signal(s) => {
                 self.signals += 1;
                 if self.signals == 1 {
+                    self.interrupted = s == signal_hook::consts::SIGINT;
                     self.drain();
                 } else if self.mode != Mode::Stop {
                     self.stop_now();
@@ -226,7 +268,7 @@ impl Sup {
                 stderr: true,
                 line,
             } => {
-                let w = self.worker_of(pid).map(str::to_owned);
+                let w = self.workers.worker_of(pid).map(str::to_owned);
                 self.rep.relay(w.as_deref(), pid, &line);
             }
             Ev::Line {
@@ -234,7 +276,7 @@ impl Sup {
                 stderr: false,
                 line,
             } => self.result_line(pid, &line),
-            Ev::Eof { .. } => self.open_pipes = self.open_pipes.saturating_sub(1),
+            Ev::Eof { .. } => self.workers.open_pipes = self.workers.open_pipes.saturating_sub(1),
         }
     }
 
@@ -255,7 +297,7 @@ impl Sup {
                 time::human_duration(self.grace_ms)
             ));
         }
-        for s in &mut self.slots {
+        for s in &mut self.workers.slots {
             s.restart_at = None;
             if let Some(pid) = s.pid {
                 pool::term_worker(pid, s.pid_start);
@@ -268,7 +310,7 @@ impl Sup {
     /// then reclaim their jobs (killing what is left of each) and requeue.
     pub(super) fn stop_now(&mut self) {
         self.rep.event("stopping", None, Self::me(), json!({}));
-        for s in &mut self.slots {
+        for s in &mut self.workers.slots {
             s.restart_at = None;
             if let Some(pid) = s.pid {
                 pool::kill_worker(pid, s.pid_start);
@@ -287,23 +329,23 @@ impl Sup {
 
     /// `--exit-on-idle`: look whether there is work left.
     pub(super) fn check_idle(&mut self) -> Result<()> {
-        self.last_idle_check = Instant::now();
+        self.idle.last_idle_check = Instant::now();
         // A passing error while looking (a directory vanishing under a
         // concurrent rename) must not end a drain: say so, look again later.
-        let s = match idle::check(&self.q, self.horizon) {
+        let s = match self.q.idle(self.idle.horizon) {
             Ok(s) => s,
             Err(e) => {
                 self.rep.error(&format!("cannot read the queue's state ({e:#}); looking again"));
-                self.idle_seen = 0;
+                self.idle.idle_seen = 0;
                 return Ok(());
             }
         };
         if s.busy {
-            self.idle_seen = 0;
+            self.idle.idle_seen = 0;
             return Ok(());
         }
-        self.idle_seen += 1;
-        if self.idle_seen >= 2 {
+        self.idle.idle_seen += 1;
+        if self.idle.idle_seen >= 2 {
             // Idle twice in a row: let the workers go.
             self.rep.event(
                 "idle",
@@ -311,7 +353,7 @@ impl Sup {
                 Self::me(),
                 json!({"waiting": s.waiting, "held": s.held, "later": s.later, "paused": s.paused}),
             );
-            for sl in &mut self.slots {
+            for sl in &mut self.workers.slots {
                 sl.restart_at = None;
                 if let Some(pid) = sl.pid {
                     pool::term_worker(pid, sl.pid_start);
@@ -326,21 +368,21 @@ impl Sup {
     /// once more, so that a job pushed meanwhile is either seen here or its
     /// pusher (`q-push --start`) finds no supervisor and starts one.
     pub(super) fn final_idle(&mut self) -> Result<bool> {
-        let s = idle::check(&self.q, self.horizon)?;
+        let s = self.q.idle(self.idle.horizon)?;
         if s.busy {
             self.resume();
             return Ok(false);
         }
-        self.left_behind = Some(s);
-        self.idle_exit = true;
+        self.idle.left_behind = Some(s);
+        self.idle.idle_exit = true;
         Ok(true)
     }
 
     pub(super) fn resume(&mut self) {
         self.mode = Mode::Running;
-        self.idle_seen = 0;
+        self.idle.idle_seen = 0;
         let now = Instant::now();
-        for s in &mut self.slots {
+        for s in &mut self.workers.slots {
             if s.pid.is_none() {
                 s.restart_at = Some(now);
             }
@@ -351,7 +393,7 @@ impl Sup {
     pub(super) fn finish(&mut self) -> u8 {
         // The workers' last lines (result lines of drained jobs).
         let until = Instant::now() + Duration::from_secs(3);
-        while self.open_pipes > 0 && Instant::now() < until {
+        while self.workers.open_pipes > 0 && Instant::now() < until {
             if let Ok(ev) = self.rx.recv_timeout(Duration::from_millis(50)) {
                 match ev {
                     // Counted (no resuming after an idle exit), not acted on.
@@ -366,16 +408,16 @@ impl Sup {
         self.reclaim();
         self.kill_orphans();
         self.rep.clear();
-        if let Some(s) = self.left_behind.take() {
-            let msg = s.left_behind();
+        if let Some(s) = self.idle.left_behind.take() {
+            let msg = idle::left_behind(&s);
             if !msg.is_empty() {
                 self.rep.note(&format!("idle; {msg}"));
             }
         }
         let failed: Vec<&String> = self
-            .outcomes
+            .track.outcomes
             .iter()
-            .filter(|(_, (st, r))| failed(*st, r))
+            .filter(|(_, (st, r))| failed(*st, *r))
             .map(|(id, _)| id)
             .collect();
         let code = if failed.is_empty() {
@@ -384,15 +426,15 @@ impl Sup {
             exit::NOTHING
         };
         let done = self
-            .outcomes
+            .track.outcomes
             .values()
             .filter(|(st, _)| *st == State::Done)
             .count();
-        if self.rep.progress && !self.outcomes.is_empty() {
+        if self.rep.progress && !self.track.outcomes.is_empty() {
             let mut msg = format!(
                 "{} job{} ran here: {done} done",
-                self.outcomes.len(),
-                if self.outcomes.len() == 1 { "" } else { "s" }
+                self.track.outcomes.len(),
+                if self.track.outcomes.len() == 1 { "" } else { "s" }
             );
             if !failed.is_empty() {
                 msg.push_str(&format!(
@@ -400,7 +442,7 @@ impl Sup {
                     failed.len()
                 ));
             }
-            let requeued = self.outcomes.len() - done - failed.len();
+            let requeued = self.track.outcomes.len() - done - failed.len();
             if requeued > 0 {
                 msg.push_str(&format!(", {requeued} back in the queue"));
             }

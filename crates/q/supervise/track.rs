@@ -1,18 +1,19 @@
 //! What a supervisor learns about jobs: the `result` lines its workers
-//! print (outcomes, `job-finished`), the claims it sees in `leased/`
+//! print (outcomes, `job-finished`), the running claims it sees
 //! (`job-claimed`, the progress view), and the leases it reclaims
 //! (`lease-reclaimed`). The progress view is drawn from the same.
 
 use super::report;
 use super::sup::Sup;
-use q_queue::names::LeasedName;
-use q_queue::{Queue, State, fsx, time};
+use crate::cli::Queue;
+use q_queue::{Entry, Reason, State, time};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Instant;
 
-/// A claim seen in `leased/`, for events and progress.
+/// A running claim seen, for events and progress.
 pub(super) struct Seen {
+    pub(super) entry: Entry,
     pub(super) id: String,
     pub(super) attempt: u32,
     pub(super) worker_id: Option<String>,
@@ -35,13 +36,18 @@ impl Sup {
             return;
         };
         let reason = v["reason"].as_str().unwrap_or("").to_owned();
-        if reason != "lease-lost" {
+        if reason != Reason::LeaseLost.as_str() {
             if state.is_terminal() {
-                self.finished += 1;
+                self.track.finished += 1;
             }
-            self.outcomes.insert(id.to_owned(), (state, reason.clone()));
+            self.track.outcomes.insert(id.to_owned(), (state, Reason::parse(&reason)));
+            if state.is_terminal() && state != State::Done
+                && let Ok(r) = serde_json::from_value::<q_queue::ResultRecord>(v.clone())
+            {
+                self.failure_line(&r);
+            }
         }
-        let w = self.worker_of(pid).map(str::to_owned);
+        let w = self.workers.worker_of(pid).map(str::to_owned);
         self.rep.event(
             "job-finished",
             w.as_deref(),
@@ -51,11 +57,25 @@ impl Sup {
         );
     }
 
+    /// One line on stderr for a job of ours that ended other than done
+    /// (not with `-q`; `--events` has `job-finished` instead), so that
+    /// under make, cron or CI the failed job is named.
+    fn failure_line(&mut self, r: &q_queue::ResultRecord) {
+        let line = crate::ended::line(r, None, Some(&self.common));
+        self.say_failure(&line);
+    }
+
+    fn say_failure(&mut self, line: &str) {
+        if !self.rep.events {
+            self.rep.note(line);
+        }
+    }
+
     /// Move on waiting jobs whose dependencies ended but whose marker was
     /// lost (a power loss) or never written (an older q): at start and
     /// every [`super::sup::PROMOTE_EVERY`].
     pub(super) fn promote_stranded(&mut self) {
-        self.last_promote = Some(Instant::now());
+        self.upkeep.last_promote = Some(Instant::now());
         if let Err(e) = self.q.promote_stranded() {
             self.rep.error(&format!("promoting waiting jobs: {e}"));
         }
@@ -64,26 +84,29 @@ impl Sup {
     /// Reclaim claims whose owner is gone (a worker that died, or an
     /// expired lease anywhere).
     pub(super) fn reclaim(&mut self) {
-        self.last_reclaim = Instant::now();
+        self.upkeep.last_reclaim = Instant::now();
         q_queue::failpoint!("supervise.before_reclaim");
         let list = match self.q.reclaim(false) {
             Ok(l) => l,
             Err(e) => return self.rep.error(&format!("reclaiming leases: {e}")),
         };
         for r in list {
-            let key = format!("{}.{}.json", r.id, r.token);
+            let key = (r.id.clone(), r.attempt);
             let (seen_w, pid) = self
-                .claims
+                .track.claims
                 .get(&key)
                 .map_or((None, None), |s| (s.worker_id.clone(), s.pid));
             let w = r.worker_id.clone().or(seen_w);
             let ours = w
                 .as_deref()
-                .is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
+                .is_some_and(|w| self.workers.owns(w));
             if ours && r.state.is_terminal() {
-                self.finished += 1;
-                self.outcomes
-                    .insert(r.id.clone(), (r.state, r.reason.as_str().to_owned()));
+                self.track.finished += 1;
+                self.track.outcomes.insert(r.id.clone(), (r.state, Some(r.reason)));
+                if r.state != State::Done {
+                    let line = crate::ended::of_job(&self.q, &r.id, r.state, Some(&self.common));
+                    self.say_failure(&line);
+                }
             }
             self.rep.event(
                 "lease-reclaimed",
@@ -96,29 +119,29 @@ impl Sup {
 
     /// Notice new claims (job-claimed events, progress).
     pub(super) fn watch_claims(&mut self) {
-        let Ok(names) = fsx::list(&self.q.dir("leased")) else {
+        let Ok(running) = self.q.entries(&[State::Running]) else {
             return;
         };
-        let names: HashSet<String> = names.into_iter().collect();
-        self.claims.retain(|k, _| names.contains(k));
-        for n in names {
-            if self.claims.contains_key(&n) {
+        let keys: HashSet<(String, u32)> = running.iter().map(|e| (e.id.clone(), e.c.unwrap_or_default().attempt)).collect();
+        self.track.claims.retain(|k, _| keys.contains(k));
+        for e in running {
+            let attempt = e.c.unwrap_or_default().attempt;
+            let key = (e.id.clone(), attempt);
+            if self.track.claims.contains_key(&key) {
                 continue;
             }
-            let Some(l) = LeasedName::parse(&n) else {
-                continue;
-            };
-            let Ok(lease) = self.q.read_lease(&l.id, l.c.attempt) else {
+            let Some(lease) = self.q.live_records(&e.id, attempt).0 else {
                 continue;
             };
             let ours = lease
                 .worker_id
                 .as_deref()
-                .is_some_and(|w| self.slots.iter().any(|s| s.worker_id == w));
+                .is_some_and(|w| self.workers.owns(w));
             let local = lease.host == q_queue::ident::host().host;
             let seen = Seen {
-                id: l.id.clone(),
-                attempt: l.c.attempt,
+                id: e.id.clone(),
+                attempt,
+                entry: e,
                 worker_id: lease.worker_id.clone(),
                 pid: local.then_some(lease.pid),
                 since_ms: time::parse_time(&lease.claimed_at).unwrap_or_else(|_| time::now_ms()),
@@ -131,19 +154,19 @@ impl Sup {
                     json!({"id": seen.id, "attempt": seen.attempt}),
                 );
             }
-            self.claims.insert(n, seen);
+            self.track.claims.insert(key, seen);
         }
     }
 
     /// The live progress block (terminal only).
     pub(super) fn draw(&mut self) {
-        self.last_draw = Instant::now();
+        self.track.last_draw = Instant::now();
         let Ok(c) = self.q.counts() else { return };
         let paused = self.q.paused(time::now_ms()).is_some();
         let mut parts = vec![format!(
             "{}/{} workers{}",
             self.live(),
-            self.slots.len(),
+            self.workers.slots.len(),
             if paused { " (queue paused)" } else { "" }
         )];
         for (n, what, always) in [
@@ -161,9 +184,9 @@ impl Sup {
             }
         }
         let mut lines = vec![format!("q-supervise: {}", parts.join(" · "))];
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        if self.finished > 0 {
-            let rate = self.finished as f64 / secs;
+        let secs = self.track.started.elapsed().as_secs_f64().max(0.001);
+        if self.track.finished > 0 {
+            let rate = self.track.finished as f64 / secs;
             let left = c.ready + c.running;
             let eta = if rate > 0.0 && left > 0 {
                 format!(
@@ -175,23 +198,23 @@ impl Sup {
             };
             lines.push(format!(
                 "  {} finished here · {:.2} jobs/s{eta}",
-                self.finished, rate
+                self.track.finished, rate
             ));
         }
         let now = time::now_ms();
         let mut running: Vec<(String, String, String, u64)> = Vec::new();
-        for (name, s) in &self.claims {
+        for s in self.track.claims.values() {
             let Some(w) = s
                 .worker_id
                 .clone()
-                .filter(|w| self.slots.iter().any(|sl| &sl.worker_id == w))
+                .filter(|w| self.workers.owns(w))
             else {
                 continue;
             };
             let label = self
-                .labels
+                .track.labels
                 .entry(s.id.clone())
-                .or_insert_with(|| label_of(&self.q, name))
+                .or_insert_with(|| label_of(&self.q, &s.entry))
                 .clone();
             running.push((w, s.id.clone(), label, (now - s.since_ms).max(0) as u64));
         }
@@ -205,20 +228,17 @@ impl Sup {
 
 /// Did a job whose last known state is this end badly (or leave a retry
 /// that this supervisor did not wait for)?
-pub(super) fn failed(st: State, reason: &str) -> bool {
+pub(super) fn failed(st: State, reason: Option<Reason>) -> bool {
     match st {
         State::Dead | State::Canceled => true,
-        State::Pending => matches!(
-            reason,
-            "exit" | "signal" | "timeout" | "output-limit" | "spawn-failed"
-        ),
+        State::Pending => reason.is_some_and(Reason::is_failure),
         _ => false,
     }
 }
 
 /// A short label for a running job: its name, else its command.
-fn label_of(q: &Queue, leased_name: &str) -> String {
-    let Some(job) = q.read_job(&q.dir("leased").join(leased_name)).ok() else {
+fn label_of(q: &Queue, e: &Entry) -> String {
+    let Some((_, job)) = q.job(e).ok().flatten() else {
         return String::new();
     };
     if let Some(n) = job.name {

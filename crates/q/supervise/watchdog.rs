@@ -31,9 +31,10 @@ impl Watchdog {
     pub fn start(common: &Common) -> std::io::Result<Watchdog> {
         let exe = std::env::current_exe()?;
         let mut c = Command::new(exe);
+        crate::cli::hand_on(&mut c, &common.location());
         c.arg("--watchdog")
             .arg("--queue")
-            .arg(common.path())
+            .arg(common.location().to_arg())
             .arg("--durability")
             .arg(&common.durability);
         c.stdin(Stdio::piped())

@@ -3,31 +3,44 @@
 //! reap every ended child, and kill job processes left to us.
 
 use super::pool;
-use super::sup::{Mode, Sup};
+use super::sup::{Mode, Sup, Workers};
 use anyhow::{Result, anyhow};
 use q_queue::time;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-impl Sup {
+impl Workers {
+    /// The worker id of a worker process of ours.
     pub(super) fn worker_of(&self, pid: i32) -> Option<&str> {
         self.pid_worker.get(&pid).map(String::as_str)
     }
 
+    /// Is this worker id one of our positions?
+    pub(super) fn owns(&self, worker_id: &str) -> bool {
+        self.slots.iter().any(|s| s.worker_id == worker_id)
+    }
+
+    /// Workers running now.
+    pub(super) fn live(&self) -> usize {
+        self.slots.iter().filter(|s| s.pid.is_some()).count()
+    }
+}
+
+impl Sup {
     /// Start (or restart) worker position `k`.
     pub(super) fn start_worker(&mut self, k: usize) -> Result<()> {
-        let worker_id = self.slots[k].worker_id.clone();
-        match self.cmd.spawn(&worker_id, &self.tx) {
+        let worker_id = self.workers.slots[k].worker_id.clone();
+        match self.workers.cmd.spawn(&worker_id, &self.workers.tx) {
             Ok((pid, start)) => {
-                let s = &mut self.slots[k];
+                let s = &mut self.workers.slots[k];
                 s.pid = Some(pid);
                 s.pid_start = start;
                 s.started = Instant::now();
                 s.restart_at = None;
                 let restarts = s.restarts;
-                self.ever_started = true;
-                self.open_pipes += 2;
-                self.pid_worker.insert(pid, worker_id.clone());
+                self.workers.ever_started = true;
+                self.workers.open_pipes += 2;
+                self.workers.pid_worker.insert(pid, worker_id.clone());
                 if let Some(w) = self.wd.as_mut() {
                     w.worker(pid, start);
                 }
@@ -39,9 +52,9 @@ impl Sup {
                 );
                 Ok(())
             }
-            Err(e) if !self.ever_started => Err(anyhow!(
+            Err(e) if !self.workers.ever_started => Err(anyhow!(
                 "cannot start the worker {}: {e} (is q installed completely?)",
-                self.cmd.exe.display()
+                self.workers.cmd.exe.display()
             )),
             Err(e) => {
                 self.rep
@@ -54,8 +67,8 @@ impl Sup {
 
     pub(super) fn restart_due(&mut self) -> Result<()> {
         let now = Instant::now();
-        for k in 0..self.slots.len() {
-            if self.slots[k].pid.is_none() && self.slots[k].restart_at.is_some_and(|t| t <= now) {
+        for k in 0..self.workers.slots.len() {
+            if self.workers.slots[k].pid.is_none() && self.workers.slots[k].restart_at.is_some_and(|t| t <= now) {
                 self.start_worker(k)?;
             }
         }
@@ -63,8 +76,8 @@ impl Sup {
     }
 
     pub(super) fn schedule_restart(&mut self, k: usize, old_pid: Option<i32>) {
-        let base = self.base_ms;
-        let s = &mut self.slots[k];
+        let base = self.workers.base_ms;
+        let s = &mut self.workers.slots[k];
         if s.started.elapsed() >= Duration::from_millis(base.saturating_mul(pool::HEALTHY_FACTOR)) {
             s.restarts = 0;
         }
@@ -89,14 +102,14 @@ impl Sup {
                 self.wd = None;
                 continue;
             }
-            let Some(k) = self.slots.iter().position(|s| s.pid == Some(e.pid)) else {
+            let Some(k) = self.workers.slots.iter().position(|s| s.pid == Some(e.pid)) else {
                 continue;
             };
             let (id, ran) = (
-                self.slots[k].worker_id.clone(),
-                self.slots[k].started.elapsed(),
+                self.workers.slots[k].worker_id.clone(),
+                self.workers.slots[k].started.elapsed(),
             );
-            self.slots[k].pid = None;
+            self.workers.slots[k].pid = None;
             if let Some(w) = self.wd.as_mut() {
                 w.gone(e.pid);
             }
@@ -116,11 +129,11 @@ impl Sup {
                         _ => "ended".to_owned(),
                     };
                     let delay = pool::backoff_ms(
-                        self.base_ms,
-                        if ran.as_millis() as u64 >= self.base_ms.saturating_mul(pool::HEALTHY_FACTOR) {
+                        self.workers.base_ms,
+                        if ran.as_millis() as u64 >= self.workers.base_ms.saturating_mul(pool::HEALTHY_FACTOR) {
                             0
                         } else {
-                            self.slots[k].restarts
+                            self.workers.slots[k].restarts
                         },
                     );
                     if !self.rep.events {

@@ -1,41 +1,136 @@
-//! The storage seam. Every tool works through these operations, and only
-//! these; the queue directory (`Queue`) is the first implementation. A
-//! second backend (PostgreSQL, see the project's scale-out notes) implements
-//! the same trait: row per job, claim by `UPDATE … SKIP LOCKED`, fencing by
-//! `WHERE token = …`. Operations that are specific to a directory (gc of
-//! files, quarantine) stay on `Queue`.
+//! The storage seam. Every tool opens a [`Backend`] from `--queue` (a
+//! [`Location`]) and works through its operations only; none of them names
+//! a file, a path or a file name of the queue. The queue directory
+//! (`Queue`, docs/FORMAT.md) is the first implementation; a second one
+//! (PostgreSQL) implements the same trait and passes the same conformance
+//! suite (`tests/conformance.rs`).
+//!
+//! Tools hold an `Arc<dyn Backend>`: the backend is chosen at run time from
+//! a string, one binary serves every kind, and threads of one tool (a
+//! worker's heartbeat and committer) share it. A call through the vtable
+//! costs nothing next to the system calls behind each operation.
+//!
+//! What is per host whatever the backend — a running job's process group
+//! and its workspace — is the local part: [`Workspaces`] and
+//! [`Backend::record_start`]. For a directory queue it stays under `var/`.
 
 use crate::claim::{Claim, ClaimOpts};
-use crate::error::Result;
-use crate::job::NewJob;
+use crate::error::{Error, Result};
+use crate::gc::{Action, GcOpts};
+use crate::idle::Idle;
+use crate::job::{Job, NewJob};
 use crate::list::{Counts, Entry};
+use crate::local::Workspaces;
+use crate::lock::Acquired;
 use crate::push::Pushed;
-use crate::queue::Queue;
+use crate::queue::{Durability, Pause, Queue};
 use crate::reclaim::Reclaimed;
-use crate::record::{Outcome, Reason, ResultRecord, State};
-use crate::settle::{Located, SettleOpts};
+use crate::record::{Chunk, Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::settle::{SettleOpts, ToSettle};
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// What a queue backend does.
-pub trait Backend {
+/// What a queue backend does: every operation of every tool.
+pub trait Backend: Send + Sync {
+    /// Where the queue is.
+    fn location(&self) -> Location;
+    /// Does a settle wait for durable storage? (Then settles that end close
+    /// together are worth committing as a group.)
+    fn settles_sync(&self) -> bool;
+
+    // Push.
     /// Add jobs; each is durable before its outcome is returned.
     fn push(&self, jobs: Vec<NewJob>) -> Vec<Result<Pushed>>;
-    /// Take up to `n` ready jobs under a lease, most urgent first.
+    /// A pusher's recorded environment (`env_from: pusher`).
+    fn load_env(&self, env_ref: &str) -> Result<BTreeMap<String, String>>;
+
+    // Claim.
+    /// Take up to `n` ready jobs under a lease, most urgent first; durable
+    /// when returned.
     fn claim(&self, n: usize, opts: &ClaimOpts) -> Result<Vec<Claim>>;
-    /// Extend a claim (the heartbeat); refused with `LeaseLost` when stale.
+    /// A long-lived claimer for a worker that runs what it claims and
+    /// settles it with [`Backend::settle_group`]: it may leave a claim's
+    /// durability to that settle ([`Claim::durable_pending`]).
+    fn claimer(&self) -> Box<dyn Claimer>;
+    /// Take over a claim made by another process (`q-claim | q-run
+    /// --stdin`): `LeaseLost` when it is no longer current, `Busy` when
+    /// another process runs it.
+    fn adopt(&self, id: &str, token: &str) -> Result<Claim>;
+
+    // A claim this process holds.
+    /// Extend its lease (the heartbeat). False when it was taken over.
+    fn extend(&self, c: &Claim) -> bool;
+    /// Make claims whose durability was deferred durable now.
+    fn make_durable(&self, claims: &[&Claim]) -> Result<()>;
+    /// Record that the claim's job started, with its process group.
+    fn record_start(&self, c: &Claim, run: &RunInfo) -> Result<()>;
+    /// Has someone asked to cancel it?
+    fn cancel_requested(&self, c: &Claim) -> bool;
+    /// Where its output goes (opened on the job's first byte). Each `write`
+    /// is one chunk: the backend records the order of the chunks of both
+    /// streams ([`Backend::log_order`]).
+    fn log_writer(&self, c: &Claim, stream: Stream) -> Result<Box<dyn std::io::Write + Send>>;
+    /// The workspaces of the attempts this process runs.
+    fn workspaces(&self) -> Workspaces;
+
+    // Settle.
+    /// Extend a claim named by its token (`q-ctl touch`); `LeaseLost` when stale.
     fn touch(&self, id: &str, token: &str) -> Result<i64>;
-    /// The fenced completion of a claim.
+    /// The fenced completion of a claim named by its token.
     fn settle(&self, id: &str, token: &str, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Result<ResultRecord>;
+    /// Settle claims this process holds as one commit; one answer each, in order.
+    fn settle_group(&self, group: &[ToSettle]) -> Vec<Result<ResultRecord>>;
     /// Settle the claims of owners that are gone.
     fn reclaim(&self, dry_run: bool) -> Result<Vec<Reclaimed>>;
+
+    // Read.
     /// Counts per state.
     fn counts(&self) -> Result<Counts>;
     /// The jobs in some states.
     fn entries(&self, states: &[State]) -> Result<Vec<Entry>>;
     /// Where one job is.
-    fn locate(&self, id: &str) -> Result<Option<Located>>;
+    fn locate(&self, id: &str) -> Result<Option<Entry>>;
+    /// The terminal state of a job, cheaply; `None` while unfinished or unknown.
+    fn finished(&self, id: &str) -> Option<State>;
+    /// The job of an entry: `None` when it is gone; if it moved meanwhile,
+    /// where it is now.
+    fn job(&self, e: &Entry) -> Result<Option<(Entry, Job)>>;
+    /// When a job last changed state, as far as the backend knows.
+    fn changed_at_ms(&self, e: &Entry) -> Option<i64>;
     /// The latest outcome of a job.
     fn last_result(&self, id: &str) -> Option<ResultRecord>;
-    /// Operator moves.
+    /// The highest attempt number recorded for a job.
+    fn last_attempt(&self, id: &str) -> u32;
+    /// The lease record of a claim named by its token.
+    fn lease(&self, id: &str, token: &str) -> Option<Lease>;
+    /// The lease and run records of a running attempt.
+    fn live_records(&self, id: &str, attempt: u32) -> (Option<Lease>, Option<RunInfo>);
+    /// Is there work left (`q-supervise --exit-on-idle`)? Waiting jobs
+    /// whose dependencies ended are moved on first.
+    fn idle(&self, horizon_ms: Option<u64>) -> Result<Idle>;
+    /// What a person should know about the queue's health (one line each).
+    fn warnings(&self) -> Vec<String>;
+
+    // Logs.
+    /// The attempts of a job that started (each has a log, maybe empty).
+    fn log_attempts(&self, id: &str) -> Vec<u32>;
+    /// Read an attempt's log; a reader sees what is appended later too.
+    fn log_reader(&self, id: &str, attempt: u32, stream: Stream) -> Result<Option<Box<dyn std::io::Read + Send>>>;
+    /// The chunks of an attempt's output from the `from`-th on, in the
+    /// order they were written (both streams); `None` when no order was
+    /// recorded (no output yet, or written by an older q: then stdout comes
+    /// before stderr). A chunk listed is readable from its stream's log.
+    fn log_order(&self, id: &str, attempt: u32, from: usize) -> Result<Option<Vec<Chunk>>>;
+    /// Where the log is kept, for a person (`q-log --path`); `None` when
+    /// it is not a file.
+    fn log_location(&self, id: &str, attempt: u32, stream: Stream) -> Option<String>;
+
+    // Operator moves.
     fn cancel(&self, id: &str) -> Result<State>;
     fn retry(&self, id: &str) -> Result<()>;
     fn hold(&self, id: &str) -> Result<State>;
@@ -43,102 +138,311 @@ pub trait Backend {
     fn remove(&self, id: &str) -> Result<State>;
     fn pause(&self, until_ms: Option<i64>) -> Result<()>;
     fn resume(&self) -> Result<bool>;
+    /// The pause record, if the queue is paused at `now_ms`.
+    fn paused(&self, now_ms: i64) -> Option<Pause>;
+    /// Wake the waiting workers.
+    fn wake(&self);
+
+    // Waiting.
+    /// Something to wait on for any change of the queue.
+    fn waiter(&self) -> Box<dyn Waiter>;
+
+    // The singletons: one supervisor, one collector.
+    fn lock(&self, which: Singleton, patience: Duration) -> Result<Acquired>;
+    /// Does a live process hold this singleton?
+    fn is_locked(&self, which: Singleton) -> bool;
+    /// Announce a live worker of this queue (`q-run`) until the answer is
+    /// dropped, or the process dies.
+    fn announce_worker(&self) -> Result<Presence>;
+    /// How many announced workers are alive now.
+    fn live_workers(&self) -> usize;
+
+    // Maintenance.
+    /// Move on waiting jobs whose dependencies ended unnoticed; how many.
+    fn promote_stranded(&self) -> Result<usize>;
+    /// One collection pass; errors about single items come back at the end.
+    fn gc(&self, opts: &GcOpts, out: &mut dyn FnMut(Action)) -> Result<Vec<Error>>;
 }
 
-impl Backend for Queue {
-    fn push(&self, jobs: Vec<NewJob>) -> Vec<Result<Pushed>> {
-        Queue::push(self, jobs)
+/// A worker's claimer (see [`Backend::claimer`]).
+pub trait Claimer: Send {
+    fn claim(&mut self, n: usize, opts: &ClaimOpts) -> Result<Vec<Claim>>;
+    /// Wait for a change in the queue, the timeout, or `also` becoming
+    /// readable (a self-pipe written on a signal).
+    fn wait_or(&mut self, timeout: Duration, also: Option<BorrowedFd<'_>>);
+}
+
+/// Waits for changes of a queue: hints only, never trusted alone.
+pub trait Waiter: Send {
+    fn wait_or(&self, timeout: Duration, also: Option<BorrowedFd<'_>>);
+    fn wait(&self, timeout: Duration) {
+        self.wait_or(timeout, None);
     }
-    fn claim(&self, n: usize, opts: &ClaimOpts) -> Result<Vec<Claim>> {
-        Queue::claim(self, n, opts)
+}
+
+/// A worker's announced presence ([`Backend::announce_worker`]): it lasts
+/// as long as this value.
+pub struct Presence(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl Presence {
+    pub fn new(hold: Box<dyn Send + Sync>) -> Presence {
+        Presence(hold)
     }
-    fn touch(&self, id: &str, token: &str) -> Result<i64> {
-        Queue::touch(self, id, token)
+}
+
+/// The single-holder roles of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Singleton {
+    Supervisor,
+    Collector,
+}
+
+/// Where a queue is: what `--queue` (or `Q_DIR`) says. `dir:PATH`, or a
+/// database URL (`postgres://`, `postgresql://`, `pg:`); anything else is
+/// a path, so `--queue /tmp/a:b` is a directory.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    Dir(PathBuf),
+    Postgres(String),
+}
+
+const DB_SCHEMES: [&str; 3] = ["postgres://", "postgresql://", "pg:"];
+
+impl Location {
+    pub fn parse(s: &OsStr) -> Location {
+        let b = s.as_bytes();
+        if let Some(p) = b.strip_prefix(b"dir:") {
+            return Location::Dir(PathBuf::from(OsStr::from_bytes(p)));
+        }
+        if let Some(url) = s.to_str().filter(|u| DB_SCHEMES.iter().any(|sch| u.starts_with(sch))) {
+            return Location::Postgres(url.to_owned());
+        }
+        Location::Dir(PathBuf::from(s))
     }
-    fn settle(&self, id: &str, token: &str, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Result<ResultRecord> {
-        Queue::settle(self, id, token, reason, outcome, opts)
+
+    /// For messages: a database URL's password is never shown.
+    pub fn display(&self) -> String {
+        match self {
+            Location::Dir(p) => p.display().to_string(),
+            Location::Postgres(u) => redact(u),
+        }
     }
-    fn reclaim(&self, dry_run: bool) -> Result<Vec<Reclaimed>> {
-        Queue::reclaim(self, dry_run)
+
+    /// The form to hand to another q tool (`--queue`), which parses back
+    /// to this location.
+    pub fn to_arg(&self) -> OsString {
+        match self {
+            Location::Dir(p) => {
+                let s = p.as_os_str();
+                let b = s.as_bytes();
+                if b.starts_with(b"dir:") || DB_SCHEMES.iter().any(|sch| b.starts_with(sch.as_bytes())) {
+                    let mut o = OsString::from("dir:");
+                    o.push(s);
+                    o
+                } else {
+                    s.to_owned()
+                }
+            }
+            // Never the password: a tool hands that on out of argv (`Q_PG_PASSWORD`).
+            Location::Postgres(u) => strip_password(u).into(),
+        }
     }
-    fn counts(&self) -> Result<Counts> {
-        Queue::counts(self)
+
+    /// The password written in a database URL, if any.
+    pub fn password(&self) -> Option<String> {
+        let Location::Postgres(u) = self else { return None };
+        let (shown, stripped) = (redact(u), strip_password(u));
+        if shown == *u && stripped == *u {
+            return None;
+        }
+        // userinfo `user:pass@`, else a `password=` parameter.
+        if let Some(start) = u.find("://").map(|i| i + 3) {
+            let auth_end = u[start..].find(['/', '?']).map_or(u.len(), |i| start + i);
+            if let Some(at) = u[start..auth_end].rfind('@').map(|i| start + i)
+                && let Some(colon) = u[start..at].find(':').map(|i| start + i)
+            {
+                return Some(percent_decode(&u[colon + 1..at]));
+            }
+        }
+        let i = u.find("password=")? + "password=".len();
+        let end = u[i..].find(['&', ' ']).map_or(u.len(), |e| i + e);
+        Some(percent_decode(&u[i..end]))
     }
-    fn entries(&self, states: &[State]) -> Result<Vec<Entry>> {
-        Queue::entries(self, states)
+}
+
+/// `%XX` escapes decoded (as in a URL's userinfo).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len() + 1
+            && let Some(v) = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
     }
-    fn locate(&self, id: &str) -> Result<Option<Located>> {
-        Queue::locate(self, id)
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A database URL without its password (userinfo or parameter).
+fn strip_password(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let auth_end = out[start..].find(['/', '?']).map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..auth_end].rfind('@').map(|i| start + i)
+            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
+        {
+            out.replace_range(colon..at, "");
+        }
     }
-    fn last_result(&self, id: &str) -> Option<ResultRecord> {
-        Queue::last_result(self, id)
+    while let Some(i) = out.find("password=") {
+        let end = out[i..].find(['&', ' ']).map_or(out.len(), |e| i + e + 1).min(out.len());
+        let mut from = i;
+        if end == out.len() && from > 0 && matches!(out.as_bytes()[from - 1], b'&' | b' ' | b'?') {
+            from -= 1; // the separator before a last parameter
+        }
+        out.replace_range(from..end, "");
     }
-    fn cancel(&self, id: &str) -> Result<State> {
-        Queue::cancel(self, id)
+    out
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display())
     }
-    fn retry(&self, id: &str) -> Result<()> {
-        Queue::retry(self, id)
+}
+
+/// A URL with its password (userinfo, or a `password` parameter) masked.
+pub fn redact(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let auth_end = out[start..].find(['/', '?']).map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..auth_end].rfind('@').map(|i| start + i)
+            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
+        {
+            out.replace_range(colon + 1..at, "***");
+        }
     }
-    fn hold(&self, id: &str) -> Result<State> {
-        Queue::hold(self, id)
+    let mut from = 0;
+    while let Some(i) = out[from..].find("password=").map(|i| from + i + "password=".len()) {
+        let end = out[i..].find(['&', ' ']).map_or(out.len(), |e| i + e);
+        out.replace_range(i..end, "***");
+        from = i + 3;
     }
-    fn release(&self, id: &str) -> Result<State> {
-        Queue::release(self, id)
+    out
+}
+
+/// How a tool wants its queue.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOpts {
+    pub durability: Durability,
+    /// Where this host keeps what is its own (workspaces) for a queue that
+    /// is not a directory; the tools choose it (`$XDG_STATE_HOME/q/pg/…`).
+    pub local: Option<PathBuf>,
+    /// Passwords the tool found for a database queue.
+    #[cfg(feature = "postgres")]
+    pub secrets: crate::pg::Secrets,
+}
+
+#[cfg(not(feature = "postgres"))]
+fn unsupported(loc: &Location) -> Error {
+    Error::new(
+        crate::error::Kind::Format,
+        format!(
+            "queue {}: PostgreSQL queues are not supported by this build of q; use a queue directory (--queue DIR)",
+            loc.display()
+        ),
+    )
+}
+
+/// The host-local directory of a database queue: the tool's choice, under
+/// a name of its own per server, schema and queue.
+#[cfg(feature = "postgres")]
+fn local_dir(url: &str, o: &OpenOpts) -> PathBuf {
+    let base = o.local.clone().unwrap_or_else(|| std::env::temp_dir().join("q-local"));
+    base.join(format!("{:016x}", crate::push::fnv64(redact(url).as_bytes())))
+}
+
+/// Open an existing queue: `Ok(None)` when there is none yet (for readers,
+/// a missing queue is an empty queue).
+pub fn open(loc: &Location, o: OpenOpts) -> Result<Option<Arc<dyn Backend>>> {
+    match loc {
+        Location::Dir(p) => Ok(Queue::open(p)?.map(|mut q| {
+            q.durability = o.durability;
+            Arc::new(q) as Arc<dyn Backend>
+        })),
+        #[cfg(feature = "postgres")]
+        Location::Postgres(url) => Ok(crate::pg::open(url, &o.secrets, local_dir(url, &o), o.durability)?.map(|q| Arc::new(q) as Arc<dyn Backend>)),
+        #[cfg(not(feature = "postgres"))]
+        Location::Postgres(_) => Err(unsupported(loc)),
     }
-    fn remove(&self, id: &str) -> Result<State> {
-        Queue::remove(self, id)
-    }
-    fn pause(&self, until_ms: Option<i64>) -> Result<()> {
-        Queue::pause(self, until_ms)
-    }
-    fn resume(&self) -> Result<bool> {
-        Queue::resume(self)
+}
+
+/// Open a queue, creating it when missing (private to its creator, or
+/// shared with group `group`).
+pub fn create(loc: &Location, group: Option<u32>, o: OpenOpts) -> Result<Arc<dyn Backend>> {
+    match loc {
+        Location::Dir(p) => {
+            let mut q = Queue::create(p, group)?;
+            q.durability = o.durability;
+            Ok(Arc::new(q))
+        }
+        #[cfg(feature = "postgres")]
+        Location::Postgres(url) => Ok(Arc::new(crate::pg::create(url, &o.secrets, local_dir(url, &o), o.durability)?)),
+        #[cfg(not(feature = "postgres"))]
+        Location::Postgres(_) => Err(unsupported(loc)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{PushContext, validate};
-    use crate::record::Liveness;
 
-    /// The protocol through the trait object alone: what a second backend
-    /// must pass too.
-    fn conformance(b: &dyn Backend) {
-        let ctx = PushContext { cwd: "/".into(), env: Default::default(), now_ms: crate::time::now_ms() };
-        let line = |p: i64| serde_json::json!({"cmd": ["true"], "priority": p}).as_object().unwrap().clone();
-        let low = b.push(vec![validate(&line(0), &ctx).unwrap()]).remove(0).unwrap();
-        let high = b.push(vec![validate(&line(5), &ctx).unwrap()]).remove(0).unwrap();
-        assert_eq!(b.counts().unwrap().ready, 2);
-        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock };
-        let c = b.claim(1, &opts).unwrap().remove(0);
-        assert_eq!(c.id, high.id, "priority first");
-        let token = c.token();
-        b.touch(&c.id, &token).unwrap();
-        let r = b.settle(&c.id, &token, Reason::Ok, &Outcome::default(), &SettleOpts::default()).unwrap();
-        assert_eq!(r.state, State::Done);
-        let again = b.settle(&c.id, &token, Reason::Ok, &Outcome::default(), &SettleOpts::default()).unwrap_err();
-        assert_eq!(again.kind, crate::Kind::LeaseLost, "a settled token is stale");
-        assert_eq!(b.cancel(&low.id).unwrap(), State::Pending);
-        assert_eq!(b.locate(&low.id).unwrap().unwrap().state, State::Canceled);
-        b.retry(&low.id).unwrap();
-        assert_eq!(b.locate(&low.id).unwrap().unwrap().state, State::Pending);
-        b.pause(None).unwrap();
-        assert!(b.claim(1, &opts).unwrap().is_empty(), "paused");
-        assert!(b.resume().unwrap());
-        let held = b.claim(1, &opts).unwrap();
-        assert_eq!(held.len(), 1);
-        assert!(b.reclaim(false).unwrap().is_empty(), "a live claim is not reclaimed");
-        drop(held); // the holder is gone: its lock is free
-        let r = b.reclaim(false).unwrap();
-        assert_eq!(r.len(), 1, "a dead holder's claim is reclaimed at once");
-        assert_eq!(r[0].state, State::Pending);
+    #[test]
+    fn locations_parse_and_round_trip() {
+        let dir = |s: &str| Location::Dir(PathBuf::from(s));
+        assert_eq!(Location::parse(OsStr::new("/tmp/a:b")), dir("/tmp/a:b"));
+        assert_eq!(Location::parse(OsStr::new("dir:pg:x")), dir("pg:x"));
+        assert_eq!(Location::parse(OsStr::new("q")), dir("q"));
+        for url in ["postgres://u@h/db", "postgresql://h/db", "pg:service=x"] {
+            assert_eq!(Location::parse(OsStr::new(url)), Location::Postgres(url.into()));
+        }
+        for s in ["/tmp/a:b", "dir:pg:x", "dir:dir:y", "./postgres://z", "postgres://u@h/db?schema=s"] {
+            let l = Location::parse(OsStr::new(s));
+            assert_eq!(Location::parse(&l.to_arg()), l, "{s}");
+        }
     }
 
     #[test]
-    fn directory_backend_conforms() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::create(&dir.path().join("q"), None).unwrap();
-        conformance(&q);
+    fn passwords_are_taken_out_for_other_tools() {
+        for (url, arg, pw) in [
+            ("postgres://ann:s%40cret@db/q?schema=a", "postgres://ann@db/q?schema=a", Some("s@cret")),
+            ("postgresql://ann@db/q?password=pw&schema=a", "postgresql://ann@db/q?schema=a", Some("pw")),
+            ("postgres://ann@db/q?schema=a&password=pw", "postgres://ann@db/q?schema=a", Some("pw")),
+            ("pg:host=db user=ann password=pw dbname=q", "pg:host=db user=ann dbname=q", Some("pw")),
+            ("postgres://ann@db/q", "postgres://ann@db/q", None),
+        ] {
+            let l = Location::parse(OsStr::new(url));
+            assert_eq!(l.to_arg(), OsString::from(arg), "{url}");
+            assert_eq!(l.password().as_deref(), pw, "{url}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_never_displayed() {
+        let l = Location::parse(OsStr::new("postgres://ann:s3cret@db:5432/q?schema=a&password=s3cret"));
+        let shown = l.display();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(shown, "postgres://ann:***@db:5432/q?schema=a&password=***");
+        assert!(!format!("{l:?}").contains("s3cret"));
+        // Refused (no such server here), and never with its password.
+        let e = open(&l, OpenOpts::default()).err().expect("refused");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 }

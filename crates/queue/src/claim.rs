@@ -8,6 +8,7 @@
 //! by the least key it may hold), then only the segments that can contain a
 //! job more urgent than the best found so far.
 
+use crate::names::var;
 use crate::error::{Error, IoContext, Kind, Result};
 use crate::fsx::{self, Renamed};
 use crate::ident;
@@ -29,30 +30,65 @@ pub struct ClaimOpts {
     pub liveness: Liveness,
 }
 
-/// A job claimed under a lease. Holding `lease_file` (flock'ed for
-/// `Liveness::Flock`) keeps the claim provably alive on this host.
+/// A job claimed under a lease, held by this process. What keeps the claim
+/// provably alive (for a directory queue: its lease file, flock'ed for
+/// `Liveness::Flock`) is inside, out of the tools' reach: they name a
+/// claim by its id and token, and hand it back to the backend to extend,
+/// record a start on, or settle.
 #[derive(Debug)]
 pub struct Claim {
     pub id: String,
-    pub name: LeasedName,
+    /// The fencing token: a settle or touch with any other is refused.
+    pub token: String,
+    /// The job's counters with this claim counted (`c.attempt` is its fence).
+    pub c: Counters,
     pub lease_ms: u64,
     pub expires_at_ms: i64,
     pub job: Job,
-    pub lease_file: File,
+    pub(crate) hold: Hold,
     /// The claim is not durable yet, and must be before its outcome is:
-    /// a worker's deferred claim ([`Claimer::deferring_sync`]) of an
-    /// at-least-once job at full durability. Its settle syncs it
-    /// ([`crate::ToSettle::claim_sync_pending`]).
-    pub sync_pending: bool,
+    /// a worker's deferred claim ([`DirClaimer::deferring_sync`]) of an
+    /// at-least-once job at full durability. Its settle, or
+    /// [`crate::Backend::make_durable`], syncs it.
+    pub(crate) sync_pending: std::sync::atomic::AtomicBool,
+}
+
+/// What a backend keeps of a claim its process holds.
+#[derive(Debug)]
+pub(crate) enum Hold {
+    /// The leased file's name, and the open (locked) lease file.
+    Dir { name: LeasedName, lease_file: File },
+    /// A database row, named by the claim's id and token; what marks it
+    /// held by this process, if it took it over.
+    #[cfg(feature = "postgres")]
+    Row(#[allow(dead_code)] Option<crate::pg::Adopted>),
 }
 
 impl Claim {
-    pub fn token(&self) -> String {
-        self.name.token()
+    pub fn attempt(&self) -> u32 {
+        self.c.attempt
     }
 
-    pub fn attempt(&self) -> u32 {
-        self.name.c.attempt
+    /// Is the claim still waiting to be made durable?
+    pub fn durable_pending(&self) -> bool {
+        self.sync_pending.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The leased name of a directory queue's claim.
+    pub(crate) fn leased_name(&self) -> &LeasedName {
+        match &self.hold {
+            Hold::Dir { name, .. } => name,
+            #[cfg(feature = "postgres")]
+            Hold::Row(_) => panic!("a database claim handed to the directory backend"),
+        }
+    }
+
+    pub(crate) fn lease_file(&self) -> &File {
+        match &self.hold {
+            Hold::Dir { lease_file, .. } => lease_file,
+            #[cfg(feature = "postgres")]
+            Hold::Row(_) => panic!("a database claim handed to the directory backend"),
+        }
     }
 
     /// The `claim` line (SPEC "Output").
@@ -60,7 +96,7 @@ impl Claim {
         json!({
             "type": "claim",
             "id": self.id,
-            "token": self.token(),
+            "token": self.token,
             "fence": self.attempt(),
             "attempt": self.attempt(),
             "lease_expires_at": time::rfc3339(self.expires_at_ms),
@@ -74,11 +110,11 @@ impl Claim {
 /// last scan and claims from them while nothing was pushed or requeued
 /// since (the waiter's inotify events say so) and for at most
 /// `CACHE_FOR`, so that a claim does not re-read a segment every time.
-pub struct Claimer {
+pub struct DirClaimer {
     q: Queue,
     cache: Vec<Candidate>,
     built: std::time::Instant,
-    waiter: crate::Waiter,
+    waiter: crate::wake::DirWaiter,
     /// Leave the claims' fsync to their settles (see `deferring_sync`).
     defer: bool,
 }
@@ -86,9 +122,9 @@ pub struct Claimer {
 /// How long a worker's candidate list stays usable without a rescan.
 const CACHE_FOR: std::time::Duration = std::time::Duration::from_millis(250);
 
-impl Claimer {
-    pub fn new(q: &Queue) -> Claimer {
-        Claimer { q: q.clone(), cache: Vec::new(), built: std::time::Instant::now(), waiter: q.pending_waiter(), defer: false }
+impl DirClaimer {
+    pub fn new(q: &Queue) -> DirClaimer {
+        DirClaimer { q: q.clone(), cache: Vec::new(), built: std::time::Instant::now(), waiter: q.pending_waiter(), defer: false }
     }
 
     /// For a worker that runs the jobs it claims and settles them through
@@ -98,7 +134,7 @@ impl Claimer {
     /// disk. A power loss meanwhile can only put the job back in `pending/`
     /// uncounted, to run again (docs/FORMAT.md, "Claim"). At-most-once jobs
     /// are still made durable before they are handed out.
-    pub fn deferring_sync(mut self) -> Claimer {
+    pub fn deferring_sync(mut self) -> DirClaimer {
         self.defer = true;
         self
     }
@@ -138,11 +174,6 @@ impl Claimer {
             }
         }
         self.q.durable(out, self.defer)
-    }
-
-    /// Wait for a change in the queue (or the timeout).
-    pub fn wait(&mut self, timeout: std::time::Duration) {
-        self.wait_or(timeout, None);
     }
 
     /// Wait for a change in the queue, the timeout, or `also` becoming
@@ -196,11 +227,11 @@ impl Queue {
     /// `leased/` for all of them (durable, or any at-most-once job). With
     /// `defer` and no at-most-once job among them, the fsync is left to
     /// their settles instead: they are marked `sync_pending`.
-    fn durable(&self, mut claims: Vec<Claim>, defer: bool) -> Result<Vec<Claim>> {
+    fn durable(&self, claims: Vec<Claim>, defer: bool) -> Result<Vec<Claim>> {
         let must = |c: &Claim| self.sync_claims(c.job.is_at_most_once());
         if defer && !claims.iter().any(|c| c.job.is_at_most_once()) {
-            for c in &mut claims {
-                c.sync_pending = must(c);
+            for c in &claims {
+                c.sync_pending.store(must(c), std::sync::atomic::Ordering::Release);
             }
         } else if claims.iter().any(must) {
             self.sync_leased()?;
@@ -324,7 +355,7 @@ impl Queue {
         crate::failpoint!("claim.after_claim_rename");
         // 3. Publish the lease beside the job.
         let var = self.make_var(&id)?;
-        let lease_path = var.join(format!("{}.lease.json", leased_name.c.attempt));
+        let lease_path = var.join(var::lease(leased_name.c.attempt));
         fs::rename(&lease_tmp, &lease_path).ctx("publish lease", &lease_path)?;
         crate::failpoint!("claim.after_lease_publish");
         if opts.liveness == Liveness::Ttl {
@@ -346,12 +377,13 @@ impl Queue {
         // 5. Durable: see `durable`, once for all the claims of one call.
         Ok(Some(Claim {
             id,
-            name: leased_name,
+            token: leased_name.token(),
+            c: leased_name.c,
             lease_ms: opts.lease_ms,
             expires_at_ms: now + opts.lease_ms as i64,
             job,
-            lease_file: lf,
-            sync_pending: false,
+            hold: Hold::Dir { name: leased_name, lease_file: lf },
+            sync_pending: Default::default(),
         }))
     }
 
@@ -442,7 +474,7 @@ mod tests {
         let got = q.claim(2, &opts).unwrap();
         assert_eq!(got.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [ids[1].clone()], "only the job of this format");
         assert_eq!(fs::read(&path).unwrap(), bytes, "the newer record is untouched, where it was");
-        let mut worker = Claimer::new(&q);
+        let mut worker = DirClaimer::new(&q);
         assert!(worker.claim(1, &opts).unwrap().is_empty(), "a worker passes it over too");
         // What the usual checks handle is not "newer".
         fs::write(&path, b"not json").unwrap();
@@ -460,11 +492,11 @@ mod tests {
         let plain = serde_json::json!({"cmd": ["true"]});
         let amo = serde_json::json!({"cmd": ["true"], "delivery": "at-most-once"});
         let pending = |q: &Queue, n: usize, defer: bool| -> Vec<bool> {
-            let mut c = Claimer::new(q);
+            let mut c = DirClaimer::new(q);
             if defer {
                 c = c.deferring_sync();
             }
-            c.claim(n, &opts).unwrap().iter().map(|c| c.sync_pending).collect()
+            c.claim(n, &opts).unwrap().iter().map(|c| c.durable_pending()).collect()
         };
         let (_d, q) = testkit::queue();
         testkit::push(&q, &[plain.clone(), plain.clone(), plain.clone()], Default::default());
@@ -483,11 +515,11 @@ mod tests {
         // A deferred claim settles: alone, the settle syncs `leased/` first.
         let (_d, q) = testkit::queue();
         let ids = testkit::push(&q, &[plain], Default::default());
-        let c = Claimer::new(&q).deferring_sync().claim(1, &opts).unwrap().remove(0);
-        assert!(c.sync_pending);
+        let c = DirClaimer::new(&q).deferring_sync().claim(1, &opts).unwrap().remove(0);
+        assert!(c.durable_pending());
         let so = crate::SettleOpts::default();
         let outcome = crate::Outcome::default();
-        let ask = crate::ToSettle { name: &c.name, job: &c.job, reason: crate::Reason::Ok, outcome: &outcome, opts: &so, claim_sync_pending: true };
+        let ask = crate::ToSettle { claim: &c, reason: crate::Reason::Ok, outcome: &outcome, opts: &so };
         let rec = q.settle_group(&[ask]).remove(0).unwrap();
         assert_eq!((rec.id.as_str(), rec.state), (ids[0].as_str(), crate::State::Done));
     }

@@ -5,14 +5,12 @@
 //! its own small directory, never by reading every waiting job
 //! (docs/FORMAT.md, "Push" and "Settle").
 
+use crate::names::var;
 use crate::error::Result;
 use crate::fsx;
 use crate::queue::Queue;
 use crate::record::{Reason, State};
 use std::path::PathBuf;
-
-/// The marker of a dependent in its dependency's directory.
-const THEN: &str = "then.";
 
 impl Queue {
     /// Record that job `id` waits on `dep`: an empty marker in
@@ -20,7 +18,7 @@ impl Queue {
     /// lost in a crash leaves the promotion to q-gc.
     pub(crate) fn note_dependent(&self, dep: &str, id: &str) -> Result<()> {
         crate::id::check_id(dep)?;
-        let p = self.make_var(dep)?.join(format!("{THEN}{id}"));
+        let p = self.make_var(dep)?.join(var::then(id));
         match fsx::create_new(&p) {
             Ok(_) => Ok(()),
             Err(e) if e.errno() == Some(nix::libc::EEXIST) => Ok(()),
@@ -34,7 +32,7 @@ impl Queue {
         fsx::list(&self.var(dep))
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|n| n.strip_prefix(THEN).map(str::to_owned))
+            .filter_map(|n| n.strip_prefix(var::THEN).map(str::to_owned))
             .filter(|id| crate::id::check_id(id).is_ok())
             .collect()
     }
@@ -139,7 +137,7 @@ mod tests {
         let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock };
         let c = q.claim(1, &opts).unwrap().pop().expect("a job to claim");
         assert_eq!(c.id, id, "the job expected next");
-        q.settle(&c.id, &c.token(), reason, &Outcome::default(), &Default::default()).unwrap();
+        q.settle(&c.id, &c.token, reason, &Outcome::default(), &Default::default()).unwrap();
     }
 
     fn state(q: &Queue, id: &str) -> State {
@@ -157,8 +155,8 @@ mod tests {
         let b = testkit::push(&q, &[json!({"cmd": ["true"], "after": [a]})], Default::default()).remove(0);
         let c = testkit::push(&q, &[json!({"cmd": ["true"], "after": [b]})], Default::default()).remove(0);
         let both = testkit::push(&q, &[json!({"cmd": ["true"], "after": [a, b]})], Default::default()).remove(0);
-        assert!(q.var(&a).join(format!("then.{b}")).exists(), "b's marker with a (which never ran)");
-        assert!(q.var(&b).join(format!("then.{c}")).exists());
+        assert!(q.var(&a).join(crate::names::var::then(&b)).exists(), "b's marker with a (which never ran)");
+        assert!(q.var(&b).join(crate::names::var::then(&c)).exists());
         assert_eq!(q.dependents(&a).len(), 2);
         finish(&q, &a, Reason::Ok);
         assert_eq!((state(&q, &b), state(&q, &c), state(&q, &both)), (State::Pending, State::Waiting, State::Waiting));
@@ -183,9 +181,9 @@ mod tests {
         let (_d, q) = testkit::queue();
         let a = testkit::push(&q, &[json!({"cmd": ["true"]})], Default::default()).remove(0);
         let b = testkit::push(&q, &[json!({"cmd": ["true"], "after": [a]})], Default::default()).remove(0);
-        std::fs::remove_file(q.var(&a).join(format!("then.{b}"))).unwrap();
+        std::fs::remove_file(q.var(&a).join(crate::names::var::then(&b))).unwrap();
         let ghost = crate::id::new_id();
-        std::fs::File::create(q.var(&a).join(format!("then.{ghost}"))).unwrap();
+        std::fs::File::create(q.var(&a).join(crate::names::var::then(&ghost))).unwrap();
         finish(&q, &a, Reason::Ok);
         assert_eq!(state(&q, &b), State::Waiting, "no marker: the settle did not see it");
         assert!(q.locate(&ghost).unwrap().is_none());
@@ -196,7 +194,7 @@ mod tests {
         assert_eq!((state(&q, &b), state(&q, &d)), (State::Pending, State::Waiting));
         // So does q-gc's.
         let e = testkit::push(&q, &[json!({"cmd": ["true"], "after": [b]})], Default::default()).remove(0);
-        std::fs::remove_file(q.var(&b).join(format!("then.{e}"))).unwrap();
+        std::fs::remove_file(q.var(&b).join(crate::names::var::then(&e))).unwrap();
         finish(&q, &b, Reason::Ok);
         finish(&q, &c, Reason::Ok);
         assert_eq!((state(&q, &d), state(&q, &e)), (State::Pending, State::Waiting));

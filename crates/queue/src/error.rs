@@ -5,6 +5,35 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
+/// The exit statuses of the tools (SPEC "Exit status"), all in one place:
+/// the sysexits classes an [`Error`]'s [`Kind`] maps to, and the statuses
+/// the tools decide themselves.
+pub mod status {
+    pub const OK: u8 = 0;
+    /// Nothing to do / not all jobs succeeded.
+    pub const NOTHING: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const DATA: u8 = 65;
+    pub const NO_JOB: u8 = 66;
+    pub const CANT_CREATE: u8 = 73;
+    pub const IO: u8 = 74;
+    pub const TEMP: u8 = 75;
+    pub const LEASE_LOST: u8 = 76;
+    pub const PERM: u8 = 77;
+    pub const FORMAT: u8 = 78;
+    /// `q-run --once`: the job ran out of time (as GNU timeout).
+    pub const TIMED_OUT: u8 = 124;
+    /// `q-run --once`: q-run itself failed.
+    pub const RUN_FAILED: u8 = 125;
+    /// `q-run --once`: the command could not be run.
+    pub const CANNOT_RUN: u8 = 126;
+    /// `q-run --once`: the command was not found.
+    pub const NOT_FOUND: u8 = 127;
+    /// Killed by signal N: 128 + N.
+    pub const SIGNALED: u8 = 128;
+    pub const INTERRUPTED: u8 = 130;
+}
+
 /// What went wrong, coarsely: this decides the exit status (SPEC "Exit status").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -30,14 +59,14 @@ impl Kind {
     /// The exit status the tools use for this class (sysexits, SPEC).
     pub fn exit_code(self) -> u8 {
         match self {
-            Kind::Data => 65,
-            Kind::NoJob => 66,
-            Kind::Create => 73,
-            Kind::Io => 74,
-            Kind::Busy => 75,
-            Kind::LeaseLost => 76,
-            Kind::Permission => 77,
-            Kind::Format => 78,
+            Kind::Data => status::DATA,
+            Kind::NoJob => status::NO_JOB,
+            Kind::Create => status::CANT_CREATE,
+            Kind::Io => status::IO,
+            Kind::Busy => status::TEMP,
+            Kind::LeaseLost => status::LEASE_LOST,
+            Kind::Permission => status::PERM,
+            Kind::Format => status::FORMAT,
         }
     }
 }

@@ -43,28 +43,42 @@ pub fn boot_time_ms() -> i64 {
     })
 }
 
-/// The start time of a process in clock ticks since boot (`/proc/PID/stat`
-/// field 22), or `None` when there is no such process.
-pub fn start_ticks(pid: i32) -> Option<u64> {
+/// What q reads of a process in `/proc/PID/stat`: parsed here only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// `R`, `S`, `Z`, ...
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+    /// The start time in clock ticks since boot (field 22).
+    pub start_ticks: u64,
+}
+
+/// The stat of process `pid`, or `None` when there is no such process.
+pub fn stat(pid: i32) -> Option<Stat> {
     let s = read_stat(pid)?;
     // The command name (field 2) may contain spaces and parentheses: skip to
-    // the last ')'.
-    let rest = &s[s.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    // the last ')'. Then: state (3), ppid (4), pgrp (5), session (6), ...,
+    // starttime (22).
+    let mut f = s[s.rfind(')')? + 1..].split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let pgrp = f.next()?.parse().ok()?;
+    let session = f.next()?.parse().ok()?;
+    let start_ticks = f.nth(15)?.parse().ok()?;
+    Some(Stat { state, ppid, pgrp, session, start_ticks })
+}
+
+/// The start time of a process in clock ticks since boot, or `None` when
+/// there is no such process.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    stat(pid).map(|s| s.start_ticks)
 }
 
 /// Is the process `pid` with this start time still alive (and not a zombie)?
 pub fn alive(pid: i32, ticks: u64) -> bool {
-    let Some(s) = read_stat(pid) else {
-        return false;
-    };
-    let Some(close) = s.rfind(')') else { return false };
-    let mut f = s[close + 1..].split_whitespace();
-    let state = f.next();
-    if state == Some("Z") || state == Some("X") {
-        return false;
-    }
-    f.nth(18).and_then(|t| t.parse::<u64>().ok()) == Some(ticks)
+    stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X') && s.start_ticks == ticks)
 }
 
 /// `/proc/PID/stat`, in one read where it fits (it is a few hundred bytes;
@@ -116,5 +130,17 @@ mod tests {
         assert!(super::alive(pid, t));
         assert!(!super::alive(pid, t + 1));
         assert!(!super::host().boot_id.is_empty());
+    }
+
+    #[test]
+    fn this_process_stat() {
+        use super::*;
+        let me = std::process::id() as i32;
+        let s = stat(me).unwrap();
+        assert_eq!(s.pgrp, nix::unistd::getpgrp().as_raw());
+        assert_eq!(s.session, nix::unistd::getsid(None).unwrap().as_raw());
+        assert_eq!(s.ppid, nix::unistd::getppid().as_raw());
+        assert!(s.start_ticks > 0 && alive(me, s.start_ticks));
+        assert!(!alive(me, s.start_ticks + 1), "another start time is another process");
     }
 }

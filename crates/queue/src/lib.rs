@@ -1,79 +1,70 @@
-//! The on-disk format of a q queue directory and every protocol that moves a
-//! job through it: push, claim, heartbeat, settle, reclaim, list. The tools
-//! in the `q` package are thin layers over this crate.
+//! A q queue: the [`Backend`] seam every tool speaks to, and its first
+//! implementation, the queue directory (docs/FORMAT.md) with every protocol
+//! that moves a job through it: push, claim, heartbeat, settle, reclaim,
+//! list. The tools in the `q` package are thin layers over the trait.
 //!
 //! Invariants: this crate never prints, never exits the process, and never
 //! reads the environment (except the test-only failpoints). Every state
-//! change is a rename to a name that never existed before.
+//! change of a directory queue is a rename to a name that never existed
+//! before. The layout of a directory queue (`fsx`, `names`, `Queue`) is
+//! private: only with the test-only feature `layout` can anything outside
+//! this crate see it.
 
 pub mod backend;
 pub mod error;
 pub mod failpoint;
 pub mod gc;
-pub mod lock;
-pub mod fsx;
 pub mod id;
 pub mod ident;
 pub mod job;
-pub mod names;
-pub mod queue;
+pub mod local;
+pub mod lock;
 pub mod record;
 pub mod time;
 #[cfg(test)]
 mod testkit;
 
+/// Declare modules that are the directory's layout: public only with the
+/// test-only feature `layout` (tests that must look at files use it).
+macro_rules! layout_modules {
+    ($($m:ident),*) => {$(
+        #[cfg(feature = "layout")]
+        pub mod $m;
+        #[cfg(not(feature = "layout"))]
+        mod $m;
+    )*};
+}
+layout_modules!(fsx, names, queue);
+
 mod claim;
 mod deps;
+mod dir;
+mod idle;
 mod list;
+mod logs;
+#[cfg(feature = "postgres")]
+pub mod pg;
+mod presence;
 mod push;
 mod reclaim;
 mod settle;
 mod wake;
 
-pub use claim::{Claim, ClaimOpts, Claimer};
-pub use error::{Error, Kind, Result};
+pub use backend::{Backend, Claimer, Location, OpenOpts, Presence, Singleton, Waiter};
+pub use claim::{Claim, ClaimOpts};
+pub use error::{Error, Kind, Result, status};
+pub use idle::Idle;
 pub use job::{Job, NewJob, PushContext};
 pub use list::{Counts, Entry};
 pub use push::{Pushed, SEG_CAP};
-pub use queue::{Durability, Queue};
-pub use record::{Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State};
-pub use settle::{Located, SettleOpts, ToSettle, remove_tree, MAX_INTERRUPTS};
+pub use queue::{Durability, Pause};
 pub use reclaim::Reclaimed;
-pub use wake::Waiter;
+pub use record::{Chunk, Counters, Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+pub use settle::{MAX_INTERRUPTS, SettleOpts, ToSettle};
 
-/// The supervisor lock file (held by the one live `q-supervise`).
-pub fn supervisor_lock_path(q: &Queue) -> std::path::PathBuf {
-    q.dir("locks").join("supervise.lock")
-}
-
-/// Does a live supervisor hold this queue's lock?
-pub fn supervisor_running(q: &Queue) -> bool {
-    match fsx::open_rw(&supervisor_lock_path(q)) {
-        Ok(f) => f.try_lock().is_err(),
-        Err(_) => false,
-    }
-}
-
-/// Which output stream of an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Queue {
-    /// The log of one attempt's stdout or stderr: `var/<ID>/<A>.out|.err`.
-    pub fn log_path(&self, id: &str, attempt: u32, stream: Stream) -> std::path::PathBuf {
-        let ext = match stream {
-            Stream::Stdout => "out",
-            Stream::Stderr => "err",
-        };
-        self.var(id).join(format!("{attempt}.{ext}"))
-    }
-
-    /// The per-attempt workspace (`Q_WORKSPACE`): `var/<ID>/<A>.work/`.
-    pub fn workspace_path(&self, id: &str, attempt: u32) -> std::path::PathBuf {
-        self.var(id).join(format!("{attempt}.work"))
-    }
-}
-pub use backend::Backend;
+#[cfg(feature = "layout")]
+pub use claim::DirClaimer;
+#[cfg(feature = "layout")]
+pub use queue::Queue;
+#[cfg(feature = "layout")]
+pub use settle::{Located, remove_tree};

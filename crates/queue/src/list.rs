@@ -37,9 +37,18 @@ impl Counts {
 pub struct Entry {
     pub id: String,
     pub state: State,
-    pub path: PathBuf,
+    /// Counters (a finished job's are in its last result instead).
     pub c: Option<Counters>,
+    /// When a pending, waiting or held job is due.
     pub run_at_ms: Option<i64>,
+    /// Where the backend found it (the job file, for a directory queue).
+    pub(crate) path: PathBuf,
+}
+
+impl Entry {
+    pub(crate) fn located(id: &str, l: crate::settle::Located) -> Entry {
+        Entry { id: id.to_owned(), state: l.state, c: l.c, run_at_ms: l.run_at_ms, path: l.path }
+    }
 }
 
 impl Queue {
@@ -123,14 +132,14 @@ impl Queue {
         let best = fsx::list(&var)
             .ok()?
             .into_iter()
-            .filter_map(|n| n.strip_suffix(".result.json").and_then(|a| a.parse::<u32>().ok()))
+            .filter_map(|n| crate::names::var::parse_result(&n))
             .max();
         // An end record decides only if no attempt was claimed after it (a
         // canceller that died before moving the job leaves a stale one).
         if let Some(r) = self.read_end(id).filter(|r| best.is_none_or(|b| r.attempt >= b)) {
             return Some(r);
         }
-        read(var.join(format!("{}.result.json", best?)))
+        read(var.join(crate::names::var::result(best?)))
     }
 
     /// The lease and run records of a running job.

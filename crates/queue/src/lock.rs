@@ -88,19 +88,40 @@ impl Holder {
 /// A held lock; dropping it (or the death of the process) releases it.
 #[derive(Debug)]
 pub struct LockGuard {
-    file: File,
-    path: PathBuf,
+    held: Held,
+}
+
+/// What holds a lock: a locked file, or a backend's session (a database
+/// connection holding an advisory lock: closing it lets go).
+enum Held {
+    File(File),
+    Session(Box<dyn std::any::Any + Send>),
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Held::File(_) => "file lock",
+            Held::Session(_) => "session lock",
+        })
+    }
 }
 
 impl LockGuard {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Let go while this process lives on: clear the record, then unlock.
     pub fn release(self) {
-        let _ = self.file.set_len(0);
-        let _ = self.file.unlock();
+        match self.held {
+            Held::File(f) => {
+                let _ = f.set_len(0);
+                let _ = f.unlock();
+            }
+            Held::Session(s) => drop(s),
+        }
+    }
+
+    /// A lock held by a backend's session (dropping it lets go).
+    pub(crate) fn session(s: Box<dyn std::any::Any + Send>) -> LockGuard {
+        LockGuard { held: Held::Session(s) }
     }
 }
 
@@ -178,7 +199,7 @@ impl Queue {
             f.write_all_at(&rec, 0).ctx("write lock record", &path)?;
             f.set_len(rec.len() as u64)
                 .ctx("write lock record", &path)?;
-            return Ok(Acquired::Held(LockGuard { file: f, path }));
+            return Ok(Acquired::Held(LockGuard { held: Held::File(f) }));
         }
     }
 

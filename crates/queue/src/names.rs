@@ -18,16 +18,7 @@ use std::fmt;
 pub const MIN_PRIORITY: i32 = -9999;
 pub const MAX_PRIORITY: i32 = 9999;
 
-/// The counters of a job that travel in its file name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Counters {
-    /// Claims so far: the attempt number of the latest claim (0 before any).
-    pub attempt: u32,
-    /// Attempts that failed by the job's own fault.
-    pub failures: u32,
-    /// Interruptions in a row that were not the job's fault.
-    pub interrupts: u32,
-}
+pub use crate::record::Counters;
 
 /// The sort key of a pending job: priority, due time, id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -47,6 +38,7 @@ impl Key {
         }
     }
 
+    #[cfg(test)]
     pub fn priority(&self) -> i32 {
         MAX_PRIORITY - self.inv_prio as i32
     }
@@ -180,6 +172,72 @@ pub fn terminal_name(id: &str) -> String {
 pub fn parse_terminal(s: &str) -> Option<&str> {
     s.strip_suffix(".json").filter(|id| is_valid_id(id))
 }
+
+/// The files of a job's directory `var/<ID>/` (docs/FORMAT.md): every
+/// name is made here.
+pub mod var {
+    use crate::record::Stream;
+
+    /// The lease record of attempt `a` (its mtime is the heartbeat).
+    pub fn lease(a: u32) -> String {
+        format!("{a}.lease.json")
+    }
+
+    /// The result record of attempt `a`: published once, it decides.
+    pub fn result(a: u32) -> String {
+        format!("{a}.result.json")
+    }
+
+    /// The attempt of a result record's name.
+    pub fn parse_result(n: &str) -> Option<u32> {
+        n.strip_suffix(".result.json")?.parse().ok()
+    }
+
+    /// A request to cancel running attempt `a`.
+    pub fn cancel(a: u32) -> String {
+        format!("{a}.cancel")
+    }
+
+    /// The workspace of attempt `a`.
+    pub fn workspace(a: u32) -> String {
+        format!("{a}.work")
+    }
+
+    /// The stdout or stderr log of attempt `a`.
+    pub fn log(a: u32, stream: Stream) -> String {
+        match stream {
+            Stream::Stdout => format!("{a}.out"),
+            Stream::Stderr => format!("{a}.err"),
+        }
+    }
+
+    /// The order in which attempt `a` wrote its two streams (one line per
+    /// chunk).
+    pub fn order(a: u32) -> String {
+        format!("{a}.order")
+    }
+
+    /// The record of a job that ended without an attempt.
+    pub const END: &str = "end.json";
+
+    /// An `end.json` set aside (stale, or before a retry).
+    pub fn archived_end() -> String {
+        format!("end.{}.json", crate::id::new_id())
+    }
+
+    /// The marker a job waiting on this one leaves: `then.<ID>`.
+    pub const THEN: &str = "then.";
+
+    pub fn then(dependent: &str) -> String {
+        format!("{THEN}{dependent}")
+    }
+
+    /// The attempt number a file of `var/<ID>/` belongs to, if any.
+    pub fn attempt_of(n: &str) -> Option<u32> {
+        n.split('.').next()?.parse().ok()
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -341,15 +341,18 @@ impl Queue {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut entries: Vec<Entry> = jobs
+        let mut entries: Vec<(usize, Entry)> = jobs
             .into_iter()
             .map(|(nj, state)| Entry {
                 name: QueuedName { key: Key::new(nj.job.priority, nj.run_at_ms, &nj.job.id), c: Counters::default() },
                 state,
                 job: nj.job,
             })
+            .enumerate()
             .collect();
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        // Written in name order (segments fill in order); answered in input order.
+        entries.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        let (order, entries): (Vec<usize>, Vec<Entry>) = entries.into_iter().unzip();
         let dests = self.destinations(&entries)?;
         // A group commit rests on `syncfs`; where it does not reach the
         // store (FUSE), a batch takes the single steps' per-file fsyncs.
@@ -364,7 +367,11 @@ impl Queue {
         if out.iter().any(|p| p.state == State::Pending) {
             self.wake();
         }
-        Ok(out)
+        let mut answers: Vec<Option<Pushed>> = (0..out.len()).map(|_| None).collect();
+        for (i, p) in order.into_iter().zip(out) {
+            answers[i] = Some(p);
+        }
+        Ok(answers.into_iter().map(|p| p.expect("one answer per job")).collect())
     }
 
     /// Where each job goes: its pending segment, or its state directory.

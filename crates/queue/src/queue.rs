@@ -312,13 +312,11 @@ impl Queue {
 }
 
 fn not_a_queue(root: &Path) -> Error {
-    Error::new(
-        Kind::Create,
-        format!(
-            "{} is a non-empty directory that is not a q queue: refusing to write into it (choose another --queue)",
-            root.display()
-        ),
-    )
+    let what = match fs::symlink_metadata(root) {
+        Ok(m) if !m.is_dir() => "is a file, not a directory: a queue is a directory",
+        _ => "is a non-empty directory that is not a q queue: refusing to write into it",
+    };
+    Error::new(Kind::Create, format!("{} {what} (choose another --queue)", root.display()))
 }
 
 /// Empty, or holding only what an interrupted `Queue::create` leaves.

@@ -6,6 +6,7 @@
 //! job is requeued, what is left of its process group on this host is
 //! killed.
 
+use crate::names::var;
 use crate::error::Result;
 use crate::fsx;
 use crate::ident;
@@ -29,6 +30,8 @@ pub const SKEW_MS: i64 = 30_000;
 pub struct Reclaimed {
     pub id: String,
     pub token: String,
+    /// The attempt whose claim was reclaimed.
+    pub attempt: u32,
     /// What was decided: the job's next state.
     pub state: State,
     pub reason: Reason,
@@ -128,14 +131,14 @@ impl Queue {
             return Ok(None);
         }
         // A crash after the outcome was published: finish that move.
-        let result_path = self.var(id).join(format!("{a}.result.json"));
+        let result_path = self.var(id).join(var::result(a));
         if let Ok(b) = fsx::read_capped(&result_path, 1 << 20) {
             match serde_json::from_slice::<ResultRecord>(&b) {
                 Ok(rec) => {
                     if !dry_run {
                         self.finish_settled(name, &rec)?;
                     }
-                    return Ok(Some(Reclaimed { id: id.clone(), token, state: rec.state, reason: rec.reason, why: format!("{why}; its outcome was recorded"), killed_group: false, worker_id: holder }));
+                    return Ok(Some(Reclaimed { id: id.clone(), token, attempt: a, state: rec.state, reason: rec.reason, why: format!("{why}; its outcome was recorded"), killed_group: false, worker_id: holder }));
                 }
                 // A result is renamed into place whole, so one that is not
                 // is what a power loss left of an outcome that was not
@@ -155,7 +158,7 @@ impl Queue {
         crate::failpoint!("reclaim.before_settle");
         let reason = if self.cancel_requested(id, a) { Reason::Canceled } else { Reason::LeaseExpired };
         if dry_run {
-            return Ok(Some(Reclaimed { id: id.clone(), token, state: State::Pending, reason, why, killed_group: false, worker_id: holder }));
+            return Ok(Some(Reclaimed { id: id.clone(), token, attempt: a, state: State::Pending, reason, why, killed_group: false, worker_id: holder }));
         }
         let lease = self.read_lease(id, a).ok();
         let claimed_ms = lease.as_ref().and_then(|l| time::parse_time(&l.claimed_at).ok());
@@ -169,7 +172,7 @@ impl Queue {
         // durability): the claim is made durable before the outcome.
         let opts = SettleOpts { worker_id: Some("reclaim".into()), ..SettleOpts::default() };
         match self.settle_token(id, &token, reason, &outcome, &opts, true) {
-            Ok(rec) => Ok(Some(Reclaimed { id: id.clone(), token, state: rec.state, reason, why, killed_group: killed, worker_id: holder })),
+            Ok(rec) => Ok(Some(Reclaimed { id: id.clone(), token, attempt: a, state: rec.state, reason, why, killed_group: killed, worker_id: holder })),
             // Someone settled it first (the owner woke up, or another reclaimer).
             Err(e) if e.kind == crate::Kind::LeaseLost => Ok(None),
             Err(e) => Err(e),

@@ -83,6 +83,11 @@ impl Reason {
         matches!(self, Reason::LeaseExpired | Reason::WorkerShutdown)
     }
 
+    /// The reason named `s` (as in a result record), if there is one.
+    pub fn parse(s: &str) -> Option<Reason> {
+        serde_json::from_value(Value::String(s.to_owned())).ok()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Ok => "ok",
@@ -212,4 +217,36 @@ impl ResultRecord {
         v.push(b'\n');
         v
     }
+}
+
+/// A job's counters (SPEC "Fields"): they travel with the job (in its
+/// file name, for a directory queue) and are part of its claim token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Claims so far: the attempt number of the latest claim (0 before any).
+    pub attempt: u32,
+    /// Attempts that failed by the job's own fault.
+    pub failures: u32,
+    /// Interruptions in a row that were not the job's fault.
+    pub interrupts: u32,
+}
+
+/// Which output stream of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One piece of an attempt's output, as its runner wrote it: which stream,
+/// where in that stream, how long, and when. The chunks of an attempt, in
+/// order, say how its two streams interleaved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    pub stream: Stream,
+    /// Where the chunk starts in its stream's log.
+    pub offset: u64,
+    pub len: u64,
+    /// When it was written (Unix ms).
+    pub at_ms: i64,
 }

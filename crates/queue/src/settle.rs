@@ -9,6 +9,7 @@
 //! lease was taken over finds either the result or the leased name gone and
 //! is refused (`lease-lost`, exit 76), changing nothing.
 
+use crate::names::var;
 use crate::error::{Error, IoContext, Kind, Result};
 use crate::fsx::{self, Renamed};
 use crate::job::Job;
@@ -48,6 +49,75 @@ struct Decided {
     sync: bool,
 }
 
+/// What an attempt's outcome makes of its job, whatever the backend.
+pub(crate) struct Decision {
+    /// The result record (its `next_run_at` from `now` and the delay).
+    pub rec: ResultRecord,
+    /// The job's counters after it.
+    pub c: Counters,
+    /// Back to pending after this delay; `None` when it ended.
+    pub delay_ms: Option<u64>,
+}
+
+/// What settling attempt `c.attempt` (claimed with `token`) of `job` with
+/// `reason` makes of the job at `now`: its next state and counters, and the
+/// result record that says so (SPEC "Retries"; failures and interruptions
+/// are counted apart).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decide(id: &str, token: &str, claimed: Counters, job: &Job, reason: Reason, outcome: &Outcome, opts: &SettleOpts, now: i64) -> Decision {
+    let started = outcome.started_at_ms.is_some();
+    let mut c = claimed;
+    let mut delay = None;
+    let state = match reason {
+        Reason::Ok => State::Done,
+        Reason::Canceled => State::Canceled,
+        Reason::DependencyFailed => State::Canceled,
+        r if r.is_failure() => {
+            c.failures += 1;
+            c.interrupts = 0;
+            if c.failures < job.attempts && !job.is_at_most_once() {
+                delay = Some(opts.delay_ms.unwrap_or_else(|| job.backoff.delay_ms(c.failures, opts.rand)));
+                State::Pending
+            } else {
+                State::Dead
+            }
+        }
+        r if r.is_interruption() => {
+            c.interrupts += 1;
+            if (job.is_at_most_once() && started) || c.interrupts >= MAX_INTERRUPTS {
+                State::Dead
+            } else {
+                delay = Some(opts.delay_ms.unwrap_or(0));
+                State::Pending
+            }
+        }
+        _ => State::Dead,
+    };
+    let rec = ResultRecord {
+        kind: "result".into(),
+        id: id.to_owned(),
+        attempt: claimed.attempt,
+        token: Some(token.to_owned()),
+        state,
+        reason,
+        exit_code: outcome.exit_code,
+        signal: outcome.signal,
+        started_at: outcome.started_at_ms.map(time::rfc3339),
+        finished_at: Some(time::rfc3339(outcome.finished_at_ms.unwrap_or(now))),
+        duration_ms: outcome.started_at_ms.map(|s| (outcome.finished_at_ms.unwrap_or(now) - s).max(0) as u64),
+        cpu_user_ms: outcome.cpu_user_ms,
+        cpu_sys_ms: outcome.cpu_sys_ms,
+        max_rss_kb: outcome.max_rss_kb,
+        failures: c.failures,
+        next_run_at: delay.map(|d| time::rfc3339(now.saturating_add(d as i64))),
+        name: job.name.clone(),
+        host: Some(crate::ident::host().host.clone()),
+        worker_id: opts.worker_id.clone(),
+        detail: (!started && reason.is_interruption()).then(|| serde_json::json!({"started": false})),
+    };
+    Decision { rec, c, delay_ms: delay }
+}
+
 /// Where a job is now.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -56,14 +126,12 @@ pub struct Located {
     /// Counters from the file name (terminal names carry none).
     pub c: Option<Counters>,
     pub run_at_ms: Option<i64>,
-    /// The segment, for pending jobs.
-    pub seg: Option<Key>,
 }
 
 impl Queue {
     /// The lease record of attempt `attempt`.
     pub fn lease_path(&self, id: &str, attempt: u32) -> PathBuf {
-        self.var(id).join(format!("{attempt}.lease.json"))
+        self.var(id).join(var::lease(attempt))
     }
 
     /// The lease record of an attempt (the first line of its lease file).
@@ -121,7 +189,7 @@ impl Queue {
 
     /// Has someone asked to cancel this running attempt?
     pub fn cancel_requested(&self, id: &str, attempt: u32) -> bool {
-        fsx::exists(&self.var(id).join(format!("{attempt}.cancel")))
+        fsx::exists(&self.var(id).join(var::cancel(attempt)))
     }
 
     /// Settle attempt `token` of job `id` with `reason`: the fenced commit.
@@ -183,7 +251,7 @@ impl Queue {
     /// made `var/<ID>/`; it is made here only if it is missing.
     fn name_result(&self, name: &LeasedName, tmp: &Path) -> Result<Renamed> {
         let var = self.var(&name.id);
-        let dest = var.join(format!("{}.result.json", name.c.attempt));
+        let dest = var.join(var::result(name.c.attempt));
         match fsx::rename_noreplace(tmp, &dest) {
             Err(_) if !fsx::exists(&var) => {
                 self.make_var(&name.id)?;
@@ -193,63 +261,11 @@ impl Queue {
         }
     }
 
-    /// What settling attempt `name` with `reason` makes of the job: its next
-    /// state and counters, and the result record that says so.
+    /// What settling attempt `name` with `reason` makes of the job.
     fn decide(&self, name: &LeasedName, job: &Job, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Decided {
-        let id = name.id.as_str();
         let now = time::now_ms();
-        let started = outcome.started_at_ms.is_some();
-        let mut c = name.c;
-        let mut run_at = None;
-        let state = match reason {
-            Reason::Ok => State::Done,
-            Reason::Canceled => State::Canceled,
-            Reason::DependencyFailed => State::Canceled,
-            r if r.is_failure() => {
-                c.failures += 1;
-                c.interrupts = 0;
-                if c.failures < job.attempts && !job.is_at_most_once() {
-                    let d = opts.delay_ms.unwrap_or_else(|| job.backoff.delay_ms(c.failures, opts.rand));
-                    run_at = Some(now.saturating_add(d as i64));
-                    State::Pending
-                } else {
-                    State::Dead
-                }
-            }
-            r if r.is_interruption() => {
-                c.interrupts += 1;
-                if (job.is_at_most_once() && started) || c.interrupts >= MAX_INTERRUPTS {
-                    State::Dead
-                } else {
-                    run_at = Some(now + opts.delay_ms.unwrap_or(0) as i64);
-                    State::Pending
-                }
-            }
-            _ => State::Dead,
-        };
-        let rec = ResultRecord {
-            kind: "result".into(),
-            id: id.to_owned(),
-            attempt: name.c.attempt,
-            token: Some(name.token()),
-            state,
-            reason,
-            exit_code: outcome.exit_code,
-            signal: outcome.signal,
-            started_at: outcome.started_at_ms.map(time::rfc3339),
-            finished_at: Some(time::rfc3339(outcome.finished_at_ms.unwrap_or(now))),
-            duration_ms: outcome.started_at_ms.map(|s| (outcome.finished_at_ms.unwrap_or(now) - s).max(0) as u64),
-            cpu_user_ms: outcome.cpu_user_ms,
-            cpu_sys_ms: outcome.cpu_sys_ms,
-            max_rss_kb: outcome.max_rss_kb,
-            failures: c.failures,
-            next_run_at: run_at.map(time::rfc3339),
-            name: job.name.clone(),
-            host: Some(crate::ident::host().host.clone()),
-            worker_id: opts.worker_id.clone(),
-            detail: (!started && reason.is_interruption()).then(|| serde_json::json!({"started": false})),
-        };
-        Decided { rec, run_at: run_at.unwrap_or(now), c, sync: self.sync_claims(job.is_at_most_once()) }
+        let d = decide(&name.id, &name.token(), name.c, job, reason, outcome, opts, now);
+        Decided { rec: d.rec, run_at: d.delay_ms.map_or(now, |ms| now.saturating_add(ms as i64)), c: d.c, sync: self.sync_claims(job.is_at_most_once()) }
     }
 
     /// The steps after the outcome is durable: the fenced move, then what a
@@ -266,7 +282,7 @@ impl Queue {
         // 3. The lease and run records stay as the attempt's history (q-gc
         // prunes them with the job); only a cancel request is dropped.
         if d.rec.reason == Reason::Canceled {
-            let _ = fs::remove_file(self.var(&name.id).join(format!("{}.cancel", name.c.attempt)));
+            let _ = fs::remove_file(self.var(&name.id).join(var::cancel(name.c.attempt)));
         }
         if d.rec.state.is_terminal() {
             self.on_terminal(&name.id, d.rec.state, dirty);
@@ -324,13 +340,13 @@ impl Queue {
         for st in [State::Done, State::Dead, State::Canceled] {
             let p = self.dir(st.dir()).join(terminal_name(id));
             if fsx::exists(&p) {
-                return Ok(Some(Located { state: st, path: p, c: None, run_at_ms: None, seg: None }));
+                return Ok(Some(Located { state: st, path: p, c: None, run_at_ms: None }));
             }
         }
         let prefix = format!("{id}.");
         for n in fsx::list(&self.dir("leased"))? {
             if let Some(l) = LeasedName::parse(&n).filter(|l| n.starts_with(&prefix) && l.id == id) {
-                return Ok(Some(Located { state: State::Running, path: self.dir("leased").join(&n), c: Some(l.c), run_at_ms: None, seg: None }));
+                return Ok(Some(Located { state: State::Running, path: self.dir("leased").join(&n), c: Some(l.c), run_at_ms: None }));
             }
         }
         for st in [State::Waiting, State::Held] {
@@ -346,7 +362,7 @@ impl Queue {
                     continue;
                 }
                 if let Some(q) = QueuedName::parse(&n).filter(|q| q.key.id == id) {
-                    return Ok(Some(Located { state: State::Pending, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at), seg: Some(seg) }));
+                    return Ok(Some(Located { state: State::Pending, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at) }));
                 }
             }
         }
@@ -363,7 +379,7 @@ impl Queue {
                 continue;
             }
             if let Some(q) = QueuedName::parse(&n).filter(|q| q.key.id == id) {
-                return Ok(Some(Located { state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at), seg: None }));
+                return Ok(Some(Located { state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at) }));
             }
         }
         Ok(None)
@@ -403,7 +419,7 @@ impl Queue {
                 worker_id: None,
                 detail: detail.clone(),
             };
-            let end = self.make_var(id)?.join("end.json");
+            let end = self.make_var(id)?.join(var::END);
             let rec = match fsx::publish(&self.tmp(), &end, &rec.to_line(), true)? {
                 Renamed::Done => rec,
                 _ if self.stale_end(id, c.attempt) => continue, // archived; try again
@@ -437,7 +453,7 @@ impl Queue {
 
     /// The record of a job that ended (or is ending) without an attempt.
     pub(crate) fn read_end(&self, id: &str) -> Option<ResultRecord> {
-        let b = fsx::read_capped(&self.var(id).join("end.json"), 1 << 20).ok()?;
+        let b = fsx::read_capped(&self.var(id).join(var::END), 1 << 20).ok()?;
         serde_json::from_slice(&b).ok()
     }
 
@@ -445,9 +461,9 @@ impl Queue {
     /// before moving the job, and the job was claimed since) decides
     /// nothing: archive it as `end.<ULID>.json`. True if it was stale.
     fn stale_end(&self, id: &str, attempt_now: u32) -> bool {
-        let end = self.var(id).join("end.json");
+        let end = self.var(id).join(var::END);
         let stale = self.read_end(id).is_some_and(|r| r.attempt < attempt_now);
-        stale && fs::rename(&end, self.var(id).join(format!("end.{}.json", crate::id::new_id()))).is_ok()
+        stale && fs::rename(&end, self.var(id).join(var::archived_end())).is_ok()
     }
 
     /// Move a job file (waiting, held, terminal) into a pending segment.
@@ -485,7 +501,7 @@ impl Queue {
             }
             State::Running => {
                 let c = l.c.unwrap_or_default();
-                let p = self.var(id).join(format!("{}.cancel", c.attempt));
+                let p = self.var(id).join(var::cancel(c.attempt));
                 fs::write(&p, b"").ctx("write", &p)?;
             }
             _ => {}
@@ -503,9 +519,9 @@ impl Queue {
         let job = self.read_job(&l.path)?;
         let attempt = self.last_attempt(id);
         let var = self.var(id);
-        let end = var.join("end.json");
+        let end = var.join(var::END);
         if fsx::exists(&end) {
-            let _ = fs::rename(&end, var.join(format!("end.{}.json", crate::id::new_id())));
+            let _ = fs::rename(&end, var.join(var::archived_end()));
         }
         crate::failpoint!("retry.after_archive");
         if !self.requeue_file(&l.path, &job, time::now_ms(), Counters { attempt, failures: 0, interrupts: 0 })? {

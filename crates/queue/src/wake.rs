@@ -13,13 +13,14 @@ use std::time::Duration;
 pub const MAX_SLEEP: Duration = Duration::from_millis(500);
 
 impl Queue {
-    /// Tell waiters that a job may be ready.
+    /// Tell waiters that a job may be ready. Both times are set: setting
+    /// the mtime alone raises `IN_MODIFY`, both `IN_ATTRIB`.
     pub fn wake(&self) {
         let p = self.dir("pending").join(".wake");
         let now = std::time::SystemTime::now();
         match fs::OpenOptions::new().write(true).open(&p) {
             Ok(f) => {
-                let _ = f.set_modified(now);
+                let _ = f.set_times(fs::FileTimes::new().set_accessed(now).set_modified(now));
             }
             Err(_) => {
                 let _ = fs::write(&p, b"");
@@ -30,19 +31,21 @@ impl Queue {
     /// A waiter that wakes only when a job may have become ready (pushes,
     /// requeues, releases): what a claimer needs; its own claims and
     /// completions do not wake it.
-    pub fn pending_waiter(&self) -> Waiter {
+    pub fn pending_waiter(&self) -> DirWaiter {
         let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok().and_then(|i| {
-            let flags = AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
+            // IN_MODIFY too: an older q touched `.wake`'s mtime alone.
+            let flags = AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
             i.add_watch(&self.dir("pending"), flags).ok()?;
             Some(i)
         });
-        Waiter { ino: if is_network_fs(self.root()) { None } else { ino } }
+        DirWaiter { ino: if is_network_fs(self.root()) { None } else { ino } }
     }
 
     /// A waiter on this queue's pending jobs and on jobs finishing.
-    pub fn waiter(&self) -> Waiter {
+    pub fn waiter(&self) -> DirWaiter {
         let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok().and_then(|i| {
             let flags = AddWatchFlags::IN_ATTRIB
+                | AddWatchFlags::IN_MODIFY
                 | AddWatchFlags::IN_CREATE
                 | AddWatchFlags::IN_MOVED_TO
                 | AddWatchFlags::IN_CLOSE_WRITE;
@@ -54,7 +57,7 @@ impl Queue {
             Some(i)
         });
         let ino = if is_network_fs(self.root()) { None } else { ino };
-        Waiter { ino }
+        DirWaiter { ino }
     }
 }
 
@@ -64,17 +67,12 @@ fn is_network_fs(p: &std::path::Path) -> bool {
 }
 
 /// Blocks until something changed in the queue, or a timeout.
-pub struct Waiter {
+pub struct DirWaiter {
     ino: Option<Inotify>,
 }
 
-impl Waiter {
-    /// Wait up to `timeout` (capped at `MAX_SLEEP`) for a change.
-    pub fn wait(&self, timeout: Duration) {
-        self.wait_or(timeout, None);
-    }
-
-    /// Like [`Waiter::wait`], but also return as soon as `also` is readable
+impl DirWaiter {
+    /// Like [`DirWaiter::wait`], but also return as soon as `also` is readable
     /// (a caller's self-pipe, written when a signal arrives).
     pub fn wait_or(&self, timeout: Duration, also: Option<BorrowedFd<'_>>) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -122,5 +120,25 @@ impl Waiter {
             }
             None => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testkit;
+
+    /// A push into an existing segment only touches `.wake`: that must wake
+    /// a claimer, not leave the job to the 500 ms rescan (it did: setting
+    /// the mtime alone raised IN_MODIFY, which was not watched).
+    #[test]
+    fn touching_wake_wakes_a_pending_waiter() {
+        let (_d, q) = testkit::queue();
+        q.wake(); // `.wake` exists from now on
+        let w = q.pending_waiter();
+        assert!(w.ino.is_some(), "inotify is available here");
+        let _ = w.changed();
+        assert!(!w.changed(), "nothing happened yet");
+        q.wake();
+        assert!(w.changed(), "a touch of .wake is seen");
     }
 }

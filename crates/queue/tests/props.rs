@@ -3,18 +3,21 @@
 //! in names.rs and job.rs), backoff bounds, and a state-machine test of the
 //! protocol — push, claim, heartbeat, settle ok/fail, kill (drop the claim's
 //! lease handle), lease expiry (the lease file's mtime set into the past),
-//! reclaim, stale settles — run on the real library in a TempDir against a
-//! reference model, with the invariants checked after every step.
+//! reclaim, stale settles — run through the `Backend` trait on every
+//! backend (tests/backends) against a reference model, with the invariants
+//! checked after every step (and a directory queue's own, on its files).
 //!
 //! `PROPTEST_CASES` raises the number of cases (default 48 here).
 
+mod backends;
+
+use backends::Fixture;
 use proptest::prelude::*;
 use q_queue::job::{Backoff, Job, PushContext, validate};
 use q_queue::names::{Counters, Key, LeasedName, QueuedName, parse_terminal, terminal_name};
-use q_queue::{ClaimOpts, Kind, Liveness, Outcome, Queue, Reason, ResultRecord, SettleOpts, State};
+use q_queue::{Backend, ClaimOpts, Kind, Liveness, Outcome, Queue, Reason, ResultRecord, SettleOpts, State};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(48)
@@ -195,17 +198,15 @@ struct MJob {
 struct WClaim {
     id: String,
     token: String,
-    /// The lease handle; `None` once the worker "died".
-    file: Option<std::fs::File>,
+    /// The claim itself: holding it holds its lease (dropping it is the worker's death).
+    file: Option<q_queue::Claim>,
     stale: bool,
 }
 
 const ATTEMPTS: u32 = 2;
 
-fn run_machine(ops: &[Op]) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = Queue::create(&dir.path().join("q"), None).unwrap();
-    q.durability = q_queue::Durability::Relaxed;
+fn run_machine(fx: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
+    let q: &dyn Backend = fx.b.as_ref();
     let mut model: BTreeMap<String, MJob> = BTreeMap::new();
     let mut workers: Vec<Option<WClaim>> = (0..WORKERS).map(|_| None).collect();
     let ctx = PushContext { cwd: "/".into(), env: Default::default(), now_ms: q_queue::time::now_ms() };
@@ -237,12 +238,15 @@ fn run_machine(ops: &[Op]) -> Result<(), TestCaseError> {
                         prop_assert_eq!(c.attempt(), m.attempt + 1, "{}: attempt", why);
                         m.state = State::Running;
                         m.attempt += 1;
-                        workers[w] = Some(WClaim { id: c.id.clone(), token: c.token(), file: Some(c.lease_file), stale: false });
+                        workers[w] = Some(WClaim { id: c.id.clone(), token: c.token.clone(), file: Some(c), stale: false });
                     }
                 }
             }
             Op::Touch { w } => {
                 let Some(c) = &workers[w] else { continue };
+                if c.file.is_none() && !c.stale {
+                    continue; // a dead worker does not touch
+                }
                 let r = q.touch(&c.id, &c.token);
                 if c.stale {
                     prop_assert!(matches!(&r, Err(e) if e.kind == Kind::LeaseLost), "{}: a stale touch: {:?}", why, r);
@@ -273,8 +277,10 @@ fn run_machine(ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(rec.state, m.state, "{}", why);
             }
             Op::Kill { w } => {
-                if let Some(c) = workers[w].as_mut() {
-                    c.file = None;
+                if let Some(c) = workers[w].as_mut()
+                    && let Some(held) = c.file.take()
+                {
+                    fx.died(held);
                 }
             }
             Op::Expire { w } => {
@@ -282,9 +288,8 @@ fn run_machine(ops: &[Op]) -> Result<(), TestCaseError> {
                 if c.stale {
                     continue;
                 }
-                let a: u32 = c.token.split('.').next().unwrap().parse().unwrap();
-                let f = std::fs::File::options().write(true).open(q.lease_path(&c.id, a)).unwrap();
-                f.set_modified(SystemTime::now() - Duration::from_secs(120)).unwrap();
+                let a = c.file.as_ref().map_or(model[&c.id].attempt, |h| h.attempt());
+                fx.expire(&c.id, a);
             }
             Op::Reclaim => {
                 let got = q.reclaim(false).unwrap();
@@ -304,21 +309,45 @@ fn run_machine(ops: &[Op]) -> Result<(), TestCaseError> {
                 for c in workers.iter().flatten() {
                     let m = &model[&c.id];
                     if m.state == State::Running && !c.stale {
-                        let a: u32 = c.token.split('.').next().unwrap().parse().unwrap();
-                        let old = std::fs::metadata(q.lease_path(&c.id, a)).unwrap().modified().unwrap().elapsed().unwrap_or_default() > Duration::from_secs(60);
+                        let old = fx.expired(&c.id, m.attempt);
                         prop_assert!(c.file.is_some() && !old, "{}: job {} should have been reclaimed", why, c.id);
                     }
                 }
             }
         }
-        check(&q, &model, &why)?;
+        check(q, &model, &why)?;
+        if let Some(dir) = fx.queue_dir() {
+            check_files(&dir, &model, &why)?;
+        }
     }
     Ok(())
 }
 
-/// I1 (every job is where the model says), I3 (one place, one terminal
-/// record), I4/I5 (the counters in the name are the model's).
-fn check(q: &Queue, model: &BTreeMap<String, MJob>, why: &str) -> Result<(), TestCaseError> {
+/// Through the trait: every job is where the model says, with the model's
+/// counters, and a finished one's last result agrees.
+fn check(q: &dyn Backend, model: &BTreeMap<String, MJob>, why: &str) -> Result<(), TestCaseError> {
+    let listed = q.entries(&State::ALL).unwrap();
+    prop_assert_eq!(listed.len(), model.len(), "{}: jobs listed {:?}", why, listed.iter().map(|e| &e.id).collect::<Vec<_>>());
+    for (id, m) in model {
+        let l = q.locate(id).unwrap().unwrap();
+        prop_assert_eq!(l.state, m.state, "{}: job {}", why, id);
+        if let Some(c) = l.c {
+            prop_assert_eq!(c, Counters { attempt: m.attempt, failures: m.failures, interrupts: m.interrupts }, "{}: counters of {}", why, id);
+        }
+        if m.state.is_terminal() {
+            prop_assert_eq!(q.finished(id), Some(m.state), "{}: job {}", why, id);
+            prop_assert_eq!(q.last_result(id).map(|r| r.state), Some(m.state), "{}: last result of {}", why, id);
+        } else {
+            prop_assert_eq!(q.finished(id), None, "{}: job {}", why, id);
+        }
+    }
+    Ok(())
+}
+
+/// A directory queue's own: I1 (every job is where the model says), I3
+/// (one place, one terminal record), I4/I5 (the counters in the name are
+/// the model's).
+fn check_files(q: &Queue, model: &BTreeMap<String, MJob>, why: &str) -> Result<(), TestCaseError> {
     let mut places: BTreeMap<String, usize> = BTreeMap::new();
     for dir in ["leased", "done", "dead", "canceled", "waiting", "held"] {
         for e in std::fs::read_dir(q.dir(dir)).unwrap() {
@@ -361,6 +390,8 @@ proptest! {
 
     #[test]
     fn protocol_state_machine(ops in proptest::collection::vec(op(), 1..40)) {
-        run_machine(&ops)?;
+        for fx in backends::all(q_queue::Durability::Relaxed) {
+            run_machine(&fx, &ops).map_err(|e| TestCaseError::fail(format!("{}: {e}", fx.name)))?;
+        }
     }
 }

@@ -77,7 +77,7 @@ fn pushes_and_requeues_racing_claimers_never_fail() {
                             // Fail once (requeued at once), then succeed.
                             let reason = if c.attempt() == 1 { Reason::Exit } else { Reason::Ok };
                             let so = SettleOpts { delay_ms: Some(0), ..SettleOpts::default() };
-                            if let Err(e) = q.settle(&c.id, &c.token(), reason, &Outcome::default(), &so) {
+                            if let Err(e) = q.settle(&c.id, &c.token, reason, &Outcome::default(), &so) {
                                 errors.push(format!("settle: {e}"));
                             }
                         }
@@ -141,7 +141,7 @@ fn a_stale_end_record_decides_nothing() {
     // The job runs and fails once: back to pending at attempt 1.
     let c = q.claim(1, &opts()).unwrap().pop().unwrap();
     let so = SettleOpts { delay_ms: Some(0), ..SettleOpts::default() };
-    q.settle(&c.id, &c.token(), Reason::Exit, &Outcome::default(), &so).unwrap();
+    q.settle(&c.id, &c.token, Reason::Exit, &Outcome::default(), &so).unwrap();
     drop(c);
     assert_eq!(q.last_result(&id).unwrap().reason, Reason::Exit, "readers are told the latest attempt, not the stale end record");
     // A cancel now works (the stale record is archived, not in the way).
@@ -154,7 +154,7 @@ fn a_stale_end_record_decides_nothing() {
     std::fs::create_dir_all(q.var(&id2)).unwrap();
     std::fs::write(q.var(&id2).join("end.json"), ResultRecord { id: id2.clone(), ..stale }.to_line()).unwrap();
     let c = q.claim(1, &opts()).unwrap().pop().unwrap();
-    q.settle(&c.id, &c.token(), Reason::Ok, &Outcome::default(), &so).unwrap();
+    q.settle(&c.id, &c.token, Reason::Ok, &Outcome::default(), &so).unwrap();
     assert_eq!(q.last_result(&id2).unwrap().state, State::Done);
 }
 

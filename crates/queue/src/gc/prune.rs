@@ -9,6 +9,7 @@
 //! state directory, so a concurrent `q-ctl retry` either wins (and gc keeps
 //! its history) or finds nothing.
 
+use crate::names::var;
 use super::scan::Inventory;
 use super::{Action, Gc, age_ms};
 use crate::error::Result;
@@ -195,7 +196,7 @@ impl Gc<'_> {
             let mut age = age_ms(self.now, em.modified());
             if what == "workspace" {
                 // Kept for inspection from the end of its attempt.
-                if let Ok(rm) = fs::symlink_metadata(p.join(format!("{attempt}.result.json"))) {
+                if let Ok(rm) = fs::symlink_metadata(p.join(var::result(attempt))) {
                     age = age.min(age_ms(self.now, rm.modified()));
                 }
             }

@@ -6,23 +6,17 @@
 use super::{Decided, SettleOpts};
 use crate::error::{Error, Result};
 use crate::fsx::{self, Renamed};
-use crate::job::Job;
-use crate::names::LeasedName;
 use crate::queue::Queue;
 use crate::record::{Outcome, Reason, ResultRecord};
 use std::fs;
 use std::path::PathBuf;
 
-/// One attempt of a group: what [`Queue::settle_job`] takes.
+/// One attempt of a group: a claim this process holds, and how it ended.
 pub struct ToSettle<'a> {
-    pub name: &'a LeasedName,
-    pub job: &'a Job,
+    pub claim: &'a crate::Claim,
     pub reason: Reason,
     pub outcome: &'a Outcome,
     pub opts: &'a SettleOpts,
-    /// The claim is not durable yet ([`crate::Claim::sync_pending`]): the
-    /// settle makes it durable before it publishes the outcome.
-    pub claim_sync_pending: bool,
 }
 
 impl Queue {
@@ -33,17 +27,19 @@ impl Queue {
     /// attempt, and so is every group where `syncfs` does not reach the
     /// store (FUSE).
     pub fn settle_group(&self, group: &[ToSettle]) -> Vec<Result<ResultRecord>> {
-        let decided: Vec<Decided> = group.iter().map(|s| self.decide(s.name, s.job, s.reason, s.outcome, s.opts)).collect();
+        let decided: Vec<Decided> = group.iter().map(|s| self.decide(s.claim.leased_name(), &s.claim.job, s.reason, s.outcome, s.opts)).collect();
         if group.len() < 2 || !decided.iter().any(|d| d.sync) || !self.syncfs_trusted() {
             // 0. Deferred claims made durable first: a claim lost in a
             // power loss must not leave its outcome behind.
-            if group.iter().any(|s| s.claim_sync_pending) {
+            if group.iter().any(|s| s.claim.durable_pending()) {
                 if let Err(e) = self.sync_leased() {
                     return group.iter().map(|_| Err(Error::new(e.kind, e.to_string()))).collect();
                 }
                 crate::failpoint!("settle.after_claim_sync");
             }
-            return group.iter().zip(decided).map(|(s, d)| self.settle_decided(s.name, s.job, d)).collect();
+            let answers = group.iter().zip(decided).map(|(s, d)| self.settle_decided(s.claim.leased_name(), &s.claim.job, d)).collect();
+            Self::synced(group);
+            return answers;
         }
         let mut answers: Vec<Option<Result<ResultRecord>>> = group.iter().map(|_| None).collect();
         // 1. Each outcome written under a temporary name; no fsync.
@@ -70,7 +66,7 @@ impl Queue {
         // 3. Publish each: the fencing point of each attempt.
         let mut published = Vec::with_capacity(staged.len());
         for (i, tmp) in staged {
-            let name = group[i].name;
+            let name = group[i].claim.leased_name();
             match fsx::publish_staged(&tmp, || self.name_result(name, &tmp)) {
                 Ok(Renamed::Done) => published.push(i),
                 Ok(_) => answers[i] = Some(Err(Error::lease_lost(&name.id, &name.token()))),
@@ -94,11 +90,21 @@ impl Queue {
         let mut dirty = Vec::new();
         for i in published {
             let d = decided[i].take().expect("each attempt settles once");
-            answers[i] = Some(self.finish_settle(group[i].name, group[i].job, d, &mut dirty));
+            answers[i] = Some(self.finish_settle(group[i].claim.leased_name(), &group[i].claim.job, d, &mut dirty));
         }
         // As in a single settle: past the commit point, recoverable by q-gc.
         let _ = fsx::fsync_dirs(&dirty);
+        Self::synced(group);
         answers.into_iter().map(|a| a.expect("every attempt answered")).collect()
+    }
+}
+
+impl Queue {
+    /// The group's claims are durable now (or settled): none is pending.
+    fn synced(group: &[ToSettle]) {
+        for s in group {
+            s.claim.sync_pending.store(false, std::sync::atomic::Ordering::Release);
+        }
     }
 }
 
@@ -120,13 +126,13 @@ mod tests {
         assert_eq!(claims.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), ids);
         // The third attempt's lease was taken over: someone settled it first.
         let so = SettleOpts { delay_ms: Some(0), ..SettleOpts::default() };
-        q.settle(&claims[2].id, &claims[2].token(), Reason::WorkerShutdown, &Outcome::default(), &so).unwrap();
+        q.settle(&claims[2].id, &claims[2].token, Reason::WorkerShutdown, &Outcome::default(), &so).unwrap();
         let outcome = Outcome::default();
         let reasons = [Reason::Ok, Reason::Exit, Reason::Ok, Reason::Ok];
         let group: Vec<ToSettle> = claims
             .iter()
             .zip(reasons)
-            .map(|(c, reason)| ToSettle { name: &c.name, job: &c.job, reason, outcome: &outcome, opts: &so, claim_sync_pending: c.sync_pending })
+            .map(|(c, reason)| ToSettle { claim: c, reason, outcome: &outcome, opts: &so })
             .collect();
         let answers = q.settle_group(&group);
         assert_eq!(answers.len(), 4, "one answer per attempt");

@@ -1,5 +1,9 @@
-//! Workspaces (`$Q_WORKSPACE`): every attempt gets an empty directory at
-//! `var/<ID>/<A>.work/`, removed after success. Making and removing a
+//! What a worker keeps on its own host, whatever the backend: the
+//! workspaces of the attempts it runs. (The process group of a running job
+//! is recorded with [`crate::Backend::record_start`].)
+//!
+//! Workspaces (`$Q_WORKSPACE`): every attempt gets an empty directory (for
+//! a directory queue at `var/<ID>/<A>.work/`), removed after success. Making and removing a
 //! directory per job costs an inode allocation and a free each time (and,
 //! on ext4 without a journal, every later allocation skips over recently
 //! freed inodes for minutes). So a worker parks the empty workspace of a
@@ -11,7 +15,7 @@
 //! left by a worker that died is a `tmp/` entry like any other: q-gc removes
 //! it after `--tmp-ttl`.
 
-use q_queue::{Queue, fsx};
+use crate::fsx;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -19,7 +23,10 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 pub struct Workspaces {
+    /// Where workspaces are parked (`tmp/`).
     tmp: PathBuf,
+    /// Where the per-job directories are (`var/`).
+    var: PathBuf,
     inner: Mutex<Inner>,
 }
 
@@ -35,16 +42,34 @@ struct Inner {
 }
 
 impl Workspaces {
-    pub fn new(q: &Queue) -> Workspaces {
-        Workspaces { tmp: q.tmp(), inner: Mutex::new(Inner::default()) }
+    pub(crate) fn new(tmp: PathBuf, var: PathBuf) -> Workspaces {
+        Workspaces { tmp, var, inner: Mutex::new(Inner::default()) }
+    }
+
+    /// Where attempt `attempt` of job `id` works.
+    pub fn path(&self, id: &str, attempt: u32) -> PathBuf {
+        self.var.join(id).join(crate::names::var::workspace(attempt))
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Make the empty workspace at `path`.
-    pub fn make(&self, path: &Path) -> q_queue::Result<()> {
+    /// Make the empty workspace of attempt `attempt` of job `id`.
+    pub fn make(&self, id: &str, attempt: u32) -> crate::Result<PathBuf> {
+        let path = self.path(id, attempt);
+        // A directory queue made the job's directory with its claim; a
+        // database queue's host-local one is made here.
+        if let Some(dir) = path.parent()
+            && !dir.is_dir()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| crate::Error::io("create directory", dir, e))?;
+        }
+        self.make_at(&path)?;
+        Ok(path)
+    }
+
+    fn make_at(&self, path: &Path) -> crate::Result<()> {
         let mut inner = self.inner();
         while let Some(spare) = inner.spares.pop() {
             if fs::rename(&spare, path).is_ok() {
@@ -109,44 +134,40 @@ impl Workspaces {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Queue;
+    use crate::testkit::queue;
     use std::os::unix::fs::PermissionsExt;
 
-    fn queue() -> (tempfile::TempDir, Queue) {
-        let d = tempfile::tempdir().unwrap();
-        let q = Queue::create(&d.path().join("q"), None).unwrap();
-        (d, q)
+    fn workspaces(q: &Queue) -> Workspaces {
+        Workspaces::new(q.tmp(), q.dir("var"))
     }
 
     #[test]
     fn an_empty_workspace_is_reused_and_a_used_one_is_not() {
         let (_d, q) = queue();
-        let ws = Workspaces::new(&q);
-        let a = q.workspace_path("A", 1);
-        fs::create_dir_all(a.parent().unwrap()).unwrap();
-        ws.make(&a).unwrap();
+        let ws = workspaces(&q);
+        fs::create_dir_all(q.var("A")).unwrap();
+        let a = ws.make("A", 1).unwrap();
         let ino = fs::metadata(&a).unwrap().ino();
         ws.done_with(&a);
         assert!(!a.exists(), "removed from its place after success");
-        let b = q.workspace_path("B", 1);
-        fs::create_dir_all(b.parent().unwrap()).unwrap();
-        ws.make(&b).unwrap();
+        fs::create_dir_all(q.var("B")).unwrap();
+        let b = ws.make("B", 1).unwrap();
         assert_eq!(fs::metadata(&b).unwrap().ino(), ino, "the parked directory is reused");
         assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), 0, "nothing left parked while in use");
         // Used: not parked, removed.
         fs::write(b.join("file"), "x").unwrap();
         ws.done_with(&b);
         assert!(!b.exists());
-        let c = q.workspace_path("C", 1);
-        fs::create_dir_all(c.parent().unwrap()).unwrap();
-        ws.make(&c).unwrap();
+        fs::create_dir_all(q.var("C")).unwrap();
+        let c = ws.make("C", 1).unwrap();
         // (Its inode number may come back for a new directory: compare contents.)
         assert_eq!(fs::read_dir(&c).unwrap().count(), 0, "a used workspace is never handed on");
         // Mode changed by the job: not handed on either.
         fs::set_permissions(&c, fs::Permissions::from_mode(0o777)).unwrap();
         ws.done_with(&c);
-        let d = q.workspace_path("D", 1);
-        fs::create_dir_all(d.parent().unwrap()).unwrap();
-        ws.make(&d).unwrap();
+        fs::create_dir_all(q.var("D")).unwrap();
+        let d = ws.make("D", 1).unwrap();
         assert_eq!(fs::symlink_metadata(&d).unwrap().mode() & 0o777, 0o700, "made anew, not the changed one");
         // A symlink left in its place is removed, never parked or followed.
         fs::remove_dir(&d).unwrap();
@@ -155,9 +176,8 @@ mod tests {
         assert!(fs::symlink_metadata(&d).is_err());
         assert!(q.root().join("FORMAT").exists(), "the symlink's target is untouched");
         // Parked, then the worker stops: nothing is left in tmp/.
-        let e = q.workspace_path("E", 1);
-        fs::create_dir_all(e.parent().unwrap()).unwrap();
-        ws.make(&e).unwrap();
+        fs::create_dir_all(q.var("E")).unwrap();
+        let e = ws.make("E", 1).unwrap();
         ws.done_with(&e);
         assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), 1);
         ws.close();
@@ -170,24 +190,19 @@ mod tests {
     #[test]
     fn workspaces_in_flight_are_all_parked_up_to_the_cap() {
         let (_d, q) = queue();
-        let ws = Workspaces::new(&q);
-        let path = |i: usize| {
-            let p = q.workspace_path(&format!("J{i}"), 1);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            p
+        let ws = workspaces(&q);
+        let make = |i: usize| {
+            fs::create_dir_all(q.var(&format!("J{i}"))).unwrap();
+            ws.make(&format!("J{i}"), 1).unwrap()
         };
-        let first: Vec<PathBuf> = (0..SPARES + 2).map(path).collect();
-        for p in &first {
-            ws.make(p).unwrap();
-        }
+        let first: Vec<PathBuf> = (0..SPARES + 2).map(make).collect();
         let inos: std::collections::HashSet<u64> = first.iter().map(|p| fs::metadata(p).unwrap().ino()).collect();
         for p in &first {
             ws.done_with(p);
         }
         assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), SPARES, "parked up to the cap, the rest removed");
-        let next: Vec<PathBuf> = (SPARES + 2..2 * SPARES + 2).map(path).collect();
+        let next: Vec<PathBuf> = (SPARES + 2..2 * SPARES + 2).map(make).collect();
         for p in &next {
-            ws.make(p).unwrap();
             assert!(inos.contains(&fs::metadata(p).unwrap().ino()), "a parked workspace is reused");
         }
         assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), 0, "every parked one is in use");

@@ -1,0 +1,93 @@
+//! When is a queue drained (`q-supervise --exit-on-idle`)? Work is: a running job; a
+//! ready job; a job scheduled within the idle horizon (retries included, so
+//! a Makefile drain waits for them). A paused queue's pending jobs and held
+//! jobs are not work. Waiting jobs whose dependencies all finished are moved
+//! on first (promoted, or ended dependency-failed); the waiting jobs left
+//! then wait on something that is itself not work (held, or due after the
+//! horizon), so they are not work either.
+//!
+//! The scan lists `leased/` before and after `pending/`: a job claimed while
+//! we look is in one of the three listings, so it is never missed.
+
+use crate::error::Result;
+use crate::fsx;
+use crate::names::{Key, QueuedName};
+use crate::queue::Queue;
+use crate::time;
+
+/// What the scan found.
+#[derive(Debug, Default, Clone)]
+pub struct Idle {
+    /// There is work: do not exit.
+    pub busy: bool,
+    pub paused: bool,
+    pub running: u64,
+    /// Pending jobs due within the horizon (ready now or soon).
+    pub due: u64,
+    /// Pending jobs scheduled after the horizon.
+    pub later: u64,
+    pub waiting: u64,
+    pub held: u64,
+    /// Due jobs of a newer format, which this q leaves alone.
+    pub newer: u64,
+}
+
+impl Queue {
+    /// Look at the queue once. `horizon_ms`: how far ahead a scheduled job
+    /// still counts (`None`: any).
+    pub fn idle(&self, horizon_ms: Option<u64>) -> Result<Idle> {
+        let q = self;
+        let mut promoted_once = false;
+        loop {
+            let now = time::now_ms();
+            let limit = horizon_ms.map_or(i64::MAX, |h| now.saturating_add(h as i64));
+            let mut s = Idle {
+                paused: q.paused(now).is_some(),
+                ..Idle::default()
+            };
+            s.running = fsx::list(&q.dir("leased"))?.len() as u64;
+            if s.running > 0 {
+                s.busy = true;
+                return Ok(s);
+            }
+            let pending = q.dir("pending");
+            for seg in fsx::list(&pending)? {
+                if Key::parse(&seg).is_none() {
+                    continue;
+                }
+                for n in fsx::list(&pending.join(&seg))? {
+                    let Some(name) = QueuedName::parse(&n) else {
+                        continue;
+                    };
+                    if name.key.run_at > limit {
+                        s.later += 1;
+                    } else if q.newer_record(&pending.join(&seg).join(&n)) {
+                        // A newer q's job: no worker here will run it.
+                        s.newer += 1;
+                    } else {
+                        s.due += 1;
+                        if !s.paused {
+                            s.busy = true;
+                            return Ok(s);
+                        }
+                    }
+                }
+            }
+            s.running = fsx::list(&q.dir("leased"))?.len() as u64;
+            if s.running > 0 {
+                s.busy = true;
+                return Ok(s);
+            }
+            s.held = fsx::list(&q.dir("held"))?.len() as u64;
+            s.waiting = fsx::list(&q.dir("waiting"))?.len() as u64;
+            if s.waiting > 0 && !promoted_once {
+                // Move on the waiting jobs whose dependencies ended, then look again.
+                promoted_once = true;
+                if q.promote_stranded()? > 0 {
+                    continue;
+                }
+            }
+            return Ok(s);
+        }
+    }
+}

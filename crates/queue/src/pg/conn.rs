@@ -1,0 +1,269 @@
+//! Where a PostgreSQL queue is and how q connects to it: the URL with q's
+//! own parameters (`schema`, `queue`) taken out, the password from the URL,
+//! the environment the tool was given, or a `.pgpass` file's text (this
+//! crate reads no environment itself), and connections that come back
+//! after the server went away.
+
+use crate::error::{Error, Kind, Result};
+use postgres::{Client, Config, NoTls};
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A parsed `postgres://` location.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub config: Config,
+    pub schema: String,
+    pub queue: String,
+    /// The location for messages (password masked).
+    pub shown: String,
+}
+
+/// Passwords a tool found for q (never printed, never passed on in argv).
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// `PGPASSWORD`, or the variable q passes to the tools it starts.
+    pub password: Option<String>,
+    /// The text of `~/.pgpass` (or `$PGPASSFILE`).
+    pub pgpass: Option<String>,
+}
+
+fn bad(shown: &str, why: impl std::fmt::Display) -> Error {
+    Error::new(Kind::Data, format!("queue {shown}: {why}"))
+}
+
+/// A schema name q accepts: a plain lower-case SQL identifier.
+fn valid_schema(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 48 && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl Target {
+    pub fn parse(url: &str, secrets: &Secrets) -> Result<Target> {
+        let shown = crate::backend::redact(url);
+        // `pg:` is short for `postgres:` (`pg://h/db`), or takes libpq's
+        // key=value form (`pg:host=h dbname=db`).
+        let url = match url.strip_prefix("pg:") {
+            Some(rest) if rest.starts_with("//") => format!("postgres:{rest}"),
+            Some(rest) => rest.to_owned(),
+            None => url.to_owned(),
+        };
+        let (mut schema, mut queue) = ("q".to_owned(), "default".to_owned());
+        let rest = if url.contains("://") {
+            // q's own query parameters go; the others are the driver's.
+            let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+            let mut kept = Vec::new();
+            for kv in query.split('&').filter(|s| !s.is_empty()) {
+                match kv.split_once('=') {
+                    Some(("schema", v)) => schema = v.to_owned(),
+                    Some(("queue", v)) => queue = decode(v),
+                    _ => kept.push(kv),
+                }
+            }
+            if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }
+        } else {
+            let mut kept = Vec::new();
+            for kv in url.split_whitespace() {
+                match kv.split_once('=') {
+                    Some(("schema", v)) => schema = v.to_owned(),
+                    Some(("queue", v)) => queue = v.to_owned(),
+                    _ => kept.push(kv),
+                }
+            }
+            kept.join(" ")
+        };
+        if !valid_schema(&schema) {
+            return Err(bad(&shown, format!("schema {schema:?}: use lower-case letters, digits and _ (at most 48)")));
+        }
+        if queue.is_empty() || queue.len() > 200 {
+            return Err(bad(&shown, "the queue name must be 1 to 200 characters"));
+        }
+        let mut config = Config::from_str(&rest).map_err(|e| bad(&shown, e))?;
+        if config.get_user().is_none() {
+            return Err(bad(&shown, "no user: give one (postgres://USER@HOST/DB)"));
+        }
+        if config.get_password().is_none()
+            && let Some(p) = secrets.password.clone().or_else(|| pgpass_lookup(&config, secrets.pgpass.as_deref()?))
+        {
+            config.password(p);
+        }
+        config.connect_timeout(Duration::from_secs(10));
+        config.application_name("q");
+        Ok(Target { config, schema, queue, shown })
+    }
+
+    /// A new connection.
+    pub fn connect(&self) -> Result<Client> {
+        self.config.connect(NoTls).map_err(|e| unreachable(&self.shown, &e))
+    }
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The password `.pgpass` gives this host, port, database and user
+/// (`host:port:db:user:password`, `*` matches anything, `\` escapes).
+fn pgpass_lookup(c: &Config, text: &str) -> Option<String> {
+    let host = match c.get_hosts().first()? {
+        postgres::config::Host::Tcp(h) => h.clone(),
+        postgres::config::Host::Unix(_) => "localhost".to_owned(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432).to_string();
+    let user = c.get_user()?.to_owned();
+    let db = c.get_dbname().unwrap_or(&user).to_owned();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let f = split_pgpass(line);
+        if f.len() != 5 {
+            continue;
+        }
+        let want = [&host, &port, &db, &user];
+        if f[..4].iter().zip(want).all(|(f, w)| f == "*" || f == w) {
+            return Some(f[4].clone());
+        }
+    }
+    None
+}
+
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut esc = false;
+    for ch in line.chars() {
+        match (esc, ch) {
+            (true, _) => {
+                out.last_mut().unwrap().push(ch);
+                esc = false;
+            }
+            (false, '\\') => esc = true,
+            (false, ':') => out.push(String::new()),
+            (false, _) => out.last_mut().unwrap().push(ch),
+        }
+    }
+    out
+}
+
+/// The server cannot be reached: a temporary failure (75).
+pub(crate) fn unreachable(shown: &str, e: &postgres::Error) -> Error {
+    Error::new(Kind::Busy, format!("cannot reach the PostgreSQL server of queue {shown}: {e}; try again once it is up"))
+}
+
+/// Did this error lose the connection (so that a retry on a new one may help)?
+pub(crate) fn lost(e: &postgres::Error) -> bool {
+    e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// One connection, made when first needed and made again after the
+/// server went away (with backoff).
+pub(crate) struct Conn {
+    target: Target,
+    client: Mutex<Option<Client>>,
+    /// Run on every new connection (`LISTEN`, advisory locks it holds).
+    setup: Mutex<Vec<String>>,
+    /// Connected once: a server that goes away later is waited for.
+    ever: std::sync::atomic::AtomicBool,
+}
+
+/// How long a lost connection is tried again before an operation fails.
+const RECONNECT_FOR: Duration = Duration::from_secs(30);
+
+impl Conn {
+    pub fn new(target: Target) -> Conn {
+        Conn { target, client: Mutex::new(None), setup: Mutex::new(Vec::new()), ever: Default::default() }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Run `stmt` now and on every new connection, until [`Conn::forget`].
+    pub fn keep(&self, stmt: String) -> Result<()> {
+        self.setup.lock().unwrap_or_else(|e| e.into_inner()).push(stmt.clone());
+        self.with(|c| c.batch_execute(&stmt).map_err(|e| sql(&self.target.shown, e)))
+    }
+
+    /// Stop running `stmt` on new connections; run `undo` now.
+    pub fn forget(&self, stmt: &str, undo: &str) {
+        self.setup.lock().unwrap_or_else(|e| e.into_inner()).retain(|s| s != stmt);
+        let _ = self.with(|c| c.batch_execute(undo).map_err(|e| sql(&self.target.shown, e)));
+    }
+
+    fn guard(&self) -> MutexGuard<'_, Option<Client>> {
+        self.client.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` on the connection; when the connection was lost, connect
+    /// again (backing off, for up to [`RECONNECT_FOR`]) and run it again:
+    /// `f` must be safe to repeat.
+    pub fn with<T>(&self, mut f: impl FnMut(&mut Client) -> std::result::Result<T, Error>) -> Result<T> {
+        let mut g = self.guard();
+        let until = std::time::Instant::now() + RECONNECT_FOR;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if g.as_ref().is_none_or(Client::is_closed) {
+                match self.target.connect().and_then(|mut c| {
+                    let setup = self.setup.lock().unwrap_or_else(|e| e.into_inner()).join(";");
+                    c.batch_execute(&setup).map_err(|e| unreachable(&self.target.shown, &e))?;
+                    Ok(c)
+                }) {
+                    Ok(c) => {
+                        *g = Some(c);
+                        self.ever.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) if self.ever.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < until => {
+                        let _ = e;
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let c = g.as_mut().expect("connected");
+            match f(c) {
+                Err(e) if e.kind == Kind::Busy && e.msg.starts_with(LOST) && std::time::Instant::now() < until => {
+                    *g = None;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+const LOST: &str = "connection lost";
+
+/// A database error as q's: a lost connection is temporary (and retried by
+/// [`Conn::with`]); a missing privilege says what to grant.
+pub(crate) fn sql(shown: &str, e: postgres::Error) -> Error {
+    if lost(&e) {
+        return Error::new(Kind::Busy, format!("{LOST}: queue {shown}: {e}"));
+    }
+    let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
+    let what = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    match code.as_str() {
+        "42501" => Error::new(Kind::Permission, format!("queue {shown}: {what}")),
+        _ => Error::new(Kind::Io, format!("queue {shown}: {what}")),
+    }
+}

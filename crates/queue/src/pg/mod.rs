@@ -1,0 +1,1445 @@
+//! The PostgreSQL backend (docs/POSTGRES.md): a row per job, claims by
+//! `FOR UPDATE SKIP LOCKED`, every state change fenced by the claim's token
+//! (`WHERE token = $t AND state = 'running'`), lease times from the
+//! server's clock. What is per host (workspaces) lives in a local
+//! directory the tool chooses.
+
+mod conn;
+mod schema;
+
+pub use conn::Secrets;
+
+use crate::backend::{Backend, Claimer, Location, Presence, Singleton, Waiter};
+use crate::claim::{Claim, ClaimOpts, Hold};
+use crate::error::{Error, Kind, Result};
+use crate::gc::{Action, GcOpts};
+use crate::idle::Idle;
+use crate::ident;
+use crate::job::{Job, NewJob};
+use crate::list::{Counts, Entry};
+use crate::local::Workspaces;
+use crate::lock::{Acquired, Holder, LockGuard};
+use crate::push::Pushed;
+use crate::queue::{Durability, Pause};
+use crate::reclaim::Reclaimed;
+use crate::record::{Chunk, Counters, Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::settle::{SettleOpts, ToSettle, decide};
+use crate::time;
+use conn::{Conn, Target, sql};
+use postgres::types::ToSql;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{GenericClient, Row};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the epoch of a timestamptz expression.
+macro_rules! ms {
+    ($e:literal) => {
+        concat!("(extract(epoch from ", $e, ") * 1000)::int8")
+    };
+}
+
+/// An advisory-lock key (and NOTIFY channel seed) of a schema and queue.
+pub(crate) fn key(schema: &str, queue: &str, what: &str) -> i64 {
+    crate::push::fnv64(format!("q\0{schema}\0{queue}\0{what}").as_bytes()) as i64
+}
+
+/// The most output kept of one attempt's streams together (as a directory
+/// queue's runner caps it; q-run stops the job at its own limit first).
+const OUTPUT_CAP: i64 = 256 << 20;
+
+/// A queue in a PostgreSQL schema.
+pub struct PgQueue {
+    url: String,
+    t: Target,
+    /// Claims, settles, reads: one long-lived connection.
+    main: Arc<Conn>,
+    /// The heartbeat, cancel checks, output, and `LISTEN`: one more.
+    side: Arc<Conn>,
+    /// Where this host keeps its workspaces.
+    local: PathBuf,
+    /// `NOTIFY` channel: hashed, so that it fits in 63 bytes.
+    channel: String,
+}
+
+impl PgQueue {
+    fn new(url: &str, secrets: &Secrets, local: PathBuf) -> Result<PgQueue> {
+        let t = Target::parse(url, secrets)?;
+        let channel = format!("q_{:016x}", key(&t.schema, &t.queue, "wake") as u64);
+        Ok(PgQueue { url: url.to_owned(), main: Arc::new(Conn::new(t.clone())), side: Arc::new(Conn::new(t.clone())), t, local, channel })
+    }
+
+    /// Open an existing queue: `None` when its schema does not exist.
+    pub fn open(url: &str, secrets: &Secrets, local: PathBuf) -> Result<Option<PgQueue>> {
+        let q = PgQueue::new(url, secrets, local)?;
+        let t = q.t.clone();
+        match q.main.with(|c| schema::version(c, &t))? {
+            None => Ok(None),
+            Some(v) => {
+                schema::check(&t, v)?;
+                Ok(Some(q))
+            }
+        }
+    }
+
+    /// Open a queue, creating its schema and queue row when missing.
+    pub fn create(url: &str, secrets: &Secrets, local: PathBuf) -> Result<PgQueue> {
+        let q = PgQueue::new(url, secrets, local)?;
+        let t = q.t.clone();
+        q.main.with(|c| schema::ensure(c, &t))?;
+        q.exec("INSERT INTO {s}.queue (name) VALUES ($1) ON CONFLICT DO NOTHING", &[&t.queue])?;
+        Ok(q)
+    }
+
+    /// The statement with the schema filled in.
+    fn q(&self, stmt: &str) -> String {
+        stmt.replace("{s}", &schema::quoted(&self.t.schema))
+    }
+
+    fn err(&self, e: postgres::Error) -> Error {
+        sql(&self.t.shown, e)
+    }
+
+    fn exec(&self, stmt: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let stmt = self.q(stmt);
+        self.main.with(|c| c.execute(&stmt, params).map_err(|e| self.err(e)))
+    }
+
+    fn rows(&self, stmt: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let stmt = self.q(stmt);
+        self.main.with(|c| c.query(&stmt, params).map_err(|e| self.err(e)))
+    }
+
+    fn row(&self, stmt: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        let stmt = self.q(stmt);
+        self.main.with(|c| c.query_opt(&stmt, params).map_err(|e| self.err(e)))
+    }
+
+    /// Run `f` in a transaction on the main connection (again, on a new
+    /// connection, if the old one was lost before the commit).
+    fn tx<T>(&self, mut f: impl FnMut(&PgQueue, &mut postgres::Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.main.with(|c| {
+            let mut tx = c.transaction().map_err(|e| self.err(e))?;
+            let v = f(self, &mut tx)?;
+            tx.commit().map_err(|e| self.err(e))?;
+            Ok(v)
+        })
+    }
+
+    fn job_of(&self, spec: Value) -> Result<Job> {
+        serde_json::from_value(spec).map_err(|e| Error::new(Kind::Data, format!("queue {}: a job record: {e}", self.t.shown)))
+    }
+}
+
+/// The columns of a job row as an [`Entry`].
+const ENTRY_COLS: &str = concat!("id, state, attempt, failures, interrupts, ", ms!("run_at"));
+
+fn entry(r: &Row) -> Entry {
+    let state = State::parse(r.get::<_, &str>(1)).unwrap_or(State::Dead);
+    let c = Counters { attempt: r.get::<_, i32>(2) as u32, failures: r.get::<_, i32>(3) as u32, interrupts: r.get::<_, i32>(4) as u32 };
+    let queued = matches!(state, State::Pending | State::Waiting | State::Held);
+    Entry {
+        id: r.get(0),
+        state,
+        c: (!state.is_terminal()).then_some(c),
+        run_at_ms: queued.then(|| r.get(5)),
+        path: PathBuf::new(),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// One settle inside a transaction: fenced by the token; `LeaseLost` when
+/// the claim is no longer current — unless this very settle committed
+/// before (a COMMIT whose answer was lost), which finds its own result.
+fn settle_in(
+    q: &PgQueue,
+    tx: &mut postgres::Transaction<'_>,
+    id: &str,
+    token: &str,
+    reason: Reason,
+    outcome: &Outcome,
+    opts: &SettleOpts,
+    again: bool,
+    notify: &mut bool,
+) -> Result<ResultRecord> {
+    let lost = || Error::lease_lost(id, token);
+    let tok: i64 = token.parse().map_err(|_| Error::new(Kind::Data, format!("invalid token {token:?}: give the token of the claim line")))?;
+    let row = tx
+        .query_opt(
+            &q.q(concat!(
+                "SELECT attempt, failures, interrupts, spec, ",
+                ms!("now()"),
+                " FROM {s}.job WHERE queue = $1 AND id = $2 AND token = $3 AND state = 'running' FOR UPDATE"
+            )),
+            &[&q.t.queue, &id, &tok],
+        )
+        .map_err(|e| q.err(e))?;
+    let Some(row) = row else {
+        // Settled already: by this very settle, whose commit's answer was
+        // lost (only a try on a new connection asks), or by another.
+        if !again {
+            return Err(lost());
+        }
+        let done = tx
+            .query_opt(&q.q("SELECT result FROM {s}.attempt WHERE queue = $1 AND id = $2 AND token = $3 AND result IS NOT NULL"), &[&q.t.queue, &id, &tok])
+            .map_err(|e| q.err(e))?;
+        if let Some(r) = done
+            && let Ok(rec) = serde_json::from_value::<ResultRecord>(r.get(0))
+            && rec.reason == reason
+            && rec.worker_id == opts.worker_id
+        {
+            return Ok(rec);
+        }
+        return Err(lost());
+    };
+    let c = Counters { attempt: row.get::<_, i32>(0) as u32, failures: row.get::<_, i32>(1) as u32, interrupts: row.get::<_, i32>(2) as u32 };
+    let job = q.job_of(row.get(3))?;
+    let now: i64 = row.get(4);
+    let d = decide(id, token, c, &job, reason, outcome, opts, now);
+    let state = d.rec.state;
+    tx.execute(&q.q("UPDATE {s}.attempt SET result = $4 WHERE queue = $1 AND id = $2 AND attempt = $3"), &[&q.t.queue, &id, &(c.attempt as i32), &json(&d.rec)])
+        .map_err(|e| q.err(e))?;
+    let delay = d.delay_ms.unwrap_or(0) as f64 / 1000.0;
+    tx.execute(
+        &q.q(
+            "UPDATE {s}.job SET state = $3, failures = $4, interrupts = $5, token = NULL, lease_until = NULL, lease_ms = NULL,
+               run_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $6) ELSE run_at END, changed_at = now()
+             WHERE queue = $1 AND id = $2",
+        ),
+        &[&q.t.queue, &id, &state.as_str(), &(d.c.failures as i32), &(d.c.interrupts as i32), &delay],
+    )
+    .map_err(|e| q.err(e))?;
+    if state == State::Pending {
+        *notify = true;
+    }
+    if state.is_terminal() {
+        *notify |= on_terminal(q, tx, id, state)?;
+    }
+    Ok(d.rec)
+}
+
+/// Job `id` ended in `state`: what waits on it moves on (all its
+/// dependencies done), or ends canceled `dependency-failed`, which
+/// cascades. Returns whether a job became ready.
+fn on_terminal(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str, state: State) -> Result<bool> {
+    let mut ended = vec![(id.to_owned(), state)];
+    let mut ready = false;
+    while let Some((dep, st)) = ended.pop() {
+        let waiting = tx
+            .query(
+                &q.q("SELECT j.id FROM {s}.dep d JOIN {s}.job j ON j.queue = d.queue AND j.id = d.id WHERE d.queue = $1 AND d.dep = $2 AND j.state = 'waiting' FOR UPDATE OF j"),
+                &[&q.t.queue, &dep],
+            )
+            .map_err(|e| q.err(e))?;
+        for r in waiting {
+            let w: String = r.get(0);
+            if st == State::Done {
+                ready |= promote_in(q, tx, &w)?.is_some_and(|s| s == State::Pending);
+            } else {
+                end_in(q, tx, &w, State::Canceled, Reason::DependencyFailed, Some(serde_json::json!({"dependency": dep})))?;
+                ended.push((w, State::Canceled));
+            }
+        }
+    }
+    Ok(ready)
+}
+
+/// A waiting job whose dependencies all ended moves on: pending when all are
+/// done, canceled when one failed (the cascade is the caller's). Its new
+/// state, if it moved.
+fn promote_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str) -> Result<Option<State>> {
+    let deps = tx
+        .query(
+            &q.q("SELECT d.dep, j.state FROM {s}.dep d LEFT JOIN {s}.job j ON j.queue = d.queue AND j.id = d.dep WHERE d.queue = $1 AND d.id = $2"),
+            &[&q.t.queue, &id],
+        )
+        .map_err(|e| q.err(e))?;
+    let mut all_done = true;
+    for r in &deps {
+        match r.get::<_, Option<&str>>(1).and_then(State::parse) {
+            Some(State::Done) => {}
+            Some(State::Dead | State::Canceled) | None => {
+                let dep: String = r.get(0);
+                end_in(q, tx, id, State::Canceled, Reason::DependencyFailed, Some(serde_json::json!({"dependency": dep})))?;
+                return Ok(Some(State::Canceled));
+            }
+            Some(_) => all_done = false,
+        }
+    }
+    if !all_done {
+        return Ok(None);
+    }
+    let n = tx
+        .execute(&q.q("UPDATE {s}.job SET state = 'pending', changed_at = now() WHERE queue = $1 AND id = $2 AND state = 'waiting'"), &[&q.t.queue, &id])
+        .map_err(|e| q.err(e))?;
+    Ok((n == 1).then_some(State::Pending))
+}
+
+/// End a job that is not running without an attempt (cancel, a failed
+/// dependency): its `ended` record, its state.
+fn end_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str, to: State, reason: Reason, detail: Option<Value>) -> Result<ResultRecord> {
+    let row = tx
+        .query_one(&q.q("SELECT attempt, failures, spec FROM {s}.job WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id])
+        .map_err(|e| q.err(e))?;
+    let job = q.job_of(row.get(2)).ok();
+    let rec = ResultRecord {
+        kind: "result".into(),
+        id: id.to_owned(),
+        attempt: row.get::<_, i32>(0) as u32,
+        token: None,
+        state: to,
+        reason,
+        exit_code: None,
+        signal: None,
+        started_at: None,
+        finished_at: Some(time::rfc3339(time::now_ms())),
+        duration_ms: None,
+        cpu_user_ms: None,
+        cpu_sys_ms: None,
+        max_rss_kb: None,
+        failures: row.get::<_, i32>(1) as u32,
+        next_run_at: None,
+        name: job.and_then(|j| j.name),
+        host: Some(ident::host().host.clone()),
+        worker_id: None,
+        detail,
+    };
+    tx.execute(
+        &q.q("INSERT INTO {s}.ended (queue, id, rec) VALUES ($1, $2, $3) ON CONFLICT (queue, id) DO UPDATE SET rec = EXCLUDED.rec"),
+        &[&q.t.queue, &id, &json(&rec)],
+    )
+    .map_err(|e| q.err(e))?;
+    tx.execute(&q.q("UPDATE {s}.job SET state = $3, changed_at = now() WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id, &to.as_str()])
+        .map_err(|e| q.err(e))?;
+    Ok(rec)
+}
+
+impl PgQueue {
+    fn notify(&self, tx: &mut postgres::Transaction<'_>) -> Result<()> {
+        tx.execute("SELECT pg_notify($1, '')", &[&self.channel]).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn settle_many(&self, asks: &[(&str, &str, Reason, &Outcome, &SettleOpts)]) -> Vec<Result<ResultRecord>> {
+        let mut tries = 0;
+        let r = self.tx(|q, tx| {
+            // Again on a new connection: the first try's COMMIT may have
+            // happened, and then each settle finds its own result.
+            tries += 1;
+            let again = tries > 1;
+            let mut notify = false;
+            let mut out = Vec::with_capacity(asks.len());
+            for &(id, token, reason, outcome, opts) in asks {
+                // A refused settle must not undo the others: each behind a savepoint.
+                let mut sp = tx.transaction().map_err(|e| q.err(e))?;
+                match settle_in(q, &mut sp, id, token, reason, outcome, opts, again, &mut notify) {
+                    Ok(rec) => {
+                        sp.commit().map_err(|e| q.err(e))?;
+                        out.push(Ok(rec));
+                    }
+                    Err(e) if e.kind == Kind::Busy => return Err(e),
+                    Err(e) => {
+                        sp.rollback().map_err(|e| q.err(e))?;
+                        out.push(Err(e));
+                    }
+                }
+            }
+            if notify {
+                q.notify(tx)?;
+            }
+            Ok(out)
+        });
+        match r {
+            Ok(v) => v,
+            Err(e) => asks.iter().map(|_| Err(Error::new(e.kind, e.to_string()))).collect(),
+        }
+    }
+
+    fn lease_record(&self, id: &str, attempt: u32, token: &str, opts: &ClaimOpts) -> Lease {
+        let h = ident::host();
+        let (pid, pid_start) = ident::me();
+        Lease {
+            v: 1,
+            id: id.to_owned(),
+            attempt,
+            token: token.to_owned(),
+            claimed_at: time::rfc3339(time::now_ms()),
+            lease_ms: opts.lease_ms,
+            host: h.host.clone(),
+            boot_id: h.boot_id.clone(),
+            pidns: h.pidns.clone(),
+            pid,
+            pid_start,
+            worker_id: opts.worker_id.clone(),
+            liveness: opts.liveness,
+        }
+    }
+
+    fn claim_rows(&self, n: usize, opts: &ClaimOpts) -> Result<Vec<Claim>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = self.tx(|q, tx| {
+            let rows = tx
+                .query(
+                    &q.q(concat!(
+                        "WITH next AS (
+                           SELECT id FROM {s}.job
+                            WHERE queue = $1 AND state = 'pending' AND run_at <= now()
+                              AND NOT EXISTS (SELECT 1 FROM {s}.queue WHERE name = $1 AND paused_since IS NOT NULL
+                                                AND (paused_until IS NULL OR paused_until > now()))
+                            ORDER BY priority DESC, run_at, id
+                            LIMIT $2 FOR UPDATE SKIP LOCKED)
+                         UPDATE {s}.job j SET state = 'running', attempt = j.attempt + 1, token = nextval('{s}.token_seq'),
+                                lease_ms = $3, lease_until = now() + $3::int8 * interval '1 millisecond', changed_at = now()
+                           FROM next WHERE j.queue = $1 AND j.id = next.id
+                         RETURNING j.id, j.token, j.attempt, j.failures, j.interrupts, j.spec, j.priority, ",
+                        ms!("j.run_at"),
+                        ", ",
+                        ms!("j.lease_until")
+                    )),
+                    &[&q.t.queue, &(n as i64), &(opts.lease_ms as i64)],
+                )
+                .map_err(|e| q.err(e))?;
+            for r in &rows {
+                let id: String = r.get(0);
+                let token = r.get::<_, i64>(1).to_string();
+                let attempt = r.get::<_, i32>(2) as u32;
+                let lease = q.lease_record(&id, attempt, &token, opts);
+                tx.execute(
+                    &q.q("INSERT INTO {s}.attempt (queue, id, attempt, token, lease) VALUES ($1, $2, $3, $4, $5)
+                          ON CONFLICT (queue, id, attempt) DO UPDATE SET token = EXCLUDED.token, lease = EXCLUDED.lease, run = NULL, cancel = false, result = NULL"),
+                    &[&q.t.queue, &id, &(attempt as i32), &r.get::<_, i64>(1), &json(&lease)],
+                )
+                .map_err(|e| q.err(e))?;
+            }
+            Ok(rows)
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in rows {
+            let job = self.job_of(r.get(5))?;
+            let c = Counters { attempt: r.get::<_, i32>(2) as u32, failures: r.get::<_, i32>(3) as u32, interrupts: r.get::<_, i32>(4) as u32 };
+            keys.push((-r.get::<_, i32>(6), r.get::<_, i64>(7), r.get::<_, String>(0)));
+            out.push(Claim {
+                id: r.get(0),
+                token: r.get::<_, i64>(1).to_string(),
+                c,
+                lease_ms: opts.lease_ms,
+                expires_at_ms: r.get(8),
+                job,
+                hold: Hold::Row(None),
+                sync_pending: Default::default(),
+            });
+        }
+        // The rows come back in any order: most urgent first.
+        let mut both: Vec<_> = keys.into_iter().zip(out).collect();
+        both.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(both.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Is the owner of a running claim gone? (lease, run, expired)
+    fn owner_gone(lease: Option<&Lease>, run: Option<&RunInfo>, expired: bool, lease_until: i64) -> Option<String> {
+        if expired {
+            return Some(format!("its lease expired at {}", time::rfc3339(lease_until)));
+        }
+        let here = ident::host();
+        // On this host, a holder that is gone is known at once.
+        let local = |h: &str, b: &str, ns: &str| h == here.host && ns == here.pidns && b == here.boot_id;
+        if let Some(r) = run
+            && local(&r.host, &r.boot_id, &r.pidns)
+            && !ident::alive(r.pid, r.pid_start)
+        {
+            return Some(format!("its owner (pid {}) is gone", r.pid));
+        }
+        if run.is_none()
+            && let Some(l) = lease
+            && l.liveness == Liveness::Flock
+            && local(&l.host, &l.boot_id, &l.pidns)
+            && !ident::alive(l.pid, l.pid_start)
+        {
+            return Some(format!("its owner (pid {}) is gone", l.pid));
+        }
+        None
+    }
+}
+
+impl Backend for PgQueue {
+    fn location(&self) -> Location {
+        Location::Postgres(self.url.clone())
+    }
+    fn settles_sync(&self) -> bool {
+        true
+    }
+
+    fn push(&self, jobs: Vec<NewJob>) -> Vec<Result<Pushed>> {
+        let r = self.tx(|q, tx| {
+            let mut out = Vec::with_capacity(jobs.len());
+            let mut notify = false;
+            let mut envs: BTreeMap<*const BTreeMap<String, String>, String> = BTreeMap::new();
+            for nj in &jobs {
+                let mut job = nj.job.clone();
+                if let Some(env) = &nj.pusher_env {
+                    let ptr = std::sync::Arc::as_ptr(env);
+                    let r = match envs.get(&ptr) {
+                        Some(r) => r.clone(),
+                        None => {
+                            let body = json(&**env);
+                            let r = format!("{:016x}", crate::push::fnv64(body.to_string().as_bytes()));
+                            tx.execute(&q.q("INSERT INTO {s}.env (queue, ref, env) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &r, &body])
+                                .map_err(|e| q.err(e))?;
+                            envs.insert(ptr, r.clone());
+                            r
+                        }
+                    };
+                    job.env_ref = Some(r);
+                }
+                let mut sp = tx.transaction().map_err(|e| q.err(e))?;
+                let res = push_one(q, &mut sp, &job, nj.run_at_ms);
+                match res {
+                    Ok(p) => {
+                        sp.commit().map_err(|e| q.err(e))?;
+                        notify |= p.state == State::Pending && !p.deduped;
+                        out.push(Ok(p));
+                    }
+                    Err(e) if e.kind == Kind::Busy => return Err(e),
+                    Err(e) => {
+                        sp.rollback().map_err(|e| q.err(e))?;
+                        out.push(Err(e));
+                    }
+                }
+            }
+            if notify {
+                q.notify(tx)?;
+            }
+            Ok(out)
+        });
+        match r {
+            Ok(v) => v,
+            Err(e) => jobs.iter().map(|_| Err(Error::new(e.kind, e.to_string()))).collect(),
+        }
+    }
+
+    fn load_env(&self, env_ref: &str) -> Result<BTreeMap<String, String>> {
+        let r = self
+            .row("SELECT env FROM {s}.env WHERE queue = $1 AND ref = $2", &[&self.t.queue, &env_ref])?
+            .ok_or_else(|| Error::new(Kind::Data, format!("queue {}: no recorded environment {env_ref:?}", self.t.shown)))?;
+        serde_json::from_value(r.get(0)).map_err(|e| Error::new(Kind::Data, format!("recorded environment {env_ref}: {e}")))
+    }
+
+    fn claim(&self, n: usize, opts: &ClaimOpts) -> Result<Vec<Claim>> {
+        self.claim_rows(n, opts)
+    }
+
+    fn claimer(&self) -> Box<dyn Claimer> {
+        Box::new(PgClaimer { q: self.clone_handle(), waiter: None })
+    }
+
+    fn adopt(&self, id: &str, token: &str) -> Result<Claim> {
+        crate::id::check_id(id)?;
+        let tok: i64 = token.parse().map_err(|_| Error::new(Kind::Data, format!("invalid token {token:?}")))?;
+        let r = self
+            .row(
+                concat!(
+                    "SELECT j.attempt, j.failures, j.interrupts, j.spec, j.lease_ms, ",
+                    ms!("j.lease_until"),
+                    ", a.run FROM {s}.job j JOIN {s}.attempt a ON a.queue = j.queue AND a.id = j.id AND a.attempt = j.attempt
+                     WHERE j.queue = $1 AND j.id = $2 AND j.token = $3 AND j.state = 'running'"
+                ),
+                &[&self.t.queue, &id, &tok],
+            )?
+            .ok_or_else(|| Error::lease_lost(id, token))?;
+        let c = Counters { attempt: r.get::<_, i32>(0) as u32, failures: r.get::<_, i32>(1) as u32, interrupts: r.get::<_, i32>(2) as u32 };
+        let busy = || Error::new(Kind::Busy, format!("job {id} attempt {} is already being run by another process", c.attempt));
+        let here = ident::host();
+        let live_here = |host: &str, boot: &str, ns: &str, pid: i32, start: u64| host == here.host && boot == here.boot_id && ns == here.pidns && ident::alive(pid, start);
+        if let Some(run) = r.get::<_, Option<Value>>(6).and_then(|v| serde_json::from_value::<RunInfo>(v).ok())
+            && (live_here(&run.host, &run.boot_id, &run.pidns, run.pid, run.pid_start) || run.host != here.host)
+        {
+            return Err(busy());
+        }
+        // The runner takes the claim over: it becomes the lease's holder, and
+        // a second runner that finds a live holder is refused.
+        let taken = self.tx(|q, tx| {
+            let lease = tx
+                .query_opt(&q.q("SELECT lease FROM {s}.attempt WHERE queue = $1 AND id = $2 AND attempt = $3 FOR UPDATE"), &[&q.t.queue, &id, &(c.attempt as i32)])
+                .map_err(|e| q.err(e))?
+                .and_then(|r| serde_json::from_value::<Lease>(r.get(0)).ok());
+            let Some(mut lease) = lease else { return Ok(false) };
+            if lease.liveness == Liveness::Flock && live_here(&lease.host, &lease.boot_id, &lease.pidns, lease.pid, lease.pid_start) && (lease.pid, lease.pid_start) != ident::me() {
+                return Ok(false);
+            }
+            (lease.pid, lease.pid_start) = ident::me();
+            (lease.host, lease.boot_id, lease.pidns) = (here.host.clone(), here.boot_id.clone(), here.pidns.clone());
+            lease.liveness = Liveness::Flock;
+            tx.execute(&q.q("UPDATE {s}.attempt SET lease = $4 WHERE queue = $1 AND id = $2 AND attempt = $3"), &[&q.t.queue, &id, &(c.attempt as i32), &json(&lease)])
+                .map_err(|e| q.err(e))?;
+            Ok(true)
+        })?;
+        if !taken {
+            return Err(busy());
+        }
+        let Some(mark) = Adopted::mark(&self.t, id, token) else {
+            return Err(busy());
+        };
+        Ok(Claim {
+            id: id.to_owned(),
+            token: token.to_owned(),
+            c,
+            lease_ms: r.get::<_, Option<i64>>(4).unwrap_or(60_000) as u64,
+            expires_at_ms: r.get(5),
+            job: self.job_of(r.get(3))?,
+            hold: Hold::Row(Some(mark)),
+            sync_pending: Default::default(),
+        })
+    }
+
+    fn extend(&self, c: &Claim) -> bool {
+        let Ok(tok) = c.token.parse::<i64>() else { return false };
+        let stmt = self.q("UPDATE {s}.job SET lease_until = now() + make_interval(secs => lease_ms::float8 / 1000) WHERE queue = $1 AND id = $2 AND token = $3 AND state = 'running'");
+        // Not ours any more only when the server says so: a server that is
+        // away is not a lost lease (the runner's own clock decides that).
+        self.side.with(|cl| cl.execute(&stmt, &[&self.t.queue, &c.id, &tok]).map_err(|e| self.err(e))).is_none_or_ok(|n| n == 1)
+    }
+
+    fn make_durable(&self, _claims: &[&Claim]) -> Result<()> {
+        Ok(()) // a claim is committed before it is handed out
+    }
+
+    fn record_start(&self, c: &Claim, run: &RunInfo) -> Result<()> {
+        self.exec("UPDATE {s}.attempt SET run = $4 WHERE queue = $1 AND id = $2 AND attempt = $3", &[&self.t.queue, &c.id, &(c.attempt() as i32), &json(run)])?;
+        Ok(())
+    }
+
+    fn cancel_requested(&self, c: &Claim) -> bool {
+        let stmt = self.q("SELECT cancel FROM {s}.attempt WHERE queue = $1 AND id = $2 AND attempt = $3");
+        self.side
+            .with(|cl| cl.query_opt(&stmt, &[&self.t.queue, &c.id, &(c.attempt() as i32)]).map_err(|e| self.err(e)))
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.get::<_, bool>(0))
+    }
+
+    fn log_writer(&self, c: &Claim, stream: Stream) -> Result<Box<dyn std::io::Write + Send>> {
+        Ok(Box::new(LogWriter { q: self.clone_handle(), id: c.id.clone(), attempt: c.attempt() as i32, stream: stream_no(stream) }))
+    }
+
+    fn workspaces(&self) -> Workspaces {
+        let _ = std::fs::create_dir_all(self.local.join("tmp"));
+        Workspaces::new(self.local.join("tmp"), self.local.join("var"))
+    }
+
+    fn touch(&self, id: &str, token: &str) -> Result<i64> {
+        crate::id::check_id(id)?;
+        let tok: i64 = token.parse().map_err(|_| Error::new(Kind::Data, format!("invalid token {token:?}: give the token of the claim line")))?;
+        let r = self.row(
+            concat!(
+                "UPDATE {s}.job SET lease_until = now() + make_interval(secs => lease_ms::float8 / 1000) WHERE queue = $1 AND id = $2 AND token = $3 AND state = 'running' RETURNING ",
+                ms!("lease_until")
+            ),
+            &[&self.t.queue, &id, &tok],
+        )?;
+        r.map(|r| r.get(0)).ok_or_else(|| Error::lease_lost(id, token))
+    }
+
+    fn settle(&self, id: &str, token: &str, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Result<ResultRecord> {
+        crate::id::check_id(id)?;
+        self.settle_many(&[(id, token, reason, outcome, opts)]).pop().expect("one answer")
+    }
+
+    fn settle_group(&self, group: &[ToSettle]) -> Vec<Result<ResultRecord>> {
+        let asks: Vec<_> = group.iter().map(|s| (s.claim.id.as_str(), s.claim.token.as_str(), s.reason, s.outcome, s.opts)).collect();
+        self.settle_many(&asks)
+    }
+
+    fn reclaim(&self, dry_run: bool) -> Result<Vec<Reclaimed>> {
+        let rows = self.rows(
+            concat!(
+                "SELECT j.id, j.token, j.attempt, lease_until < now(), ",
+                ms!("lease_until"),
+                ", a.lease, a.run, a.cancel FROM {s}.job j LEFT JOIN {s}.attempt a ON a.queue = j.queue AND a.id = j.id AND a.attempt = j.attempt
+                 WHERE j.queue = $1 AND j.state = 'running'"
+            ),
+            &[&self.t.queue],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            let id: String = r.get(0);
+            let token = r.get::<_, Option<i64>>(1).unwrap_or(0).to_string();
+            let attempt = r.get::<_, i32>(2) as u32;
+            let lease: Option<Lease> = r.get::<_, Option<Value>>(5).and_then(|v| serde_json::from_value(v).ok());
+            let run: Option<RunInfo> = r.get::<_, Option<Value>>(6).and_then(|v| serde_json::from_value(v).ok());
+            let Some(why) = PgQueue::owner_gone(lease.as_ref(), run.as_ref(), r.get(3), r.get(4)) else { continue };
+            let reason = if r.get::<_, Option<bool>>(7).unwrap_or(false) { Reason::Canceled } else { Reason::LeaseExpired };
+            let worker_id = lease.as_ref().and_then(|l| l.worker_id.clone());
+            if dry_run {
+                out.push(Reclaimed { id, token, attempt, state: State::Pending, reason, why, killed_group: false, worker_id });
+                continue;
+            }
+            let here = ident::host();
+            let mut killed = false;
+            if let Some(run) = &run
+                && run.host == here.host && run.boot_id == here.boot_id && run.pidns == here.pidns
+            {
+                killed = ident::kill_group(run.pgid, run.leader_start, nix::sys::signal::Signal::SIGKILL);
+            }
+            let started = run.as_ref().and_then(|r| time::parse_time(&r.started_at).ok()).or_else(|| lease.as_ref().and_then(|l| time::parse_time(&l.claimed_at).ok()));
+            let outcome = Outcome { started_at_ms: started.or(Some(time::now_ms())), ..Outcome::default() };
+            let opts = SettleOpts { worker_id: Some("reclaim".into()), ..SettleOpts::default() };
+            match self.settle(&id, &token, reason, &outcome, &opts) {
+                Ok(rec) => out.push(Reclaimed { id, token, attempt, state: rec.state, reason, why, killed_group: killed, worker_id }),
+                Err(e) if e.kind == Kind::LeaseLost => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn counts(&self) -> Result<Counts> {
+        let rows = self.rows(
+            concat!("SELECT state, run_at <= now(), count(*), min(", ms!("run_at"), ") FROM {s}.job WHERE queue = $1 GROUP BY 1, 2"),
+            &[&self.t.queue],
+        )?;
+        let mut c = Counts::default();
+        for r in rows {
+            let n = r.get::<_, i64>(2) as u64;
+            match (State::parse(r.get(0)), r.get::<_, bool>(1)) {
+                (Some(State::Pending), true) => c.ready += n,
+                (Some(State::Pending), false) => {
+                    c.scheduled += n;
+                    c.next_due_ms = r.get(3);
+                }
+                (Some(State::Waiting), _) => c.waiting += n,
+                (Some(State::Held), _) => c.held += n,
+                (Some(State::Running), _) => c.running += n,
+                (Some(State::Done), _) => c.done += n,
+                (Some(State::Dead), _) => c.dead += n,
+                (Some(State::Canceled), _) => c.canceled += n,
+                (None, _) => {}
+            }
+        }
+        Ok(c)
+    }
+
+    fn entries(&self, states: &[State]) -> Result<Vec<Entry>> {
+        let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let rows = self.rows(&format!("SELECT {ENTRY_COLS} FROM {{s}}.job WHERE queue = $1 AND state = ANY($2)"), &[&self.t.queue, &names])?;
+        Ok(rows.iter().map(entry).collect())
+    }
+
+    fn locate(&self, id: &str) -> Result<Option<Entry>> {
+        crate::id::check_id(id)?;
+        Ok(self.row(&format!("SELECT {ENTRY_COLS} FROM {{s}}.job WHERE queue = $1 AND id = $2"), &[&self.t.queue, &id])?.as_ref().map(entry))
+    }
+
+    fn finished(&self, id: &str) -> Option<State> {
+        self.locate(id).ok().flatten().map(|e| e.state).filter(|s| s.is_terminal())
+    }
+
+    fn job(&self, e: &Entry) -> Result<Option<(Entry, Job)>> {
+        let Some(r) = self.row(&format!("SELECT {ENTRY_COLS}, spec FROM {{s}}.job WHERE queue = $1 AND id = $2"), &[&self.t.queue, &e.id])? else {
+            return Ok(None);
+        };
+        Ok(Some((entry(&r), self.job_of(r.get(6))?)))
+    }
+
+    fn changed_at_ms(&self, e: &Entry) -> Option<i64> {
+        self.row(concat!("SELECT ", ms!("changed_at"), " FROM {s}.job WHERE queue = $1 AND id = $2"), &[&self.t.queue, &e.id]).ok().flatten().map(|r| r.get(0))
+    }
+
+    fn last_result(&self, id: &str) -> Option<ResultRecord> {
+        let r = self
+            .row(
+                "SELECT (SELECT result FROM {s}.attempt WHERE queue = $1 AND id = $2 AND result IS NOT NULL ORDER BY attempt DESC LIMIT 1),
+                        (SELECT rec FROM {s}.ended WHERE queue = $1 AND id = $2)",
+                &[&self.t.queue, &id],
+            )
+            .ok()??;
+        let last: Option<ResultRecord> = r.get::<_, Option<Value>>(0).and_then(|v| serde_json::from_value(v).ok());
+        let end: Option<ResultRecord> = r.get::<_, Option<Value>>(1).and_then(|v| serde_json::from_value(v).ok());
+        match (last, end) {
+            (Some(l), Some(e)) => Some(if e.attempt >= l.attempt { e } else { l }),
+            (l, e) => e.or(l),
+        }
+    }
+
+    fn last_attempt(&self, id: &str) -> u32 {
+        self.locate(id).ok().flatten().and_then(|e| e.c).map_or_else(
+            || self.row("SELECT attempt FROM {s}.job WHERE queue = $1 AND id = $2", &[&self.t.queue, &id]).ok().flatten().map_or(0, |r| r.get::<_, i32>(0) as u32),
+            |c| c.attempt,
+        )
+    }
+
+    fn lease(&self, id: &str, token: &str) -> Option<Lease> {
+        let tok: i64 = token.parse().ok()?;
+        let r = self.row("SELECT lease FROM {s}.attempt WHERE queue = $1 AND id = $2 AND token = $3", &[&self.t.queue, &id, &tok]).ok()??;
+        serde_json::from_value(r.get(0)).ok()
+    }
+
+    fn live_records(&self, id: &str, attempt: u32) -> (Option<Lease>, Option<RunInfo>) {
+        let Ok(Some(r)) = self.row("SELECT lease, run FROM {s}.attempt WHERE queue = $1 AND id = $2 AND attempt = $3", &[&self.t.queue, &id, &(attempt as i32)]) else {
+            return (None, None);
+        };
+        (
+            serde_json::from_value(r.get(0)).ok(),
+            r.get::<_, Option<Value>>(1).and_then(|v| serde_json::from_value(v).ok()),
+        )
+    }
+
+    fn idle(&self, horizon_ms: Option<u64>) -> Result<Idle> {
+        let mut promoted = false;
+        loop {
+            let horizon = horizon_ms.map_or(f64::INFINITY, |h| h as f64 / 1000.0);
+            let r = self
+                .row(
+                    "SELECT count(*) FILTER (WHERE state = 'running'),
+                            count(*) FILTER (WHERE state = 'pending' AND ($2 = 'Infinity'::float8 OR run_at <= now() + make_interval(secs => $2))),
+                            count(*) FILTER (WHERE state = 'pending' AND $2 <> 'Infinity'::float8 AND run_at > now() + make_interval(secs => $2)),
+                            count(*) FILTER (WHERE state = 'waiting'),
+                            count(*) FILTER (WHERE state = 'held')
+                       FROM {s}.job WHERE queue = $1",
+                    &[&self.t.queue, &horizon],
+                )?
+                .expect("an aggregate row");
+            let n = |i: usize| r.get::<_, i64>(i) as u64;
+            let paused = self.paused(time::now_ms()).is_some();
+            let mut s = Idle { paused, running: n(0), due: n(1), later: n(2), waiting: n(3), held: n(4), ..Idle::default() };
+            s.busy = s.running > 0 || (s.due > 0 && !paused);
+            if !s.busy && s.waiting > 0 && !promoted {
+                promoted = true;
+                if self.promote_stranded()? > 0 {
+                    continue;
+                }
+            }
+            return Ok(s);
+        }
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn log_attempts(&self, id: &str) -> Vec<u32> {
+        let rows = self
+            .rows(
+                "SELECT attempt FROM {s}.attempt WHERE queue = $1 AND id = $2 AND (run IS NOT NULL OR result ? 'cpu_user_ms' AND result->'cpu_user_ms' <> 'null'::jsonb)
+                 UNION SELECT DISTINCT attempt FROM {s}.output WHERE queue = $1 AND id = $2 ORDER BY 1",
+                &[&self.t.queue, &id],
+            )
+            .unwrap_or_default();
+        rows.iter().map(|r| r.get::<_, i32>(0) as u32).collect()
+    }
+
+    fn log_reader(&self, id: &str, attempt: u32, stream: Stream) -> Result<Option<Box<dyn std::io::Read + Send>>> {
+        let st = stream_no(stream);
+        let any = self.row("SELECT 1 FROM {s}.output WHERE queue = $1 AND id = $2 AND attempt = $3 AND stream = $4 LIMIT 1", &[&self.t.queue, &id, &(attempt as i32), &st])?;
+        if any.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(LogReader { q: self.clone_handle(), id: id.to_owned(), attempt: attempt as i32, stream: st, next: 0, buf: Vec::new(), at: 0 })))
+    }
+
+    fn log_order(&self, id: &str, attempt: u32, from: usize) -> Result<Option<Vec<Chunk>>> {
+        let rows = self.rows(
+            concat!(
+                "SELECT stream, length(chunk)::int8, (sum(length(chunk)) OVER (PARTITION BY stream ORDER BY seq) - length(chunk))::int8, ",
+                ms!("at"),
+                " FROM {s}.output WHERE queue = $1 AND id = $2 AND attempt = $3 ORDER BY seq"
+            ),
+            &[&self.t.queue, &id, &(attempt as i32)],
+        )?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.iter()
+                .skip(from)
+                .map(|r| Chunk {
+                    stream: if r.get::<_, i16>(0) == 2 { Stream::Stderr } else { Stream::Stdout },
+                    offset: r.get::<_, i64>(2) as u64,
+                    len: r.get::<_, i64>(1) as u64,
+                    at_ms: r.get(3),
+                })
+                .collect(),
+        ))
+    }
+
+    fn log_location(&self, _id: &str, _attempt: u32, _stream: Stream) -> Option<String> {
+        None
+    }
+
+    fn cancel(&self, id: &str) -> Result<State> {
+        crate::id::check_id(id)?;
+        self.tx(|q, tx| {
+            let r = tx
+                .query_opt(&q.q("SELECT state, attempt FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+                .map_err(|e| q.err(e))?
+                .ok_or_else(|| Error::no_job(id))?;
+            let st = State::parse(r.get(0)).unwrap_or(State::Dead);
+            match st {
+                State::Pending | State::Waiting | State::Held => {
+                    end_in(q, tx, id, State::Canceled, Reason::Canceled, None)?;
+                    on_terminal(q, tx, id, State::Canceled)?;
+                }
+                State::Running => {
+                    tx.execute(&q.q("UPDATE {s}.attempt SET cancel = true WHERE queue = $1 AND id = $2 AND attempt = $3"), &[&q.t.queue, &id, &r.get::<_, i32>(1)])
+                        .map_err(|e| q.err(e))?;
+                }
+                _ => {}
+            }
+            Ok(st)
+        })
+    }
+
+    fn retry(&self, id: &str) -> Result<()> {
+        crate::id::check_id(id)?;
+        self.tx(|q, tx| {
+            let st = tx
+                .query_opt(&q.q("SELECT state FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+                .map_err(|e| q.err(e))?
+                .ok_or_else(|| Error::no_job(id))?;
+            let st = State::parse(st.get(0)).unwrap_or(State::Dead);
+            if !st.is_terminal() {
+                return Err(Error::new(Kind::Busy, format!("job {id} is {}: only done, dead or canceled jobs can be retried", st.as_str())));
+            }
+            tx.execute(&q.q("DELETE FROM {s}.ended WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id]).map_err(|e| q.err(e))?;
+            tx.execute(
+                &q.q("UPDATE {s}.job SET state = 'pending', failures = 0, interrupts = 0, run_at = now(), changed_at = now() WHERE queue = $1 AND id = $2"),
+                &[&q.t.queue, &id],
+            )
+            .map_err(|e| q.err(e))?;
+            q.notify(tx)
+        })
+    }
+
+    fn hold(&self, id: &str) -> Result<State> {
+        crate::id::check_id(id)?;
+        self.tx(|q, tx| {
+            let st = tx
+                .query_opt(&q.q("SELECT state FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+                .map_err(|e| q.err(e))?
+                .ok_or_else(|| Error::no_job(id))?;
+            let st = State::parse(st.get(0)).unwrap_or(State::Dead);
+            if matches!(st, State::Pending | State::Waiting) {
+                tx.execute(&q.q("UPDATE {s}.job SET state = 'held', changed_at = now() WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id]).map_err(|e| q.err(e))?;
+            }
+            Ok(st)
+        })
+    }
+
+    fn release(&self, id: &str) -> Result<State> {
+        crate::id::check_id(id)?;
+        self.tx(|q, tx| {
+            let r = tx
+                .query_opt(&q.q("SELECT state, spec FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+                .map_err(|e| q.err(e))?
+                .ok_or_else(|| Error::no_job(id))?;
+            let st = State::parse(r.get(0)).unwrap_or(State::Dead);
+            if st != State::Held {
+                return Ok(st);
+            }
+            let job = q.job_of(r.get(1))?;
+            let to = if job.after.is_empty() { "pending" } else { "waiting" };
+            tx.execute(&q.q("UPDATE {s}.job SET state = $3, changed_at = now() WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id, &to]).map_err(|e| q.err(e))?;
+            if to == "waiting" {
+                let moved = promote_in(q, tx, id)?;
+                if moved == Some(State::Canceled) {
+                    on_terminal(q, tx, id, State::Canceled)?;
+                }
+            }
+            q.notify(tx)?;
+            Ok(st)
+        })
+    }
+
+    fn remove(&self, id: &str) -> Result<State> {
+        crate::id::check_id(id)?;
+        self.tx(|q, tx| {
+            let st = tx
+                .query_opt(&q.q("SELECT state FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+                .map_err(|e| q.err(e))?
+                .ok_or_else(|| Error::no_job(id))?;
+            let st = State::parse(st.get(0)).unwrap_or(State::Dead);
+            if !st.is_terminal() {
+                return Err(Error::new(Kind::Busy, format!("job {id} is {}: cancel it first, only finished jobs are removed", st.as_str())));
+            }
+            for t in ["output", "attempt", "ended", "dep", "job"] {
+                tx.execute(&q.q(&format!("DELETE FROM {{s}}.{t} WHERE queue = $1 AND id = $2")), &[&q.t.queue, &id]).map_err(|e| q.err(e))?;
+            }
+            Ok(st)
+        })
+    }
+
+    fn pause(&self, until_ms: Option<i64>) -> Result<()> {
+        let until = until_ms.map(|ms| ms as f64 / 1000.0);
+        self.exec(
+            "INSERT INTO {s}.queue (name, paused_since, paused_until) VALUES ($1, now(), to_timestamp($2))
+             ON CONFLICT (name) DO UPDATE SET paused_since = now(), paused_until = to_timestamp($2)",
+            &[&self.t.queue, &until],
+        )?;
+        Ok(())
+    }
+
+    fn resume(&self) -> Result<bool> {
+        self.tx(|q, tx| {
+            let was = q.paused_in(tx)?.is_some();
+            tx.execute(&q.q("UPDATE {s}.queue SET paused_since = NULL, paused_until = NULL WHERE name = $1"), &[&q.t.queue]).map_err(|e| q.err(e))?;
+            q.notify(tx)?;
+            Ok(was)
+        })
+    }
+
+    fn paused(&self, now_ms: i64) -> Option<Pause> {
+        let p = self.main.with(|c| self.paused_in(c)).ok()??;
+        match p.until_ms {
+            Some(u) if u <= now_ms => None,
+            _ => Some(p),
+        }
+    }
+
+    fn wake(&self) {
+        let _ = self.exec("SELECT pg_notify($1, '')", &[&self.channel]);
+    }
+
+    fn waiter(&self) -> Box<dyn Waiter> {
+        Box::new(PgWaiter::new(self))
+    }
+
+    fn lock(&self, which: Singleton, patience: Duration) -> Result<Acquired> {
+        let what = match which {
+            Singleton::Supervisor => format!("supervise@{}", ident::host().host),
+            Singleton::Collector => "gc".to_owned(),
+        };
+        let k = key(&self.t.schema, &self.t.queue, &what);
+        let until = Instant::now() + patience;
+        let mut c = self.main.target().connect()?;
+        loop {
+            let got: bool = c.query_one("SELECT pg_try_advisory_lock($1)", &[&k]).map_err(|e| self.err(e))?.get(0);
+            if got {
+                let me = json(&Holder::me());
+                c.execute(
+                    &self.q("INSERT INTO {s}.holder (queue, what, holder) VALUES ($1, $2, $3) ON CONFLICT (queue, what) DO UPDATE SET holder = EXCLUDED.holder"),
+                    &[&self.t.queue, &what, &me],
+                )
+                .map_err(|e| self.err(e))?;
+                return Ok(Acquired::Held(LockGuard::session(Box::new(c))));
+            }
+            if Instant::now() >= until {
+                let h = c
+                    .query_opt(&self.q("SELECT holder FROM {s}.holder WHERE queue = $1 AND what = $2"), &[&self.t.queue, &what])
+                    .ok()
+                    .flatten()
+                    .and_then(|r| serde_json::from_value::<Holder>(r.get(0)).ok());
+                return Ok(Acquired::Busy(h));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn is_locked(&self, which: Singleton) -> bool {
+        let what = match which {
+            Singleton::Supervisor => format!("supervise@{}", ident::host().host),
+            Singleton::Collector => "gc".to_owned(),
+        };
+        let k = key(&self.t.schema, &self.t.queue, &what);
+        self.advisory_held(k)
+    }
+
+    fn announce_worker(&self) -> Result<Presence> {
+        // A session advisory lock on the side connection (taken again if it
+        // is made again): the server lets go when the worker dies.
+        let k = key(&self.t.schema, &self.t.queue, &format!("worker\0{}", crate::id::new_id()));
+        self.exec(
+            "INSERT INTO {s}.worker (queue, key, holder) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&self.t.queue, &k, &json(&Holder::me())],
+        )?;
+        let take = format!("SELECT pg_advisory_lock({k})");
+        self.side.keep(take.clone())?;
+        Ok(Presence::new(Box::new(Announced { q: self.clone_handle(), key: k, take })))
+    }
+
+    fn live_workers(&self) -> usize {
+        let Ok(rows) = self.rows("SELECT key FROM {s}.worker WHERE queue = $1", &[&self.t.queue]) else { return 0 };
+        rows.iter().filter(|r| self.advisory_held(r.get(0))).count()
+    }
+
+    fn promote_stranded(&self) -> Result<usize> {
+        self.tx(|q, tx| {
+            let waiting = tx
+                .query(&q.q("SELECT id FROM {s}.job WHERE queue = $1 AND state = 'waiting' FOR UPDATE SKIP LOCKED"), &[&q.t.queue])
+                .map_err(|e| q.err(e))?;
+            let mut moved = 0;
+            let mut ready = false;
+            for r in waiting {
+                let id: String = r.get(0);
+                match promote_in(q, tx, &id)? {
+                    Some(State::Pending) => {
+                        moved += 1;
+                        ready = true;
+                    }
+                    Some(st) => {
+                        moved += 1;
+                        ready |= on_terminal(q, tx, &id, st)?;
+                    }
+                    None => {}
+                }
+            }
+            if ready {
+                q.notify(tx)?;
+            }
+            Ok(moved)
+        })
+    }
+
+    fn gc(&self, opts: &GcOpts, out: &mut dyn FnMut(Action)) -> Result<Vec<Error>> {
+        let mut errors = Vec::new();
+        match self.reclaim(opts.dry_run) {
+            Ok(list) => {
+                for r in list {
+                    out(Action { action: "reclaim", id: Some(r.id.clone()), path: format!("job {}", r.id).into(), reason: r.why, to: None, state: Some(r.state) });
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        for (st, ttl) in [(State::Done, opts.done_ttl_ms), (State::Dead, opts.dead_ttl_ms), (State::Canceled, opts.canceled_ttl_ms)] {
+            let Some(ttl) = ttl else { continue };
+            let secs = ttl as f64 / 1000.0;
+            // A finished job that a waiting job still depends on is kept.
+            let old = self.rows(
+                "SELECT j.id FROM {s}.job j WHERE j.queue = $1 AND j.state = $2 AND j.changed_at < now() - make_interval(secs => $3)
+                   AND NOT EXISTS (SELECT 1 FROM {s}.dep d JOIN {s}.job w ON w.queue = d.queue AND w.id = d.id
+                                    WHERE d.queue = j.queue AND d.dep = j.id AND w.state IN ('waiting', 'held'))
+                 LIMIT 5000",
+                &[&self.t.queue, &st.as_str(), &secs],
+            );
+            match old {
+                Ok(rows) => {
+                    for r in rows {
+                        let id: String = r.get(0);
+                        if !opts.dry_run
+                            && let Err(e) = self.remove(&id)
+                        {
+                            errors.push(e);
+                            continue;
+                        }
+                        out(Action { action: "expire", id: Some(id.clone()), path: format!("job {id}").into(), reason: format!("{} longer than its retention", st.as_str()), to: None, state: None });
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        Ok(errors)
+    }
+}
+
+/// Push one job inside the push's transaction: a dedupe key that a live job
+/// holds answers with that job; dependencies decide waiting, pending or
+/// canceled; an id pushed before (a retried push) answers as it is.
+fn push_one(q: &PgQueue, tx: &mut postgres::Transaction<'_>, job: &Job, run_at_ms: i64) -> Result<Pushed> {
+    if let Some(r) = tx
+        .query_opt(&q.q(concat!("SELECT state, ", ms!("run_at"), " FROM {s}.job WHERE queue = $1 AND id = $2")), &[&q.t.queue, &job.id])
+        .map_err(|e| q.err(e))?
+    {
+        return Ok(Pushed { id: job.id.clone(), state: State::parse(r.get(0)).unwrap_or(State::Pending), run_at_ms: r.get(1), deduped: false });
+    }
+    if let Some(key) = &job.key {
+        // Serialize pushers of one key: the unique index would only refuse.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key_lock(q, key)]).map_err(|e| q.err(e))?;
+        if let Some(r) = tx
+            .query_opt(
+                &q.q(concat!("SELECT id, state, ", ms!("run_at"), " FROM {s}.job WHERE queue = $1 AND key = $2 AND state IN ('pending','waiting','held','running')")),
+                &[&q.t.queue, key],
+            )
+            .map_err(|e| q.err(e))?
+        {
+            return Ok(Pushed { id: r.get(0), state: State::parse(r.get(1)).unwrap_or(State::Pending), run_at_ms: r.get(2), deduped: true });
+        }
+    }
+    let mut state = State::Pending;
+    let mut failed = None;
+    if !job.after.is_empty() {
+        // FOR SHARE: a dependency cannot end while we look and write.
+        let rows = tx
+            .query(&q.q("SELECT id, state FROM {s}.job WHERE queue = $1 AND id = ANY($2) FOR SHARE"), &[&q.t.queue, &job.after])
+            .map_err(|e| q.err(e))?;
+        for dep in &job.after {
+            match rows.iter().find(|r| r.get::<_, &str>(0) == dep).and_then(|r| State::parse(r.get(1))) {
+                None => return Err(Error::new(Kind::NoJob, format!("field \"after\": no such job {dep}"))),
+                Some(State::Done) => {}
+                Some(State::Dead | State::Canceled) => failed = Some(dep.clone()),
+                Some(_) => state = State::Waiting,
+            }
+        }
+    }
+    let secs = run_at_ms as f64 / 1000.0;
+    let first = if failed.is_some() { State::Held } else { state };
+    tx.execute(
+        &q.q("INSERT INTO {s}.job (queue, id, state, priority, run_at, key, spec) VALUES ($1, $2, $3, $4, to_timestamp($5), $6, $7)"),
+        &[&q.t.queue, &job.id, &first.as_str(), &job.priority, &secs, &job.key, &json(job)],
+    )
+    .map_err(|e| q.err(e))?;
+    for dep in &job.after {
+        tx.execute(&q.q("INSERT INTO {s}.dep (queue, id, dep) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &job.id, dep])
+            .map_err(|e| q.err(e))?;
+    }
+    if let Some(dep) = failed {
+        end_in(q, tx, &job.id, State::Canceled, Reason::DependencyFailed, Some(serde_json::json!({"dependency": dep})))?;
+        state = State::Canceled;
+    }
+    Ok(Pushed { id: job.id.clone(), state, run_at_ms, deduped: false })
+}
+
+fn key_lock(q: &PgQueue, key: &str) -> i64 {
+    self::key(&q.t.schema, &q.t.queue, &format!("key\0{key}"))
+}
+
+fn stream_no(s: Stream) -> i16 {
+    match s {
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
+    }
+}
+
+/// A worker's presence: its advisory lock on the side connection.
+struct Announced {
+    q: PgQueue,
+    key: i64,
+    take: String,
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        self.q.side.forget(&self.take, &format!("SELECT pg_advisory_unlock({})", self.key));
+        let _ = self.q.exec("DELETE FROM {s}.worker WHERE queue = $1 AND key = $2", &[&self.q.t.queue, &self.key]);
+    }
+}
+
+impl PgQueue {
+    /// Does some session hold advisory lock `k`?
+    fn advisory_held(&self, k: i64) -> bool {
+        self.row(
+            "SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                AND classid = (($1::int8 >> 32) & 4294967295)::oid AND objid = ($1::int8 & 4294967295)::oid LIMIT 1",
+            &[&k],
+        )
+        .is_ok_and(|r| r.is_some())
+    }
+
+    /// Another handle on the same queue and connections (for a log writer
+    /// or reader, a claimer).
+    fn clone_handle(&self) -> PgQueue {
+        PgQueue { url: self.url.clone(), t: self.t.clone(), main: Arc::clone(&self.main), side: Arc::clone(&self.side), local: self.local.clone(), channel: self.channel.clone() }
+    }
+
+    fn paused_in(&self, c: &mut impl GenericClient) -> Result<Option<Pause>> {
+        let r = c
+            .query_opt(
+                &self.q(concat!(
+                    "SELECT ",
+                    ms!("paused_since"),
+                    ", CASE WHEN paused_until IS NULL THEN NULL ELSE ",
+                    ms!("paused_until"),
+                    " END FROM {s}.queue WHERE name = $1 AND paused_since IS NOT NULL AND (paused_until IS NULL OR paused_until > now())"
+                )),
+                &[&self.t.queue],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(r.map(|r| Pause { since: time::rfc3339(r.get(0)), until_ms: r.get(1) }))
+    }
+}
+
+trait OkOr {
+    fn is_none_or_ok(self, f: impl FnOnce(u64) -> bool) -> bool;
+}
+
+impl OkOr for Result<u64> {
+    /// True unless the server answered and `f` says no.
+    fn is_none_or_ok(self, f: impl FnOnce(u64) -> bool) -> bool {
+        match self {
+            Ok(n) => f(n),
+            Err(_) => true,
+        }
+    }
+}
+
+/// A worker's claimer: claims, and waits on `LISTEN`.
+struct PgClaimer {
+    q: PgQueue,
+    waiter: Option<PgWaiter>,
+}
+
+
+impl Claimer for PgClaimer {
+    fn claim(&mut self, n: usize, opts: &ClaimOpts) -> Result<Vec<Claim>> {
+        self.q.claim_rows(n, opts)
+    }
+    fn wait_or(&mut self, timeout: Duration, also: Option<BorrowedFd<'_>>) {
+        let q = &self.q;
+        self.waiter.get_or_insert_with(|| PgWaiter::new(q)).wait_or(timeout, also);
+    }
+}
+
+/// Waits for a `NOTIFY` of the queue on the side connection (which
+/// listens from its first wait on), or polls: a notification is a hint,
+/// and is not kept while nobody listens.
+struct PgWaiter {
+    side: Arc<Conn>,
+    listen: String,
+    listening: std::sync::atomic::AtomicBool,
+}
+
+/// The longest wait without a look at the queue.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+impl PgWaiter {
+    fn new(q: &PgQueue) -> PgWaiter {
+        PgWaiter { side: Arc::clone(&q.side), listen: format!("LISTEN {}", q.channel), listening: Default::default() }
+    }
+}
+
+impl Waiter for PgWaiter {
+    fn wait_or(&self, timeout: Duration, also: Option<BorrowedFd<'_>>) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::sync::atomic::Ordering;
+        let until = Instant::now() + timeout.min(MAX_SLEEP);
+        if !self.listening.swap(true, Ordering::Relaxed) && self.side.keep(self.listen.clone()).is_err() {
+            self.listening.store(false, Ordering::Relaxed);
+        }
+        loop {
+            if let Some(fd) = also {
+                let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+                if matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                    return;
+                }
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            // In slices, so that the heartbeat's statements get their turn.
+            let slice = left.min(Duration::from_millis(50));
+            let woke = self.side.with(|c| {
+                let mut n = c.notifications();
+                let got = matches!(n.timeout_iter(slice).next(), Ok(Some(_)));
+                if got {
+                    // Drain what else came: hints only.
+                    while let Ok(Some(_)) = n.iter().next() {}
+                }
+                Ok(got)
+            });
+            match woke {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(_) => std::thread::sleep(slice),
+            }
+        }
+    }
+}
+
+/// An attempt's output: each write is one row (the runner writes what it
+/// read from the job's pipe at once, so a row is a pipe's worth), in the
+/// order written across both streams. Never a NOTIFY per row.
+struct LogWriter {
+    q: PgQueue,
+    id: String,
+    attempt: i32,
+    stream: i16,
+}
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if b.is_empty() {
+            return Ok(0);
+        }
+        let stmt = self.q.q(
+            "INSERT INTO {s}.output (queue, id, attempt, stream, chunk)
+             SELECT $1, $2, $3, $4, $5 FROM {s}.output WHERE queue = $1 AND id = $2 AND attempt = $3
+             HAVING coalesce(sum(length(chunk)), 0) < $6",
+        );
+        let q = &self.q;
+        q.side
+            .with(|c| c.execute(&stmt, &[&q.t.queue, &self.id, &self.attempt, &self.stream, &b, &OUTPUT_CAP]).map_err(|e| q.err(e)))
+            .map_err(std::io::Error::other)?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads an attempt's output chunk by chunk; at the end of what is there it
+/// says so (0), and a later read sees what was added since.
+struct LogReader {
+    q: PgQueue,
+    id: String,
+    attempt: i32,
+    stream: i16,
+    /// The last chunk read.
+    next: i64,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for LogReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.at >= self.buf.len() {
+            let rows = self
+                .q
+                .rows(
+                    "SELECT seq, chunk FROM {s}.output WHERE queue = $1 AND id = $2 AND attempt = $3 AND stream = $4 AND seq > $5 ORDER BY seq LIMIT 64",
+                    &[&self.q.t.queue, &self.id, &self.attempt, &self.stream, &self.next],
+                )
+                .map_err(std::io::Error::other)?;
+            self.buf.clear();
+            self.at = 0;
+            for r in rows {
+                self.next = r.get(0);
+                self.buf.extend_from_slice(r.get::<_, &[u8]>(1));
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Claims this process took over (`adopt`), so that a second runner in
+/// the same process is refused as one in another process is.
+static ADOPTED: std::sync::Mutex<std::collections::BTreeSet<String>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// This process holds an adopted claim; dropping the claim lets go.
+#[derive(Debug)]
+pub struct Adopted(String);
+
+impl Adopted {
+    fn mark(t: &Target, id: &str, token: &str) -> Option<Adopted> {
+        let k = format!("{}\0{}\0{id}\0{token}", t.schema, t.queue);
+        let fresh = ADOPTED.lock().unwrap_or_else(|e| e.into_inner()).insert(k.clone());
+        // (Made only when it is ours: dropping one lets go of its key.)
+        if fresh { Some(Adopted(k)) } else { None }
+    }
+}
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        ADOPTED.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.0);
+    }
+}
+
+/// How a tool opens a PostgreSQL queue: with the passwords it found and the
+/// host-local directory it chose.
+pub fn open(url: &str, secrets: &Secrets, local: PathBuf, _d: Durability) -> Result<Option<PgQueue>> {
+    PgQueue::open(url, secrets, local)
+}
+
+pub fn create(url: &str, secrets: &Secrets, local: PathBuf, _d: Durability) -> Result<PgQueue> {
+    PgQueue::create(url, secrets, local)
+}

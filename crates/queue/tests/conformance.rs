@@ -1,0 +1,426 @@
+//! The backend contract: scenarios every backend must pass, run through
+//! `&dyn Backend` alone on each of `backends::all()`. (The state-machine
+//! property test in props.rs is the other half.) What only a directory
+//! does (files, quarantine, flock) is tested beside the directory code.
+
+mod backends;
+
+use backends::Fixture;
+use q_queue::lock::Acquired;
+use q_queue::{ClaimOpts, Durability, Kind, Liveness, Outcome, Reason, RunInfo, SettleOpts, Singleton, State, Stream, ToSettle};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn each(f: impl Fn(&Fixture)) {
+    for fx in backends::all(Durability::Full) {
+        f(&fx);
+    }
+}
+
+fn opts(liveness: Liveness) -> ClaimOpts {
+    ClaimOpts { lease_ms: 60_000, worker_id: Some("conformance".into()), liveness }
+}
+
+fn ok() -> Outcome {
+    Outcome { exit_code: Some(0), ..Outcome::default() }
+}
+
+fn failed() -> Outcome {
+    Outcome { exit_code: Some(1), ..Outcome::default() }
+}
+
+fn so() -> SettleOpts {
+    SettleOpts { delay_ms: Some(0), ..SettleOpts::default() }
+}
+
+/// Highest priority first, then the earliest due time, then the oldest;
+/// a job due later is not claimed before its time.
+#[test]
+fn claims_come_in_order() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[
+            json!({"cmd": ["true"], "priority": 0}),
+            json!({"cmd": ["true"], "priority": 5}),
+            json!({"cmd": ["true"], "priority": 0}),
+            json!({"cmd": ["true"], "priority": 9, "delay": "1h"}),
+            json!({"cmd": ["true"], "priority": 5, "run_at": "2000-01-01T00:00:00Z"}),
+        ]);
+        let c = b.counts().unwrap();
+        assert_eq!((c.ready, c.scheduled), (4, 1), "{}", fx.name);
+        let got: Vec<String> = b.claim(10, &opts(Liveness::Flock)).unwrap().into_iter().map(|c| c.id).collect();
+        assert_eq!(got, [ids[4].clone(), ids[1].clone(), ids[0].clone(), ids[2].clone()], "{}: priority, due time, age", fx.name);
+        assert!(b.claim(1, &opts(Liveness::Flock)).unwrap().is_empty(), "{}: the scheduled job waits", fx.name);
+    });
+}
+
+/// A settle or touch with a token that is not the current claim's changes
+/// nothing and says `LeaseLost`, before and after the job was taken over.
+#[test]
+fn stale_tokens_are_refused() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let id = fx.push(&[json!({"cmd": ["true"], "attempts": 3})]).remove(0);
+        let c = b.claim(1, &opts(Liveness::Ttl)).unwrap().remove(0);
+        assert!(b.touch(&id, &c.token).unwrap() > 0);
+        let bogus = fx.other_token(&c.token);
+        assert_eq!(b.settle(&id, &bogus, Reason::Ok, &ok(), &so()).unwrap_err().kind, Kind::LeaseLost, "{}", fx.name);
+        assert_eq!(b.touch(&id, &bogus).unwrap_err().kind, Kind::LeaseLost, "{}", fx.name);
+        // Taken over: the lease ran out and the reaper requeued the job.
+        fx.expire(&id, c.attempt());
+        let r = b.reclaim(false).unwrap();
+        assert_eq!(r.len(), 1, "{}", fx.name);
+        assert_eq!((r[0].state, r[0].reason), (State::Pending, Reason::LeaseExpired));
+        let again = b.claim(1, &opts(Liveness::Ttl)).unwrap().remove(0);
+        assert_eq!(again.attempt(), c.attempt() + 1, "{}: the fence grows", fx.name);
+        assert_eq!(b.touch(&id, &c.token).unwrap_err().kind, Kind::LeaseLost, "{}", fx.name);
+        assert_eq!(b.settle(&id, &c.token, Reason::Ok, &ok(), &so()).unwrap_err().kind, Kind::LeaseLost, "{}", fx.name);
+        assert_eq!(b.locate(&id).unwrap().unwrap().state, State::Running, "{}: the stale settle changed nothing", fx.name);
+        let rec = b.settle(&id, &again.token, Reason::Ok, &ok(), &so()).unwrap();
+        assert_eq!((rec.state, rec.attempt), (State::Done, again.attempt()));
+        assert_eq!(b.settle(&id, &again.token, Reason::Ok, &ok(), &so()).unwrap_err().kind, Kind::LeaseLost, "{}: settled once", fx.name);
+    });
+}
+
+/// The reaper: a live lease is left alone; an expired one is requeued
+/// (an interruption, not a failure); an at-most-once job whose holder
+/// vanished ends dead and never runs again.
+#[test]
+fn the_reaper_requeues_and_at_most_once_ends_dead() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["true"], "priority": 1}), json!({"cmd": ["true"], "delivery": "at-most-once"})]);
+        let claims = b.claim(2, &opts(Liveness::Ttl)).unwrap();
+        assert_eq!(claims.len(), 2);
+        assert!(b.reclaim(false).unwrap().is_empty(), "{}: live leases are not reclaimed", fx.name);
+        for c in &claims {
+            fx.expire(&c.id, c.attempt());
+        }
+        assert_eq!(b.reclaim(true).unwrap().len(), 2, "{}: a dry run reports", fx.name);
+        assert_eq!(b.locate(&ids[0]).unwrap().unwrap().state, State::Running, "{}: a dry run changes nothing", fx.name);
+        let mut r = b.reclaim(false).unwrap();
+        r.sort_by_key(|x| ids.iter().position(|i| *i == x.id));
+        assert_eq!(r.iter().map(|x| (x.state, x.reason)).collect::<Vec<_>>(), [(State::Pending, Reason::LeaseExpired), (State::Dead, Reason::LeaseExpired)], "{}", fx.name);
+        let e = b.locate(&ids[0]).unwrap().unwrap();
+        assert_eq!(e.c.map(|c| (c.attempt, c.failures, c.interrupts)), Some((1, 0, 1)), "{}", fx.name);
+        assert_eq!(b.finished(&ids[1]), Some(State::Dead));
+        let next = b.claim(5, &opts(Liveness::Ttl)).unwrap();
+        assert_eq!(next.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [ids[0].clone()], "{}: the at-most-once job never runs again", fx.name);
+    });
+}
+
+/// Pause stops claims until resumed, or until its time is up.
+#[test]
+fn pause_and_resume() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        fx.push(&[json!({"cmd": ["true"]})]);
+        b.pause(None).unwrap();
+        assert!(b.paused(q_queue::time::now_ms()).is_some());
+        assert!(b.claim(1, &opts(Liveness::Flock)).unwrap().is_empty(), "{}: paused", fx.name);
+        assert!(b.resume().unwrap(), "{}: it was paused", fx.name);
+        assert!(!b.resume().unwrap(), "{}: not any more", fx.name);
+        b.pause(Some(q_queue::time::now_ms() - 1)).unwrap();
+        assert!(b.paused(q_queue::time::now_ms()).is_none(), "{}: a pause that ran out", fx.name);
+        assert_eq!(b.claim(1, &opts(Liveness::Flock)).unwrap().len(), 1, "{}", fx.name);
+    });
+}
+
+/// A key names one unfinished job: pushing it again returns that job; once
+/// it is finished, the key is free again.
+#[test]
+fn dedupe_keys() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let first = fx.push(&[json!({"cmd": ["true"], "key": "nightly"})]).remove(0);
+        let ctx = q_queue::PushContext { cwd: "/".into(), env: Default::default(), now_ms: q_queue::time::now_ms() };
+        let again = q_queue::job::validate(json!({"cmd": ["true"], "key": "nightly"}).as_object().unwrap(), &ctx).unwrap();
+        let p = b.push(vec![again]).pop().unwrap().unwrap();
+        assert_eq!((p.id.as_str(), p.deduped), (first.as_str(), true), "{}", fx.name);
+        assert_eq!(b.counts().unwrap().ready, 1);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+        let later = fx.push(&[json!({"cmd": ["true"], "key": "nightly"})]).remove(0);
+        assert_ne!(later, first, "{}: a finished job's key is free", fx.name);
+    });
+}
+
+/// `after`: a job waits for its dependencies; done moves it on; a failure
+/// cancels it (`dependency-failed`), and that cascades down the chain.
+#[test]
+fn dependencies_and_their_failure_cascade() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let a = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        let ok_child = fx.push(&[json!({"cmd": ["true"], "after": [a]})]).remove(0);
+        assert_eq!(b.locate(&ok_child).unwrap().unwrap().state, State::Waiting, "{}", fx.name);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(c.id, a, "{}: a waiting job is not claimed", fx.name);
+        b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+        assert_eq!(b.locate(&ok_child).unwrap().unwrap().state, State::Pending, "{}: done frees it", fx.name);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+
+        let bad = fx.push(&[json!({"cmd": ["false"]})]).remove(0);
+        let mid = fx.push(&[json!({"cmd": ["true"], "after": [bad]})]).remove(0);
+        let last = fx.push(&[json!({"cmd": ["true"], "after": [mid]})]).remove(0);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        let rec = b.settle(&c.id, &c.token, Reason::Exit, &failed(), &so()).unwrap();
+        assert_eq!(rec.state, State::Dead, "{}: one attempt", fx.name);
+        for id in [&mid, &last] {
+            assert_eq!(b.finished(id), Some(State::Canceled), "{}: {id}", fx.name);
+            assert_eq!(b.last_result(id).unwrap().reason, Reason::DependencyFailed, "{}", fx.name);
+        }
+        assert_eq!(b.counts().unwrap().waiting, 0);
+    });
+}
+
+/// Cancel: a queued job ends at once; a running one is asked to stop (its
+/// runner sees the request and settles `canceled`).
+#[test]
+fn cancel_queued_and_running() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["true"], "priority": 1}), json!({"cmd": ["true"]})]);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(c.id, ids[0]);
+        assert!(!b.cancel_requested(&c));
+        assert_eq!(b.cancel(&ids[0]).unwrap(), State::Running, "{}", fx.name);
+        assert!(b.cancel_requested(&c), "{}: the runner sees the request", fx.name);
+        let rec = b.settle(&c.id, &c.token, Reason::Canceled, &Outcome::default(), &so()).unwrap();
+        assert_eq!(rec.state, State::Canceled, "{}", fx.name);
+        assert_eq!(b.cancel(&ids[1]).unwrap(), State::Pending, "{}", fx.name);
+        assert_eq!(b.finished(&ids[1]), Some(State::Canceled));
+        assert_eq!(b.cancel(&ids[1]).unwrap(), State::Canceled, "{}: nothing to cancel", fx.name);
+        assert_eq!(b.cancel("01J00000000000000000000000").unwrap_err().kind, Kind::NoJob, "{}", fx.name);
+    });
+}
+
+/// Hold, release, retry, remove.
+#[test]
+fn operator_moves() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let id = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        assert_eq!(b.hold(&id).unwrap(), State::Pending);
+        assert!(b.claim(1, &opts(Liveness::Flock)).unwrap().is_empty(), "{}: held", fx.name);
+        assert_eq!(b.release(&id).unwrap(), State::Held);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        b.settle(&c.id, &c.token, Reason::Exit, &failed(), &so()).unwrap();
+        assert_eq!(b.finished(&id), Some(State::Dead));
+        b.retry(&id).unwrap();
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(c.attempt(), 2, "{}: attempts go on after a retry", fx.name);
+        assert_eq!(b.remove(&id).unwrap_err().kind, Kind::Busy, "{}: only finished jobs are removed", fx.name);
+        b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+        assert_eq!(b.last_attempt(&id), 2);
+        assert_eq!(b.remove(&id).unwrap(), State::Done);
+        assert!(b.locate(&id).unwrap().is_none(), "{}: removed", fx.name);
+    });
+}
+
+/// N claimers at once (each with its own claimer, as workers have), each
+/// settling what it claims: every job is completed exactly once.
+#[test]
+fn concurrent_claimers_never_complete_a_job_twice() {
+    each(|fx| {
+        const JOBS: usize = 300;
+        let lines: Vec<serde_json::Value> = (0..JOBS).map(|i| json!({"cmd": ["true", i.to_string()]})).collect();
+        let ids: BTreeSet<String> = fx.push(&lines).into_iter().collect();
+        let done = Arc::new(Mutex::new(Vec::new()));
+        std::thread::scope(|s| {
+            for w in 0..4 {
+                let b = Arc::clone(&fx.b);
+                let done = Arc::clone(&done);
+                s.spawn(move || {
+                    let mut claimer = b.claimer();
+                    let o = ClaimOpts { lease_ms: 60_000, worker_id: Some(format!("w{w}")), liveness: Liveness::Flock };
+                    loop {
+                        let got = claimer.claim(1 + w % 2, &o).unwrap();
+                        if got.is_empty() {
+                            break;
+                        }
+                        let (outcome, so) = (ok(), SettleOpts::default());
+                        let group: Vec<ToSettle> = got.iter().map(|c| ToSettle { claim: c, reason: Reason::Ok, outcome: &outcome, opts: &so }).collect();
+                        for r in b.settle_group(&group) {
+                            done.lock().unwrap().push(r.unwrap().id);
+                        }
+                    }
+                });
+            }
+        });
+        let mut done = done.lock().unwrap().clone();
+        done.sort();
+        let n = done.len();
+        done.dedup();
+        assert_eq!(n, done.len(), "{}: a job completed twice", fx.name);
+        assert_eq!(done.into_iter().collect::<BTreeSet<_>>(), ids, "{}: every job completed", fx.name);
+        assert_eq!(fx.b.counts().unwrap().done, JOBS as u64);
+    });
+}
+
+/// A group settle fences each attempt on its own.
+#[test]
+fn a_group_settle_refuses_only_the_stale_attempt() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        fx.push(&[json!({"cmd": ["true"]}), json!({"cmd": ["true"]}), json!({"cmd": ["true"]})]);
+        let claims = b.claimer().claim(3, &opts(Liveness::Flock)).unwrap();
+        assert_eq!(claims.len(), 3);
+        b.settle(&claims[1].id, &claims[1].token, Reason::WorkerShutdown, &Outcome::default(), &so()).unwrap();
+        let (outcome, so) = (ok(), SettleOpts::default());
+        let group: Vec<ToSettle> = claims.iter().map(|c| ToSettle { claim: c, reason: Reason::Ok, outcome: &outcome, opts: &so }).collect();
+        let answers = b.settle_group(&group);
+        assert_eq!(answers[0].as_ref().unwrap().state, State::Done, "{}", fx.name);
+        assert_eq!(answers[1].as_ref().unwrap_err().kind, Kind::LeaseLost, "{}", fx.name);
+        assert_eq!(answers[2].as_ref().unwrap().state, State::Done, "{}", fx.name);
+        assert!(claims.iter().all(|c| !c.durable_pending()), "{}: settled claims are durable", fx.name);
+    });
+}
+
+/// A runner's log: written while the job runs, read from anywhere (a
+/// reader sees what is appended later), and the attempt counts as started.
+#[test]
+fn logs_are_written_and_read() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let id = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert!(b.log_reader(&id, 1, Stream::Stdout).unwrap().is_none(), "{}: no log yet", fx.name);
+        let h = q_queue::ident::host();
+        let (pid, pid_start) = q_queue::ident::me();
+        let run = RunInfo { v: 1, host: h.host.clone(), boot_id: h.boot_id.clone(), pidns: h.pidns.clone(), pid, pid_start, pgid: pid, leader_start: pid_start, started_at: q_queue::time::rfc3339(q_queue::time::now_ms()), worker_id: None };
+        b.record_start(&c, &run).unwrap();
+        assert_eq!(b.log_attempts(&id), [1], "{}: a started attempt", fx.name);
+        assert_eq!(b.live_records(&id, 1).1.map(|r| r.pgid), Some(pid), "{}: its process group", fx.name);
+        let mut w = b.log_writer(&c, Stream::Stdout).unwrap();
+        w.write_all(b"hello\n").unwrap();
+        w.flush().unwrap();
+        let mut r = b.log_reader(&id, 1, Stream::Stdout).unwrap().expect("a log");
+        let mut got = String::new();
+        r.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "hello\n", "{}", fx.name);
+        w.write_all(b"more\n").unwrap();
+        w.flush().unwrap();
+        got.clear();
+        r.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "more\n", "{}: a follower sees what comes later", fx.name);
+        let mut e = b.log_writer(&c, Stream::Stderr).unwrap();
+        e.write_all(b"oops\n").unwrap();
+        e.flush().unwrap();
+        let mut got = String::new();
+        b.log_reader(&id, 1, Stream::Stderr).unwrap().unwrap().read_to_string(&mut got).unwrap();
+        assert_eq!(got, "oops\n", "{}: stderr kept apart", fx.name);
+        b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+        assert_eq!(b.log_attempts(&id), [1], "{}", fx.name);
+    });
+}
+
+/// The order of an attempt's output: each write of either stream is one
+/// chunk, listed in the order written, readable at its offset; a reader
+/// asks for the chunks after those it has.
+#[test]
+fn log_order_interleaves_the_streams() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let id = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(b.log_order(&id, 1, 0).unwrap(), None, "{}: no output, no order", fx.name);
+        let mut o = b.log_writer(&c, Stream::Stdout).unwrap();
+        let mut e = b.log_writer(&c, Stream::Stderr).unwrap();
+        o.write_all(b"one\n").unwrap();
+        e.write_all(b"two!\n").unwrap();
+        o.write_all(b"three\n").unwrap();
+        let got = b.log_order(&id, 1, 0).unwrap().expect("an order");
+        let seen: Vec<(Stream, u64, u64)> = got.iter().map(|c| (c.stream, c.offset, c.len)).collect();
+        assert_eq!(seen, [(Stream::Stdout, 0, 4), (Stream::Stderr, 0, 5), (Stream::Stdout, 4, 6)], "{}", fx.name);
+        assert!(got.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "{}: times in order", fx.name);
+        e.write_all(b"four\n").unwrap();
+        let more = b.log_order(&id, 1, 3).unwrap().expect("an order");
+        assert_eq!(more.iter().map(|c| (c.stream, c.offset, c.len)).collect::<Vec<_>>(), [(Stream::Stderr, 5, 5)], "{}: only the new chunks", fx.name);
+        let mut all = String::new();
+        b.log_reader(&id, 1, Stream::Stdout).unwrap().unwrap().read_to_string(&mut all).unwrap();
+        assert_eq!(all, "one\nthree\n", "{}: the streams stay apart", fx.name);
+        b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+        assert_eq!(b.log_order(&id, 1, 4).unwrap(), Some(vec![]), "{}: nothing after the end", fx.name);
+    });
+}
+
+/// Workers announce themselves for as long as they hold their presence.
+#[test]
+fn workers_announce_their_presence() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        assert_eq!(b.live_workers(), 0, "{}", fx.name);
+        let one = b.announce_worker().unwrap();
+        let two = b.announce_worker().unwrap();
+        assert_eq!(b.live_workers(), 2, "{}", fx.name);
+        drop(one);
+        assert_eq!(b.live_workers(), 1, "{}", fx.name);
+        drop(two);
+        assert_eq!(b.live_workers(), 0, "{}", fx.name);
+    });
+}
+
+/// One supervisor, one collector: a second holder is told who holds it.
+#[test]
+fn singletons_have_one_holder() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        for which in [Singleton::Supervisor, Singleton::Collector] {
+            assert!(!b.is_locked(which), "{}", fx.name);
+            let Acquired::Held(g) = b.lock(which, Duration::ZERO).unwrap() else { panic!("{}: free", fx.name) };
+            assert!(b.is_locked(which), "{}", fx.name);
+            // A second holder is refused, and told who holds it.
+            let Acquired::Busy(holder) = b.lock(which, Duration::ZERO).unwrap() else { panic!("{}: two holders", fx.name) };
+            assert!(holder.is_some_and(|h| h.is_me()), "{}: the holder is named", fx.name);
+            g.release();
+            assert!(!b.is_locked(which), "{}: released", fx.name);
+        }
+    });
+}
+
+/// Adopting a claim made elsewhere: refused when it is not current.
+#[test]
+fn adopting_a_claim() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let id = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        let c = b.claim(1, &opts(Liveness::Ttl)).unwrap().remove(0);
+        let token = c.token.clone();
+        drop(c);
+        let held = b.adopt(&id, &token).unwrap();
+        assert_eq!((held.id.as_str(), held.attempt()), (id.as_str(), 1), "{}", fx.name);
+        assert!(b.extend(&held), "{}: the adopted lease is ours", fx.name);
+        assert_eq!(b.adopt(&id, &token).unwrap_err().kind, Kind::Busy, "{}: run by another holder", fx.name);
+        b.settle(&id, &token, Reason::Ok, &ok(), &so()).unwrap();
+        assert!(!b.extend(&held), "{}: a settled claim is not extended", fx.name);
+        drop(held);
+        assert_eq!(b.adopt(&id, &token).unwrap_err().kind, Kind::LeaseLost, "{}: settled", fx.name);
+    });
+}
+
+/// `idle`: running, ready, scheduled within or after the horizon, held.
+#[test]
+fn the_idle_look() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        assert!(!b.idle(None).unwrap().busy, "{}: empty", fx.name);
+        fx.push(&[json!({"cmd": ["true"], "delay": "1h"})]);
+        assert!(b.idle(None).unwrap().busy, "{}: a scheduled job is work", fx.name);
+        let s = b.idle(Some(60_000)).unwrap();
+        assert!(!s.busy && s.later == 1, "{}: beyond the horizon: {s:?}", fx.name);
+        let held = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        b.hold(&held).unwrap();
+        let s = b.idle(Some(60_000)).unwrap();
+        assert!(!s.busy && s.held == 1, "{}: held is not work: {s:?}", fx.name);
+        b.release(&held).unwrap();
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert!(b.idle(Some(60_000)).unwrap().busy, "{}: running", fx.name);
+        b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+        assert!(!b.idle(Some(60_000)).unwrap().busy, "{}", fx.name);
+    });
+}
