@@ -181,6 +181,53 @@ fn serial_power_batch_push_survives_a_cut() {
     assert!(lost_without_fallback > 0, "trusting syncfs on FUSE lost nothing: the cut does not test the group commit");
 }
 
+/// Jobs that end without an attempt (a cancel, a dependency that failed)
+/// at full durability, then a cut: every job the cut left in `canceled/`
+/// is decided by its `end.json`, and readers are told so. The end record's
+/// name must be durable before the move that depends on it (the move's
+/// directory is synced, which made the move outlive the record).
+#[test]
+fn serial_power_end_records_survive_a_cut() {
+    if !crashfs::usable("serial_power_end_records_survive_a_cut") {
+        return;
+    }
+    let seed = seed("serial_power_end_records_survive_a_cut");
+    let mut rng = Rng::new(seed);
+    let q = QDir::new();
+    let mut fsys = CrashFs::mount(&q.queue);
+    let mut h = History { power: Some(false), ..History::default() };
+    let effects = q.file("effects.log");
+    let mut push = |q: &QDir, name: &str, args: &[&str]| {
+        h.attempted.insert(name.to_owned());
+        let mut a = vec!["--name", name];
+        a.extend_from_slice(args);
+        let id = q.push(&a);
+        h.acked.insert(id.clone());
+        id
+    };
+    // Three that fail for good, each with a dependent (canceled by the
+    // cascade), and three queued jobs canceled by hand.
+    let mut canceled = Vec::new();
+    for i in 0..3 {
+        let dep = push(&q, &format!("fails-{i}"), &["--attempts", "1", "--", "false"]);
+        canceled.push(push(&q, &format!("after-{i}"), &["--after", &dep, "--", "true"]));
+        let id = push(&q, &format!("queued-{i}"), &["--delay", "1h", "--", "true"]);
+        q.run("q-ctl", &["cancel", &id]).ok();
+        canceled.push(id);
+    }
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    let before: Vec<String> = canceled.iter().map(|id| q.state(id)).collect();
+    assert!(before.iter().all(|s| s == "canceled"), "{before:?}");
+    power_cut(&q, &mut fsys, &mut rng);
+    let d = read_disk(&q.queue);
+    let rep = check_queue(&q.queue, &h, &effects, &[], CheckOpts { drained: false, no_corrupt: true });
+    rep.assert_ok(seed, "end records after a cut");
+    for id in &canceled {
+        let e = d.ends.get(id).unwrap_or_else(|| panic!("{id}: no end record after the cut ({:?})", d.locs.get(id)));
+        assert_eq!(e.state.as_str(), "canceled", "{id}");
+    }
+}
+
 /// One round's pusher: a batch (or one line) on stdin, its stdout in a file
 /// (what it printed before the cut was acknowledged).
 fn spawn_push(q: &QDir, lines: &[Value], out: &Path) -> Proc {

@@ -143,9 +143,13 @@ impl Gc<'_> {
             return Verdict::Retrying;
         }
         if last == 0 {
-            // No attempt on record at all: nothing says an outcome was
-            // lost (a finished job moved by hand looks the same). Left alone.
-            return Verdict::Decided;
+            // No record at all: every way into a terminal directory
+            // publishes one first (a result, or `end.json`, each synced
+            // before the move at full durability). Under relaxed durability
+            // a power loss can keep the move and lose every record of the
+            // job's attempts (the lease's and the result's names with
+            // them): nothing decides it, so it runs again.
+            return Verdict::Lost { attempt: 0, failures: 0 };
         }
         if read(&format!("{last}.result.json")).is_some_and(|r| decides(&r)) {
             return Verdict::Decided;
