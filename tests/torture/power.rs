@@ -353,7 +353,6 @@ fn serial_power_storm_full() {
 }
 
 #[test]
-#[ignore = "open bug: under relaxed durability about one run in three ends with a job done at attempt 1 whose attempt 2 ran without a record (I4); run by hand: cargo nextest run --features failpoints --run-ignored only -E 'test(serial_power_storm_relaxed)'"]
 fn serial_power_storm_relaxed() {
     power_storm("serial_power_storm_relaxed", "relaxed");
 }
