@@ -158,6 +158,7 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
 /// One settle inside a transaction: fenced by the token; `LeaseLost` when
 /// the claim is no longer current — unless this very settle committed
 /// before (a COMMIT whose answer was lost), which finds its own result.
+#[allow(clippy::too_many_arguments)] // the settle's own inputs, as `Queue::settle_token` takes them
 fn settle_in(
     q: &PgQueue,
     tx: &mut postgres::Transaction<'_>,
@@ -606,7 +607,7 @@ impl Backend for PgQueue {
         let stmt = self.q("UPDATE {s}.job SET lease_until = now() + make_interval(secs => lease_ms::float8 / 1000) WHERE queue = $1 AND id = $2 AND token = $3 AND state = 'running'");
         // Not ours any more only when the server says so: a server that is
         // away is not a lost lease (the runner's own clock decides that).
-        self.side.with(|cl| cl.execute(&stmt, &[&self.t.queue, &c.id, &tok]).map_err(|e| self.err(e))).is_none_or_ok(|n| n == 1)
+        self.side.with(|cl| cl.execute(&stmt, &[&self.t.queue, &c.id, &tok]).map_err(|e| self.err(e))).unanswered_or(|n| n == 1)
     }
 
     fn make_durable(&self, _claims: &[&Claim]) -> Result<()> {
@@ -1256,12 +1257,12 @@ impl PgQueue {
 }
 
 trait OkOr {
-    fn is_none_or_ok(self, f: impl FnOnce(u64) -> bool) -> bool;
+    fn unanswered_or(self, f: impl FnOnce(u64) -> bool) -> bool;
 }
 
 impl OkOr for Result<u64> {
     /// True unless the server answered and `f` says no.
-    fn is_none_or_ok(self, f: impl FnOnce(u64) -> bool) -> bool {
+    fn unanswered_or(self, f: impl FnOnce(u64) -> bool) -> bool {
         match self {
             Ok(n) => f(n),
             Err(_) => true,

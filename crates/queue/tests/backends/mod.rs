@@ -23,7 +23,7 @@ pub struct Fixture {
 enum Kind {
     Dir(PathBuf),
     /// The server's URL with this test's schema; a client for the hooks.
-    Pg { schema: String, admin: std::sync::Mutex<postgres::Client> },
+    Pg { schema: String, admin: Box<std::sync::Mutex<postgres::Client>> },
 }
 
 impl Fixture {
@@ -44,7 +44,7 @@ impl Fixture {
         let o = OpenOpts { durability, local: Some(d.path().join("local")), ..OpenOpts::default() };
         let b = q_queue::backend::create(&Location::Postgres(url), None, o).unwrap();
         let admin = postgres::Client::connect(&server.url, postgres::NoTls).unwrap();
-        Fixture { name: "postgres", b, kind: Kind::Pg { schema, admin: std::sync::Mutex::new(admin) }, _keep: d }
+        Fixture { name: "postgres", b, kind: Kind::Pg { schema, admin: Box::new(std::sync::Mutex::new(admin)) }, _keep: d }
     }
 
     /// The queue directory, for checks of the directory's own invariants.
