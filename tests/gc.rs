@@ -335,15 +335,12 @@ fn gc_promotes_waiting_jobs() {
     let x = q.push(&["--", "true"]);
     let y = q.push(&["--after", &x, "--", "true"]);
     assert_eq!(q.state(&y), "waiting");
-    // X "finishes" without the completion's promotion step.
-    let pending = q.files("pending");
-    assert_eq!(pending.len(), 1);
-    let from = walkdir::WalkDir::new(q.queue.join("pending"))
-        .into_iter()
-        .flatten()
-        .find(|e| e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with('.'))
-        .unwrap();
-    std::fs::rename(from.path(), q.queue.join(format!("done/{x}.json"))).unwrap();
+    // X finishes, and its worker dies right after the move (its result
+    // published), before the promotion step.
+    let mut c = q.cmd("q-run");
+    c.env("Q_FAILPOINTS", "settle.after_commit_rename").arg("--exit-on-idle");
+    run_cmd(c, None).expect_code(134);
+    assert_eq!((q.state(&x).as_str(), q.state(&y).as_str()), ("done", "waiting"));
     let o = q.run("q-gc", &["--dry-run"]);
     let l = gc_lines(&o);
     assert_eq!(find(&l, "promote", "")["id"], y.as_str());
@@ -353,6 +350,36 @@ fn gc_promotes_waiting_jobs() {
     assert_eq!(l["id"], y.as_str());
     assert_eq!(l["state"], "pending");
     assert_eq!(q.state(&y), "pending");
+}
+
+/// R8: a finished job whose outcome a power loss did not keep (relaxed
+/// durability: the move reached the disk, the records did not) is sent
+/// back to run: with no record of any attempt, straight to pending; with
+/// its last result cut short, the partial record to `corrupt/` and the
+/// attempt settled anew as interrupted. Both then run to done.
+#[test]
+fn gc_reruns_finished_jobs_whose_outcome_was_lost() {
+    let q = QDir::new();
+    let bare = q.push(&["--", "true"]);
+    let cut = q.push(&["--", "true"]);
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!((q.state(&bare).as_str(), q.state(&cut).as_str()), ("done", "done"));
+    std::fs::remove_dir_all(q.queue.join("var").join(&bare)).unwrap();
+    let res = q.queue.join(format!("var/{cut}/1.result.json"));
+    let whole = std::fs::read(&res).unwrap();
+    std::fs::write(&res, &whole[..whole.len() / 2]).unwrap();
+    let o = q.run("q-gc", &[]);
+    o.ok();
+    let l = gc_lines(&o);
+    assert_eq!(find(&l, "lost-outcome", &format!("done/{bare}.json"))["state"], "pending");
+    assert_eq!(find(&l, "lost-outcome", &format!("done/{cut}.json"))["state"], "pending");
+    assert_eq!((q.state(&bare).as_str(), q.state(&cut).as_str()), ("pending", "pending"));
+    assert_eq!(q.files("corrupt").iter().filter(|n| n.contains("result.json") && !n.ends_with(".why")).count(), 1, "{:?}", q.files("corrupt"));
+    let rec: Value = serde_json::from_slice(&std::fs::read(&res).unwrap()).unwrap();
+    assert_eq!((rec["state"].as_str(), rec["reason"].as_str()), (Some("pending"), Some("lease-expired")));
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!((q.state(&bare).as_str(), q.state(&cut).as_str()), ("done", "done"));
+    assert!(q.queue.join(format!("var/{cut}/2.result.json")).exists(), "the lost attempt's job ran again, as attempt 2");
 }
 
 /// A second gc beside a running one exits 0 at once, doing nothing; a

@@ -3,8 +3,10 @@
 //! `sweep`), the bad-input matrix of §9.4 (`matrix`) and the security cases
 //! (`security`). What they show is summarised in docs/RELIABILITY.md.
 
+mod crashfs;
 mod history;
 mod storm;
 mod sweep;
 mod matrix;
 mod security;
+mod power;

@@ -33,13 +33,16 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct QDir {
     pub tmp: tempfile::TempDir,
     pub queue: PathBuf,
+    /// Variables every command of this queue gets (the power-loss tests
+    /// set the simulated boot and the durability here).
+    pub env: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl QDir {
     pub fn new() -> QDir {
         let tmp = tempfile::Builder::new().prefix("qtest").tempdir().expect("tempdir");
         let queue = tmp.path().join("q");
-        QDir { tmp, queue }
+        QDir { tmp, queue, env: Default::default() }
     }
 
     pub fn path(&self) -> &Path {
@@ -55,6 +58,7 @@ impl QDir {
             }
         }
         c.env("Q_DIR", &self.queue);
+        c.envs(self.env.lock().unwrap().iter().map(|(k, v)| (k, v)));
         c.current_dir(self.tmp.path());
         c.stdin(Stdio::null());
         c
@@ -103,6 +107,13 @@ impl QDir {
     /// `q-ls --json ID` record.
     pub fn job(&self, id: &str) -> Value {
         self.run("q-ls", &["--json", id]).lines().into_iter().next().unwrap_or(Value::Null)
+    }
+
+    /// Set a variable for every later command of this queue.
+    pub fn set_env(&self, k: &str, v: &str) {
+        let mut e = self.env.lock().unwrap();
+        e.retain(|(key, _)| key != k);
+        e.push((k.to_owned(), v.to_owned()));
     }
 
     /// A file path in the scratch area.

@@ -152,7 +152,7 @@ fn serial_matrix_full_disk() {
     let o = run_cmd(c, Some(line.repeat(30).into_bytes()));
     assert_eq!(o.code(), 74, "{o:?}");
     assert!(o.lines().is_empty(), "nothing acknowledged: {o:?}");
-    let qd = QDir { tmp: tempfile::tempdir().unwrap(), queue: root.clone() };
+    let qd = QDir { tmp: tempfile::tempdir().unwrap(), queue: root.clone(), env: Default::default() };
     let d = read_disk(&root);
     assert!(d.problems.is_empty(), "{:?}", d.problems);
     assert!(d.locs.contains_key(&first_id), "the acknowledged job survives");

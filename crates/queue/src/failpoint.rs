@@ -61,3 +61,15 @@ pub fn override_ms(var: &str, default: i64) -> i64 {
     let _ = var;
     default
 }
+
+/// A value the power-loss tests set to simulate the reboot that follows a
+/// power cut (feature `failpoints` only): the value of environment variable
+/// `var`. Without the feature this is always `None`.
+pub fn override_str(var: &str) -> Option<String> {
+    #[cfg(feature = "failpoints")]
+    if let Ok(v) = std::env::var(var) {
+        return Some(v);
+    }
+    let _ = var;
+    None
+}

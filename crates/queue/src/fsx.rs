@@ -156,6 +156,19 @@ pub fn syncfs(dir: &Path) -> Result<()> {
     nix::unistd::syncfs(&f).map_err(|e| Error::io("sync the filesystem of", dir, e.into()))
 }
 
+/// `statfs` type of FUSE filesystems (`FUSE_SUPER_MAGIC`).
+const FUSE_SUPER_MAGIC: rustix::fs::FsWord = 0x6573_5546;
+
+/// Does `syncfs(2)` on the filesystem holding `dir` make everything written
+/// there durable? Not on FUSE: the kernel passes `syncfs` to the daemon of
+/// virtiofs only, so a FUSE filesystem's own store never hears of it (what
+/// the kernel wrote back on its way is all it gets). There the group
+/// commits (a batch push, a group of settles) take the per-file fsyncs of
+/// the single steps instead. Unknown (statfs fails): trusted, as before.
+pub fn syncfs_reaches_disk(dir: &Path) -> bool {
+    rustix::fs::statfs(dir).map_or(true, |s| s.f_type != FUSE_SUPER_MAGIC)
+}
+
 /// Can this process stage files without a name (`O_TMPFILE`) and name them
 /// later (`linkat` through `/proc/self/fd`)? NFS and some older filesystems
 /// lack `O_TMPFILE`, and a chroot may lack `/proc`. Costs a probe file:

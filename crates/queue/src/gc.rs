@@ -6,7 +6,8 @@
 //! foreign-writable files); the same id in two places (R4: the winner by
 //! precedence done > dead > canceled > leased > pending/waiting/held stays,
 //! the others are quarantined); dead or expired leases (R2/R3, through
-//! `Queue::reclaim`); waiting jobs whose dependencies finished; orphan
+//! `Queue::reclaim`), after finished jobs whose outcome a power loss did
+//! not keep went back to be settled again (R8); waiting jobs whose dependencies finished; orphan
 //! `var/<ID>` directories, abandoned workspaces and stale cancel requests
 //! (R6, after `orphan_ttl`); retention of finished jobs (R7); empty pending
 //! segments; dedupe-key records of finished jobs; recorded environments no
@@ -21,6 +22,7 @@
 //! prints.
 
 mod envs;
+mod outcome;
 mod prune;
 mod scan;
 
@@ -66,7 +68,7 @@ impl Default for GcOpts {
 /// One thing gc did (or, in a dry run, would do).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
-    /// `remove-tmp`, `quarantine`, `remove-duplicate`, `reclaim`, `promote`,
+    /// `remove-tmp`, `quarantine`, `remove-duplicate`, `lost-outcome`, `reclaim`, `promote`,
     /// `cancel`, `remove-orphan`, `remove-workspace`, `remove-record`,
     /// `expire`, `remove-segment`, `prune-key`, `remove-env`, `restore-env`.
     pub action: &'static str,
@@ -103,6 +105,7 @@ impl Queue {
         g.tmp();
         let inv = g.scan()?;
         g.duplicates(&inv);
+        g.lost_outcomes(&inv);
         g.reclaim();
         g.promote(&inv);
         g.var(&inv);

@@ -20,12 +20,26 @@ pub fn host() -> &'static Host {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "localhost".into()),
-        boot_id: fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default(),
+        boot_id: crate::failpoint::override_str("Q_BOOT_ID").unwrap_or_else(|| {
+            fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        }),
         pidns: fs::read_link("/proc/self/ns/pid")
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
+    })
+}
+
+/// When this host booted, Unix ms (`btime` in `/proc/stat`); 0 if unknown.
+/// Whatever was claimed before it was claimed by a process that is gone.
+pub fn boot_time_ms() -> i64 {
+    static B: OnceLock<i64> = OnceLock::new();
+    *B.get_or_init(|| {
+        let btime = fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse::<i64>().ok())
+        });
+        crate::failpoint::override_ms("Q_BOOT_TIME_MS", btime.map_or(0, |b| b * 1000))
     })
 }
 

@@ -354,7 +354,9 @@ impl Queue {
         entries.sort_by(|a, b| a.1.name.cmp(&b.1.name));
         let (order, entries): (Vec<usize>, Vec<Entry>) = entries.into_iter().unzip();
         let dests = self.destinations(&entries)?;
-        let group = entries.len() > 8;
+        // A group commit rests on `syncfs`; where it does not reach the
+        // store (FUSE), a batch takes the single steps' per-file fsyncs.
+        let group = entries.len() > 8 && self.syncfs_trusted();
         let unnamed = group && !crate::failpoint::disabled("unnamed-files") && *self.unnamed_files.get_or_init(|| fsx::unnamed_supported(&self.tmp()));
         let out = if unnamed {
             self.commit_unnamed(&entries, &dests)?

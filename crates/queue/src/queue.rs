@@ -65,6 +65,9 @@ pub struct Queue {
     /// Whether `tmp/` takes unnamed files (`O_TMPFILE`), found out by the
     /// first batch push and kept (see `push.rs`).
     pub(crate) unnamed_files: std::sync::OnceLock<bool>,
+    /// Whether `syncfs` makes this queue's files durable (not on FUSE; see
+    /// [`fsx::syncfs_reaches_disk`]), found out once.
+    pub(crate) syncfs_works: std::sync::OnceLock<bool>,
 }
 
 /// The pause record: `PAUSED` in the queue root.
@@ -159,7 +162,7 @@ impl Queue {
                 ),
             ));
         }
-        let q = Queue { root: root.to_path_buf(), durability: Durability::Full, group: rec.group, unnamed_files: Default::default() };
+        let q = Queue { root: root.to_path_buf(), durability: Durability::Full, group: rec.group, unnamed_files: Default::default(), syncfs_works: Default::default() };
         fsx::set_group_shared(rec.group.is_some());
         q.check_owner(root)?;
         for d in DIRS {
@@ -245,6 +248,14 @@ impl Queue {
 
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    /// May group commits rely on one `syncfs` for many files? Not on a
+    /// filesystem that does not pass it on (FUSE): per-file fsyncs there.
+    pub(crate) fn syncfs_trusted(&self) -> bool {
+        // `Q_DISABLE=syncfs-fallback` (tests only) trusts it anyway, to
+        // show what the fallback prevents.
+        *self.syncfs_works.get_or_init(|| crate::failpoint::disabled("syncfs-fallback") || fsx::syncfs_reaches_disk(&self.root))
     }
 
     /// Should claims and completions of this job fsync their directories?

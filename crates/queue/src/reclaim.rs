@@ -111,7 +111,16 @@ impl Queue {
                 }
             }
             _ => {
-                if now > ctime_ms(&lmeta) + crate::failpoint::override_ms("Q_NO_LEASE_GRACE_MS", NO_LEASE_GRACE_MS) {
+                // No whole lease record: a claimer between its claim rename
+                // and its lease (microseconds), or a power loss that kept
+                // the claim but not its lease (a record is not fsynced). A
+                // claim older than this boot has no live claimer.
+                let claimed = ctime_ms(&lmeta);
+                if claimed < ident::boot_time_ms() {
+                    self.quarantine_partial(&lease_path, "a lease record cut short by a power loss");
+                    (true, "the claim predates this boot and has no whole lease record".to_owned())
+                } else if now > claimed + crate::failpoint::override_ms("Q_NO_LEASE_GRACE_MS", NO_LEASE_GRACE_MS) {
+                    self.quarantine_partial(&lease_path, "a lease record that is not whole");
                     (true, "the claim has no lease record".to_owned())
                 } else {
                     (false, String::new())
@@ -123,13 +132,21 @@ impl Queue {
         }
         // A crash after the outcome was published: finish that move.
         let result_path = self.var(id).join(var::result(a));
-        if let Ok(b) = fsx::read_capped(&result_path, 1 << 20)
-            && let Ok(rec) = serde_json::from_slice::<ResultRecord>(&b)
-        {
-            if !dry_run {
-                self.finish_settled(name, &rec)?;
+        if let Ok(b) = fsx::read_capped(&result_path, 1 << 20) {
+            match serde_json::from_slice::<ResultRecord>(&b) {
+                Ok(rec) => {
+                    if !dry_run {
+                        self.finish_settled(name, &rec)?;
+                    }
+                    return Ok(Some(Reclaimed { id: id.clone(), token, attempt: a, state: rec.state, reason: rec.reason, why: format!("{why}; its outcome was recorded"), killed_group: false, worker_id: holder }));
+                }
+                // A result is renamed into place whole, so one that is not
+                // is what a power loss left of an outcome that was not
+                // synced (relaxed durability): that outcome is lost, the
+                // attempt is settled anew, as interrupted.
+                Err(_) if !dry_run => self.quarantine_partial(&result_path, "a result record cut short by a power loss"),
+                Err(_) => {}
             }
-            return Ok(Some(Reclaimed { id: id.clone(), token, attempt: a, state: rec.state, reason: rec.reason, why: format!("{why}; its outcome was recorded"), killed_group: false, worker_id: holder }));
         }
         let (_, run) = self.live_records(id, a);
         let mut killed = false;
@@ -159,6 +176,18 @@ impl Queue {
             // Someone settled it first (the owner woke up, or another reclaimer).
             Err(e) if e.kind == crate::Kind::LeaseLost => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Move a record that is not whole (a power loss kept its name, not
+    /// all of its data) to `corrupt/`, out of the way of a new one.
+    pub(crate) fn quarantine_partial(&self, path: &std::path::Path, why: &str) {
+        let whole = fsx::read_capped(path, 1 << 20).is_ok_and(|b| b.ends_with(b"\n") && b.split(|c| *c == b'\n').next().is_some_and(|l| serde_json::from_slice::<serde_json::Value>(l).is_ok()));
+        if fsx::exists(path) && !whole && self.quarantine(path, why).is_some() {
+            // A repair is made durable, or the next power loss brings the
+            // partial record back beside what replaces it.
+            let _ = path.parent().map(fsx::fsync_dir);
+            let _ = fsx::fsync_dir(&self.dir("corrupt"));
         }
     }
 

@@ -408,6 +408,12 @@ impl Queue {
                     None => return Err(Error::new(Kind::Busy, format!("job {id} is being ended by another process"))),
                 },
             };
+            // The record's name durable before the move that depends on it:
+            // a power loss must never keep the job in its terminal
+            // directory without the record that decides it (the move's
+            // directory is fsynced below). Also when the record is another
+            // canceller's, who may have died before its own fsync.
+            fsx::fsync_dir(&self.var(id))?;
             crate::failpoint!("settle.end_after_record");
             let to = rec.state;
             let dir = self.dir(to.dir());
@@ -422,7 +428,11 @@ impl Queue {
                 _ if fsx::exists(&dir.join(terminal_name(id))) => return Ok(rec),
                 _ => {
                     // It moved meanwhile (claimed, released...): look again.
+                    // The removal durable too: a power loss that undid a
+                    // claim must not bring the record back beside the job
+                    // in its old state, deciding it.
                     let _ = fs::remove_file(&end);
+                    let _ = fsx::fsync_dir(&self.var(id));
                 }
             }
         }

@@ -24,10 +24,11 @@ impl Queue {
     /// in order, as [`Queue::settle_job`] gives it. Each attempt is fenced
     /// on its own (a lost lease refuses that attempt only). A group of one,
     /// or one that needs no sync (relaxed durability), is settled attempt by
-    /// attempt.
+    /// attempt, and so is every group where `syncfs` does not reach the
+    /// store (FUSE).
     pub fn settle_group(&self, group: &[ToSettle]) -> Vec<Result<ResultRecord>> {
         let decided: Vec<Decided> = group.iter().map(|s| self.decide(s.claim.leased_name(), &s.claim.job, s.reason, s.outcome, s.opts)).collect();
-        if group.len() < 2 || !decided.iter().any(|d| d.sync) {
+        if group.len() < 2 || !decided.iter().any(|d| d.sync) || !self.syncfs_trusted() {
             // 0. Deferred claims made durable first: a claim lost in a
             // power loss must not leave its outcome behind.
             if group.iter().any(|s| s.claim.durable_pending()) {
