@@ -473,3 +473,44 @@ fn serial_gc_warns_of_an_old_transaction() {
     let o = gc(&q, false);
     assert!(!o.stderr.contains("warning"), "it ended: {}", o.stderr);
 }
+
+/// A pusher's recorded environment is readable by its own role only: a
+/// worker of another role cannot load it (the job does not run with it),
+/// nor can that role select it.
+#[test]
+fn serial_recorded_environments_are_their_pushers_own() {
+    let cluster = pgserver::Cluster::private();
+    let mut admin = postgres::Client::connect(&cluster.url(), postgres::NoTls).unwrap();
+    admin.batch_execute("CREATE ROLE ann LOGIN; CREATE ROLE bob LOGIN; GRANT CREATE ON DATABASE postgres TO ann").unwrap();
+    let at = |role: &str| {
+        let mut q = QDir::new();
+        q.queue = PathBuf::from(format!("{}?schema=shared", cluster.url().replacen("postgres://q@", &format!("postgres://{role}@"), 1)));
+        q
+    };
+    let (ann, bob) = (at("ann"), at("bob"));
+    let push = |q: &QDir| {
+        let mut c = q.cmd("q-push");
+        c.args(["--", "sh", "-c", "echo \"secret=$SECRET_X\""]).env("SECRET_X", "ann-only-4711");
+        let o = run_cmd(c, None);
+        o.ok();
+        o.lines()[0]["id"].as_str().unwrap().to_owned()
+    };
+    let first = push(&ann);
+    admin
+        .batch_execute("GRANT USAGE ON SCHEMA shared TO bob; GRANT ALL ON ALL TABLES IN SCHEMA shared TO bob; GRANT ALL ON ALL SEQUENCES IN SCHEMA shared TO bob")
+        .unwrap();
+    let mut as_bob = postgres::Client::connect(&cluster.url().replacen("postgres://q@", "postgres://bob@", 1), postgres::NoTls).unwrap();
+    let seen: i64 = as_bob.query_one("SELECT count(*) FROM shared.env", &[]).unwrap().get(0);
+    assert_eq!(seen, 0, "bob sees none of ann's recorded environments");
+    // bob's worker takes ann's job: it cannot run in ann's environment.
+    bob.run("q-run", &["--exit-on-idle"]);
+    let j = ann.job(&first);
+    assert_eq!(j["state"], "dead", "{j}");
+    assert_eq!(j["result"]["reason"], "spawn-failed", "{j}");
+    assert!(!ann.run("q-log", &[&first]).stdout.contains("ann-only"), "the secret never reached bob's worker");
+    // ann's own worker runs ann's job in ann's environment.
+    let second = push(&ann);
+    ann.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!(ann.job(&second)["state"], "done");
+    assert_eq!(ann.run("q-log", &[&second]).ok().stdout, "secret=ann-only-4711\n");
+}

@@ -103,7 +103,7 @@ impl Backend for Queue {
         Ok(Box::new(Queue::ordered_log_writer(self, &c.id, c.attempt(), stream)?))
     }
     fn workspaces(&self) -> Workspaces {
-        Workspaces::new(self.tmp(), self.dir("var"))
+        Workspaces::new(self.tmp(), self.dir("var"), false)
     }
     fn touch(&self, id: &str, token: &str) -> Result<i64> {
         Queue::touch(self, id, token)

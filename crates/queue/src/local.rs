@@ -27,6 +27,8 @@ pub struct Workspaces {
     tmp: PathBuf,
     /// Where the per-job directories are (`var/`).
     var: PathBuf,
+    /// Make a job's directory when missing (a backend whose claims do not).
+    make_parents: bool,
     inner: Mutex<Inner>,
 }
 
@@ -42,8 +44,8 @@ struct Inner {
 }
 
 impl Workspaces {
-    pub(crate) fn new(tmp: PathBuf, var: PathBuf) -> Workspaces {
-        Workspaces { tmp, var, inner: Mutex::new(Inner::default()) }
+    pub(crate) fn new(tmp: PathBuf, var: PathBuf, make_parents: bool) -> Workspaces {
+        Workspaces { tmp, var, make_parents, inner: Mutex::new(Inner::default()) }
     }
 
     /// Where attempt `attempt` of job `id` works.
@@ -60,8 +62,8 @@ impl Workspaces {
         let path = self.path(id, attempt);
         // A directory queue made the job's directory with its claim; a
         // database queue's host-local one is made here.
-        if let Some(dir) = path.parent()
-            && !dir.is_dir()
+        if self.make_parents
+            && let Some(dir) = path.parent()
         {
             std::fs::create_dir_all(dir).map_err(|e| crate::Error::io("create directory", dir, e))?;
         }
@@ -139,7 +141,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn workspaces(q: &Queue) -> Workspaces {
-        Workspaces::new(q.tmp(), q.dir("var"))
+        Workspaces::new(q.tmp(), q.dir("var"), false)
     }
 
     #[test]

@@ -473,7 +473,10 @@ impl Backend for PgQueue {
                     continue;
                 }
                 let body = json(&**env);
-                let r = format!("{:016x}", crate::push::fnv64(body.to_string().as_bytes()));
+                // Each role its own records (only it may read them): the
+                // role is part of the name.
+                let user = q.t.config.get_user().unwrap_or("");
+                let r = format!("{:016x}", crate::push::fnv64(format!("{user}\0{body}").as_bytes()));
                 tx.execute(&q.q("INSERT INTO {s}.env (queue, ref, env) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &r, &body])
                     .map_err(|e| q.err(e))?;
                 envs.insert(ptr, r);
@@ -603,7 +606,7 @@ impl Backend for PgQueue {
 
     fn workspaces(&self) -> Workspaces {
         let _ = std::fs::create_dir_all(self.local.join("tmp"));
-        Workspaces::new(self.local.join("tmp"), self.local.join("var"))
+        Workspaces::new(self.local.join("tmp"), self.local.join("var"), true)
     }
 
     fn touch(&self, id: &str, token: &str) -> Result<i64> {

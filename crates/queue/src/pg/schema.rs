@@ -65,6 +65,9 @@ CREATE TABLE {s}.env (
   env jsonb NOT NULL,
   owner name NOT NULL DEFAULT current_user,
   PRIMARY KEY (queue, ref));
+ALTER TABLE {s}.env ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {s}.env FORCE ROW LEVEL SECURITY;
+CREATE POLICY env_of_its_pusher ON {s}.env USING (owner = current_user) WITH CHECK (owner = current_user);
 CREATE SEQUENCE {s}.output_seq;
 CREATE TABLE {s}.output (
   queue text NOT NULL,
