@@ -45,6 +45,20 @@ fn pg(prog: &str, args: &[&str]) -> std::process::Output {
     c.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()))
 }
 
+/// Where the test servers live: under `/tmp` (which the `postgres` user
+/// can reach wherever the checkout is), one directory per checkout.
+fn scratch() -> PathBuf {
+    let checkout = env!("CARGO_TARGET_TMPDIR");
+    let h = checkout.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let d = Path::new("/tmp").join(format!("q-test-pg-{h:016x}"));
+    fs::create_dir_all(&d).unwrap();
+    if is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    d
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -56,7 +70,7 @@ pub fn server() -> &'static Server {
 }
 
 fn start() -> Server {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg");
+    let base = scratch().join("pg");
     fs::create_dir_all(&base).unwrap();
     let lock = fs::File::create(base.join("lock")).unwrap();
     lock.lock().unwrap();
@@ -94,7 +108,7 @@ pub struct Cluster {
 impl Cluster {
     /// A private cluster of one test (one that restarts its server).
     pub fn private() -> Cluster {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pg-private-{}", q_queue::id::new_id().to_lowercase()));
+        let base = scratch().join(format!("private-{}", q_queue::id::new_id().to_lowercase()));
         fs::create_dir_all(&base).unwrap();
         Cluster::init(&base)
     }
@@ -103,7 +117,7 @@ impl Cluster {
     /// certificate for 127.0.0.1 signed by `ca.pem` in the returned
     /// directory.
     pub fn private_tls() -> (Cluster, PathBuf) {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pg-tls-{}", q_queue::id::new_id().to_lowercase()));
+        let base = scratch().join(format!("tls-{}", q_queue::id::new_id().to_lowercase()));
         fs::create_dir_all(&base).unwrap();
         let certs = base.join("certs");
         fs::create_dir_all(&certs).unwrap();
