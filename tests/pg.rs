@@ -514,3 +514,37 @@ fn serial_recorded_environments_are_their_pushers_own() {
     assert_eq!(ann.job(&second)["state"], "done");
     assert_eq!(ann.run("q-log", &[&second]).ok().stdout, "secret=ann-only-4711\n");
 }
+
+/// The schema: hosts racing the first push all succeed (an advisory lock
+/// orders them); a role that may not create it is told what to ask for
+/// (77); a newer schema than this q knows is refused (78).
+#[test]
+fn the_schema_is_made_once_and_checked() {
+    let (q, schema) = pg_queue(None);
+    let racers: Vec<std::process::Child> = (0..4)
+        .map(|i| {
+            let mut c = q.cmd("q-push");
+            c.args(["--name", &format!("racer{i}"), "--", "true"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for r in racers {
+        let o = r.wait_with_output().unwrap();
+        assert!(o.status.success(), "a racing first push failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(q.run("q-ls", &["--counts"]).ok().lines()[0]["ready"], 4);
+    // A role without CREATE on the database.
+    let mut db = admin();
+    let role = format!("nocreate_{}", &schema[2..12]);
+    db.batch_execute(&format!("CREATE ROLE {role} LOGIN")).unwrap();
+    let mut other = QDir::new();
+    other.queue = PathBuf::from(format!("{}?schema=s_{role}", pgserver::server().url.replacen("postgres://q@", &format!("postgres://{role}@"), 1)));
+    let o = other.run("q-push", &["--", "true"]);
+    assert_eq!(o.code(), 77, "{}", o.stderr);
+    assert!(o.stderr.contains("GRANT CREATE ON DATABASE"), "says what to ask for: {}", o.stderr);
+    // A newer schema.
+    db.batch_execute(&format!("UPDATE \"{schema}\".meta SET v = '2' WHERE k = 'version'")).unwrap();
+    let o = q.run("q-ls", &[]);
+    assert_eq!(o.code(), 78, "{}", o.stderr);
+    assert!(o.stderr.contains("upgrade q"), "{}", o.stderr);
+}
