@@ -358,3 +358,28 @@ fn serial_wait_is_quiet_while_a_worker_serves_the_queue() {
     o.expect_code(124);
     assert_eq!(o.stderr, "q-wait: timed out with 1 job(s) unfinished: ".to_owned() + &id + "\n", "-q: only why it failed");
 }
+
+/// A worker killed outright (no chance to unlink its presence) does not
+/// count as serving the queue: its lock is free, so q-wait says nothing
+/// serves it, and the dead worker's file is removed.
+#[test]
+fn serial_a_killed_workers_presence_does_not_count() {
+    let q = QDir::new();
+    let id = q.push(&["--", "true"]);
+    q.run("q-ctl", &["hold", &id]).ok();
+    let mut worker = q.cmd("q-run");
+    worker.stdout(Stdio::null());
+    let mut worker = Proc::spawn(worker);
+    wait_until("the worker announced itself", Duration::from_secs(30), || {
+        q.files("locks").iter().any(|f| f.starts_with("worker."))
+    });
+    worker.signal(nix::sys::signal::SIGKILL);
+    worker.wait_for(Duration::from_secs(15));
+    assert!(q.files("locks").iter().any(|f| f.starts_with("worker.")), "a killed worker leaves its file");
+    let mut c = q.cmd("q-wait");
+    c.args([&id, "--timeout", "1s"]).env("Q_UNSERVED_AFTER", "10ms");
+    let o = run_cmd(c, None);
+    o.expect_code(124);
+    assert!(o.stderr.contains("nothing serves"), "a dead worker serves nothing: {}", o.stderr);
+    assert!(!q.files("locks").iter().any(|f| f.starts_with("worker.")), "its file was removed by whoever found it free");
+}

@@ -37,9 +37,13 @@ impl Common {
     }
 
     fn opts(&self) -> OpenOpts {
+        let durability = Durability::parse(&self.durability).unwrap_or_default();
         let loc = self.location();
+        if !matches!(loc, Location::Postgres(_)) {
+            return OpenOpts { durability, ..OpenOpts::default() };
+        }
         OpenOpts {
-            durability: Durability::parse(&self.durability).unwrap_or_default(),
+            durability,
             local: Some(state_home().join("q").join("pg")),
             secrets: q_queue::pg::Secrets { password: password(&loc), pgpass: pgpass() },
         }

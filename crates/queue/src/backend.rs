@@ -258,24 +258,38 @@ impl Location {
     /// The password written in a database URL, if any.
     pub fn password(&self) -> Option<String> {
         let Location::Postgres(u) = self else { return None };
-        let (shown, stripped) = (redact(u), strip_password(u));
-        if shown == *u && stripped == *u {
-            return None;
-        }
-        // userinfo `user:pass@`, else a `password=` parameter.
-        if let Some(start) = u.find("://").map(|i| i + 3) {
-            let auth_end = u[start..].find(['/', '?']).map_or(u.len(), |i| start + i);
-            if let Some(at) = u[start..auth_end].rfind('@').map(|i| start + i)
-                && let Some(colon) = u[start..at].find(':').map(|i| start + i)
-            {
-                return Some(percent_decode(&u[colon + 1..at]));
-            }
-        }
-        let i = u.find("password=")? + "password=".len();
-        let end = u[i..].find(['&', ' ']).map_or(u.len(), |e| i + e);
-        Some(percent_decode(&u[i..end]))
+        password_spans(u).first().map(|s| percent_decode(&u[s.value.clone()]))
     }
 }
+
+/// Where a database URL holds a password: the userinfo's (`user:PASS@`),
+/// then each `password=` parameter's. The one place that knows.
+struct PasswordSpan {
+    value: std::ops::Range<usize>,
+    /// A `password=` parameter (else the userinfo's).
+    param: bool,
+}
+
+fn password_spans(url: &str) -> Vec<PasswordSpan> {
+    let mut out = Vec::new();
+    if let Some(start) = url.find("://").map(|i| i + 3) {
+        let auth_end = url[start..].find(['/', '?']).map_or(url.len(), |i| start + i);
+        if let Some(at) = url[start..auth_end].rfind('@').map(|i| start + i)
+            && let Some(colon) = url[start..at].find(':').map(|i| start + i)
+        {
+            out.push(PasswordSpan { value: colon + 1..at, param: false });
+        }
+    }
+    let mut from = 0;
+    while let Some(i) = url[from..].find(PARAM).map(|i| from + i + PARAM.len()) {
+        let end = url[i..].find(['&', ' ']).map_or(url.len(), |e| i + e);
+        out.push(PasswordSpan { value: i..end, param: true });
+        from = end;
+    }
+    out
+}
+
+const PARAM: &str = "password=";
 
 /// `%XX` escapes decoded (as in a URL's userinfo).
 pub(crate) fn percent_decode(s: &str) -> String {
@@ -299,21 +313,20 @@ pub(crate) fn percent_decode(s: &str) -> String {
 /// A database URL without its password (userinfo or parameter).
 fn strip_password(url: &str) -> String {
     let mut out = url.to_owned();
-    if let Some(start) = out.find("://").map(|i| i + 3) {
-        let auth_end = out[start..].find(['/', '?']).map_or(out.len(), |i| start + i);
-        if let Some(at) = out[start..auth_end].rfind('@').map(|i| start + i)
-            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
-        {
-            out.replace_range(colon..at, "");
-        }
-    }
-    while let Some(i) = out.find("password=") {
-        let end = out[i..].find(['&', ' ']).map_or(out.len(), |e| i + e + 1).min(out.len());
-        let mut from = i;
-        if end == out.len() && from > 0 && matches!(out.as_bytes()[from - 1], b'&' | b' ' | b'?') {
-            from -= 1; // the separator before a last parameter
-        }
-        out.replace_range(from..end, "");
+    for s in password_spans(url).iter().rev() {
+        let cut = if s.param {
+            let key = s.value.start - PARAM.len();
+            if s.value.end < url.len() {
+                key..s.value.end + 1 // with the separator after it
+            } else if key > 0 && matches!(url.as_bytes()[key - 1], b'&' | b' ' | b'?') {
+                key - 1..s.value.end // a last parameter: the separator before it
+            } else {
+                key..s.value.end
+            }
+        } else {
+            s.value.start - 1..s.value.end // `:PASS`
+        };
+        out.replace_range(cut, "");
     }
     out
 }
@@ -327,19 +340,8 @@ impl std::fmt::Debug for Location {
 /// A URL with its password (userinfo, or a `password` parameter) masked.
 pub fn redact(url: &str) -> String {
     let mut out = url.to_owned();
-    if let Some(start) = out.find("://").map(|i| i + 3) {
-        let auth_end = out[start..].find(['/', '?']).map_or(out.len(), |i| start + i);
-        if let Some(at) = out[start..auth_end].rfind('@').map(|i| start + i)
-            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
-        {
-            out.replace_range(colon + 1..at, "***");
-        }
-    }
-    let mut from = 0;
-    while let Some(i) = out[from..].find("password=").map(|i| from + i + "password=".len()) {
-        let end = out[i..].find(['&', ' ']).map_or(out.len(), |e| i + e);
-        out.replace_range(i..end, "***");
-        from = i + 3;
+    for s in password_spans(url).iter().rev() {
+        out.replace_range(s.value.clone(), "***");
     }
     out
 }
@@ -370,9 +372,10 @@ fn unsupported(loc: &Location) -> Error {
 /// The host-local directory of a database queue: the tool's choice, under
 /// a name of its own per server, schema and queue.
 #[cfg(feature = "postgres")]
-fn local_dir(url: &str, o: &OpenOpts) -> PathBuf {
-    let base = o.local.clone().unwrap_or_else(|| std::env::temp_dir().join("q-local"));
-    base.join(format!("{:016x}", crate::push::fnv64(redact(url).as_bytes())))
+fn local_dir(url: &str, o: &OpenOpts) -> Result<PathBuf> {
+    // (Chosen by the tool: this crate reads no environment.)
+    let base = o.local.clone().ok_or_else(|| Error::new(crate::error::Kind::Data, "a database queue needs a host-local directory (OpenOpts::local)"))?;
+    Ok(base.join(format!("{:016x}", crate::push::fnv64(redact(url).as_bytes()))))
 }
 
 /// Open an existing queue: `Ok(None)` when there is none yet (for readers,
@@ -384,7 +387,7 @@ pub fn open(loc: &Location, o: OpenOpts) -> Result<Option<Arc<dyn Backend>>> {
             Arc::new(q) as Arc<dyn Backend>
         })),
         #[cfg(feature = "postgres")]
-        Location::Postgres(url) => Ok(crate::pg::open(url, &o.secrets, local_dir(url, &o), o.durability)?.map(|q| Arc::new(q) as Arc<dyn Backend>)),
+        Location::Postgres(url) => Ok(crate::pg::open(url, &o.secrets, local_dir(url, &o)?, o.durability)?.map(|q| Arc::new(q) as Arc<dyn Backend>)),
         #[cfg(not(feature = "postgres"))]
         Location::Postgres(_) => Err(unsupported(loc)),
     }
@@ -400,7 +403,7 @@ pub fn create(loc: &Location, group: Option<u32>, o: OpenOpts) -> Result<Arc<dyn
             Ok(Arc::new(q))
         }
         #[cfg(feature = "postgres")]
-        Location::Postgres(url) => Ok(Arc::new(crate::pg::create(url, &o.secrets, local_dir(url, &o), o.durability)?)),
+        Location::Postgres(url) => Ok(Arc::new(crate::pg::create(url, &o.secrets, local_dir(url, &o)?, o.durability)?)),
         #[cfg(not(feature = "postgres"))]
         Location::Postgres(_) => Err(unsupported(loc)),
     }
@@ -448,7 +451,11 @@ mod tests {
         assert_eq!(shown, "postgres://ann:***@db:5432/q?schema=a&password=***");
         assert!(!format!("{l:?}").contains("s3cret"));
         // Refused (no such server here), and never with its password.
-        let e = open(&l, OpenOpts::default()).err().expect("refused");
+        let d = tempfile::tempdir().unwrap();
+        let e = open(&l, OpenOpts { local: Some(d.path().to_path_buf()), ..OpenOpts::default() }).err().expect("refused");
+        assert_eq!(e.kind, crate::Kind::Busy, "cannot reach the server: {e}");
         assert!(!e.to_string().contains("s3cret"), "{e}");
+        // Without a host-local directory, a database queue is refused at once.
+        assert_eq!(open(&l, OpenOpts::default()).err().expect("refused").kind, crate::Kind::Data);
     }
 }

@@ -744,10 +744,8 @@ impl Backend for PgQueue {
     }
 
     fn last_attempt(&self, id: &str) -> u32 {
-        self.locate(id).ok().flatten().and_then(|e| e.c).map_or_else(
-            || self.row("SELECT attempt FROM {s}.job WHERE queue = $1 AND id = $2", &[&self.t.queue, &id]).ok().flatten().map_or(0, |r| r.get::<_, i32>(0) as u32),
-            |c| c.attempt,
-        )
+        // The row's counter: claims never go back, whatever the state.
+        self.row("SELECT attempt FROM {s}.job WHERE queue = $1 AND id = $2", &[&self.t.queue, &id]).ok().flatten().map_or(0, |r| r.get::<_, i32>(0) as u32)
     }
 
     fn lease(&self, id: &str, token: &str) -> Option<Lease> {
