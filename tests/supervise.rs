@@ -46,6 +46,7 @@ impl Sup {
                     panic!("not a JSON line on stderr with --events: {l:?}: {e}")
                 });
                 assert_eq!(v["type"], "event", "{v}");
+                crate::records::check(&v);
                 v
             })
             .collect()

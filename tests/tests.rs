@@ -3,6 +3,7 @@
 //! one at a time (`.config/nextest.toml`).
 
 mod util;
+mod records;
 
 mod claim;
 mod ctl;

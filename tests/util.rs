@@ -153,12 +153,14 @@ impl Out {
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}\n{self:#?}")))
+            .inspect(crate::records::check)
             .collect()
     }
 }
 
 pub fn run_cmd(mut c: Command, input: Option<Vec<u8>>) -> Out {
     let what = format!("{c:?}");
+    let records = prints_records(c.get_program());
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     if input.is_some() {
         c.stdin(Stdio::piped());
@@ -173,15 +175,26 @@ pub fn run_cmd(mut c: Command, input: Option<Vec<u8>>) -> Out {
     let guard = Killer::new(child.id());
     let o = child.wait_with_output().expect("wait");
     guard.disarm();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    if records {
+        crate::records::check_text(&stdout);
+    }
     Out {
         status: o.status.code().or_else(|| {
             use std::os::unix::process::ExitStatusExt;
             o.status.signal().map(|s| 128 + s)
         }),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stdout,
         stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         what,
     }
+}
+
+/// Is `program` a tool whose stdout is records only? Not q-log (a job's
+/// output) nor the `q` front door (any tool).
+fn prints_records(program: &std::ffi::OsStr) -> bool {
+    let name = Path::new(program).file_name().and_then(|n| n.to_str()).unwrap_or("");
+    ["q-push", "q-claim", "q-run", "q-ls", "q-wait", "q-ctl", "q-gc"].contains(&name)
 }
 
 /// Kills a pid after 120 s unless disarmed: a hung child fails the test
@@ -287,7 +300,7 @@ pub fn pid_alive(pid: i32) -> bool {
 
 /// Parse JSON lines from a string.
 pub fn parse_lines(s: &str) -> Vec<Value> {
-    s.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("json line")).collect()
+    s.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("json line")).inspect(crate::records::check).collect()
 }
 
 /// Wait until process `pid` catches signal `sig` (its bit in SigCgt of
