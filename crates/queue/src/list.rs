@@ -6,6 +6,7 @@ use crate::fsx;
 use crate::names::{Counters, LeasedName, QueuedName, parse_terminal};
 use crate::queue::Queue;
 use crate::record::{Lease, ResultRecord, RunInfo, State};
+use crate::resolve::{self, Candidate, Resolved};
 use crate::time;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -119,6 +120,62 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// What a token names (`Backend::resolve`). Ids are file names, so the
+    /// id steps read directory listings only; the name step reads the job
+    /// files of unfinished jobs. The token is only compared, never joined
+    /// to a path (but an exact id, validated, by `locate`).
+    pub fn resolve(&self, token: &str) -> Result<Resolved> {
+        if crate::id::is_valid_id(token) && self.locate(token)?.is_some() {
+            return Ok(Resolved::Id(token.to_owned()));
+        }
+        if resolve::may_be_short(token) {
+            let hits: Vec<Candidate> =
+                self.entries(&State::ALL)?.into_iter().filter(|e| resolve::is_short_of(token, &e.id)).map(|e| self.candidate(e)).collect();
+            if !hits.is_empty() {
+                return Ok(resolve::judge(hits));
+            }
+        }
+        let mut named = Vec::new();
+        if !resolve::may_be_name(token) {
+            return Ok(Resolved::None);
+        }
+        for e in self.entries(&resolve::UNFINISHED)? {
+            if let Some((e, job)) = crate::backend::Backend::job(self, &e)?
+                && job.name.as_deref() == Some(token)
+            {
+                named.push(Candidate { id: e.id, state: e.state, name: job.name });
+            }
+        }
+        Ok(resolve::judge(named))
+    }
+
+    fn candidate(&self, e: Entry) -> Candidate {
+        let name = crate::backend::Backend::job(self, &e).ok().flatten().and_then(|(_, j)| j.name);
+        Candidate { id: e.id, state: e.state, name }
+    }
+
+    /// The newest job this user pushed (`Backend::last_pushed`): a job
+    /// file belongs to its pusher, so the newest id whose file this user
+    /// owns.
+    pub fn last_pushed(&self) -> Result<Option<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let me = nix::unistd::geteuid().as_raw();
+        let mut all = self.entries(&State::ALL)?;
+        all.sort_by(|a, b| b.id.cmp(&a.id));
+        let mine = |p: &std::path::Path| std::fs::symlink_metadata(p).map(|m| m.uid() == me);
+        for e in all {
+            // A file that moved since the listing is looked up again.
+            let owned = match mine(&e.path) {
+                Ok(m) => m,
+                Err(_) => self.locate(&e.id)?.is_some_and(|l| mine(&l.path).unwrap_or(false)),
+            };
+            if owned {
+                return Ok(Some(e.id));
+            }
+        }
+        Ok(None)
     }
 
     /// The latest result of a job: `end.json` if the job ended without an
