@@ -38,6 +38,14 @@ fn ids_a_suffix_a_prefix_and_a_name_reach_the_job() {
     assert!(o.stderr.contains("no such job: hello"), "{}", o.stderr);
     q.run("q-ctl", &["retry", &id[20..]]).ok();
     assert_eq!(q.state(&id), "pending");
+    // A claim settled by hand: its id may be short too, its token is exact.
+    let c = q.run("q-claim", &[]).ok().lines()[0].clone();
+    let token = c["token"].as_str().unwrap();
+    q.run("q-ctl", &["touch", &id[20..], "--token", token]).ok();
+    let o = q.run("q-ctl", &["ack", &id[..7], "--token", token]);
+    assert_eq!(o.ok().lines()[0]["state"], "done");
+    q.run("q-ctl", &["retry", "hello"]).expect_code(66);
+    q.run("q-ctl", &["retry", &id[20..]]).ok();
     // Five characters are not enough.
     q.run("q-ctl", &["cancel", &id[21..]]).expect_code(66);
     q.run("q-ctl", &["cancel", "hello"]).ok();

@@ -499,6 +499,9 @@ fn serial_recorded_environments_are_their_pushers_own() {
     admin
         .batch_execute("GRANT USAGE ON SCHEMA shared TO bob; GRANT ALL ON ALL TABLES IN SCHEMA shared TO bob; GRANT ALL ON ALL SEQUENCES IN SCHEMA shared TO bob")
         .unwrap();
+    // `--after last` is a role's own: bob pushed nothing.
+    let o = bob.run("q-push", &["--after", "last", "--", "true"]);
+    assert_eq!(o.code(), 66, "{o:?}");
     let mut as_bob = postgres::Client::connect(&cluster.url().replacen("postgres://q@", "postgres://bob@", 1), postgres::NoTls).unwrap();
     let seen: i64 = as_bob.query_one("SELECT count(*) FROM shared.env", &[]).unwrap().get(0);
     assert_eq!(seen, 0, "bob sees none of ann's recorded environments");
