@@ -74,9 +74,11 @@ pub fn resolve(q: Option<&Queue>, tokens: Vec<Token>) -> Result<Vec<String>> {
 
 /// The id one typed token names (see [`resolve`]).
 pub fn resolve_one(q: Option<&Queue>, token: &str) -> Result<String> {
+    // A full id names that job or none: the tool looks it up itself (so a
+    // thousand ids piped into q-wait cost no lookup each).
     let found = match q {
-        Some(q) => q.resolve(token)?,
-        None => Resolved::None,
+        Some(q) if !q_queue::resolve::is_full_id(token) => q.resolve(token)?,
+        _ => Resolved::None,
     };
     match found {
         Resolved::Id(id) => Ok(id),
