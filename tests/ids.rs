@@ -88,6 +88,12 @@ fn ids_an_ambiguous_token_is_66_listing_the_candidates() {
     assert_eq!(q.state(&ids[1]), "canceled");
     q.run("q-ctl", &["cancel", "deploy"]).ok();
     assert_eq!(q.state(&ids[0]), "canceled", "one unfinished job of that name is left");
+    // Many: the first ten, and how many more.
+    q.run_in("q-push", &[], &"{\"cmd\":[\"true\"],\"name\":\"many\"}\n".repeat(12)).ok();
+    let o = q.run("q-wait", &["many"]);
+    o.expect_code(66);
+    assert!(o.stderr.contains("\"many\" names 12 jobs") && o.stderr.contains("... and 2 more"), "{}", o.stderr);
+    assert_eq!(o.stderr.lines().filter(|l| l.contains("  many")).count(), 10, "{}", o.stderr);
 }
 
 #[test]

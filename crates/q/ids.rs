@@ -82,7 +82,7 @@ pub fn resolve_one(q: Option<&Queue>, token: &str) -> Result<String> {
     };
     match found {
         Resolved::Id(id) => Ok(id),
-        Resolved::Ambiguous(c) => Err(ambiguous(token, &c).into()),
+        Resolved::Ambiguous { first, total } => Err(ambiguous(token, &first, total).into()),
         Resolved::None if q_queue::id::is_valid_id(token) => Ok(token.to_owned()),
         Resolved::None => Err(q_queue::Error::new(
             Kind::Data,
@@ -92,16 +92,13 @@ pub fn resolve_one(q: Option<&Queue>, token: &str) -> Result<String> {
     }
 }
 
-/// Most candidates an ambiguous token lists.
-const LISTED: usize = 10;
-
-fn ambiguous(token: &str, c: &[q_queue::Candidate]) -> q_queue::Error {
-    let mut msg = format!("{token:?} names {} jobs; give more of the id:", c.len());
-    for j in c.iter().take(LISTED) {
+fn ambiguous(token: &str, first: &[q_queue::Candidate], total: usize) -> q_queue::Error {
+    let mut msg = format!("{token:?} names {total} jobs; give more of the id:");
+    for j in first {
         msg.push_str(&format!("\n  {}  {:<8}  {}", j.id, j.state.as_str(), j.name.as_deref().unwrap_or("-")));
     }
-    if c.len() > LISTED {
-        msg.push_str(&format!("\n  ... and {} more", c.len() - LISTED));
+    if total > first.len() {
+        msg.push_str(&format!("\n  ... and {} more", total - first.len()));
     }
     q_queue::Error::new(Kind::NoJob, msg)
 }

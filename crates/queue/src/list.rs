@@ -131,16 +131,28 @@ impl Queue {
             return Ok(Resolved::Id(token.to_owned()));
         }
         if resolve::may_be_short(token) {
-            let hits: Vec<Candidate> =
-                self.entries(&State::ALL)?.into_iter().filter(|e| resolve::is_short_of(token, &e.id)).map(|e| self.candidate(e)).collect();
-            if !hits.is_empty() {
-                return Ok(resolve::judge(hits));
-            }
+            let hits: std::collections::HashMap<String, Entry> =
+                self.entries(&State::ALL)?.into_iter().filter(|e| resolve::is_short_of(token, &e.id)).map(|e| (e.id.clone(), e)).collect();
+            let cands = hits.values().map(|e| Candidate { id: e.id.clone(), state: e.state, name: None }).collect();
+            return Ok(match resolve::judge(cands) {
+                // Job files are read for the candidates listed only.
+                Resolved::Ambiguous { first, total } => {
+                    let first = first.into_iter().map(|c| self.named(c, &hits)).collect();
+                    Resolved::Ambiguous { first, total }
+                }
+                Resolved::None => self.by_name(token)?,
+                one => one,
+            });
         }
-        let mut named = Vec::new();
+        self.by_name(token)
+    }
+
+    /// The step of `resolve` that compares names: unfinished jobs only.
+    fn by_name(&self, token: &str) -> Result<Resolved> {
         if !resolve::may_be_name(token) {
             return Ok(Resolved::None);
         }
+        let mut named = Vec::new();
         for e in self.entries(&resolve::UNFINISHED)? {
             if let Some((e, job)) = crate::backend::Backend::job(self, &e)?
                 && job.name.as_deref() == Some(token)
@@ -151,9 +163,12 @@ impl Queue {
         Ok(resolve::judge(named))
     }
 
-    fn candidate(&self, e: Entry) -> Candidate {
-        let name = crate::backend::Backend::job(self, &e).ok().flatten().and_then(|(_, j)| j.name);
-        Candidate { id: e.id, state: e.state, name }
+    /// A candidate with its name (and its state now, if it moved).
+    fn named(&self, c: Candidate, entries: &std::collections::HashMap<String, Entry>) -> Candidate {
+        match entries.get(&c.id).and_then(|e| crate::backend::Backend::job(self, e).ok().flatten()) {
+            Some((e, job)) => Candidate { id: c.id, state: e.state, name: job.name },
+            None => c,
+        }
     }
 
     /// The newest job this user pushed (`Backend::last_pushed`): a job

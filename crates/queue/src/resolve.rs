@@ -15,6 +15,9 @@ use crate::record::State;
 /// The shortest suffix or prefix that may name a job.
 pub const MIN_SHORT: usize = 6;
 
+/// Most candidates an ambiguous answer holds (the first by id).
+pub const LISTED: usize = 10;
+
 /// A job a token could name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
@@ -28,8 +31,9 @@ pub struct Candidate {
 pub enum Resolved {
     /// One job: its id.
     Id(String),
-    /// Several jobs (sorted by id): the token must be longer.
-    Ambiguous(Vec<Candidate>),
+    /// Several jobs: the token must be longer. `first` holds the first
+    /// [`LISTED`] of them by id; `total` says how many there are.
+    Ambiguous { first: Vec<Candidate>, total: usize },
     /// No job.
     None,
 }
@@ -64,7 +68,10 @@ pub(crate) fn judge(mut cands: Vec<Candidate>) -> Resolved {
     match cands.len() {
         0 => Resolved::None,
         1 => Resolved::Id(cands.remove(0).id),
-        _ => Resolved::Ambiguous(cands),
+        total => {
+            cands.truncate(LISTED);
+            Resolved::Ambiguous { first: cands, total }
+        }
     }
 }
 
@@ -97,6 +104,10 @@ mod tests {
         let c = |id: &str| Candidate { id: id.into(), state: State::Pending, name: None };
         assert_eq!(judge(vec![]), Resolved::None);
         assert_eq!(judge(vec![c("B"), c("B")]), Resolved::Id("B".into()), "one job found twice");
-        assert_eq!(judge(vec![c("B"), c("A")]), Resolved::Ambiguous(vec![c("A"), c("B")]));
+        assert_eq!(judge(vec![c("B"), c("A")]), Resolved::Ambiguous { first: vec![c("A"), c("B")], total: 2 });
+        let many: Vec<Candidate> = (0..25).rev().map(|i| c(&format!("J{i:02}"))).collect();
+        let Resolved::Ambiguous { first, total } = judge(many) else { panic!("ambiguous") };
+        assert_eq!(total, 25);
+        assert_eq!(first.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["J00", "J01", "J02", "J03", "J04", "J05", "J06", "J07", "J08", "J09"], "the first by id");
     }
 }

@@ -258,10 +258,14 @@ fn ids_people_type() {
         let want: Vec<Candidate> =
             all.iter().zip(names).filter(|(id, _)| id.starts_with(p) || id.ends_with(p)).map(|(id, nm)| cand(id, nm)).collect();
         match b.resolve(p).unwrap() {
-            Resolved::Ambiguous(got) => assert_eq!(got, want, "{n}: every candidate, by id, with state and name"),
+            Resolved::Ambiguous { first, total } => {
+                assert_eq!(first, want, "{n}: every candidate, by id, with state and name");
+                assert_eq!(total, want.len(), "{n}");
+            }
             other => assert!(want.len() == 1 && other == Resolved::Id(want[0].id.clone()), "{n}: {p}: {other:?}"),
         }
-        assert_eq!(b.resolve("deploy").unwrap(), Resolved::Ambiguous(vec![cand(&more[0], "deploy"), cand(&more[1], "deploy")]), "{n}");
+        let both = Resolved::Ambiguous { first: vec![cand(&more[0], "deploy"), cand(&more[1], "deploy")], total: 2 };
+        assert_eq!(b.resolve("deploy").unwrap(), both, "{n}");
         assert_eq!(b.resolve("../x").unwrap(), Resolved::Id(more[2].clone()), "{n}: not an id: a name");
         assert_eq!(b.resolve("01ZZZZZZZZZZZZZZZZZZZZZZZZ").unwrap(), Resolved::None, "{n}: a full id is exact only");
         assert_eq!(b.resolve("0%").unwrap(), Resolved::None, "{n}: no pattern");
@@ -276,6 +280,17 @@ fn ids_people_type() {
         assert_eq!(b.resolve(&a[20..]).unwrap(), Resolved::Id(a.clone()), "{n}: a finished job's suffix");
         b.cancel(&more[0]).unwrap();
         assert_eq!(b.resolve("deploy").unwrap(), Resolved::Id(more[1].clone()), "{n}: one unfinished job of the name left");
+
+        // Many candidates: the first 10 by id, and how many.
+        let mut same = fx.push(&vec![json!({"cmd": ["true"], "name": "same"}); 12]);
+        same.sort();
+        match b.resolve("same").unwrap() {
+            Resolved::Ambiguous { first, total } => {
+                assert_eq!(total, 12, "{n}");
+                assert_eq!(first.iter().map(|c| &c.id).collect::<Vec<_>>(), same[..10].iter().collect::<Vec<_>>(), "{n}");
+            }
+            other => panic!("{n}: {other:?}"),
+        }
     });
 }
 

@@ -720,30 +720,38 @@ impl Backend for PgQueue {
         if crate::id::is_valid_id(token) && self.locate(token)?.is_some() {
             return Ok(Resolved::Id(token.to_owned()));
         }
-        let candidates = |rows: Vec<Row>| -> Vec<Candidate> {
-            rows.iter().map(|r| Candidate { id: r.get(0), state: State::parse(r.get(1)).unwrap_or(State::Dead), name: r.get(2) }).collect()
+        // Each step: the first candidates by id and how many there are.
+        let step = |filter: &str, arg: &[&(dyn ToSql + Sync)]| -> Result<Resolved> {
+            let stmt = format!(
+                "SELECT id, state, spec->>'name', count(*) OVER () FROM {{s}}.job WHERE queue = $1 AND {filter} ORDER BY id COLLATE \"C\" LIMIT {}",
+                resolve::LISTED
+            );
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&self.t.queue];
+            params.extend_from_slice(arg);
+            let rows = self.rows(&stmt, &params)?;
+            let total = rows.first().map_or(0, |r| usize::try_from(r.get::<_, i64>(3)).unwrap_or(usize::MAX));
+            let mut first: Vec<Candidate> =
+                rows.iter().map(|r| Candidate { id: r.get(0), state: State::parse(r.get(1)).unwrap_or(State::Dead), name: r.get(2) }).collect();
+            Ok(match total {
+                0 => Resolved::None,
+                1 => Resolved::Id(first.remove(0).id),
+                total => Resolved::Ambiguous { first, total },
+            })
         };
         if resolve::may_be_short(token) {
             // Ids hold no `%`; `_` is escaped. Indexed: job_id_prefix, job_id_suffix.
             let like = |t: String| format!("{}%", t.to_uppercase().replace('_', "\\_"));
             let (prefix, suffix) = (like(token.to_owned()), like(token.chars().rev().collect()));
-            let rows = self.rows(
-                "SELECT id, state, spec->>'name' FROM {s}.job WHERE queue = $1 AND (upper(id) LIKE $2 OR upper(reverse(id)) LIKE $3)",
-                &[&self.t.queue, &prefix, &suffix],
-            )?;
-            let hits: Vec<Candidate> = candidates(rows).into_iter().filter(|c| resolve::is_short_of(token, &c.id)).collect();
-            if !hits.is_empty() {
-                return Ok(resolve::judge(hits));
+            let found = step("(upper(id) LIKE $2 OR upper(reverse(id)) LIKE $3) AND length(id) > $4", &[&prefix, &suffix, &(token.len() as i32)])?;
+            if found != Resolved::None {
+                return Ok(found);
             }
         }
         if !resolve::may_be_name(token) {
             return Ok(Resolved::None);
         }
-        let rows = self.rows(
-            "SELECT id, state, spec->>'name' FROM {s}.job WHERE queue = $1 AND spec->>'name' = $2 AND state IN ('pending','waiting','held','running')",
-            &[&self.t.queue, &token],
-        )?;
-        Ok(resolve::judge(candidates(rows)))
+        // Indexed: job_name.
+        step("spec->>'name' = $2 AND state IN ('pending','waiting','held','running')", &[&token])
     }
 
     fn last_pushed(&self) -> Result<Option<String>> {
