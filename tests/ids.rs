@@ -122,6 +122,13 @@ fn ids_full_ids_and_json_ids_are_exact_only() {
 #[test]
 fn ids_a_name_is_only_looked_up_never_a_path() {
     let q = QDir::new();
+    // No queue yet: a malformed id is still 65, a well-formed one 66.
+    for tool in [vec!["q-ctl", "hold"], vec!["q-wait"], vec!["q-log"]] {
+        let (t, args) = (tool[0], &tool[1..]);
+        q.run(t, &[args, &["../x"]].concat()).expect_code(65);
+        q.run(t, &[args, &["x7b0ra"]].concat()).expect_code(66);
+    }
+    assert!(!q.queue.exists(), "readers never create the queue");
     let id = q.push(&["--name", "../x", "--", "true"]);
     let o = q.run("q-ctl", &["hold", "../x"]);
     o.ok();

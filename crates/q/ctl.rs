@@ -194,8 +194,10 @@ fn per_id(common: &Common, args: &[String], action: &str, act: impl Fn(&Queue, &
             format!("no job ids given: pass IDs as arguments or pipe them in (e.g. q-ls --state dead | q-ctl {action})")
         ));
     }
-    let q = common.open_existing()?;
-    let ids = ids::resolve(Some(&q), tokens)?;
+    // Malformed ids are refused (65) before a missing queue is (66).
+    let q = common.open()?;
+    let ids = ids::resolve(q.as_ref(), tokens)?;
+    let q = common.existing(q)?;
     let mut st = Status::default();
     for id in &ids {
         let mut rec = match act(&q, id) {

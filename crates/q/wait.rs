@@ -146,8 +146,9 @@ fn run(a: Args) -> Result<u8> {
             "no job ids to wait for: pass IDs, pipe them in (q-push ... | q-wait), or use --all (if q-wait was fed by a pipe, the command before it printed no ids: see its error)"
         ));
     }
-    let ids = ids::resolve(a.common.open()?.as_ref(), tokens)?;
-    wait_ids(&a.common, dedup(ids), &stop, progress)
+    let q = a.common.open()?;
+    let ids = ids::resolve(q.as_ref(), tokens)?;
+    wait_ids(&a.common, q, dedup(ids), &stop, progress)
 }
 
 fn dedup(ids: Vec<String>) -> Vec<String> {
@@ -162,8 +163,8 @@ struct Waited {
     last_located: Instant,
 }
 
-fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> Result<u8> {
-    let Some(q) = common.open()? else {
+fn wait_ids(common: &Common, q: Option<Queue>, ids: Vec<String>, stop: &Stop, progress: bool) -> Result<u8> {
+    let Some(q) = q else {
         for id in &ids {
             eprintln!("{TOOL}: error: no such job: {id} (there is no queue at {})", common.location().display());
         }
