@@ -499,6 +499,9 @@ fn serial_recorded_environments_are_their_pushers_own() {
     admin
         .batch_execute("GRANT USAGE ON SCHEMA shared TO bob; GRANT ALL ON ALL TABLES IN SCHEMA shared TO bob; GRANT ALL ON ALL SEQUENCES IN SCHEMA shared TO bob")
         .unwrap();
+    // `--after last` is a role's own: bob pushed nothing.
+    let o = bob.run("q-push", &["--after", "last", "--", "true"]);
+    assert_eq!(o.code(), 66, "{o:?}");
     let mut as_bob = postgres::Client::connect(&cluster.url().replacen("postgres://q@", "postgres://bob@", 1), postgres::NoTls).unwrap();
     let seen: i64 = as_bob.query_one("SELECT count(*) FROM shared.env", &[]).unwrap().get(0);
     assert_eq!(seen, 0, "bob sees none of ann's recorded environments");
@@ -543,8 +546,50 @@ fn the_schema_is_made_once_and_checked() {
     assert_eq!(o.code(), 77, "{}", o.stderr);
     assert!(o.stderr.contains("GRANT CREATE ON DATABASE"), "says what to ask for: {}", o.stderr);
     // A newer schema.
-    db.batch_execute(&format!("UPDATE \"{schema}\".meta SET v = '2' WHERE k = 'version'")).unwrap();
+    db.batch_execute(&format!("UPDATE \"{schema}\".meta SET v = '99' WHERE k = 'version'")).unwrap();
     let o = q.run("q-ls", &[]);
     assert_eq!(o.code(), 78, "{}", o.stderr);
     assert!(o.stderr.contains("upgrade q"), "{}", o.stderr);
+}
+
+/// Ids people type and `--after last` on PostgreSQL, on a schema of
+/// version 1 that the first tool to open it upgrades (jobs pushed before
+/// have no recorded pusher, so `--after last` does not see them).
+#[test]
+fn ids_and_after_last_on_an_upgraded_schema() {
+    let (q, schema) = pg_queue(None);
+    let old = q.push(&["--name", "old", "--", "true"]);
+    // Back to version 1, as an older q made it.
+    let mut db = admin();
+    db.batch_execute(&format!(
+        "DROP INDEX \"{schema}\".job_id_prefix, \"{schema}\".job_id_suffix, \"{schema}\".job_name, \"{schema}\".job_pusher;
+         ALTER TABLE \"{schema}\".job DROP COLUMN pusher;
+         UPDATE \"{schema}\".meta SET v = '1' WHERE k = 'version'"
+    ))
+    .unwrap();
+    // A reader opens it: upgraded.
+    assert_eq!(q.run("q-ls", &["--json", &old[20..]]).ok().lines()[0]["id"], old.as_str());
+    let v: String = db.query_one(&format!("SELECT v FROM \"{schema}\".meta WHERE k = 'version'"), &[]).unwrap().get(0);
+    assert_eq!(v, "2");
+    let indexes: i64 = db
+        .query_one("SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname IN ('job_id_prefix','job_id_suffix','job_name','job_pusher')", &[&schema])
+        .unwrap()
+        .get(0);
+    assert_eq!(indexes, 4);
+    let o = q.run("q-push", &["--after", "last", "--", "true"]);
+    o.expect_code(66);
+    assert!(o.stderr.contains("--after last"), "a job of version 1 has no pusher: {}", o.stderr);
+    let a = q.push(&["--name", "build", "--", "true"]);
+    let b = q.push(&["--after", "last", "--", "true"]);
+    assert_eq!(q.job(&b)["after"], serde_json::json!([a]));
+    // A suffix, a prefix, a name; ambiguous names list their jobs.
+    q.run("q-ctl", &["hold", &a[20..]]).ok();
+    assert_eq!(q.state(&a), "held");
+    q.run("q-ctl", &["release", "build"]).ok();
+    q.push(&["--name", "build", "--", "true"]);
+    let o = q.run("q-ctl", &["cancel", "build"]);
+    o.expect_code(66);
+    assert!(o.stderr.contains("\"build\" names 2 jobs") && o.stderr.contains(&a), "{}", o.stderr);
+    q.run_in("q-ctl", &["cancel"], &format!("{{\"id\":\"{}\"}}\n", &a[20..])).expect_code(66);
+    assert_eq!(q.state(&a), "pending", "JSON ids are exact only");
 }

@@ -9,6 +9,7 @@ mod claim;
 mod ctl;
 mod docs;
 mod gc;
+mod ids;
 mod log;
 mod ls;
 mod pg;

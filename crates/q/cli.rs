@@ -61,7 +61,12 @@ impl Common {
 
     /// Open a queue that must exist (for tools that change a job).
     pub fn open_existing(&self) -> Result<Queue> {
-        match self.open()? {
+        self.existing(self.open()?)
+    }
+
+    /// The queue [`Common::open`] found, which must exist.
+    pub fn existing(&self, q: Option<Queue>) -> Result<Queue> {
+        match q {
             Some(q) => Ok(q),
             None => Err(q_queue::Error::new(
                 q_queue::Kind::NoJob,

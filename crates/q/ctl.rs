@@ -27,7 +27,7 @@ const TOOL: &str = "q-ctl";
     name = "q-ctl",
     version,
     about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, settle a claim by hand",
-    long_about = "Change the state of a q queue or of its jobs. Job ids come from the arguments, or from stdin when none are given (bare ids or JSON lines with an \"id\" field, so `q-ls ... | q-ctl retry` works). Prints one {\"type\":\"ctl\",...} JSON line per job acted on (`was`: the state it was found in, `state`: the state now); ack and nack print the job's `result` line. An unknown id is reported (exit 66) and the other ids are still handled.",
+    long_about = "Change the state of a q queue or of its jobs. Job ids come from the arguments, or from stdin when none are given (bare ids or JSON lines with an \"id\" field, so `q-ls ... | q-ctl retry` works). Prints one {\"type\":\"ctl\",...} JSON line per job acted on (`was`: the state it was found in, `state`: the state now); ack and nack print the job's `result` line. An unknown id is reported (exit 66) and the other ids are still handled. An ID on the command line may also be a unique suffix or prefix of at least 6 characters, or the name of a unique unfinished job (ambiguous: exit 66, listing the candidates); an id in JSON is exact only.",
     after_help = "Examples:\n  q-ctl pause --for 10m                 # stop new claims for ten minutes (running jobs go on)\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl ack \"$id\" --token \"$token\"      # finish a job claimed with q-claim by hand"
 )]
 pub struct Args {
@@ -187,14 +187,17 @@ fn note(quiet: bool, msg: &str) {
 /// Act on each id; the action returns extra fields for the `ctl` line
 /// (`was`, and `state` when it knows it better than a fresh look-up).
 fn per_id(common: &Common, args: &[String], action: &str, act: impl Fn(&Queue, &str) -> Result<Value>) -> Result<u8> {
-    let ids = ids::collect(args, TOOL)?;
-    if ids.is_empty() {
+    let tokens = ids::collect(args, TOOL)?;
+    if tokens.is_empty() {
         bail!(q_queue::Error::new(
             Kind::NoJob,
             format!("no job ids given: pass IDs as arguments or pipe them in (e.g. q-ls --state dead | q-ctl {action})")
         ));
     }
-    let q = common.open_existing()?;
+    // Malformed ids are refused (65) before a missing queue is (66).
+    let q = common.open()?;
+    let ids = ids::resolve(q.as_ref(), tokens)?;
+    let q = common.existing(q)?;
     let mut st = Status::default();
     for id in &ids {
         let mut rec = match act(&q, id) {
@@ -256,11 +259,11 @@ fn settle(q: &Queue, id: &str, token: &str, reason: Reason, exit_code: Option<i3
 
 /// Run a claim action for ID/--token, or for every claim line on stdin.
 fn settle_each(common: &Common, s: &Settle, act: impl Fn(&Queue, &str, &str) -> Result<Value>) -> Result<u8> {
+    let q = common.open_existing()?;
     let claims: Vec<(String, String)> = match (&s.id, &s.token) {
-        (Some(id), Some(t)) => vec![(id.clone(), t.clone())],
+        (Some(id), Some(t)) => vec![(ids::resolve_one(Some(&q), id)?, t.clone())],
         _ => claims_from_stdin()?,
     };
-    let q = common.open_existing()?;
     let mut st = Status::default();
     for (id, token) in &claims {
         let r = q_queue::id::check_id(id).map_err(anyhow::Error::from).and_then(|_| {

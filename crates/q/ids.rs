@@ -1,22 +1,40 @@
 //! Job ids from arguments, or from stdin when it is not a terminal: bare ids
 //! or JSON lines with an `id` field (so `q-push ... | q-wait` and
-//! `q-ls --state dead | q-ctl retry` just work). Every id is validated.
+//! `q-ls --state dead | q-ctl retry` just work).
+//!
+//! What a person types is resolved by the queue (`Backend::resolve`): the
+//! exact id, a unique suffix or prefix of at least 6 characters, or the
+//! name of a unique unfinished job; ambiguous is 66, with the candidates.
+//! An `id` read from JSON is exact only: it is validated, never looked up
+//! by suffix or name. A token that names no job goes on as the id it is
+//! (the tool says "no such job" as before), or is refused (65) when it is
+//! not a well-formed id.
 
+use crate::cli::Queue;
 use anyhow::{Result, bail};
+use q_queue::{Kind, Resolved};
 use std::io::{BufRead, IsTerminal};
 
-/// The ids to act on. Errors on a malformed id (65).
-pub fn collect(args: &[String], tool: &str) -> Result<Vec<String>> {
-    let mut ids = Vec::new();
+/// A job named on the command line or on stdin.
+#[derive(Debug, Clone)]
+pub enum Token {
+    /// Typed by a person: an id, a short form or a name.
+    Typed(String),
+    /// An `id` read from JSON: exact only (already validated).
+    Exact(String),
+}
+
+/// The jobs named by the arguments, or by stdin when there are none.
+/// Errors on stdin that is not JSON, or an `id` in JSON that is malformed
+/// (65).
+pub fn collect(args: &[String], tool: &str) -> Result<Vec<Token>> {
     if !args.is_empty() {
-        for a in args {
-            ids.push(checked(a)?);
-        }
-        return Ok(ids);
+        return Ok(args.iter().map(|a| Token::Typed(a.clone())).collect());
     }
+    let mut tokens = Vec::new();
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        return Ok(ids);
+        return Ok(tokens);
     }
     for (n, line) in stdin.lock().lines().enumerate() {
         let line = line?;
@@ -27,30 +45,117 @@ pub fn collect(args: &[String], tool: &str) -> Result<Vec<String>> {
         if t.starts_with('{') {
             let v: serde_json::Value = match serde_json::from_str(t) {
                 Ok(v) => v,
-                Err(e) => bail!(q_queue::Error::new(q_queue::Kind::Data, format!("{tool}: stdin line {}: not JSON: {e}", n + 1))),
+                Err(e) => bail!(q_queue::Error::new(Kind::Data, format!("{tool}: stdin line {}: not JSON: {e}", n + 1))),
             };
             match v.get("id").and_then(|i| i.as_str()) {
-                Some(id) => ids.push(checked(id)?),
-                None => bail!(q_queue::Error::new(q_queue::Kind::Data, format!("stdin line {}: no \"id\" field", n + 1))),
+                Some(id) => tokens.push(Token::Exact(checked(id)?)),
+                None => bail!(q_queue::Error::new(Kind::Data, format!("stdin line {}: no \"id\" field", n + 1))),
             }
         } else {
-            ids.push(checked(t)?);
+            tokens.push(Token::Typed(t.to_owned()));
         }
     }
-    Ok(ids)
+    Ok(tokens)
+}
+
+/// The ids the tokens name, in order. Every token is resolved before the
+/// tool acts on any: an ambiguous one (66) or a malformed one that names
+/// nothing (65) stops the tool before it changed anything. `q` is `None`
+/// when there is no queue yet (then only well-formed ids pass).
+pub fn resolve(q: Option<&Queue>, tokens: Vec<Token>) -> Result<Vec<String>> {
+    tokens
+        .into_iter()
+        .map(|t| match t {
+            Token::Exact(id) => Ok(id),
+            Token::Typed(s) => resolve_one(q, &s),
+        })
+        .collect()
+}
+
+/// The id one typed token names (see [`resolve`]).
+pub fn resolve_one(q: Option<&Queue>, token: &str) -> Result<String> {
+    // A full id names that job or none: the tool looks it up itself (so a
+    // thousand ids piped into q-wait cost no lookup each).
+    let found = match q {
+        Some(q) if !q_queue::resolve::is_full_id(token) => q.resolve(token)?,
+        _ => Resolved::None,
+    };
+    match found {
+        Resolved::Id(id) => Ok(id),
+        Resolved::Ambiguous { first, total } => Err(ambiguous(token, &first, total).into()),
+        Resolved::None if q_queue::id::is_valid_id(token) => Ok(token.to_owned()),
+        Resolved::None => Err(q_queue::Error::new(
+            Kind::Data,
+            format!("no job has the id or name {token:?} (an id consists only of letters, digits, '_' and '-'; a name must be an unfinished job's)"),
+        )
+        .into()),
+    }
+}
+
+fn ambiguous(token: &str, first: &[q_queue::Candidate], total: usize) -> q_queue::Error {
+    let mut msg = format!("{token:?} names {total} jobs; give more of the id:");
+    for j in first {
+        msg.push_str(&format!("\n  {}  {:<8}  {}", j.id, j.state.as_str(), j.name.as_deref().unwrap_or("-")));
+    }
+    if total > first.len() {
+        msg.push_str(&format!("\n  ... and {} more", total - first.len()));
+    }
+    q_queue::Error::new(Kind::NoJob, msg)
 }
 
 fn checked(id: &str) -> Result<String> {
     Ok(q_queue::id::check_id(id)?.to_owned())
 }
 
+/// How many characters from the end of each id a table shows so that every
+/// one of `ids` is told apart by its suffix and can be typed back (never
+/// fewer than the 6 a short form needs, never more than the longest id).
+/// Pass every id of the queue, not just those shown, so that the suffix
+/// is unique in the queue.
+pub fn unique_suffix_len<'a>(ids: impl IntoIterator<Item = &'a str>) -> usize {
+    let mut rev: Vec<Vec<u8>> = ids.into_iter().map(|i| i.bytes().rev().map(|b| b.to_ascii_uppercase()).collect()).collect();
+    let longest = rev.iter().map(Vec::len).max().unwrap_or(0);
+    rev.sort();
+    rev.dedup();
+    // Two suffixes are told apart at one past their common part; sorted,
+    // the neighbours hold the longest common parts.
+    let need = rev.windows(2).map(|w| w[0].iter().zip(&w[1]).take_while(|(a, b)| a == b).count() + 1).max().unwrap_or(0);
+    need.max(q_queue::resolve::MIN_SHORT).min(longest)
+}
+
 /// The id and token of a claim line (as `q-claim` prints it).
 pub fn claim_line(line: &str) -> Result<(String, String)> {
-    let bad = |why: &str| q_queue::Error::new(q_queue::Kind::Data, format!("expected a claim line with \"id\" and \"token\" ({why})"));
+    let bad = |why: &str| q_queue::Error::new(Kind::Data, format!("expected a claim line with \"id\" and \"token\" ({why})"));
     let v: serde_json::Value = serde_json::from_str(line.trim()).map_err(|e| bad(&format!("not JSON: {e}")))?;
     match (v["id"].as_str(), v["token"].as_str()) {
         (Some(id), Some(t)) => Ok((checked(id)?, t.to_owned())),
         (None, _) => Err(bad("no \"id\"").into()),
         (_, None) => Err(bad("no \"token\"").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortest_unique_suffix() {
+        let a = "01J9ZK3QH8T4W1V6C2M5X7B0RA";
+        let b = "01J9ZK3QH8T4W1V6C2M5X7B0RB";
+        let c = "01J9ZK3QH8T4W1V6C2M5X7Z0RA"; // shares "0RA" with a
+        assert_eq!(unique_suffix_len([a]), 6, "never fewer than 6");
+        assert_eq!(unique_suffix_len([a, b]), 6);
+        assert_eq!(unique_suffix_len([a, c]), 6, "they differ 4th from the end");
+        let d = "01J9ZK3QH8T4W1V6C2Y5X7B0RA"; // differs 8th from the end
+        assert_eq!(unique_suffix_len([a, b, d]), 8);
+        assert_eq!(unique_suffix_len([a, a]), 6, "one id twice is one id");
+        assert_eq!(unique_suffix_len(["abc", "xbc"]), 3, "never more than the longest id");
+        assert_eq!(unique_suffix_len(["01J9ZK3QH8T4W1V6C2M5X7B0Ra", a]), 6, "case does not tell ids apart: as short as they get");
+        assert_eq!(unique_suffix_len(Vec::<&str>::new()), 0);
+        // Every suffix of that length is unique.
+        let ids = [a, b, c, d];
+        let n = unique_suffix_len(ids);
+        let tails: std::collections::BTreeSet<&str> = ids.iter().map(|i| &i[i.len() - n..]).collect();
+        assert_eq!(tails.len(), ids.len());
     }
 }

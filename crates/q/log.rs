@@ -29,7 +29,7 @@ const POLL: Duration = Duration::from_millis(100);
     name = "q-log",
     version,
     about = "Print or follow the output of a job",
-    long_about = "Print the output of a job's attempt as q-run recorded it: stdout and stderr together, in the order they were written (attempts run by an older q: stdout, then stderr), or with --stdout or --stderr one of them. Without ID, the newest job; without --attempt, its newest attempt that started. With -f, keep printing new output while the attempt runs (a job not started yet is waited for) and end when it is over. A job that did not end done ends with one line on stderr saying how (reason, exit status, attempt); -q leaves it out. Exit 66 when the job is unknown or the attempt has no log (it never started, or q-gc pruned it).",
+    long_about = "Print the output of a job's attempt as q-run recorded it: stdout and stderr together, in the order they were written (attempts run by an older q: stdout, then stderr), or with --stdout or --stderr one of them. Without ID, the newest job; without --attempt, its newest attempt that started. With -f, keep printing new output while the attempt runs (a job not started yet is waited for) and end when it is over. A job that did not end done ends with one line on stderr saying how (reason, exit status, attempt); -q leaves it out. Exit 66 when the job is unknown or the attempt has no log (it never started, or q-gc pruned it). An ID on the command line may also be a unique suffix or prefix of at least 6 characters, or the name of a unique unfinished job (ambiguous: exit 66, listing the candidates); an id in JSON is exact only.",
     after_help = "Examples:\n  q-log                                  # output of the newest job\n  q-log -f \"$(q-push -- make build | jq -r .id)\"   # watch a job from start to end\n  q-log --stderr --attempt 2 01J9ZK3QH8T4W1V6C2M5X7B0RA"
 )]
 pub struct Args {
@@ -70,18 +70,17 @@ fn run(a: Args) -> Result<u8> {
         (_, true) => Some(Stream::Stderr),
         _ => None,
     };
-    if let Some(id) = &a.id {
-        q_queue::id::check_id(id)?;
-    }
-    let Some(q) = a.common.open()? else {
-        bail!(no_log(match &a.id {
+    let q = a.common.open()?;
+    let id = a.id.as_deref().map(|t| crate::ids::resolve_one(q.as_ref(), t)).transpose()?;
+    let Some(q) = q else {
+        bail!(no_log(match &id {
             Some(id) => format!("no such job: {id} (there is no queue at {})", a.common.location().display()),
             None => format!("no jobs yet (there is no queue at {})", a.common.location().display()),
         }));
     };
     let interrupted = crate::cli_signals::interrupt_flag()?;
-    let id = match &a.id {
-        Some(id) => id.clone(),
+    let id = match id {
+        Some(id) => id,
         None => newest_job(&q)?,
     };
     let attempt = match a.attempt {

@@ -80,8 +80,8 @@ fn run(a: Args) -> Result<u8> {
         e
     } else {
         let mut v = Vec::new();
-        for id in &a.ids {
-            q_queue::id::check_id(id)?;
+        for token in &a.ids {
+            let id = &crate::ids::resolve_one(Some(&q), token)?;
             match q.locate(id)? {
                 Some(e) => v.push(e),
                 None => {

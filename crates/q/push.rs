@@ -37,7 +37,9 @@ pub struct Args {
     /// Run no earlier than this long from now (90s, 5m, 1h30m)
     #[arg(long, value_name = "DUR", conflicts_with = "at")]
     delay: Option<String>,
-    /// Run no earlier than this time (RFC 3339 with any offset, or Unix seconds)
+    /// Run no earlier than this time: HH:MM (its next occurrence), today HH:MM,
+    /// tomorrow HH:MM, YYYY-MM-DD HH:MM (local time, $TZ), RFC 3339 with any
+    /// offset, or Unix seconds
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
     /// Wall-clock limit of one attempt
@@ -52,7 +54,9 @@ pub struct Args {
     /// Dedupe key: while a job with this key is not finished, pushing returns that job
     #[arg(long)]
     key: Option<String>,
-    /// Run only after job ID is done (repeatable)
+    /// Run only after job ID is done (repeatable); ID may be a unique suffix
+    /// or prefix (6+ characters), an unfinished job's name, or `last`: the
+    /// last job you pushed to this queue
     #[arg(long, value_name = "ID")]
     after: Vec<String>,
     /// Tag for filtering with q-ls (repeatable)
@@ -95,7 +99,7 @@ pub fn main() -> ExitCode {
     exit::run("q-push", || run(args))
 }
 
-fn defaults(a: &Args) -> Result<Map<String, Value>> {
+fn defaults(a: &Args, after: Vec<String>) -> Result<Map<String, Value>> {
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
@@ -110,7 +114,8 @@ fn defaults(a: &Args) -> Result<Map<String, Value>> {
         put("delay", json!(v));
     }
     if let Some(v) = &a.at {
-        put("run_at", json!(v));
+        let at = time::parse_at(v, time::now_ms(), &jiff::tz::TimeZone::system())?;
+        put("run_at", json!(time::rfc3339(at)));
     }
     if let Some(v) = &a.timeout {
         put("timeout", json!(v));
@@ -124,8 +129,8 @@ fn defaults(a: &Args) -> Result<Map<String, Value>> {
     if let Some(v) = &a.key {
         put("key", json!(v));
     }
-    if !a.after.is_empty() {
-        put("after", json!(a.after));
+    if !after.is_empty() {
+        put("after", json!(after));
     }
     if !a.tags.is_empty() {
         put("tags", json!(a.tags));
@@ -196,8 +201,35 @@ fn group_id(name: &str) -> Result<u32> {
     }
 }
 
+/// The ids `--after` names: each typed token resolved, `last` the newest
+/// job this user pushed to the queue (it still holds).
+fn after_ids(a: &Args) -> Result<Vec<String>> {
+    if a.after.is_empty() {
+        return Ok(Vec::new());
+    }
+    let q = a.common.open()?;
+    let mut ids = Vec::new();
+    for t in &a.after {
+        if t != "last" {
+            ids.push(crate::ids::resolve_one(q.as_ref(), t)?);
+            continue;
+        }
+        match q.as_ref().map(|q| q.last_pushed()).transpose()?.flatten() {
+            Some(id) => ids.push(id),
+            None => {
+                return Err(q_queue::Error::new(
+                    Kind::NoJob,
+                    format!("--after last: queue {} holds no job you pushed", a.common.location().display()),
+                )
+                .into());
+            }
+        }
+    }
+    Ok(ids)
+}
+
 fn run(a: Args) -> Result<u8> {
-    let defaults = defaults(&a)?;
+    let defaults = defaults(&a, after_ids(&a)?)?;
     let group = a.shared_group.as_deref().map(group_id).transpose()?;
     let mut status = exit::OK;
     let q;

@@ -37,7 +37,7 @@ const MIN_GAP_ALL: Duration = Duration::from_millis(200);
     name = "q-wait",
     version,
     about = "Block until jobs finish; print their results; exit 0 when all ended done",
-    long_about = "Block until every given job is finished (done, dead or canceled) and print each job's final {\"type\":\"result\",...} line as it finishes. Ids come from the arguments, or from stdin when none are given (bare ids, or JSON lines with an \"id\" field such as q-push prints). Reading no ids at all is an error (66), so a failed q-push in `q-push ... | q-wait` fails the pipeline. An unknown id fails at once (66) without waiting for the others.\n\n--all waits until the queue has nothing ready, scheduled, waiting or running, and prints the results of the jobs that finish meanwhile. It does not wait for what cannot run: when only held jobs (or jobs waiting on them) remain, or the queue is paused with nothing running (a `pause --for` is waited out), it says so and exits 1, so a Makefile target fails instead of hanging.\n\nExit status: 0 all ended done (or --all drained the queue and every job it saw finish ended done); 1 some ended dead or canceled, or --all found work that cannot run; 66 unknown id or no ids; 124 --timeout ran out; 130 interrupted. A progress line is shown on stderr when it is a terminal. When nothing serves the queue (no q-supervise, no live q-run worker) for 2 s (Q_UNSERVED_AFTER), it says so once on stderr and keeps waiting.",
+    long_about = "Block until every given job is finished (done, dead or canceled) and print each job's final {\"type\":\"result\",...} line as it finishes. Ids come from the arguments, or from stdin when none are given (bare ids, or JSON lines with an \"id\" field such as q-push prints). Reading no ids at all is an error (66), so a failed q-push in `q-push ... | q-wait` fails the pipeline. An unknown id fails at once (66) without waiting for the others.\n\n--all waits until the queue has nothing ready, scheduled, waiting or running, and prints the results of the jobs that finish meanwhile. It does not wait for what cannot run: when only held jobs (or jobs waiting on them) remain, or the queue is paused with nothing running (a `pause --for` is waited out), it says so and exits 1, so a Makefile target fails instead of hanging.\n\nExit status: 0 all ended done (or --all drained the queue and every job it saw finish ended done); 1 some ended dead or canceled, or --all found work that cannot run; 66 unknown id or no ids; 124 --timeout ran out; 130 interrupted. A progress line is shown on stderr when it is a terminal. When nothing serves the queue (no q-supervise, no live q-run worker) for 2 s (Q_UNSERVED_AFTER), it says so once on stderr and keeps waiting. An ID on the command line may also be a unique suffix or prefix of at least 6 characters, or the name of a unique unfinished job (ambiguous: exit 66, listing the candidates); an id in JSON is exact only.",
     after_help = "Examples:\n  q-push --attempts 3 -- ./flaky.sh | q-wait     # fail a Makefile target if the job fails\n  q-wait --timeout 10m 01J9ZK3QH8T4W1V6C2M5X7B0RA 01J9ZK3QH8T4W1V6C2M5X7B0RB\n  q-wait --all --timeout 1h                      # until the queue is drained (while workers serve it)"
 )]
 pub struct Args {
@@ -139,14 +139,16 @@ fn run(a: Args) -> Result<u8> {
     if a.all {
         return wait_all(&a.common, &stop, progress);
     }
-    let ids = ids::collect(&a.ids, TOOL)?;
-    if ids.is_empty() {
+    let tokens = ids::collect(&a.ids, TOOL)?;
+    if tokens.is_empty() {
         bail!(q_queue::Error::new(
             Kind::NoJob,
             "no job ids to wait for: pass IDs, pipe them in (q-push ... | q-wait), or use --all (if q-wait was fed by a pipe, the command before it printed no ids: see its error)"
         ));
     }
-    wait_ids(&a.common, dedup(ids), &stop, progress)
+    let q = a.common.open()?;
+    let ids = ids::resolve(q.as_ref(), tokens)?;
+    wait_ids(&a.common, q, dedup(ids), &stop, progress)
 }
 
 fn dedup(ids: Vec<String>) -> Vec<String> {
@@ -161,8 +163,8 @@ struct Waited {
     last_located: Instant,
 }
 
-fn wait_ids(common: &Common, ids: Vec<String>, stop: &Stop, progress: bool) -> Result<u8> {
-    let Some(q) = common.open()? else {
+fn wait_ids(common: &Common, q: Option<Queue>, ids: Vec<String>, stop: &Stop, progress: bool) -> Result<u8> {
+    let Some(q) = q else {
         for id in &ids {
             eprintln!("{TOOL}: error: no such job: {id} (there is no queue at {})", common.location().display());
         }

@@ -223,6 +223,7 @@ fn serial_security_group_shared_queue() {
     Command::new("chown").arg(a).arg(base.path()).status().unwrap();
     let o = as_user(a, "q-push", &["--shared-group", &acc.group, "--", "true"]);
     assert_eq!(o.code(), 0, "{a} creates the shared queue: {o:?}");
+    let a_first = o.lines()[0]["id"].as_str().unwrap().to_owned();
     let o = as_user(b, "q-push", &["--", "true"]);
     assert_eq!(o.code(), 0, "{b}, in the group, pushes: {o:?}");
     // A batch is written as unnamed files (docs/FORMAT.md, Push): they too
@@ -236,6 +237,11 @@ fn serial_security_group_shared_queue() {
     assert_eq!(done.len(), 22, "every job ran: {o:?} {:?}", counts(&root));
     let o = as_user(a, "q-ls", &["--all"]);
     assert_eq!(o.code(), 0, "{o:?}");
+    // `--after last` is each user's own last job, though b pushed since.
+    let o = as_user(a, "q-push", &["--after", "last", "--", "true"]);
+    assert_eq!(o.code(), 0, "{o:?}");
+    let id = o.lines()[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(as_user(a, "q-ls", &["--json", &id]).lines()[0]["after"], serde_json::json!([a_first]));
     // A third user, not in the group, is refused and changes nothing.
     let before = read_disk(&root).locs.len();
     for (tool, args) in [("q-push", &["--", "true"][..]), ("q-claim", &[][..])] {

@@ -26,6 +26,7 @@ use crate::push::Pushed;
 use crate::queue::{Durability, Pause, Queue};
 use crate::reclaim::Reclaimed;
 use crate::record::{Chunk, Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::resolve::Resolved;
 use crate::settle::{SettleOpts, ToSettle};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -97,6 +98,14 @@ pub trait Backend: Send + Sync {
     fn entries(&self, states: &[State]) -> Result<Vec<Entry>>;
     /// Where one job is.
     fn locate(&self, id: &str) -> Result<Option<Entry>>;
+    /// What a token typed by a person names (`crate::resolve`): the job
+    /// of that exact id, else of a unique suffix or prefix of at least 6
+    /// characters, else the unique unfinished job of that name. A token
+    /// that is not a well-formed id is only compared with names.
+    fn resolve(&self, token: &str) -> Result<Resolved>;
+    /// The newest job (ids sort by creation time) that this user pushed
+    /// and the queue still holds, whatever its state (`--after last`).
+    fn last_pushed(&self) -> Result<Option<String>>;
     /// The terminal state of a job, cheaply; `None` while unfinished or unknown.
     fn finished(&self, id: &str) -> Option<State>;
     /// The job of an entry: `None` when it is gone; if it moved meanwhile,

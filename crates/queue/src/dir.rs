@@ -126,6 +126,12 @@ impl Backend for Queue {
     fn locate(&self, id: &str) -> Result<Option<Entry>> {
         Ok(Queue::locate(self, id)?.map(|l| Entry::located(id, l)))
     }
+    fn resolve(&self, token: &str) -> Result<crate::resolve::Resolved> {
+        Queue::resolve(self, token)
+    }
+    fn last_pushed(&self) -> Result<Option<String>> {
+        Queue::last_pushed(self)
+    }
     fn finished(&self, id: &str) -> Option<State> {
         let name = terminal_name(id);
         [State::Done, State::Dead, State::Canceled].into_iter().find(|s| fsx::exists(&self.dir(s.dir()).join(&name)))

@@ -20,6 +20,7 @@ pub mod job;
 pub mod local;
 pub mod lock;
 pub mod record;
+pub mod resolve;
 pub mod time;
 #[cfg(test)]
 mod testkit;
@@ -59,6 +60,7 @@ pub use list::{Counts, Entry};
 pub use push::{Pushed, SEG_CAP};
 pub use queue::{Durability, Pause};
 pub use reclaim::Reclaimed;
+pub use resolve::{Candidate, Resolved};
 pub use record::{Chunk, Counters, Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
 pub use settle::{MAX_INTERRUPTS, SettleOpts, ToSettle};
 

@@ -6,6 +6,7 @@ use crate::fsx;
 use crate::names::{Counters, LeasedName, QueuedName, parse_terminal};
 use crate::queue::Queue;
 use crate::record::{Lease, ResultRecord, RunInfo, State};
+use crate::resolve::{self, Candidate, Resolved};
 use crate::time;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -119,6 +120,77 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// What a token names (`Backend::resolve`). Ids are file names, so the
+    /// id steps read directory listings only; the name step reads the job
+    /// files of unfinished jobs. The token is only compared, never joined
+    /// to a path (but an exact id, validated, by `locate`).
+    pub fn resolve(&self, token: &str) -> Result<Resolved> {
+        if crate::id::is_valid_id(token) && self.locate(token)?.is_some() {
+            return Ok(Resolved::Id(token.to_owned()));
+        }
+        if resolve::may_be_short(token) {
+            let hits: std::collections::HashMap<String, Entry> =
+                self.entries(&State::ALL)?.into_iter().filter(|e| resolve::is_short_of(token, &e.id)).map(|e| (e.id.clone(), e)).collect();
+            let cands = hits.values().map(|e| Candidate { id: e.id.clone(), state: e.state, name: None }).collect();
+            return Ok(match resolve::judge(cands) {
+                // Job files are read for the candidates listed only.
+                Resolved::Ambiguous { first, total } => {
+                    let first = first.into_iter().map(|c| self.named(c, &hits)).collect();
+                    Resolved::Ambiguous { first, total }
+                }
+                Resolved::None => self.by_name(token)?,
+                one => one,
+            });
+        }
+        self.by_name(token)
+    }
+
+    /// The step of `resolve` that compares names: unfinished jobs only.
+    fn by_name(&self, token: &str) -> Result<Resolved> {
+        if !resolve::may_be_name(token) {
+            return Ok(Resolved::None);
+        }
+        let mut named = Vec::new();
+        for e in self.entries(&resolve::UNFINISHED)? {
+            if let Some((e, job)) = crate::backend::Backend::job(self, &e)?
+                && job.name.as_deref() == Some(token)
+            {
+                named.push(Candidate { id: e.id, state: e.state, name: job.name });
+            }
+        }
+        Ok(resolve::judge(named))
+    }
+
+    /// A candidate with its name (and its state now, if it moved).
+    fn named(&self, c: Candidate, entries: &std::collections::HashMap<String, Entry>) -> Candidate {
+        match entries.get(&c.id).and_then(|e| crate::backend::Backend::job(self, e).ok().flatten()) {
+            Some((e, job)) => Candidate { id: c.id, state: e.state, name: job.name },
+            None => c,
+        }
+    }
+
+    /// The newest job this user pushed (`Backend::last_pushed`): a job
+    /// file belongs to its pusher, so the newest id whose file this user
+    /// owns.
+    pub fn last_pushed(&self) -> Result<Option<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let me = nix::unistd::geteuid().as_raw();
+        let mut all = self.entries(&State::ALL)?;
+        all.sort_by(|a, b| b.id.cmp(&a.id));
+        let mine = |p: &std::path::Path| std::fs::symlink_metadata(p).map(|m| m.uid() == me);
+        for e in all {
+            // A file that moved since the listing is looked up again.
+            let owned = match mine(&e.path) {
+                Ok(m) => m,
+                Err(_) => self.locate(&e.id)?.is_some_and(|l| mine(&l.path).unwrap_or(false)),
+            };
+            if owned {
+                return Ok(Some(e.id));
+            }
+        }
+        Ok(None)
     }
 
     /// The latest result of a job: `end.json` if the job ended without an

@@ -80,6 +80,59 @@ pub fn parse_time(s: &str) -> Result<i64> {
     Ok(ms)
 }
 
+/// Parse what a person gives `--at`: anything [`parse_time`] takes, or a
+/// civil time in the zone `tz`: `HH:MM` (its next occurrence after `now`),
+/// `today HH:MM`, `tomorrow HH:MM`, `YYYY-MM-DD HH:MM`. A civil time that
+/// a DST change skips or repeats is taken as jiff's "compatible"
+/// disambiguation does (RFC 5545): in a gap, the time as read with the
+/// offset before the gap (so 02:30 in a spring-forward gap is 03:30); in
+/// a fold, the earlier of the two.
+pub fn parse_at(s: &str, now_ms: i64, tz: &jiff::tz::TimeZone) -> Result<i64> {
+    let s = s.trim();
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let (day, hm) = match words[..] {
+        [hm] if hm.contains(':') && !hm.contains('T') && hm.len() <= 5 => (None, hm),
+        [day, hm] => (Some(day), hm),
+        _ => return parse_time(s),
+    };
+    let bad = |why: String| {
+        Error::new(
+            Kind::Data,
+            format!("invalid time {s:?}: {why}; use HH:MM, today HH:MM, tomorrow HH:MM, YYYY-MM-DD HH:MM (local time), RFC 3339 or Unix seconds"),
+        )
+    };
+    let time = civil_hm(hm).ok_or_else(|| bad(format!("{hm:?} is not HH:MM")))?;
+    let now = jiff::Timestamp::from_millisecond(now_ms).map_err(|e| bad(e.to_string()))?.to_zoned_datetime(tz.clone());
+    let today = now.date();
+    let at = |date: jiff::civil::Date| -> Result<i64> {
+        let z = tz.to_ambiguous_zoned_datetime(date.to_datetime(time)).compatible().map_err(|e| bad(e.to_string()))?;
+        let ms = z.timestamp().as_millisecond();
+        if !(0..=MAX_MS).contains(&ms) {
+            return Err(Error::new(Kind::Data, format!("time {s:?} is out of range")));
+        }
+        Ok(ms)
+    };
+    let tomorrow = || today.tomorrow().map_err(|e| bad(e.to_string()));
+    match day {
+        None => {
+            let ms = at(today)?;
+            if ms > now_ms { Ok(ms) } else { at(tomorrow()?) }
+        }
+        Some("today") => at(today),
+        Some("tomorrow") => at(tomorrow()?),
+        Some(d) => at(d.parse::<jiff::civil::Date>().map_err(|_| bad(format!("{d:?} is not today, tomorrow or YYYY-MM-DD")))?),
+    }
+}
+
+/// `HH:MM` on a 24-hour clock.
+fn civil_hm(hm: &str) -> Option<jiff::civil::Time> {
+    let (h, m) = hm.split_once(':')?;
+    if h.is_empty() || h.len() > 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    jiff::civil::Time::new(h.parse().ok()?, m.parse().ok()?, 0, 0).ok()
+}
+
 /// Format Unix milliseconds as RFC 3339 UTC with milliseconds.
 pub fn rfc3339(ms: i64) -> String {
     match jiff::Timestamp::from_millisecond(ms) {
@@ -133,5 +186,51 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(rfc3339(b), "2026-11-25T17:00:00.000Z");
         assert!(parse_time("yesterday").is_err());
+    }
+
+    fn ny() -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get("America/New_York").unwrap()
+    }
+
+    fn ms(rfc: &str) -> i64 {
+        parse_time(rfc).unwrap()
+    }
+
+    #[test]
+    fn civil_times_in_a_zone() {
+        let tz = ny();
+        // 2026-11-25 10:00 in New York (EST, -05:00).
+        let now = ms("2026-11-25T15:00:00Z");
+        assert_eq!(parse_at("18:30", now, &tz).unwrap(), ms("2026-11-25T18:30:00-05:00"), "later today");
+        assert_eq!(parse_at("09:15", now, &tz).unwrap(), ms("2026-11-26T09:15:00-05:00"), "passed: tomorrow");
+        assert_eq!(parse_at("10:00", now, &tz).unwrap(), ms("2026-11-26T10:00:00-05:00"), "now is not next");
+        assert_eq!(parse_at("today 09:15", now, &tz).unwrap(), ms("2026-11-25T09:15:00-05:00"), "today, even when past");
+        assert_eq!(parse_at("tomorrow 7:05", now, &tz).unwrap(), ms("2026-11-26T07:05:00-05:00"));
+        assert_eq!(parse_at("2026-12-31 23:59", now, &tz).unwrap(), ms("2026-12-31T23:59:00-05:00"));
+        assert_eq!(parse_at("2026-07-04 12:00", now, &tz).unwrap(), ms("2026-07-04T12:00:00-04:00"), "summer time");
+        // The year's last day: tomorrow is next year.
+        assert_eq!(parse_at("08:00", ms("2026-12-31T20:00:00-05:00"), &tz).unwrap(), ms("2027-01-01T08:00:00-05:00"));
+        // The forms that were there before still work.
+        assert_eq!(parse_at("1700000000", now, &tz).unwrap(), 1_700_000_000_000);
+        assert_eq!(parse_at("2026-11-25T18:00:00+01:00", now, &tz).unwrap(), ms("2026-11-25T17:00:00Z"));
+        for bad in ["25:00", "12:60", "12:5", "noon", "yesterday 10:00", "2026-02-30 10:00", "today", "today 10", "1:2:3", "tomorrow 10:00 x"] {
+            let e = parse_at(bad, now, &tz).unwrap_err();
+            assert_eq!(e.kind, Kind::Data, "{bad}");
+        }
+    }
+
+    #[test]
+    fn dst_gaps_and_folds_are_disambiguated_compatibly() {
+        let tz = ny();
+        // 2026-03-08: 02:00 EST jumps to 03:00 EDT; 02:30 does not exist.
+        let before = ms("2026-03-07T12:00:00-05:00");
+        assert_eq!(parse_at("2026-03-08 02:30", before, &tz).unwrap(), ms("2026-03-08T03:30:00-04:00"), "gap: moved forward");
+        assert_eq!(parse_at("tomorrow 02:30", before, &tz).unwrap(), ms("2026-03-08T03:30:00-04:00"));
+        // 2026-11-01: 02:00 EDT falls back to 01:00 EST; 01:30 happens twice.
+        let eve = ms("2026-10-31T12:00:00-04:00");
+        assert_eq!(parse_at("2026-11-01 01:30", eve, &tz).unwrap(), ms("2026-11-01T01:30:00-04:00"), "fold: the earlier");
+        // HH:MM during the fold's second hour: the next 01:30 is tomorrow's.
+        let second = ms("2026-11-01T01:45:00-05:00");
+        assert_eq!(parse_at("01:30", second, &tz).unwrap(), ms("2026-11-02T01:30:00-05:00"));
     }
 }

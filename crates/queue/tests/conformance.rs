@@ -7,7 +7,7 @@ mod backends;
 
 use backends::Fixture;
 use q_queue::lock::Acquired;
-use q_queue::{ClaimOpts, Durability, Kind, Liveness, Outcome, Reason, RunInfo, SettleOpts, Singleton, State, Stream, ToSettle};
+use q_queue::{Candidate, ClaimOpts, Resolved, Durability, Kind, Liveness, Outcome, Reason, RunInfo, SettleOpts, Singleton, State, Stream, ToSettle};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -219,6 +219,78 @@ fn operator_moves() {
         assert_eq!(b.last_attempt(&id), 2);
         assert_eq!(b.remove(&id).unwrap(), State::Done);
         assert!(b.locate(&id).unwrap().is_none(), "{}: removed", fx.name);
+    });
+}
+
+/// Ids people type (`Backend::resolve`): the exact id, then a unique
+/// suffix or prefix of 6 or more characters (any case), then the name of a
+/// unique unfinished job; several matches are ambiguous and listed; a full
+/// id is exact only; a token that is not an id is compared with names
+/// only. `last_pushed`: this user's newest job.
+#[test]
+fn ids_people_type() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let n = fx.name;
+        assert_eq!(b.last_pushed().unwrap(), None, "{n}: nothing pushed yet");
+        assert_eq!(b.resolve("build").unwrap(), Resolved::None, "{n}");
+        let a = fx.push(&[json!({"cmd": ["true"], "name": "build"})]).remove(0);
+        assert_eq!(b.last_pushed().unwrap().as_deref(), Some(a.as_str()), "{n}");
+        assert_eq!(b.resolve(&a).unwrap(), Resolved::Id(a.clone()), "{n}: exact");
+        assert_eq!(b.resolve(&a[20..]).unwrap(), Resolved::Id(a.clone()), "{n}: a suffix");
+        assert_eq!(b.resolve(&a[18..].to_lowercase()).unwrap(), Resolved::Id(a.clone()), "{n}: in lower case");
+        assert_eq!(b.resolve(&a[..6]).unwrap(), Resolved::Id(a.clone()), "{n}: a prefix (the only job)");
+        assert_eq!(b.resolve(&a[21..]).unwrap(), Resolved::None, "{n}: 5 characters are too few");
+        assert_eq!(b.resolve("build").unwrap(), Resolved::Id(a.clone()), "{n}: a name");
+
+        let more = fx.push(&[
+            json!({"cmd": ["true"], "name": "deploy"}),
+            json!({"cmd": ["true"], "name": "deploy"}),
+            json!({"cmd": ["true"], "name": "../x"}),
+            json!({"cmd": ["true"], "name": "01ZZZZZZZZZZZZZZZZZZZZZZZZ"}),
+        ]);
+        let all: Vec<&String> = std::iter::once(&a).chain(&more).collect();
+        let cand = |id: &String, name: &str| Candidate { id: id.clone(), state: State::Pending, name: Some(name.into()) };
+        let names = ["build", "deploy", "deploy", "../x", "01ZZZZZZZZZZZZZZZZZZZZZZZZ"];
+        // Ids pushed together share a long prefix: all that do are listed.
+        let lcp = more[0].bytes().zip(more[1].bytes()).take_while(|(x, y)| x == y).count();
+        let p = &more[0][..lcp.clamp(6, 25)];
+        let want: Vec<Candidate> =
+            all.iter().zip(names).filter(|(id, _)| id.starts_with(p) || id.ends_with(p)).map(|(id, nm)| cand(id, nm)).collect();
+        match b.resolve(p).unwrap() {
+            Resolved::Ambiguous { first, total } => {
+                assert_eq!(first, want, "{n}: every candidate, by id, with state and name");
+                assert_eq!(total, want.len(), "{n}");
+            }
+            other => assert!(want.len() == 1 && other == Resolved::Id(want[0].id.clone()), "{n}: {p}: {other:?}"),
+        }
+        let both = Resolved::Ambiguous { first: vec![cand(&more[0], "deploy"), cand(&more[1], "deploy")], total: 2 };
+        assert_eq!(b.resolve("deploy").unwrap(), both, "{n}");
+        assert_eq!(b.resolve("../x").unwrap(), Resolved::Id(more[2].clone()), "{n}: not an id: a name");
+        assert_eq!(b.resolve("01ZZZZZZZZZZZZZZZZZZZZZZZZ").unwrap(), Resolved::None, "{n}: a full id is exact only");
+        assert_eq!(b.resolve("0%").unwrap(), Resolved::None, "{n}: no pattern");
+        assert_eq!(b.resolve("nobody").unwrap(), Resolved::None, "{n}");
+        assert_eq!(b.last_pushed().unwrap().as_ref(), all.iter().max().copied(), "{n}: the newest");
+
+        // Names are those of unfinished jobs; ids are anyone's.
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(c.id, a, "{n}");
+        b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+        assert_eq!(b.resolve("build").unwrap(), Resolved::None, "{n}: a finished job's name");
+        assert_eq!(b.resolve(&a[20..]).unwrap(), Resolved::Id(a.clone()), "{n}: a finished job's suffix");
+        b.cancel(&more[0]).unwrap();
+        assert_eq!(b.resolve("deploy").unwrap(), Resolved::Id(more[1].clone()), "{n}: one unfinished job of the name left");
+
+        // Many candidates: the first 10 by id, and how many.
+        let mut same = fx.push(&vec![json!({"cmd": ["true"], "name": "same"}); 12]);
+        same.sort();
+        match b.resolve("same").unwrap() {
+            Resolved::Ambiguous { first, total } => {
+                assert_eq!(total, 12, "{n}");
+                assert_eq!(first.iter().map(|c| &c.id).collect::<Vec<_>>(), same[..10].iter().collect::<Vec<_>>(), "{n}");
+            }
+            other => panic!("{n}: {other:?}"),
+        }
     });
 }
 

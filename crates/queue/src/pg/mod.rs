@@ -23,6 +23,7 @@ use crate::push::Pushed;
 use crate::queue::{Durability, Pause};
 use crate::reclaim::Reclaimed;
 use crate::record::{Chunk, Counters, Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::resolve::{self, Candidate, Resolved};
 use crate::settle::{SettleOpts, ToSettle, decide};
 use crate::time;
 use conn::{Conn, Target, sql};
@@ -81,6 +82,9 @@ impl PgQueue {
             None => Ok(None),
             Some(v) => {
                 schema::check(&t, v)?;
+                if v < schema::VERSION {
+                    q.main.with(|c| schema::ensure(c, &t))?;
+                }
                 Ok(Some(q))
             }
         }
@@ -710,6 +714,52 @@ impl Backend for PgQueue {
     fn locate(&self, id: &str) -> Result<Option<Entry>> {
         crate::id::check_id(id)?;
         Ok(self.row(&format!("SELECT {ENTRY_COLS} FROM {{s}}.job WHERE queue = $1 AND id = $2"), &[&self.t.queue, &id])?.as_ref().map(entry))
+    }
+
+    fn resolve(&self, token: &str) -> Result<Resolved> {
+        if crate::id::is_valid_id(token) && self.locate(token)?.is_some() {
+            return Ok(Resolved::Id(token.to_owned()));
+        }
+        // Each step: the first candidates by id and how many there are.
+        let step = |filter: &str, arg: &[&(dyn ToSql + Sync)]| -> Result<Resolved> {
+            let stmt = format!(
+                "SELECT id, state, spec->>'name', count(*) OVER () FROM {{s}}.job WHERE queue = $1 AND {filter} ORDER BY id COLLATE \"C\" LIMIT {}",
+                resolve::LISTED
+            );
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&self.t.queue];
+            params.extend_from_slice(arg);
+            let rows = self.rows(&stmt, &params)?;
+            let total = rows.first().map_or(0, |r| usize::try_from(r.get::<_, i64>(3)).unwrap_or(usize::MAX));
+            let mut first: Vec<Candidate> =
+                rows.iter().map(|r| Candidate { id: r.get(0), state: State::parse(r.get(1)).unwrap_or(State::Dead), name: r.get(2) }).collect();
+            Ok(match total {
+                0 => Resolved::None,
+                1 => Resolved::Id(first.remove(0).id),
+                total => Resolved::Ambiguous { first, total },
+            })
+        };
+        if resolve::may_be_short(token) {
+            // Ids hold no `%`; `_` is escaped. Indexed: job_id_prefix, job_id_suffix.
+            let like = |t: String| format!("{}%", t.to_uppercase().replace('_', "\\_"));
+            let (prefix, suffix) = (like(token.to_owned()), like(token.chars().rev().collect()));
+            let found = step("(upper(id) LIKE $2 OR upper(reverse(id)) LIKE $3) AND length(id) > $4", &[&prefix, &suffix, &(token.len() as i32)])?;
+            if found != Resolved::None {
+                return Ok(found);
+            }
+        }
+        if !resolve::may_be_name(token) {
+            return Ok(Resolved::None);
+        }
+        // Indexed: job_name.
+        step("spec->>'name' = $2 AND state IN ('pending','waiting','held','running')", &[&token])
+    }
+
+    fn last_pushed(&self) -> Result<Option<String>> {
+        let r = self.row(
+            "SELECT id FROM {s}.job WHERE queue = $1 AND pusher = current_user ORDER BY id COLLATE \"C\" DESC LIMIT 1",
+            &[&self.t.queue],
+        )?;
+        Ok(r.map(|r| r.get(0)))
     }
 
     fn finished(&self, id: &str) -> Option<State> {

@@ -6,9 +6,10 @@ use crate::error::{Error, Kind, Result};
 use postgres::Client;
 
 /// The schema version this q writes and reads.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
-/// `{s}` is the schema, quoted.
+/// Version 1. `{s}` is the schema, quoted. A new schema is made as version
+/// 1 and then upgraded by every step of [`UPGRADES`], as an old one is.
 const DDL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS {s};
 CREATE TABLE {s}.meta (k text PRIMARY KEY, v text NOT NULL);
@@ -88,8 +89,24 @@ CREATE TABLE {s}.holder (
   what text NOT NULL,
   holder jsonb NOT NULL,
   PRIMARY KEY (queue, what));
-INSERT INTO {s}.meta VALUES ('version', '{v}');
+INSERT INTO {s}.meta VALUES ('version', '1');
 "#;
+
+/// `UPGRADES[i]` takes a schema from version `i + 1` to `i + 2`.
+const UPGRADES: [&str; 1] = [
+    // 2: ids people type and `--after last`. The role that pushed a job
+    // (NULL for jobs pushed before); indexes for an id's prefix and suffix
+    // (upper case: ULIDs ignore case), for a name among unfinished jobs,
+    // and for a role's newest job.
+    r#"
+ALTER TABLE {s}.job ADD COLUMN pusher name;
+ALTER TABLE {s}.job ALTER COLUMN pusher SET DEFAULT current_user;
+CREATE INDEX job_id_prefix ON {s}.job (queue, upper(id) text_pattern_ops);
+CREATE INDEX job_id_suffix ON {s}.job (queue, upper(reverse(id)) text_pattern_ops);
+CREATE INDEX job_name ON {s}.job (queue, (spec->>'name')) WHERE state IN ('pending','waiting','held','running');
+CREATE INDEX job_pusher ON {s}.job (queue, pusher, id COLLATE "C");
+"#,
+];
 
 /// The schema's quoted name.
 pub fn quoted(schema: &str) -> String {
@@ -122,34 +139,51 @@ pub fn check(t: &Target, v: i64) -> Result<()> {
     Ok(())
 }
 
-/// Create the schema if it is missing; hosts racing here all succeed (an
-/// advisory lock orders them). A role without CREATE is told what to run.
+/// Create the schema if it is missing, or upgrade it to [`VERSION`];
+/// hosts racing here all succeed (an advisory lock orders them). A role
+/// without CREATE is told what to run.
 pub fn ensure(c: &mut Client, t: &Target) -> Result<()> {
     if let Some(v) = version(c, t)? {
-        return check(t, v);
+        check(t, v)?;
+        if v == VERSION {
+            return Ok(());
+        }
     }
     let mut tx = c.transaction().map_err(|e| sql(&t.shown, e))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&super::key(&t.schema, "", "create")]).map_err(|e| sql(&t.shown, e))?;
-    let exists = tx
+    let s = quoted(&t.schema);
+    let found = tx
         .query_opt("SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'meta'", &[&t.schema])
         .map_err(|e| sql(&t.shown, e))?
         .is_some();
-    if !exists {
-        let ddl = DDL.replace("{s}", &quoted(&t.schema)).replace("{v}", &VERSION.to_string());
-        if let Err(e) = tx.batch_execute(&ddl) {
-            if e.code().is_some_and(|c| c.code() == "42501") {
-                let db = t.config.get_dbname().unwrap_or("postgres");
-                return Err(Error::new(
-                    Kind::Permission,
-                    format!(
-                        "queue {}: this role may not create the queue's schema ({e}); have the database owner run: GRANT CREATE ON DATABASE \"{db}\" TO \"{}\"; or create it once with a role that may",
-                        t.shown,
-                        t.config.get_user().unwrap_or("")
-                    ),
-                ));
-            }
-            return Err(sql(&t.shown, e));
-        }
+    if !found {
+        tx.batch_execute(&DDL.replace("{s}", &s)).map_err(|e| refused(t, e))?;
+    }
+    let row = tx.query_one(&format!("SELECT v FROM {s}.meta WHERE k = 'version'"), &[]).map_err(|e| sql(&t.shown, e))?;
+    let mut v: i64 = row.get::<_, String>(0).parse().unwrap_or(VERSION);
+    check(t, v)?;
+    while v < VERSION {
+        let step = UPGRADES[usize::try_from(v - 1).unwrap_or(0)];
+        tx.batch_execute(&step.replace("{s}", &s)).map_err(|e| refused(t, e))?;
+        v += 1;
+        tx.execute(&format!("UPDATE {s}.meta SET v = $1 WHERE k = 'version'"), &[&v.to_string()]).map_err(|e| sql(&t.shown, e))?;
     }
     tx.commit().map_err(|e| sql(&t.shown, e))
+}
+
+/// A statement of the schema's creation or upgrade failed; a role that
+/// may not make or change it is told what to ask for.
+fn refused(t: &Target, e: postgres::Error) -> Error {
+    if e.code().is_none_or(|c| c.code() != "42501") {
+        return sql(&t.shown, e);
+    }
+    let db = t.config.get_dbname().unwrap_or("postgres");
+    Error::new(
+        Kind::Permission,
+        format!(
+            "queue {}: this role may not create or upgrade the queue's schema ({e}); have the database owner run: GRANT CREATE ON DATABASE \"{db}\" TO \"{}\"; or run any q tool on it once with the role that owns it",
+            t.shown,
+            t.config.get_user().unwrap_or("")
+        ),
+    )
 }
