@@ -117,6 +117,21 @@ fn serial_q_top_gives_the_terminal_back_on_sigterm() {
     assert!(s.cooked());
 }
 
+/// A panic in the view gives the terminal back before its message is
+/// printed, so the message is on the main screen (feature `failpoints`).
+#[test]
+fn serial_q_top_gives_the_terminal_back_on_a_panic() {
+    let q = QDir::new();
+    push(&q, &["--", "true"]);
+    let mut s = Screen::start(&q, "q", &["top", "--interval", "100ms"], (80, 24), &[("Q_PANIC_AT", "top.frame@3"), ("RUST_BACKTRACE", "0")]);
+    assert_eq!(s.wait_exit(Duration::from_secs(30)), 101, "a panic's status");
+    let screen = s.parser.lock().unwrap().screen().clone();
+    assert!(!screen.alternate_screen() && !screen.hide_cursor(), "the terminal is given back");
+    assert!(s.cooked(), "the terminal is back in cooked mode");
+    let text = s.rows().join("\n");
+    assert!(text.contains("panicked") && text.contains("Q_PANIC_AT=top.frame@3"), "the message is on the main screen:\n{text}");
+}
+
 /// Off a terminal the view refuses with a usage error (2) that says what to
 /// use instead, and a queue that does not exist is an error too.
 #[test]

@@ -67,14 +67,15 @@ pub fn main() -> ExitCode {
     exit::run("q-ls", || run(args))
 }
 
-/// `--since`: a duration means that long ago.
+/// `--since`: a duration is that long ago; a bare number is Unix seconds.
 fn parse_since(s: &str) -> std::result::Result<i64, String> {
-    if let Ok(ago) = time::parse_duration(s).map(|d| i64::try_from(d).unwrap_or(i64::MAX)) {
-        if s.trim().parse::<u64>().is_err() {
-            return Ok(time::now_ms().saturating_sub(ago));
-        }
+    let s = s.trim();
+    if s.parse::<u64>().is_err()
+        && let Ok(ago) = time::parse_duration(s)
+    {
+        return Ok(time::now_ms().saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX)));
     }
-    time::parse_time(s).map_err(|e| e.to_string())
+    time::parse_time(s).map_err(|_| format!("{s:?} is neither a duration ago (1h, 30m, 2d) nor a time (RFC 3339, or Unix seconds)"))
 }
 
 fn run(a: Args) -> Result<u8> {

@@ -35,7 +35,8 @@ pub fn run(tool: &str, common: &Common, every: Duration) -> Result<u8> {
     let q = common.open_existing()?;
     let mut view = View::new(q, common.location().display());
     let term = term::Term::enter()?;
-    loop {
+    for frame in 1.. {
+        panic_point(frame);
         view.refresh();
         let (w, h) = term.size();
         term.draw(&view.frame(w, h))?;
@@ -51,6 +52,17 @@ pub fn run(tool: &str, common: &Common, every: Duration) -> Result<u8> {
             term::Event::Tick | term::Event::Resize => {}
         }
     }
+    unreachable!("the frames never run out")
+}
+
+/// A panic for the test that the terminal is given back (feature
+/// `failpoints` only): `Q_PANIC_AT=top.frame@N` panics before frame N.
+fn panic_point(frame: u64) {
+    #[cfg(feature = "failpoints")]
+    if std::env::var("Q_PANIC_AT").ok().and_then(|v| v.strip_prefix("top.frame@")?.parse().ok()) == Some(frame) {
+        panic!("Q_PANIC_AT=top.frame@{frame}");
+    }
+    let _ = frame;
 }
 
 /// A running job as the view shows it.
