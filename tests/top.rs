@@ -103,6 +103,21 @@ fn serial_ls_watch_quits_on_ctrl_c_with_130() {
     assert!(s.cooked(), "the terminal is back in cooked mode");
 }
 
+/// A view started before the queue exists says so, and shows the queue
+/// once the first push has made it.
+#[test]
+fn serial_q_top_waits_for_the_queue_to_exist() {
+    let q = QDir::new();
+    let mut s = Screen::start(&q, "q", &["top", "--interval", "100ms"], (100, 24), &[]);
+    s.wait_for("no queue yet", Duration::from_secs(30), |rows, _| rows.iter().any(|r| r.contains("no queue at") && r.contains("yet")));
+    push(&q, &["--", "true"]);
+    s.wait_for("the new queue's counts", Duration::from_secs(30), |rows, _| {
+        rows.iter().any(|r| r.starts_with("1 ready")) && !rows.iter().any(|r| r.contains("no queue at"))
+    });
+    s.keys(b"q");
+    assert_eq!(s.wait_exit(Duration::from_secs(30)), 0);
+}
+
 /// SIGTERM ends the view like `q`, the terminal given back.
 #[test]
 fn serial_q_top_gives_the_terminal_back_on_sigterm() {

@@ -32,8 +32,7 @@ pub fn run(tool: &str, common: &Common, every: Duration) -> Result<u8> {
         eprintln!("{tool}: error: the live view needs a terminal on stdin and stdout (off a terminal, q-ls --json lists the jobs and q-ls --counts counts them)");
         return Ok(exit::USAGE);
     }
-    let q = common.open_existing()?;
-    let mut view = View::new(q, common.location().display());
+    let mut view = View::new(common.clone());
     let term = term::Term::enter()?;
     for frame in 1.. {
         panic_point(frame);
@@ -85,7 +84,9 @@ struct Ended {
 }
 
 pub struct View {
-    q: Queue,
+    common: Common,
+    /// The queue, once it exists (a view may start before the first push).
+    q: Option<Queue>,
     place: String,
     counts: Counts,
     paused: bool,
@@ -97,10 +98,11 @@ pub struct View {
 }
 
 impl View {
-    fn new(q: Queue, place: String) -> View {
+    fn new(common: Common) -> View {
         View {
-            q,
-            place,
+            place: common.location().display(),
+            common,
+            q: None,
             counts: Counts::default(),
             paused: false,
             running: Vec::new(),
@@ -119,20 +121,26 @@ impl View {
     }
 
     fn look(&mut self) -> Result<()> {
-        self.counts = self.q.counts()?;
-        self.paused = self.q.paused(self.now).is_some();
-        let running = self.q.entries(&[State::Running])?;
-        self.running = running.iter().map(|e| self.running_of(e)).collect();
+        if self.q.is_none() {
+            self.q = self.common.open()?;
+        }
+        let Some(q) = self.q.clone() else {
+            anyhow::bail!("no queue at {} yet (the first push creates it)", self.place);
+        };
+        self.counts = q.counts()?;
+        self.paused = q.paused(self.now).is_some();
+        let running = q.entries(&[State::Running])?;
+        self.running = running.iter().map(|e| self.running_of(&q, e)).collect();
         self.running.sort_by(|a, b| (&a.worker, &a.host, a.since_ms).cmp(&(&b.worker, &b.host, b.since_ms)));
         let live: std::collections::HashSet<&str> = running.iter().map(|e| e.id.as_str()).collect();
         self.labels.retain(|id, _| live.contains(id.as_str()));
-        let finished = self.q.entries(&[State::Done, State::Dead, State::Canceled])?;
+        let finished = q.entries(&[State::Done, State::Dead, State::Canceled])?;
         let mut seen = HashMap::with_capacity(finished.len());
         for e in &finished {
             let kept = self.ended.remove(&e.id).filter(|x| x.state == e.state);
             let x = match kept {
                 Some(x) => x,
-                None => Ended { state: e.state, at_ms: self.q.changed_at_ms(e).unwrap_or(0), result: None, label: None },
+                None => Ended { state: e.state, at_ms: q.changed_at_ms(e).unwrap_or(0), result: None, label: None },
             };
             seen.insert(e.id.clone(), x);
         }
@@ -140,16 +148,16 @@ impl View {
         Ok(())
     }
 
-    fn running_of(&mut self, e: &Entry) -> Running {
+    fn running_of(&mut self, q: &Queue, e: &Entry) -> Running {
         let attempt = e.c.map_or(0, |c| c.attempt);
-        let (lease, run) = self.q.live_records(&e.id, attempt);
+        let (lease, run) = q.live_records(&e.id, attempt);
         let worker = run.as_ref().and_then(|r| r.worker_id.clone()).or_else(|| lease.as_ref().and_then(|l| l.worker_id.clone()));
         let host = run.as_ref().map(|r| r.host.clone()).or_else(|| lease.as_ref().map(|l| l.host.clone()));
         let since = run.map(|r| r.started_at).or(lease.map(|l| l.claimed_at));
         let label = match self.labels.get(&e.id) {
             Some(l) => l.clone(),
             None => {
-                let l = table::label(&self.q, e);
+                let l = table::label(q, e);
                 self.labels.insert(e.id.clone(), l.clone());
                 l
             }
@@ -176,16 +184,16 @@ impl View {
 
     /// Read a finished job's last result and label, once.
     fn fill(&mut self, id: &str) {
-        let Some(x) = self.ended.get_mut(id) else { return };
+        let (Some(q), Some(x)) = (&self.q, self.ended.get_mut(id)) else { return };
         if x.result.is_none() {
-            x.result = Some(self.q.last_result(id));
+            x.result = Some(q.last_result(id));
         }
         if x.label.is_none() {
             let named = x.result.as_ref().and_then(|r| r.as_ref()).and_then(|r| r.name.clone());
             x.label = Some(match named {
                 Some(n) => n,
-                None => match self.q.locate(id) {
-                    Ok(Some(e)) => table::label(&self.q, &e),
+                None => match q.locate(id) {
+                    Ok(Some(e)) => table::label(q, &e),
                     _ => String::new(),
                 },
             });
