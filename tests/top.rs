@@ -43,7 +43,13 @@ fn serial_q_top_shows_a_served_queue_live_and_follows_a_resize() {
         wait_until("both long jobs run", Duration::from_secs(60), || marker.exists());
     }
 
-    let mut s = Screen::start(&q, "q", &["top"], (100, 30), &[("TZ", "America/New_York"), ("Q_DIR", "q")]);
+    wait_until("the quick jobs are settled", Duration::from_secs(60), || {
+        let c = q.run("q-ls", &["--counts"]).lines().remove(0);
+        c["done"] == 3 && c["dead"] == 1 && c["running"] == 2
+    });
+    // A long interval: after the first frame, only a resize (SIGWINCH)
+    // redraws.
+    let mut s = Screen::start(&q, "q", &["top", "--interval", "1h"], (100, 30), &[("TZ", "America/New_York"), ("Q_DIR", "q")]);
     let rows = s.wait_for("the view shows the running jobs, what ended and the counts", Duration::from_secs(30), |rows, _| {
         let text = rows.join("\n");
         ["RUNNING 2", "build", "deploy", "ENDED 4", "flaky", "exit 3", "2 ready", "2 running", "3 done", "1 dead", "jobs/s", "ETA", "EST"]
@@ -62,7 +68,8 @@ fn serial_q_top_shows_a_served_queue_live_and_follows_a_resize() {
     assert!(rows.iter().all(|r| unicode_len(r) <= 100), "{text}");
     bless_or_check(&rows);
 
-    // A narrower, shorter terminal: the next frame fits it, nothing wraps.
+    // A narrower, shorter terminal: SIGWINCH redraws the frame to fit it,
+    // nothing wraps.
     s.resize(60, 16);
     s.wait_for("a frame drawn for 60×16", Duration::from_secs(30), |rows, screen| {
         rows.len() == 16
