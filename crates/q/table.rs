@@ -150,14 +150,29 @@ pub fn how(r: &Value) -> String {
     }
 }
 
-/// A job's command as a person reads it: the `cmd` words, `sh: SCRIPT`, or
-/// the handler's payload.
+/// A job's command as a person reads it: the `cmd` words (quoted as a
+/// shell would need them), `sh: SCRIPT`, or the handler's payload.
 pub fn command(job: &Job) -> String {
     match (&job.cmd, &job.sh) {
-        (Some(c), _) => c.join(" "),
+        (Some(c), _) => words(c),
         (None, Some(s)) => format!("sh: {s}"),
         (None, None) => "(payload for a handler)".to_owned(),
     }
+}
+
+/// Words joined as a shell reads them back.
+fn words(c: &[String]) -> String {
+    c.iter().map(|w| quoted(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// A word as a shell reads it back: as it is when it is plain, else in
+/// single quotes.
+fn quoted(w: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c);
+    if !w.is_empty() && w.chars().all(plain) {
+        return w.into();
+    }
+    format!("'{}'", w.replace('\'', r"'\''")).into()
 }
 
 /// A short label for a listed job: its name, else its command (empty when
@@ -235,6 +250,14 @@ mod tests {
         // Without a width nothing is cut.
         let whole = render(&cols, &rows, None);
         assert!(whole[2].ends_with(&"x".repeat(200)), "{whole:#?}");
+    }
+
+    #[test]
+    fn commands_read_as_a_shell_would() {
+        let w = |cmd: &[&str]| words(&cmd.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(w(&["make", "-C", "site/a", "x=1"]), "make -C site/a x=1");
+        assert_eq!(w(&["sh", "-c", "echo it's"]), r"sh -c 'echo it'\''s'");
+        assert_eq!(w(&["printf", ""]), "printf ''");
     }
 
     #[test]
