@@ -80,7 +80,9 @@ pub fn render(cols: &[Col], rows: &[Vec<String>], width: Option<usize>) -> Vec<S
             col.set_constraint(ColumnConstraint::UpperBoundary(Width::Fixed(FLEX_MAX)));
         }
     }
-    t.lines().map(|l| l.trim_end().to_owned()).collect()
+    // Columns that keep their width may still not fit a very narrow
+    // terminal: cut what is left over.
+    t.lines().map(|l| fit(l.trim_end(), width.unwrap_or(usize::MAX))).collect()
 }
 
 /// A cell's text on one line: a newline shown as `⏎`, other control
@@ -247,6 +249,9 @@ mod tests {
         // Flush right numbers, every column starting where its heading does.
         assert_eq!(lines[0].find("COMMAND"), lines[1].find("echo"));
         assert_eq!(lines[1].find('1').unwrap() + 1, lines[2].find("22").unwrap() + 2);
+        // A terminal too narrow for the fixed columns: lines are cut.
+        let narrow = render(&cols, &rows, Some(8));
+        assert!(narrow.iter().all(|l| unicode_width::UnicodeWidthStr::width(l.as_str()) <= 8), "{narrow:#?}");
         // Without a width nothing is cut.
         let whole = render(&cols, &rows, None);
         assert!(whole[2].ends_with(&"x".repeat(200)), "{whole:#?}");
