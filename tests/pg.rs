@@ -593,3 +593,37 @@ fn ids_and_after_last_on_an_upgraded_schema() {
     q.run_in("q-ctl", &["cancel"], &format!("{{\"id\":\"{}\"}}\n", &a[20..])).expect_code(66);
     assert_eq!(q.state(&a), "pending", "JSON ids are exact only");
 }
+
+/// `q top` on a PostgreSQL queue served by a supervisor started elsewhere:
+/// the same view, through the same backend operations, and the URL's
+/// password is not on the screen.
+#[test]
+fn serial_q_top_on_postgres() {
+    let (q, _) = pg_queue(Some("top-s3cret"));
+    let release = q.file("release");
+    let started = q.file("started");
+    for n in ["one", "two"] {
+        q.push(&["--name", n, "--priority", "9", "--", "true"]);
+    }
+    let long = q.push(&["--name", "long", "--sh", &format!("touch {}; while [ ! -e {} ]; do sleep 0.05; done", started.display(), release.display())]);
+    q.push(&["--name", "next", "--priority", "-1", "--", "true"]);
+    let mut sup = q.cmd("q-supervise");
+    sup.args(["-j", "1", "-q"]).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut sup = Proc::spawn(sup);
+    wait_until("the long job runs", Duration::from_secs(60), || started.exists());
+    let mut s = Screen::start(&q, "q", &["top"], (120, 30), &[]);
+    let rows = s.wait_for("the view of the database queue", Duration::from_secs(30), |rows, _| {
+        let text = rows.join("\n");
+        ["RUNNING 1", "long", "ENDED 2", "one", "two", "1 ready", "1 running", "2 done", "postgres://"].iter().all(|w| text.contains(w))
+    });
+    assert!(!rows.join("\n").contains("top-s3cret"), "the password is not shown:\n{}", rows.join("\n"));
+    let row = rows.iter().find(|r| r.ends_with("long")).unwrap();
+    assert!(row.contains(&long[long.len() - 6..]), "{row}");
+    s.keys(b"q");
+    assert_eq!(s.wait_exit(Duration::from_secs(30)), 0);
+    assert!(s.cooked());
+    std::fs::write(&release, "").unwrap();
+    wait_until("the long job ends", Duration::from_secs(60), || q.state(&long) == "done");
+    sup.signal(nix::sys::signal::SIGTERM);
+    sup.wait_for(Duration::from_secs(60));
+}

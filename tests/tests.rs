@@ -17,5 +17,6 @@ mod push;
 mod run;
 mod seam;
 mod supervise;
+mod top;
 mod torture;
 mod wait;

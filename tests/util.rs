@@ -318,3 +318,126 @@ pub fn wait_catches(pid: i32, sig: nix::sys::signal::Signal) {
             .is_some_and(|m| m & bit != 0)
     });
 }
+
+/// A tool running on a pseudo-terminal, its screen kept by a terminal
+/// model (vt100) fed from the pty by a thread. Killed (by its own pid) when
+/// dropped.
+pub struct Screen {
+    pub master: Box<dyn portable_pty::MasterPty + Send>,
+    /// Set when the pty's output has all been read (every slave closed).
+    read_all: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub child: Box<dyn portable_pty::Child + Send + Sync>,
+    pub parser: std::sync::Arc<std::sync::Mutex<vt100::Parser>>,
+    writer: Box<dyn std::io::Write + Send>,
+}
+
+impl Screen {
+    /// Start `tool ARGS` on this queue in a `cols`×`rows` terminal, with
+    /// the queue's scrubbed environment plus `env`.
+    pub fn start(q: &QDir, tool: &str, args: &[&str], (cols, rows): (u16, u16), env: &[(&str, &str)]) -> Screen {
+        use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+        let pair = native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).expect("openpty");
+        let mut c = CommandBuilder::new(bin(tool));
+        c.args(args);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("Q_") {
+                c.env_remove(&k);
+            }
+        }
+        c.env("Q_DIR", &q.queue);
+        c.env("TERM", "xterm-256color");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.cwd(q.path());
+        let child = pair.slave.spawn_command(c).expect("spawn on the pty");
+        drop(pair.slave);
+        let parser = std::sync::Arc::new(std::sync::Mutex::new(vt100::Parser::new(nz(rows), nz(cols), 0)));
+        let mut reader = pair.master.try_clone_reader().expect("pty reader");
+        let p = std::sync::Arc::clone(&parser);
+        let read_all = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = std::sync::Arc::clone(&read_all);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match std::io::Read::read(&mut reader, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => p.lock().unwrap().process(&buf[..n]),
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let writer = pair.master.take_writer().expect("pty writer");
+        Screen { master: pair.master, read_all, child, parser, writer }
+    }
+
+    /// The screen's text, one string per row (trailing spaces cut).
+    pub fn rows(&self) -> Vec<String> {
+        let p = self.parser.lock().unwrap();
+        let (_, cols) = p.screen().size();
+        p.screen().rows(0, cols.get()).map(|r| r.trim_end().to_owned()).collect()
+    }
+
+    /// Wait until the screen satisfies `cond`, or panic showing it.
+    pub fn wait_for(&self, what: &str, within: Duration, mut cond: impl FnMut(&[String], &vt100::Screen) -> bool) -> Vec<String> {
+        let until = Instant::now() + within;
+        loop {
+            let rows = self.rows();
+            if cond(&rows, self.parser.lock().unwrap().screen()) {
+                return rows;
+            }
+            assert!(Instant::now() < until, "timed out after {within:?} waiting for: {what}; the screen:\n{}", rows.join("\n"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Resize the terminal (the model first, so that what is drawn after
+    /// the change is read at the new size).
+    pub fn resize(&self, cols: u16, rows: u16) {
+        self.parser.lock().unwrap().screen_mut().set_size(nz(rows), nz(cols));
+        self.master.resize(portable_pty::PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).expect("resize");
+    }
+
+    /// Type on the terminal.
+    pub fn keys(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to the pty");
+        self.writer.flush().expect("flush the pty");
+    }
+
+    /// Wait for the tool to exit and everything it wrote to be read; its
+    /// status.
+    pub fn wait_exit(&mut self, within: Duration) -> u32 {
+        let until = Instant::now() + within;
+        let mut status = None;
+        loop {
+            if status.is_none() {
+                status = self.child.try_wait().expect("try_wait").map(|st| st.exit_code());
+            }
+            if let Some(code) = status.filter(|_| self.read_all.load(std::sync::atomic::Ordering::Acquire)) {
+                return code;
+            }
+            assert!(Instant::now() < until, "the tool on the pty did not exit within {within:?}; the screen:\n{}", self.rows().join("\n"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Is the terminal's line discipline back in cooked mode (echo, lines)?
+    pub fn cooked(&self) -> bool {
+        use nix::sys::termios::LocalFlags;
+        let want = LocalFlags::ICANON.bits() | LocalFlags::ECHO.bits() | LocalFlags::ISIG.bits();
+        self.master.get_termios().is_some_and(|t| t.local_flags.bits() & want == want)
+    }
+}
+
+fn nz(n: u16) -> std::num::NonZeroU16 {
+    std::num::NonZeroU16::new(n).expect("a terminal has rows and columns")
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

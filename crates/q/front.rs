@@ -3,7 +3,8 @@
 //! `q-TOOL` from PATH when there is none. `q help [TOOL]` shows help (a
 //! tool's own `--help`), `q completions SHELL [TOOL...]` prints completion
 //! scripts generated from every tool's clap definition, `q man` lists the
-//! manual pages, and `q` alone prints the queue's counts and the commands.
+//! manual pages, `q top` is the live view of the queue (`top.rs`), and `q`
+//! alone prints the queue's counts and the commands.
 //!
 //! Invariants: the front door adds no behaviour of its own to a tool: the
 //! arguments after the tool name reach it untouched (only a leading
@@ -57,7 +58,7 @@ pub fn tool_command(tool: &str) -> Option<clap::Command> {
     disable_help_subcommand = true,
     allow_external_subcommands = true,
     subcommand_value_name = "TOOL",
-    override_usage = "q [--queue DIR] [TOOL [ARGS]...]\n       q help [TOOL] | q completions SHELL [TOOL]... | q man",
+    override_usage = "q [--queue DIR] [TOOL [ARGS]...]\n       q top | q help [TOOL] | q completions SHELL [TOOL]... | q man",
     subcommand_help_heading = "Commands"
 )]
 pub struct Args {
@@ -87,6 +88,15 @@ enum Cmd {
     },
     /// List the manual pages and where they are installed
     Man,
+    /// The live view of the queue, redrawn in place: counts, what runs where, what ended, throughput and ETA (q quits)
+    Top {
+        /// The queue (as q --queue; Q_DIR)
+        #[arg(long = "queue", id = "top_queue", value_name = "DIR")]
+        queue: Option<OsString>,
+        /// How often the queue is looked at again
+        #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_interval)]
+        interval: std::time::Duration,
+    },
     /// push, claim, run, supervise, gc, ls, wait, log, ctl: run q-TOOL ARGS...
     #[command(external_subcommand)]
     Tool(Vec<OsString>),
@@ -114,6 +124,19 @@ fn body() -> Result<u8> {
         }
         Some(Cmd::Completions { shell, tools }) => completions(&shell, &tools),
         Some(Cmd::Man) => man(),
+        Some(Cmd::Top { queue, interval }) => {
+            let common = Common { queue: queue.or(a.queue), quiet: false, durability: "full".into() };
+            crate::top::run(TOOL, &common, interval)
+        }
+    }
+}
+
+/// `q top --interval`: a duration of at least 100ms.
+fn parse_interval(s: &str) -> std::result::Result<std::time::Duration, String> {
+    match q_queue::time::parse_duration(s) {
+        Ok(ms) if ms >= 100 => Ok(std::time::Duration::from_millis(ms)),
+        Ok(_) => Err("the interval is at least 100ms".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -123,7 +146,7 @@ fn command() -> clap::Command {
     for t in TOOLS {
         more.push_str(&format!("  {t:<10} {}\n", tool_about(t)));
     }
-    more.push_str("\nExamples:\n  q push -- make -C site build          # the same as q-push -- make -C site build\n  q help run                            # q-run --help\n  source <(q completions bash)          # tab completion for q and every q-* tool in this shell\n\nSee also: man q-TOOL, man 7 q (concepts), man 5 q-queue (the format).");
+    more.push_str("\nExamples:\n  q push -- make -C site build          # the same as q-push -- make -C site build\n  q top                                 # watch the queue live (q quits)\n  q help run                            # q-run --help\n  source <(q completions bash)          # tab completion for q and every q-* tool in this shell\n\nSee also: man q-TOOL, man 7 q (concepts), man 5 q-queue (the format).");
     let mut c = Args::command().after_long_help(more);
     c.build();
     c
@@ -195,6 +218,7 @@ fn overview(a: &Args) -> Result<u8> {
     for t in TOOLS {
         s.push_str(&format!("  {t:<12} {}\n", tool_about(t)));
     }
+    s.push_str("  top          the live view: counts, what runs where, what ended, throughput\n");
     s.push_str("  help         q help TOOL: a tool's options and examples\n");
     s.push_str("  completions  q completions bash|zsh|fish: tab completion scripts\n");
     s.push_str("  man          the manual pages (man q-TOOL, man 7 q, man 5 q-queue)\n");

@@ -107,22 +107,6 @@ fn checked(id: &str) -> Result<String> {
     Ok(q_queue::id::check_id(id)?.to_owned())
 }
 
-/// How many characters from the end of each id a table shows so that every
-/// one of `ids` is told apart by its suffix and can be typed back (never
-/// fewer than the 6 a short form needs, never more than the longest id).
-/// Pass every id of the queue, not just those shown, so that the suffix
-/// is unique in the queue.
-pub fn unique_suffix_len<'a>(ids: impl IntoIterator<Item = &'a str>) -> usize {
-    let mut rev: Vec<Vec<u8>> = ids.into_iter().map(|i| i.bytes().rev().map(|b| b.to_ascii_uppercase()).collect()).collect();
-    let longest = rev.iter().map(Vec::len).max().unwrap_or(0);
-    rev.sort();
-    rev.dedup();
-    // Two suffixes are told apart at one past their common part; sorted,
-    // the neighbours hold the longest common parts.
-    let need = rev.windows(2).map(|w| w[0].iter().zip(&w[1]).take_while(|(a, b)| a == b).count() + 1).max().unwrap_or(0);
-    need.max(q_queue::resolve::MIN_SHORT).min(longest)
-}
-
 /// The id and token of a claim line (as `q-claim` prints it).
 pub fn claim_line(line: &str) -> Result<(String, String)> {
     let bad = |why: &str| q_queue::Error::new(Kind::Data, format!("expected a claim line with \"id\" and \"token\" ({why})"));
@@ -131,31 +115,5 @@ pub fn claim_line(line: &str) -> Result<(String, String)> {
         (Some(id), Some(t)) => Ok((checked(id)?, t.to_owned())),
         (None, _) => Err(bad("no \"id\"").into()),
         (_, None) => Err(bad("no \"token\"").into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shortest_unique_suffix() {
-        let a = "01J9ZK3QH8T4W1V6C2M5X7B0RA";
-        let b = "01J9ZK3QH8T4W1V6C2M5X7B0RB";
-        let c = "01J9ZK3QH8T4W1V6C2M5X7Z0RA"; // shares "0RA" with a
-        assert_eq!(unique_suffix_len([a]), 6, "never fewer than 6");
-        assert_eq!(unique_suffix_len([a, b]), 6);
-        assert_eq!(unique_suffix_len([a, c]), 6, "they differ 4th from the end");
-        let d = "01J9ZK3QH8T4W1V6C2Y5X7B0RA"; // differs 8th from the end
-        assert_eq!(unique_suffix_len([a, b, d]), 8);
-        assert_eq!(unique_suffix_len([a, a]), 6, "one id twice is one id");
-        assert_eq!(unique_suffix_len(["abc", "xbc"]), 3, "never more than the longest id");
-        assert_eq!(unique_suffix_len(["01J9ZK3QH8T4W1V6C2M5X7B0Ra", a]), 6, "case does not tell ids apart: as short as they get");
-        assert_eq!(unique_suffix_len(Vec::<&str>::new()), 0);
-        // Every suffix of that length is unique.
-        let ids = [a, b, c, d];
-        let n = unique_suffix_len(ids);
-        let tails: std::collections::BTreeSet<&str> = ids.iter().map(|i| &i[i.len() - n..]).collect();
-        assert_eq!(tails.len(), ids.len());
     }
 }

@@ -8,6 +8,7 @@ pub mod exit;
 pub mod ids;
 pub mod out;
 pub mod sys;
+pub mod table;
 
 pub mod claim;
 pub mod ctl;
@@ -18,4 +19,5 @@ pub mod ls;
 pub mod push;
 pub mod run;
 pub mod supervise;
+pub mod top;
 pub mod wait;

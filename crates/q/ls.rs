@@ -1,13 +1,19 @@
 //! `q-ls`: list jobs and counts. A table on a terminal, JSON lines otherwise.
+//! The JSON records are the interface (UTC times, full ids, in state then id
+//! order); the table is for people: the order jobs will run in, local times,
+//! durations, and ids cut to their shortest unique suffix (`ls/rows.rs`).
+
+mod rows;
 
 use crate::cli::Common;
+use crate::cli::Queue;
 use crate::exit;
 use crate::out;
 use anyhow::Result;
 use clap::Parser;
-use crate::cli::Queue;
 use q_queue::{Entry, State, time};
 use serde_json::{Value, json};
+use std::io::Write;
 use std::process::ExitCode;
 
 /// Finished jobs shown by default (the most recent ones).
@@ -18,8 +24,8 @@ const RECENT: usize = 20;
     name = "q-ls",
     version,
     about = "List the jobs of a q queue, or count them",
-    long_about = "List jobs: by default the unfinished ones (pending, waiting, held, running) and the 20 most recently finished. A table on a terminal, one {\"type\":\"job\",...} JSON line per job otherwise (or with --json).",
-    after_help = "Examples:\n  q-ls                                  # what is queued and running\n  q-ls --state dead | q-ctl retry       # retry every dead job\n  q-ls --counts                         # {\"type\":\"counts\",\"ready\":...}"
+    long_about = "List jobs: by default the unfinished ones (pending, waiting, held, running) and the 20 most recently finished. A table on a terminal, one {\"type\":\"job\",...} JSON line per job otherwise (or with --json).\n\nThe table lists jobs in the order they run: running ones, then pending ones in claim order (ready ones by priority, due time and id, then scheduled ones by due time), waiting, held, and finished ones by when they ended. Times are local, with their zone (TZ); an id is shown by its shortest unique suffix (at least 6 characters, which every tool takes for the id). JSON stays UTC with full ids.",
+    after_help = "Examples:\n  q-ls                                  # what is queued and running\n  q-ls --state dead | q-ctl retry       # retry every dead job\n  q-ls --name nightly --since 1d        # the nightly jobs pushed or ended in the last day"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -30,6 +36,12 @@ pub struct Args {
     /// Only jobs with this tag (repeatable: all must match)
     #[arg(long, value_name = "TAG")]
     tag: Vec<String>,
+    /// Only jobs with this name (repeatable: any may match)
+    #[arg(long, value_name = "NAME")]
+    name: Vec<String>,
+    /// Only jobs pushed or ended since TIME: a duration ago (1h, 30m, 2d), RFC 3339, or Unix seconds; finished ones are not cut to the 20 most recent
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    since: Option<i64>,
     /// Every job, finished ones included
     #[arg(long)]
     all: bool,
@@ -42,6 +54,9 @@ pub struct Args {
     /// The table even when stdout is not a terminal (a log, a pipe to less)
     #[arg(long)]
     table: bool,
+    /// The live view, redrawn in place until q or Ctrl-C (the same as q top)
+    #[arg(long, conflicts_with_all = ["json", "table", "counts", "ids", "state", "tag", "name", "since", "all"])]
+    watch: bool,
     /// Only these jobs
     #[arg(value_name = "ID")]
     ids: Vec<String>,
@@ -52,7 +67,21 @@ pub fn main() -> ExitCode {
     exit::run("q-ls", || run(args))
 }
 
+/// `--since`: a duration is that long ago; a bare number is Unix seconds.
+fn parse_since(s: &str) -> std::result::Result<i64, String> {
+    let s = s.trim();
+    if s.parse::<u64>().is_err()
+        && let Ok(ago) = time::parse_duration(s)
+    {
+        return Ok(time::now_ms().saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX)));
+    }
+    time::parse_time(s).map_err(|_| format!("{s:?} is neither a duration ago (1h, 30m, 2d) nor a time (RFC 3339, or Unix seconds)"))
+}
+
 fn run(a: Args) -> Result<u8> {
+    if a.watch {
+        return crate::top::run("q-ls", &a.common, crate::top::INTERVAL);
+    }
     let q = a.common.open()?;
     let table = a.table || (!a.json && out::stdout_is_tty());
     if a.counts {
@@ -74,7 +103,7 @@ fn run(a: Args) -> Result<u8> {
             a.state.iter().filter_map(|s| State::parse(s)).collect()
         };
         let mut e = q.entries(&states)?;
-        if a.state.is_empty() && !a.all {
+        if a.state.is_empty() && !a.all && a.since.is_none() {
             limit_finished(&q, &mut e);
         }
         e
@@ -94,21 +123,40 @@ fn run(a: Args) -> Result<u8> {
     };
     let mut rows = Vec::new();
     for e in entries {
-        let Some(v) = job_json(&q, &e) else { continue };
+        let Some((found, job)) = q.job(&e).ok().flatten() else { continue };
+        let v = entry_json(&q, &found, job.clone());
         if !a.tag.is_empty() {
             let tags: Vec<&str> = v["tags"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             if !a.tag.iter().all(|t| tags.contains(&t.as_str())) {
                 continue;
             }
         }
-        rows.push(v);
+        if !a.name.is_empty() && !a.name.iter().any(|n| v["name"].as_str() == Some(n.as_str())) {
+            continue;
+        }
+        if let Some(t) = a.since {
+            let at = |k: &Value| k.as_str().and_then(|s| time::parse_time(s).ok());
+            if !(at(&v["created_at"]).is_some_and(|c| c >= t) || at(&v["result"]["finished_at"]).is_some_and(|f| f >= t)) {
+                continue;
+            }
+        }
+        rows.push(rows::Listed { entry: e, job, v });
     }
-    rows.sort_by_key(order);
     if table {
-        print_table(&rows);
+        let width = out::width(&std::io::stdout());
+        // Short ids must be unique in the queue, not only among the rows.
+        let all: Vec<String> = q.entries(&State::ALL)?.into_iter().map(|e| e.id).collect();
+        let among: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut o = std::io::stdout().lock();
+        for l in rows::table(rows, &among, time::now_ms(), width) {
+            if writeln!(o, "{l}").is_err() {
+                break;
+            }
+        }
     } else {
+        rows.sort_by_key(|r| order(&r.v));
         for r in &rows {
-            if !out::line(r)? {
+            if !out::line(&r.v)? {
                 break;
             }
         }
@@ -116,6 +164,7 @@ fn run(a: Args) -> Result<u8> {
     Ok(status)
 }
 
+/// The order of the JSON records: state, then id.
 fn order(v: &Value) -> (u8, String) {
     let st = v["state"].as_str().and_then(State::parse).map_or(9, |s| s as u8);
     (st, v["id"].as_str().unwrap_or("").to_owned())
@@ -185,12 +234,6 @@ pub fn counts_text(v: &Value) -> String {
     s.trim_end().to_owned()
 }
 
-/// The `job` record of an entry; `None` if the job moved away meanwhile.
-pub fn job_json(q: &Queue, e: &Entry) -> Option<Value> {
-    let (e, job) = q.job(e).ok()??;
-    Some(entry_json(q, &e, job))
-}
-
 /// The `job` record of an entry whose job file was read.
 fn entry_json(q: &Queue, e: &Entry, job: q_queue::Job) -> Value {
     let last = q.last_result(&e.id);
@@ -234,37 +277,4 @@ fn entry_json(q: &Queue, e: &Entry, job: q_queue::Job) -> Value {
         v["result"] = serde_json::to_value(r).unwrap_or(Value::Null);
     }
     v
-}
-
-fn print_table(rows: &[Value]) {
-    println!("{:<26}  {:<9} {:>4}  {:<24}  COMMAND", "ID", "STATE", "TRY", "INFO");
-    for r in rows {
-        let cmd = if let Some(c) = r["cmd"].as_array() {
-            c.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")
-        } else {
-            r["sh"].as_str().map(|s| format!("sh: {s}")).unwrap_or_else(|| "(payload for a handler)".into())
-        };
-        let cmd = match r["name"].as_str() {
-            Some(n) => format!("[{n}] {cmd}"),
-            None => cmd,
-        };
-        let info = match r["state"].as_str() {
-            Some("pending") => format!("due {}", short_time(r["run_at"].as_str().unwrap_or(""))),
-            Some("running") => format!("on {}", r["worker_id"].as_str().unwrap_or("?")),
-            Some("waiting") => "after dependencies".to_owned(),
-            _ => match r["result"]["reason"].as_str() {
-                Some(reason) => match r["result"]["exit_code"].as_i64() {
-                    Some(code) => format!("{reason} {code}"),
-                    None => reason.to_owned(),
-                },
-                None => String::new(),
-            },
-        };
-        let cmd: String = cmd.chars().take(60).collect();
-        println!("{:<26}  {:<9} {:>4}  {:<24}  {}", r["id"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""), r["attempt"], info, cmd);
-    }
-}
-
-fn short_time(t: &str) -> String {
-    t.replace('T', " ").chars().take(19).collect()
 }

@@ -35,3 +35,8 @@ pub fn stderr_is_tty() -> bool {
     use std::io::IsTerminal;
     io::stderr().is_terminal()
 }
+
+/// The width in columns of the terminal a stream is, if it is one.
+pub fn width(stream: &impl std::os::fd::AsFd) -> Option<usize> {
+    terminal_size::terminal_size_of(stream).map(|(w, _)| usize::from(w.0)).filter(|&w| w > 10)
+}

@@ -124,24 +124,8 @@ impl Reporter {
     }
 }
 
-/// Lines are cut to the terminal width (`$COLUMNS`, else 80), so that the
-/// block's height is its number of lines.
+/// Lines are cut to the terminal's width (80 when it cannot be asked), so
+/// that the block's height is its number of lines.
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .filter(|&c: &usize| c > 10)
-        .unwrap_or(80)
-}
-
-/// "1m05s"-style elapsed time.
-pub fn elapsed(ms: u64) -> String {
-    let s = ms / 1000;
-    if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    }
+    crate::out::width(&std::io::stderr()).unwrap_or(80)
 }

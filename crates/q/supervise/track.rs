@@ -3,9 +3,7 @@
 //! (`job-claimed`, the progress view), and the leases it reclaims
 //! (`lease-reclaimed`). The progress view is drawn from the same.
 
-use super::report;
 use super::sup::Sup;
-use crate::cli::Queue;
 use q_queue::{Entry, Reason, State, time};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -191,7 +189,7 @@ impl Sup {
             let eta = if rate > 0.0 && left > 0 {
                 format!(
                     " · ETA {}",
-                    report::elapsed((left as f64 / rate * 1000.0) as u64)
+                    time::human_duration((left as f64 / rate * 1000.0) as u64)
                 )
             } else {
                 String::new()
@@ -214,13 +212,13 @@ impl Sup {
             let label = self
                 .track.labels
                 .entry(s.id.clone())
-                .or_insert_with(|| label_of(&self.q, &s.entry))
+                .or_insert_with(|| crate::table::label(&self.q, &s.entry))
                 .clone();
             running.push((w, s.id.clone(), label, (now - s.since_ms).max(0) as u64));
         }
         running.sort();
         for (w, id, label, ms) in running {
-            lines.push(format!("  {w}  {id}  {:>7}  {label}", report::elapsed(ms)));
+            lines.push(format!("  {w}  {id}  {:>7}  {label}", time::human_duration(ms)));
         }
         self.rep.draw(&lines);
     }
@@ -234,18 +232,4 @@ pub(super) fn failed(st: State, reason: Option<Reason>) -> bool {
         State::Pending => reason.is_some_and(Reason::is_failure),
         _ => false,
     }
-}
-
-/// A short label for a running job: its name, else its command.
-fn label_of(q: &Queue, e: &Entry) -> String {
-    let Some((_, job)) = q.job(e).ok().flatten() else {
-        return String::new();
-    };
-    if let Some(n) = job.name {
-        return n;
-    }
-    if let Some(c) = job.cmd {
-        return c.join(" ");
-    }
-    job.sh.unwrap_or_default()
 }

@@ -56,7 +56,7 @@ pub use claim::{Claim, ClaimOpts};
 pub use error::{Error, Kind, Result, status};
 pub use idle::Idle;
 pub use job::{Job, NewJob, PushContext};
-pub use list::{Counts, Entry};
+pub use list::{Counts, Entry, claim_order};
 pub use push::{Pushed, SEG_CAP};
 pub use queue::{Durability, Pause};
 pub use reclaim::Reclaimed;

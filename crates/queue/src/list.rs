@@ -33,6 +33,14 @@ impl Counts {
     }
 }
 
+/// The order in which ready jobs are claimed (highest priority, then earliest
+/// due time, then oldest id), as a sort key: the key of a pending job's file
+/// name, which the claim walk follows, and the order PostgreSQL's claim asks
+/// for (`ORDER BY priority DESC, run_at, id`). For listings in claim order.
+pub fn claim_order(priority: i32, run_at_ms: i64, id: &str) -> impl Ord + use<> {
+    crate::names::Key::new(priority, run_at_ms, id)
+}
+
 /// One job as listed: where it is and what is known of it.
 #[derive(Debug, Clone)]
 pub struct Entry {

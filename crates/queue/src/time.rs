@@ -141,20 +141,28 @@ pub fn rfc3339(ms: i64) -> String {
     }
 }
 
-/// Format a duration in ms the way users write them (`1h30m`, `90s`, `250ms`).
+/// A duration for people: the one form every tool prints, in messages,
+/// tables and live views. The two largest units, the second zero-padded so
+/// that a column of them lines up (`1h05m`, `5m03s`, `42s`, `3d04h`); a
+/// second unit that is zero is left out (`1h`, `7d`); under a second,
+/// milliseconds (`250ms`; nothing at all is `0s`). It reads back with [`parse_duration`], cut to its
+/// two units (a clock's truncation, never rounded up).
 pub fn human_duration(ms: u64) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    if !ms.is_multiple_of(1000) {
+    if ms < 1000 {
         return format!("{ms}ms");
     }
-    let mut s = ms / 1000;
-    let mut out = String::new();
-    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if s >= size {
-            out.push_str(&format!("{}{unit}", s / size));
-            s %= size;
+    let s = ms / 1000;
+    const UNITS: [(&str, u64); 4] = [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)];
+    let i = UNITS.iter().position(|&(_, size)| s >= size).unwrap_or(3);
+    let (unit, size) = UNITS[i];
+    let mut out = format!("{}{unit}", s / size);
+    if let Some(&(next, next_size)) = UNITS.get(i + 1) {
+        let rest = (s % size) / next_size;
+        if rest > 0 {
+            out.push_str(&format!("{rest:02}{next}"));
         }
     }
     out
@@ -174,8 +182,27 @@ mod tests {
         for bad in ["", "s", "5x", "-5s", "1.5s", "5 s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-        assert_eq!(human_duration(5_400_000), "1h30m");
-        assert_eq!(human_duration(250), "250ms");
+    }
+
+    #[test]
+    fn durations_for_people() {
+        for (ms, text) in [
+            (0, "0s"),
+            (250, "250ms"),
+            (1_999, "1s"),
+            (42_000, "42s"),
+            (65_000, "1m05s"),
+            (3_600_000, "1h"),
+            (3_900_000, "1h05m"),
+            (3_959_000, "1h05m"),
+            (5_400_000, "1h30m"),
+            (604_800_000, "7d"),
+            (273_600_000 + 59_000, "3d04h"),
+        ] {
+            assert_eq!(human_duration(ms), text, "{ms}");
+            // It reads back, cut to its two units.
+            assert!(parse_duration(text).unwrap() <= ms);
+        }
     }
 
     #[test]
