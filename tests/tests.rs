@@ -10,6 +10,7 @@ mod docs;
 mod gc;
 mod log;
 mod ls;
+mod owners;
 mod pg;
 mod push;
 mod run;
