@@ -169,6 +169,11 @@ fn serial_owners_a_job_runs_as_its_owner() {
     assert_eq!(s.q.state(&b_job), "done");
     let log = s.q.run("q-log", &[&b_job]);
     assert_eq!(log.ok().stdout.trim(), uid_of(B).to_string(), "B's job ran as B");
+    // B's supervisor does not wait for A's job either.
+    let o = s.run(B, "q-supervise", &["-j", "1", "--exit-on-idle"]);
+    o.ok();
+    assert!(o.stderr.contains("1 of other users"), "B's supervisor says what it left: {o:?}");
+    assert_eq!(s.q.state(&a_job), "pending");
 
     // A's own worker would run it too; root's does, as A.
     s.q.run("q-run", &["--exit-on-idle"]).ok();

@@ -97,8 +97,12 @@ pub(crate) struct Ctx {
     /// Readable once SIGTERM or SIGINT arrived.
     pub signaled: std::io::PipeReader,
     /// Recorded environments read so far (they never change).
-    pub envs: std::sync::Mutex<std::collections::HashMap<(Option<u32>, String), Arc<std::collections::BTreeMap<String, String>>>>,
+    pub envs: std::sync::Mutex<std::collections::HashMap<EnvKey, Arc<std::collections::BTreeMap<String, String>>>>,
 }
+
+/// A recorded environment as read for a job's owner (each read is checked
+/// against the owner, so the same record is kept once per owner).
+pub type EnvKey = (Option<u32>, String);
 
 impl Ctx {
     pub fn draining(&self) -> bool {
