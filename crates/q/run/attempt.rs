@@ -42,10 +42,8 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     let q = &ctx.q;
     let job = &held.job;
     let a = held.attempt();
-    let workspace = ctx.workspaces.make(&held.id, a, held.owner)?;
     let mut out_log = Log::new(q, held, Stream::Stdout);
     let mut err_log = Log::new(q, held, Stream::Stderr);
-
     let started_ms = time::now_ms();
     // As whom it runs: a job no user of this host owns is refused for good.
     let run_as = match super::spawn::RunAs::of(held.owner) {
@@ -57,6 +55,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
             return Ok(ended);
         }
     };
+    let workspace = ctx.workspaces.make(&held.id, a, held.owner)?;
     let mut cmd = match build_command(ctx, held, &workspace, run_as.as_ref()) {
         Ok(c) => c,
         Err(e) => {
