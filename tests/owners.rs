@@ -294,6 +294,8 @@ fn serial_owners_unsafe_job_files_are_quarantined() {
         .collect();
     assert!(notes.contains(&writable) && notes.contains("writable by its group"), "{notes}");
     assert!(notes.contains(&linked) && notes.contains("2 links"), "{notes}");
+    let o = s.run(A, "q-ls", &[]);
+    assert!(o.stderr.contains("2 file(s) quarantined"), "reported: {o:?}");
 }
 
 /// A job whose owner no longer exists ends dead at once (spawn-failed,

@@ -87,3 +87,33 @@ impl Queue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Fit to run: writable by its owner alone, under one name.
+    #[test]
+    fn a_job_file_is_fit_to_run_only_if_its_owner_alone_writes_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("job.json");
+        std::fs::write(&p, "{}").unwrap();
+        let check = |mode: u32| {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            check_job_file(&p, &std::fs::metadata(&p).unwrap())
+        };
+        for ok in [0o600, 0o640, 0o644, 0o400] {
+            assert!(check(ok).is_ok(), "{ok:o}");
+        }
+        for bad in [0o660, 0o620, 0o602, 0o666] {
+            let e = check(bad).expect_err("refused");
+            assert_eq!(e.kind, Kind::Data, "quarantined, not an I/O error");
+            assert!(e.to_string().contains("writable by its group or others"), "{e}");
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::hard_link(&p, d.path().join("second")).unwrap();
+        let e = check_job_file(&p, &std::fs::metadata(&p).unwrap()).expect_err("refused");
+        assert!(e.to_string().contains("2 links"), "{e}");
+    }
+}
