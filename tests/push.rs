@@ -213,6 +213,53 @@ fn a_foreign_writable_job_file_is_never_run() {
     assert_eq!(q.files("corrupt").iter().filter(|n| !n.ends_with(".why")).count(), 1, "quarantined");
 }
 
+/// A queue under a directory another user could write (they could swap
+/// the queue for one of their own) is refused like a foreign-writable
+/// queue (77), before anything is written; a root-owned sticky directory
+/// (/tmp) is fine.
+#[test]
+fn a_queue_path_others_could_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let q = QDir::new();
+    let open = q.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut c = q.cmd("q-push");
+    c.args(["--", "true"]).env("Q_DIR", open.join("q"));
+    let o = run_cmd(c, None);
+    o.expect_code(77);
+    assert!(o.stderr.contains("is on its path") && o.stderr.contains("others may write it"), "{o:?}");
+    assert!(!open.join("q").exists(), "nothing written");
+    // Through a symlink from a safe place, the same.
+    std::os::unix::fs::symlink(&open, q.path().join("link")).unwrap();
+    let mut c = q.cmd("q-ls");
+    c.env("Q_DIR", q.path().join("link").join("q"));
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o700)).unwrap();
+    run_cmd(c, None).ok(); // no queue there yet: empty, nothing refused
+    let mut c = q.cmd("q-push");
+    c.args(["--", "true"]).env("Q_DIR", q.path().join("link").join("q"));
+    run_cmd(c, None).ok();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut c = q.cmd("q-ls");
+    c.env("Q_DIR", q.path().join("link").join("q"));
+    run_cmd(c, None).expect_code(77);
+    if nix::unistd::geteuid().is_root() {
+        // Sticky and root's: only an entry's owner may move it.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let mut c = q.cmd("q-ls");
+        c.env("Q_DIR", open.join("q"));
+        run_cmd(c, None).ok();
+        // Owned by another user (who may chmod it at will).
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        nix::unistd::chown(&open, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let mut c = q.cmd("q-ls");
+        c.env("Q_DIR", open.join("q"));
+        let o = run_cmd(c, None);
+        o.expect_code(77);
+        assert!(o.stderr.contains("it is owned by"), "{o:?}");
+    }
+}
+
 #[test]
 fn a_directory_that_is_not_a_queue_is_never_written() {
     let q = QDir::new();

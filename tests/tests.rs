@@ -12,6 +12,7 @@ mod gc;
 mod ids;
 mod log;
 mod ls;
+mod owners;
 mod pg;
 mod push;
 mod run;

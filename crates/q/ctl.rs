@@ -252,7 +252,7 @@ fn settle(q: &Queue, id: &str, token: &str, reason: Reason, exit_code: Option<i3
     // somewhere between its claim and now.
     let started = q.lease(id, token).and_then(|l| time::parse_time(&l.claimed_at).ok());
     let outcome = Outcome { exit_code: exit_code.or((reason == Reason::Ok).then_some(0)), started_at_ms: started, ..Outcome::default() };
-    let opts = SettleOpts { delay_ms, worker_id: Some(cli::worker_id()), rand: cli::random_u64() };
+    let opts = SettleOpts { delay_ms, worker_id: Some(cli::worker_id()), rand: cli::random_u64(), ..SettleOpts::default() };
     let rec = q.settle(id, token, reason, &outcome, &opts)?;
     Ok(serde_json::to_value(rec)?)
 }

@@ -80,13 +80,16 @@ pub struct Args {
     /// Run STRING with /bin/sh -c instead of a command
     #[arg(long, value_name = "STRING")]
     sh: Option<String>,
+    /// Let the group of a shared queue read the job's output (otherwise only you and root may)
+    #[arg(long)]
+    share_logs: bool,
     /// Stdin: validate every line first, push only if all are valid
     #[arg(long)]
     atomic: bool,
     /// After pushing, make sure a supervisor serves the queue (N workers; default: CPUs)
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
     start: Option<usize>,
-    /// Create the queue shared with GROUP (its members may push and run jobs)
+    /// Create the queue shared with GROUP (its members may push jobs, list the queue, and run their own jobs)
     #[arg(long, value_name = "GROUP")]
     shared_group: Option<String>,
     /// The command to run (after --)
@@ -161,6 +164,9 @@ fn defaults(a: &Args, after: Vec<String>) -> Result<Map<String, Value>> {
     }
     if let Some(s) = &a.sh {
         put("sh", json!(s));
+    }
+    if a.share_logs {
+        put("share_logs", json!(true));
     }
     Ok(m)
 }

@@ -97,8 +97,12 @@ pub(crate) struct Ctx {
     /// Readable once SIGTERM or SIGINT arrived.
     pub signaled: std::io::PipeReader,
     /// Recorded environments read so far (they never change).
-    pub envs: std::sync::Mutex<std::collections::HashMap<String, Arc<std::collections::BTreeMap<String, String>>>>,
+    pub envs: std::sync::Mutex<std::collections::HashMap<EnvKey, Arc<std::collections::BTreeMap<String, String>>>>,
 }
+
+/// A recorded environment as read for a job's owner (each read is checked
+/// against the owner, so the same record is kept once per owner).
+pub type EnvKey = (Option<u32>, String);
 
 impl Ctx {
     pub fn draining(&self) -> bool {
@@ -230,6 +234,7 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
                     return Ok(exit::TEMP);
                 }
                 if a.exit_on_idle {
+                    left_to_others(ctx, a.common.quiet);
                     return Ok(exit::OK);
                 }
                 if reclaims && last_reclaim.elapsed() >= Duration::from_secs(1) {
@@ -251,6 +256,20 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
             committer.submit(held, ended);
         }
     })
+}
+
+/// Say how many due jobs this worker left for other users (a shared
+/// queue: they run as their owners, on their workers or root's).
+fn left_to_others(ctx: &Ctx, quiet: bool) {
+    // Root leaves no one's jobs: no look needed.
+    if quiet || q_queue::owner::is_root() {
+        return;
+    }
+    if let Ok(s) = ctx.q.idle(Some(0))
+        && s.others > 0
+    {
+        eprintln!("q-run: idle; {}", crate::supervise::idle::others(s.others));
+    }
 }
 
 /// Reclaim the claims whose owner is gone; true when any was.

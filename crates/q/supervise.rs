@@ -22,7 +22,7 @@
 //! workers ran ended `done` (a job drained back to pending did not fail), 1
 //! otherwise; it learns outcomes from the `result` lines its workers print.
 
-mod idle;
+pub(crate) mod idle;
 mod pool;
 mod report;
 mod sup;

@@ -3,10 +3,54 @@
 //!
 //! * `wait4`: per-job resource usage (user/system CPU, peak RSS). The
 //!   children-wide `getrusage` would report a lifetime maximum RSS.
+//! * `become_user`: a root worker's child becomes the job's owner before
+//!   exec (`CommandExt::pre_exec`, which is `unsafe`: the closure runs
+//!   between fork and exec). std's own `uid`/`gid` do not set
+//!   supplementary groups (its `groups` is unstable) and drop them to none.
 #![allow(unsafe_code)]
 
 use nix::libc;
+use std::ffi::CString;
 use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Start `cmd` as user `uid`, group `gid`, supplementary `groups` (looked
+/// up before the fork), then enter `cwd` as that user, with no way back:
+/// in the child, before exec, `setgroups`, `setresgid`, `setresuid` (real,
+/// effective and saved ids all set, so the job can never regain root), a
+/// check that root cannot be regained, then `chdir`. Any failure stops the
+/// exec (the spawn fails, the job does not run).
+pub fn become_user(cmd: &mut Command, uid: u32, gid: u32, groups: Vec<libc::gid_t>, cwd: CString) {
+    let hook = move || -> io::Result<()> {
+        let fail = || Err(io::Error::last_os_error());
+        // SAFETY: `groups` is a live Vec of `groups.len()` gid_t, `cwd` a
+        // live NUL-terminated string, both made before the fork and only
+        // read here. Each call is async-signal-safe (a plain system call)
+        // and nothing is allocated: `last_os_error` reads errno only.
+        unsafe {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                return fail();
+            }
+            if libc::setresgid(gid, gid, gid) != 0 || libc::setresuid(uid, uid, uid) != 0 {
+                return fail();
+            }
+            if uid != 0 && (libc::setresuid(0, 0, 0) == 0 || libc::geteuid() != uid) {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                return fail();
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the child between fork and exec and does
+    // only what is async-signal-safe (above); it touches no lock, no
+    // allocator, no state shared with other threads of the parent.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
 
 /// How a reaped child ended, with its resource usage.
 #[derive(Debug, Clone, Copy)]

@@ -1,8 +1,8 @@
 //! Security: symlinks planted in the queue are never followed, ids that try
 //! path traversal are refused by every tool, a job runs only with the
-//! environment and directory recorded at push, and a group-shared queue
-//! trusts exactly its group. (Foreign-writable queues and job files: see
-//! tests/push.rs.)
+//! environment and directory recorded at push. (Foreign-writable queues
+//! and job files: see tests/push.rs; group-shared queues and their users:
+//! tests/owners.rs.)
 
 use super::history::*;
 use crate::util::*;
@@ -168,85 +168,4 @@ fn security_job_runs_in_its_recorded_environment_and_directory() {
     run_cmd(c, None);
     assert!(!marker2.exists(), "ran with {:?}", fs::read_to_string(&marker2));
     assert_ne!(q.state(&id), "done");
-}
-
-/// Users and a group made for the test; removed on drop.
-struct Accounts {
-    group: String,
-    users: Vec<String>,
-}
-
-impl Drop for Accounts {
-    fn drop(&mut self) {
-        for u in &self.users {
-            let _ = Command::new("userdel").arg(u).output();
-        }
-        let _ = Command::new("groupdel").arg(&self.group).output();
-    }
-}
-
-#[test]
-fn serial_security_group_shared_queue() {
-    if !nix::unistd::geteuid().is_root() {
-        return eprintln!("skipped: creating users and groups needs root");
-    }
-    if Command::new("useradd").arg("--help").output().is_err() || Command::new("setpriv").arg("--version").output().is_err() {
-        return eprintln!("skipped: useradd or setpriv is not installed");
-    }
-    let tag = std::process::id() % 100_000;
-    let acc = Accounts { group: format!("qts{tag}"), users: vec![format!("qta{tag}"), format!("qtb{tag}"), format!("qtc{tag}")] };
-    let st = Command::new("groupadd").arg(&acc.group).output().unwrap();
-    if !st.status.success() {
-        return eprintln!("skipped: groupadd failed: {}", String::from_utf8_lossy(&st.stderr));
-    }
-    for (i, u) in acc.users.iter().enumerate() {
-        let mut c = Command::new("useradd");
-        c.args(["-M", "-s", "/bin/sh"]);
-        if i < 2 {
-            c.args(["-G", &acc.group]);
-        }
-        let o = c.arg(u).output().unwrap();
-        assert!(o.status.success(), "useradd {u}: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    let base = tempfile::Builder::new().prefix("qshared").tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let root = base.path().join("q");
-    let as_user_in = |user: &str, tool: &str, args: &[&str], input: Option<Vec<u8>>| {
-        let mut c = Command::new("setpriv");
-        c.arg(format!("--reuid={user}")).arg(format!("--regid={user}")).arg("--init-groups").arg(bin(tool)).args(args);
-        c.env("Q_DIR", &root).env_remove("Q_FAILPOINTS").current_dir("/tmp");
-        run_cmd(c, input)
-    };
-    let as_user = |user: &str, tool: &str, args: &[&str]| as_user_in(user, tool, args, None);
-    let (a, b, c) = (&acc.users[0], &acc.users[1], &acc.users[2]);
-    Command::new("chown").arg(a).arg(base.path()).status().unwrap();
-    let o = as_user(a, "q-push", &["--shared-group", &acc.group, "--", "true"]);
-    assert_eq!(o.code(), 0, "{a} creates the shared queue: {o:?}");
-    let a_first = o.lines()[0]["id"].as_str().unwrap().to_owned();
-    let o = as_user(b, "q-push", &["--", "true"]);
-    assert_eq!(o.code(), 0, "{b}, in the group, pushes: {o:?}");
-    // A batch is written as unnamed files (docs/FORMAT.md, Push): they too
-    // must be usable by the group.
-    let batch: String = (0..20).map(|i| format!("{{\"cmd\":[\"true\",\"{i}\"]}}\n")).collect();
-    let o = as_user_in(b, "q-push", &[], Some(batch.into_bytes()));
-    assert_eq!(o.code(), 0, "{b} pushes a batch: {o:?}");
-    let o = as_user(a, "q-run", &["--exit-on-idle"]);
-    assert_eq!(o.code(), 0, "{a} runs the jobs: {o:?}");
-    let done = names(&root.join("done"));
-    assert_eq!(done.len(), 22, "every job ran: {o:?} {:?}", counts(&root));
-    let o = as_user(a, "q-ls", &["--all"]);
-    assert_eq!(o.code(), 0, "{o:?}");
-    // `--after last` is each user's own last job, though b pushed since.
-    let o = as_user(a, "q-push", &["--after", "last", "--", "true"]);
-    assert_eq!(o.code(), 0, "{o:?}");
-    let id = o.lines()[0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(as_user(a, "q-ls", &["--json", &id]).lines()[0]["after"], serde_json::json!([a_first]));
-    // A third user, not in the group, is refused and changes nothing.
-    let before = read_disk(&root).locs.len();
-    for (tool, args) in [("q-push", &["--", "true"][..]), ("q-claim", &[][..])] {
-        let o = as_user(c, tool, args);
-        assert!(matches!(o.code(), 73 | 74 | 77), "{c} {tool}: {o:?}");
-    }
-    assert_eq!(read_disk(&root).locs.len(), before);
 }

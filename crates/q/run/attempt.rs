@@ -26,6 +26,8 @@ pub struct Ended {
     /// `q-run --once` exit status, unless the settle finds the lease lost.
     once_code: u8,
     workspace: Option<std::path::PathBuf>,
+    /// Refused, never to run (`SettleOpts::refused`).
+    refused: Option<String>,
 }
 
 /// Why we are stopping the job, and when we sent SIGTERM.
@@ -40,14 +42,26 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     let q = &ctx.q;
     let job = &held.job;
     let a = held.attempt();
-    let workspace = ctx.workspaces.make(&held.id, a)?;
     let mut out_log = Log::new(q, held, Stream::Stdout);
     let mut err_log = Log::new(q, held, Stream::Stderr);
-
     let started_ms = time::now_ms();
-    let mut cmd = match build_command(ctx, held, &workspace) {
+    // As whom it runs: a job no user of this host owns is refused for good.
+    let run_as = match super::spawn::RunAs::of(held.owner) {
+        Ok(r) => r,
+        Err(r) => {
+            err_log.write(format!("q-run: the job is refused: {}\n", r.why).as_bytes());
+            let mut ended = spawn_failed(held, started_ms, &r.why, exit::RUN_FAILED);
+            ended.refused = r.for_good.then_some(r.why);
+            return Ok(ended);
+        }
+    };
+    let workspace = ctx.workspaces.make(&held.id, a, held.owner)?;
+    let mut cmd = match build_command(ctx, held, &workspace, run_as.as_ref()) {
         Ok(c) => c,
-        Err(e) => return Ok(spawn_failed(held, started_ms, &e.to_string(), exit::RUN_FAILED)),
+        Err(e) => {
+            err_log.write(format!("q-run: cannot run the job: {e}\n").as_bytes());
+            return Ok(spawn_failed(held, started_ms, &e.to_string(), exit::RUN_FAILED));
+        }
     };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -168,7 +182,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
             _ => exit::RUN_FAILED,
         },
     };
-    Ok(Ended { reason, outcome, once_code, workspace: Some(workspace) })
+    Ok(Ended { reason, outcome, once_code, workspace: Some(workspace), refused: None })
 }
 
 /// Settle an ended attempt, print its result line, and remove the
@@ -186,7 +200,7 @@ pub fn commit(ctx: &Ctx, held: &Held, ended: Ended) -> u8 {
 pub fn commit_group(ctx: &Ctx, group: &[(&Held, &Ended)]) -> Vec<Option<ResultRecord>> {
     q_queue::failpoint!("run.before_settle");
     let settling: Vec<usize> = (0..group.len()).filter(|&i| group[i].1.reason != Reason::LeaseLost).collect();
-    let opts: Vec<SettleOpts> = settling.iter().map(|_| settle_opts(ctx)).collect();
+    let opts: Vec<SettleOpts> = settling.iter().map(|&i| settle_opts(ctx, group[i].1)).collect();
     let asks: Vec<q_queue::ToSettle> = settling
         .iter()
         .zip(&opts)
@@ -211,8 +225,8 @@ pub fn commit_group(ctx: &Ctx, group: &[(&Held, &Ended)]) -> Vec<Option<ResultRe
         .collect()
 }
 
-fn settle_opts(ctx: &Ctx) -> SettleOpts {
-    SettleOpts { delay_ms: None, worker_id: Some(ctx.worker_id.clone()), rand: crate::cli::random_u64() }
+fn settle_opts(ctx: &Ctx, ended: &Ended) -> SettleOpts {
+    SettleOpts { delay_ms: None, worker_id: Some(ctx.worker_id.clone()), rand: crate::cli::random_u64(), refused: ended.refused.clone() }
 }
 
 /// After the settle: a job that is done gives its workspace back.
@@ -274,7 +288,7 @@ fn lease_lost(ctx: &Ctx, held: &Held, outcome: &Outcome) -> Option<ResultRecord>
 fn spawn_failed(held: &Held, started_ms: i64, why: &str, code: u8) -> Ended {
     let outcome = Outcome { exit_code: Some(i32::from(code)), started_at_ms: Some(started_ms), finished_at_ms: Some(time::now_ms()), ..Outcome::default() };
     eprintln!("q-run: job {}: cannot run its command: {why}", held.id);
-    Ended { reason: Reason::SpawnFailed, outcome, once_code: code, workspace: None }
+    Ended { reason: Reason::SpawnFailed, outcome, once_code: code, workspace: None, refused: None }
 }
 
 /// SIGTERM the job's group and note why.
@@ -283,8 +297,12 @@ fn stop(pid: i32, leader_start: u64, reason: Reason) -> Stopping {
     Stopping { reason, term_at: Instant::now(), killed: false }
 }
 
-fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<Command> {
+/// The job's command, run as `run_as` when it is another user's.
+fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path, run_as: Option<&super::spawn::RunAs>) -> Result<Command> {
     let job = &held.job;
+    if run_as.is_some() && job.env_from == q_queue::job::EnvFrom::Worker {
+        anyhow::bail!("it asks for its worker's environment (env_from: worker), which a root worker does not hand to another user's job");
+    }
     let (prog, args): (OsString, Vec<OsString>) = if !ctx.handler.is_empty() {
         (ctx.handler[0].clone(), ctx.handler[1..].to_vec())
     } else if let Some(argv) = &job.cmd {
@@ -301,12 +319,14 @@ fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<
         && let Some(r) = &job.env_ref
     {
         let mut cache = ctx.envs.lock().unwrap_or_else(|e| e.into_inner());
-        if !cache.contains_key(r) {
-            let env = ctx.q.load_env(r)?;
-            cache.insert(r.clone(), std::sync::Arc::new(env));
+        // Each record is checked against the job's owner: kept per owner.
+        let key = (held.owner, r.clone());
+        if !cache.contains_key(&key) {
+            let env = ctx.q.load_env(r, held.owner)?;
+            cache.insert(key.clone(), std::sync::Arc::new(env));
         }
-        job_path = cache[r].get("PATH").map(OsString::from);
-        recorded = Some(std::sync::Arc::clone(&cache[r]));
+        job_path = cache[&key].get("PATH").map(OsString::from);
+        recorded = Some(std::sync::Arc::clone(&cache[&key]));
     }
     if let Some(p) = job.env.get("PATH") {
         job_path = Some(p.into());
@@ -322,6 +342,13 @@ fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<
             cmd.envs(env.iter());
         }
     }
+    match run_as {
+        // The directory is entered as the owner, after the switch.
+        Some(r) => r.apply(&mut cmd, std::path::Path::new(&job.cwd)).map_err(anyhow::Error::msg)?,
+        None => {
+            cmd.current_dir(&job.cwd);
+        }
+    }
     cmd.envs(&job.env);
     cmd.env("Q_DIR", &ctx.for_jobs)
         .env("Q_QUEUE", &ctx.for_jobs)
@@ -330,7 +357,6 @@ fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<
         .env("Q_FENCE", format!("{}:{}", job.id, held.attempt()))
         .env("Q_WORKSPACE", workspace);
     cmd.env_remove("Q_SUPERVISOR_PID").env_remove("Q_WORKER_ID").env_remove(crate::cli::PASSWORD_VAR);
-    cmd.current_dir(&job.cwd);
     let has_input = !ctx.handler.is_empty() || job.payload.is_some();
     cmd.stdin(if has_input { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

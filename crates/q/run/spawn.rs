@@ -4,6 +4,13 @@
 //! Resolved here to a path first, the child is started with `posix_spawn`
 //! (vfork: no copy of q-run's page tables, no copy-on-write faults), which
 //! is a measurable part of the cost of a short job (see BENCHMARKS.md).
+//!
+//! And as whom it runs. A job belongs to the user who pushed it (the
+//! backend's [`q_queue::Claim::owner`]); a worker runs its own user's jobs
+//! as itself, and a root worker runs any other user's job as that user
+//! ([`RunAs`]: looked up here, applied by `sys::become_user` in the child).
+//! Such a child is started with fork and exec: `posix_spawn` cannot change
+//! users.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -11,6 +18,89 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Why a job is not run on this worker.
+#[derive(Debug)]
+pub struct Refused {
+    pub why: String,
+    /// No worker will ever run it: it ends `dead` at once.
+    pub for_good: bool,
+}
+
+impl Refused {
+    fn now(why: String) -> Refused {
+        Refused { why, for_good: false }
+    }
+}
+
+/// Another user a job runs as: its owner's entry in the user database.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (`getgrouplist` of the user and its own
+    /// group: in a group-shared queue the job file's group is the queue's,
+    /// not the user's, and says nothing).
+    pub groups: Vec<u32>,
+    pub user: String,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+}
+
+impl RunAs {
+    /// As whom a job of `owner` runs on this worker: `None` as the worker
+    /// itself (its own user's job, a backend without owners, or a job root
+    /// put in this user's private queue), `Some` for a root worker and
+    /// another user's job. Refused (`spawn-failed`) for another user's job
+    /// on a worker that is not root (its claim leaves such jobs alone, so
+    /// this is a last line), and for good for a uid the user database
+    /// does not know (a deleted user).
+    pub fn of(owner: Option<u32>) -> Result<Option<RunAs>, Refused> {
+        let me = q_queue::owner::euid();
+        let Some(uid) = owner.filter(|&o| o != me) else { return Ok(None) };
+        if me != 0 {
+            if uid == 0 {
+                return Ok(None);
+            }
+            return Err(Refused::now(format!(
+                "the job belongs to {}: only its owner's workers, or root's, may run it",
+                q_queue::owner::describe(uid)
+            )));
+        }
+        let u = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                return Err(Refused {
+                    why: format!("the job belongs to uid {uid}, which is no user of this host (deleted?): it is not run"),
+                    for_good: true,
+                });
+            }
+            Err(e) => return Err(Refused::now(format!("cannot look up the job's owner, uid {uid}: {e}"))),
+        };
+        let name = std::ffi::CString::new(u.name.as_str()).map_err(|_| Refused::now(format!("the name of uid {uid} holds a NUL")))?;
+        let groups = nix::unistd::getgrouplist(&name, u.gid)
+            .map_err(|e| Refused::now(format!("cannot look up the groups of {} (uid {uid}): {e}", u.name)))?;
+        Ok(Some(RunAs {
+            uid,
+            gid: u.gid.as_raw(),
+            groups: groups.iter().map(|g| g.as_raw()).collect(),
+            user: u.name,
+            home: u.dir,
+            shell: u.shell,
+        }))
+    }
+
+    /// Make `cmd` run as this user in `cwd`: the user's `HOME`, `USER`,
+    /// `LOGNAME` and `SHELL`, and the switch in the child before exec
+    /// (the directory is entered as the user, so its permissions are the
+    /// user's to pass).
+    pub fn apply(&self, cmd: &mut std::process::Command, cwd: &Path) -> Result<(), String> {
+        cmd.env("HOME", &self.home).env("USER", &self.user).env("LOGNAME", &self.user).env("SHELL", &self.shell);
+        let cwd = std::ffi::CString::new(cwd.as_os_str().as_bytes()).map_err(|_| "the job's directory holds a NUL".to_owned())?;
+        crate::sys::become_user(cmd, self.uid, self.gid, self.groups.clone(), cwd);
+        Ok(())
+    }
+}
 
 /// `prog` as `execvp` with `path` as `PATH` would find it, from `cwd`: a
 /// name with a slash is used as it is; otherwise the first regular file in a

@@ -21,9 +21,17 @@ pub fn left_behind(s: &Idle) -> String {
     if s.newer > 0 {
         parts.push(format!("{} written by a newer q (run them with it)", s.newer));
     }
+    if s.others > 0 {
+        parts.push(others(s.others));
+    }
     if parts.is_empty() {
         return String::new();
     }
-    let n = (if s.paused { s.due } else { 0 }) + s.later + s.held + s.waiting + s.newer;
+    let n = (if s.paused { s.due } else { 0 }) + s.later + s.held + s.waiting + s.newer + s.others;
     format!("{n} job{} wait: {}", if n == 1 { "" } else { "s" }, parts.join(", "))
+}
+
+/// Due jobs of other users a worker left alone, in words.
+pub fn others(n: u64) -> String {
+    format!("{n} of other users (a shared queue: left for their owners' workers, or root's)")
 }

@@ -47,8 +47,10 @@ pub trait Backend: Send + Sync {
     // Push.
     /// Add jobs; each is durable before its outcome is returned.
     fn push(&self, jobs: Vec<NewJob>) -> Vec<Result<Pushed>>;
-    /// A pusher's recorded environment (`env_from: pusher`).
-    fn load_env(&self, env_ref: &str) -> Result<BTreeMap<String, String>>;
+    /// A pusher's recorded environment (`env_from: pusher`), for a job of
+    /// `owner` ([`Claim::owner`]): a directory queue refuses a record that
+    /// is not that user's alone (77).
+    fn load_env(&self, env_ref: &str, owner: Option<u32>) -> Result<BTreeMap<String, String>>;
 
     // Claim.
     /// Take up to `n` ready jobs under a lease, most urgent first; durable

@@ -68,6 +68,10 @@ pub struct Claim {
     pub lease_ms: u64,
     pub expires_at_ms: i64,
     pub job: Job,
+    /// The user the job belongs to and must run as: the uid that owns its
+    /// job file (directory queues). `None` where the backend knows no owner
+    /// (PostgreSQL: a worker runs the jobs it claims as itself).
+    pub owner: Option<u32>,
     pub(crate) hold: Hold,
     /// The claim is not durable yet, and must be before its outcome is:
     /// a worker's deferred claim ([`DirClaimer::deferring_sync`]) of an
@@ -320,14 +324,17 @@ impl Queue {
         // moves with the claim, so it is what a won claim takes. Gone: another
         // claimer was faster. Unreadable: left to step 4, which quarantines it.
         let record = match self.read_record(&from) {
-            Ok(b) => Some(b),
+            // Another user's job in a group-shared queue: left for its
+            // owner's workers, or root's (owner.rs).
+            Ok((_, uid)) if self.leaves(uid) => return Ok(None),
+            Ok(r) => Some(r),
             Err(e) if e.errno() == Some(nix::libc::ENOENT) => return Ok(None),
             // Refused (a symlink, writable by others): still left alone if
             // a newer q wrote it, as FORMAT says of every newer record.
             Err(_) if self.newer_record(&from) => return Ok(None),
             Err(_) => None,
         };
-        if record.as_deref().is_some_and(crate::job::newer_format) {
+        if record.as_ref().is_some_and(|(b, _)| crate::job::newer_format(b)) {
             // Written by a newer q: left for a worker that knows its format.
             return Ok(None);
         }
@@ -372,7 +379,7 @@ impl Queue {
         }
         // 4. The job (read again only if step 0 could not); a record that
         // cannot be read is quarantined.
-        let job = match record.map_or_else(|| self.read_job(&to), |b| self.parse_job(&to, &b)) {
+        let (job, owner) = match record.map_or_else(|| self.read_owned_job(&to), |(b, uid)| Ok((self.parse_job(&to, &b)?, uid))) {
             Ok(j) => j,
             Err(e) if e.kind == Kind::Data || e.kind == Kind::Permission => {
                 self.quarantine(&to, &e.to_string());
@@ -389,6 +396,7 @@ impl Queue {
             lease_ms: opts.lease_ms,
             expires_at_ms: now + opts.lease_ms as i64,
             job,
+            owner: Some(owner),
             hold: Hold::Dir { name: leased_name, lease_file: lf },
             sync_pending: Default::default(),
         }))
@@ -402,17 +410,23 @@ impl Queue {
         fsx::read_capped(path, MAX_RECORD + 4096).is_ok_and(|b| crate::job::newer_format(&b))
     }
 
-    /// Read and check a job file: not a symlink, not writable by others,
-    /// parsable, and naming the id its file name says.
+    /// Read and check a job file: not a symlink, writable by nobody but
+    /// its owner, one link, parsable, and naming the id its file name says.
     pub fn read_job(&self, path: &std::path::Path) -> Result<Job> {
-        let bytes = self.read_record(path)?;
-        self.parse_job(path, &bytes)
+        self.read_owned_job(path).map(|(job, _)| job)
     }
 
-    /// The bytes of a job file, checked like [`Queue::read_job`] checks it:
-    /// not a symlink, not writable by others, a regular file of a record's
-    /// size.
-    fn read_record(&self, path: &std::path::Path) -> Result<Vec<u8>> {
+    /// [`Queue::read_job`] with the job's owner: the uid of its file.
+    pub(crate) fn read_owned_job(&self, path: &std::path::Path) -> Result<(Job, u32)> {
+        let (bytes, uid) = self.read_record(path)?;
+        Ok((self.parse_job(path, &bytes)?, uid))
+    }
+
+    /// The bytes of a job file and its owner, checked like
+    /// [`Queue::read_job`] checks it: not a symlink, writable by nobody but
+    /// its owner, one link, a regular file of a record's size. Every check
+    /// is on the one `fstat` of the open file.
+    pub(crate) fn read_record(&self, path: &std::path::Path) -> Result<(Vec<u8>, u32)> {
         use std::io::Read;
         let f = fsx::open_read(path).map_err(|e| {
             // A symlink where a job file belongs is bad data (quarantined), not an I/O failure.
@@ -425,9 +439,10 @@ impl Queue {
         if !meta.is_file() || meta.len() > MAX_RECORD + 4096 {
             return Err(Error::new(Kind::Data, format!("{}: not a job record (not a regular file, or too large)", path.display())));
         }
+        crate::owner::check_job_file(path, &meta)?;
         let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
         f.take(MAX_RECORD + 4096).read_to_end(&mut bytes).map_err(|e| Error::io("read", path, e).with_kind(Kind::Data))?;
-        Ok(bytes)
+        Ok((bytes, std::os::unix::fs::MetadataExt::uid(&meta)))
     }
 
     /// Parse the bytes of the job file at `path`, which must name the id

@@ -42,7 +42,10 @@ impl Queue {
         if f.try_lock().is_err() {
             return Err(Error::new(Kind::Busy, format!("job {id} attempt {a} is already being run by another process")));
         }
-        let job = self.read_job(&self.dir("leased").join(name.to_string())).map_err(|_| Error::lease_lost(id, token))?;
+        let (job, owner) = self.read_owned_job(&self.dir("leased").join(name.to_string())).map_err(|_| Error::lease_lost(id, token))?;
+        if self.leaves(owner) {
+            return Err(Error::new(Kind::Permission, format!("job {id} belongs to {}: only its owner's workers, or root's, may run it", crate::owner::describe(owner))));
+        }
         let lease = self.read_lease(id, a)?;
         Ok(Claim {
             id: id.to_owned(),
@@ -51,6 +54,7 @@ impl Queue {
             lease_ms: lease.lease_ms,
             expires_at_ms: crate::time::now_ms() + lease.lease_ms as i64,
             job,
+            owner: Some(owner),
             hold: Hold::Dir { name, lease_file: f },
             sync_pending: Default::default(),
         })
@@ -67,8 +71,8 @@ impl Backend for Queue {
     fn push(&self, jobs: Vec<NewJob>) -> Vec<Result<Pushed>> {
         Queue::push(self, jobs)
     }
-    fn load_env(&self, env_ref: &str) -> Result<BTreeMap<String, String>> {
-        Queue::load_env(self, env_ref)
+    fn load_env(&self, env_ref: &str, owner: Option<u32>) -> Result<BTreeMap<String, String>> {
+        Queue::load_env(self, env_ref, owner)
     }
     fn claim(&self, n: usize, opts: &ClaimOpts) -> Result<Vec<Claim>> {
         Queue::claim(self, n, opts)
@@ -100,7 +104,7 @@ impl Backend for Queue {
         Queue::cancel_requested(self, &c.id, c.attempt())
     }
     fn log_writer(&self, c: &Claim, stream: Stream) -> Result<Box<dyn std::io::Write + Send>> {
-        Ok(Box::new(Queue::ordered_log_writer(self, &c.id, c.attempt(), stream)?))
+        Ok(Box::new(Queue::ordered_log_writer(self, &c.id, c.attempt(), stream, c.owner, c.job.share_logs)?))
     }
     fn workspaces(&self) -> Workspaces {
         Workspaces::new(self.tmp(), self.dir("var"), false)

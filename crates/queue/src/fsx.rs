@@ -71,12 +71,51 @@ pub fn set_group_shared(on: bool) {
     SHARED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Who may use a file this process creates. In a private queue every file
+/// is its creator's alone (0600). In a group-shared queue the queue's own
+/// records (leases, results, locks, keys) are the group's to use, but what
+/// a job runs from and what it says is its owner's: the job file (0640:
+/// the group lists it, nobody else writes it), the recorded environment
+/// (0600) and the logs (0600, or 0640 when the pusher shares them).
+/// docs/FORMAT.md, "Owners".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// 0660 in a group-shared queue.
+    Group,
+    /// 0640 in a group-shared queue: the group reads, only the owner writes.
+    GroupReads,
+    /// 0600 in every queue.
+    Owner,
+}
+
+impl Access {
+    /// The mode of a new file with this access in a group-shared queue.
+    pub fn shared_mode(self) -> u32 {
+        match self {
+            Access::Group => 0o660,
+            Access::GroupReads => 0o640,
+            Access::Owner => 0o600,
+        }
+    }
+}
+
+/// Is this process working on a group-shared queue?
+pub fn is_shared() -> bool {
+    SHARED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Give a file this process just created the group's access in a
 /// group-shared queue (0660, not reduced by the umask); no-op otherwise.
 pub fn share(f: &File) -> io::Result<()> {
+    share_as(f, Access::Group)
+}
+
+/// Set a new file's mode for `access` in a group-shared queue (not reduced
+/// by the umask); no-op otherwise (it was made 0600).
+pub fn share_as(f: &File, access: Access) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    if SHARED.load(std::sync::atomic::Ordering::Relaxed) {
-        f.set_permissions(fs::Permissions::from_mode(0o660))?;
+    if is_shared() && access != Access::Owner {
+        f.set_permissions(fs::Permissions::from_mode(access.shared_mode()))?;
     }
     Ok(())
 }
@@ -84,6 +123,11 @@ pub fn share(f: &File) -> io::Result<()> {
 /// Create a new file exclusively (O_EXCL, O_NOFOLLOW), mode 0600 (0660 in
 /// a group-shared queue).
 pub fn create_new(path: &Path) -> Result<File> {
+    create_new_as(path, Access::Group)
+}
+
+/// [`create_new`] with the mode of `access` in a group-shared queue.
+pub fn create_new_as(path: &Path, access: Access) -> Result<File> {
     let f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -94,7 +138,7 @@ pub fn create_new(path: &Path) -> Result<File> {
             let kind = if e.kind() == io::ErrorKind::AlreadyExists { Kind::Create } else { Kind::Io };
             Error::io("create", path, e).with_kind(kind)
         })?;
-    share(&f).ctx("chmod", path)?;
+    share_as(&f, access).ctx("chmod", path)?;
     Ok(f)
 }
 
@@ -112,16 +156,25 @@ pub fn open_rw(path: &Path) -> io::Result<File> {
 /// and publish it at `dest` with a no-replace rename. Nothing partial is ever
 /// visible at `dest`. On any failure the temporary file is removed.
 pub fn publish(tmp_dir: &Path, dest: &Path, bytes: &[u8], sync: bool) -> Result<Renamed> {
-    let tmp = stage(tmp_dir, bytes, sync)?;
+    publish_as(tmp_dir, dest, bytes, sync, Access::Group)
+}
+
+/// [`publish`] a file with the access of `access` in a group-shared queue.
+pub fn publish_as(tmp_dir: &Path, dest: &Path, bytes: &[u8], sync: bool, access: Access) -> Result<Renamed> {
+    let tmp = stage_as(tmp_dir, bytes, sync, access)?;
     publish_staged(&tmp, || rename_noreplace(&tmp, dest))
 }
 
 /// The first half of [`publish`]: `bytes` in a fresh temporary file in
 /// `tmp_dir`, fsynced if `sync`. Removed again if anything fails.
 pub fn stage(tmp_dir: &Path, bytes: &[u8], sync: bool) -> Result<std::path::PathBuf> {
+    stage_as(tmp_dir, bytes, sync, Access::Group)
+}
+
+fn stage_as(tmp_dir: &Path, bytes: &[u8], sync: bool, access: Access) -> Result<std::path::PathBuf> {
     let tmp = tmp_dir.join(tmp_name("pub"));
     let res = (|| {
-        let mut f = create_new(&tmp)?;
+        let mut f = create_new_as(&tmp, access)?;
         f.write_all(bytes).ctx("write", &tmp)?;
         if sync {
             f.sync_all().ctx("fsync", &tmp)?;
@@ -177,16 +230,17 @@ pub fn unnamed_supported(tmp_dir: &Path) -> bool {
     if !Path::new("/proc/self/fd").is_dir() {
         return false;
     }
-    open_unnamed(tmp_dir).is_ok()
+    open_unnamed(tmp_dir, Access::Owner).is_ok()
 }
 
-/// A new file without a name in `dir` (`O_TMPFILE`), mode 0600 (0660 in a
-/// group-shared queue). A crash before it is linked leaves nothing behind.
-pub fn open_unnamed(dir: &Path) -> io::Result<File> {
+/// A new file without a name in `dir` (`O_TMPFILE`), mode 0600 (that of
+/// `access` in a group-shared queue). A crash before it is linked leaves
+/// nothing behind.
+pub fn open_unnamed(dir: &Path, access: Access) -> io::Result<File> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::open(dir, OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC, Mode::from_bits_truncate(0o600))?;
     let f = File::from(fd);
-    share(&f)?;
+    share_as(&f, access)?;
     Ok(f)
 }
 
@@ -278,7 +332,7 @@ pub fn remove_idle_dir(dir: &Path) {
 pub fn mkdir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) if SHARED.load(std::sync::atomic::Ordering::Relaxed) => {
+        Ok(()) if is_shared() => {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o2770)).map_err(|e| Error::io("chmod", dir, e).with_kind(Kind::Create))
         }

@@ -14,6 +14,25 @@ use crate::fsx;
 use crate::names::{Key, QueuedName};
 use crate::queue::Queue;
 use crate::time;
+use std::path::Path;
+
+/// Why a due job is not this process's work.
+enum Left {
+    Newer,
+    Others,
+}
+
+impl Queue {
+    /// Is the due job at `path` left alone by this process's claims, and why?
+    fn left_alone(&self, path: &Path) -> Option<Left> {
+        match self.read_record(path) {
+            Ok((b, _)) if crate::job::newer_format(&b) => Some(Left::Newer),
+            Ok((_, uid)) if self.leaves(uid) => Some(Left::Others),
+            Ok(_) => None,
+            Err(_) => self.newer_record(path).then_some(Left::Newer),
+        }
+    }
+}
 
 /// What the scan found.
 #[derive(Debug, Default, Clone)]
@@ -30,6 +49,9 @@ pub struct Idle {
     pub held: u64,
     /// Due jobs of a newer format, which this q leaves alone.
     pub newer: u64,
+    /// Due jobs of other users in a group-shared queue, which a worker
+    /// that is not root leaves for their owners' workers or root's.
+    pub others: u64,
 }
 
 impl Queue {
@@ -61,9 +83,13 @@ impl Queue {
                     };
                     if name.key.run_at > limit {
                         s.later += 1;
-                    } else if q.newer_record(&pending.join(&seg).join(&n)) {
-                        // A newer q's job: no worker here will run it.
-                        s.newer += 1;
+                    } else if let Some(left) = q.left_alone(&pending.join(&seg).join(&n)) {
+                        // A newer q's job, or another user's: no worker
+                        // of this process's user will run it.
+                        match left {
+                            Left::Newer => s.newer += 1,
+                            Left::Others => s.others += 1,
+                        }
                     } else {
                         s.due += 1;
                         if !s.paused {

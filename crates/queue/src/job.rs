@@ -119,6 +119,10 @@ pub struct Job {
     pub tags: Vec<String>,
     #[serde(default)]
     pub delivery: Delivery,
+    /// The pusher lets the queue's group read the job's logs (a
+    /// group-shared queue; otherwise only the pusher and root read them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share_logs: bool,
     /// Fields written by a newer tool, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -162,7 +166,7 @@ pub struct PushContext {
 
 const FIELDS: &[&str] = &[
     "cmd", "sh", "cwd", "env", "env_from", "payload", "name", "priority", "run_at", "delay",
-    "timeout", "attempts", "backoff", "key", "after", "tags", "delivery",
+    "timeout", "attempts", "backoff", "key", "after", "tags", "delivery", "share_logs",
 ];
 
 fn field_err(field: &str, what: impl std::fmt::Display) -> Error {
@@ -368,6 +372,10 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
         }
     };
     let tags = get("tags").map(|v| string_list("tags", v)).transpose()?.unwrap_or_default();
+    let share_logs = match get("share_logs") {
+        None => false,
+        Some(v) => v.as_bool().ok_or_else(|| field_err("share_logs", format!("must be true or false, not {}", type_name(v))))?,
+    };
     // `"payload": null` is no payload, like every other null field: the
     // stored record could not say otherwise (null reads back as absent).
     let payload = obj.get("payload").filter(|v| !v.is_null()).cloned();
@@ -397,6 +405,7 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
         after,
         tags,
         delivery,
+        share_logs,
         extra: Map::new(),
     };
     let pusher_env = (env_from == EnvFrom::Pusher).then(|| std::sync::Arc::clone(&ctx.env));

@@ -19,6 +19,7 @@ pub mod ident;
 pub mod job;
 pub mod local;
 pub mod lock;
+pub mod owner;
 pub mod record;
 pub mod resolve;
 pub mod time;

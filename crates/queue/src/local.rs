@@ -57,8 +57,10 @@ impl Workspaces {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Make the empty workspace of attempt `attempt` of job `id`.
-    pub fn make(&self, id: &str, attempt: u32) -> crate::Result<PathBuf> {
+    /// Make the empty workspace of attempt `attempt` of job `id`, the
+    /// user `owner`'s (a root worker running another user's job: such a
+    /// workspace is never parked for another job, see [`Workspaces::done_with`]).
+    pub fn make(&self, id: &str, attempt: u32, owner: Option<u32>) -> crate::Result<PathBuf> {
         let path = self.path(id, attempt);
         // A directory queue made the job's directory with its claim; a
         // database queue's host-local one is made here.
@@ -68,6 +70,9 @@ impl Workspaces {
             std::fs::create_dir_all(dir).map_err(|e| crate::Error::io("create directory", dir, e))?;
         }
         self.make_at(&path)?;
+        if let Some(o) = owner.filter(|&o| o != crate::owner::euid()) {
+            nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(o)), None).map_err(|e| crate::Error::io("chown", &path, e.into()))?;
+        }
         Ok(path)
     }
 
@@ -149,12 +154,12 @@ mod tests {
         let (_d, q) = queue();
         let ws = workspaces(&q);
         fs::create_dir_all(q.var("A")).unwrap();
-        let a = ws.make("A", 1).unwrap();
+        let a = ws.make("A", 1, None).unwrap();
         let ino = fs::metadata(&a).unwrap().ino();
         ws.done_with(&a);
         assert!(!a.exists(), "removed from its place after success");
         fs::create_dir_all(q.var("B")).unwrap();
-        let b = ws.make("B", 1).unwrap();
+        let b = ws.make("B", 1, None).unwrap();
         assert_eq!(fs::metadata(&b).unwrap().ino(), ino, "the parked directory is reused");
         assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), 0, "nothing left parked while in use");
         // Used: not parked, removed.
@@ -162,14 +167,14 @@ mod tests {
         ws.done_with(&b);
         assert!(!b.exists());
         fs::create_dir_all(q.var("C")).unwrap();
-        let c = ws.make("C", 1).unwrap();
+        let c = ws.make("C", 1, None).unwrap();
         // (Its inode number may come back for a new directory: compare contents.)
         assert_eq!(fs::read_dir(&c).unwrap().count(), 0, "a used workspace is never handed on");
         // Mode changed by the job: not handed on either.
         fs::set_permissions(&c, fs::Permissions::from_mode(0o777)).unwrap();
         ws.done_with(&c);
         fs::create_dir_all(q.var("D")).unwrap();
-        let d = ws.make("D", 1).unwrap();
+        let d = ws.make("D", 1, None).unwrap();
         assert_eq!(fs::symlink_metadata(&d).unwrap().mode() & 0o777, 0o700, "made anew, not the changed one");
         // A symlink left in its place is removed, never parked or followed.
         fs::remove_dir(&d).unwrap();
@@ -179,7 +184,7 @@ mod tests {
         assert!(q.root().join("FORMAT").exists(), "the symlink's target is untouched");
         // Parked, then the worker stops: nothing is left in tmp/.
         fs::create_dir_all(q.var("E")).unwrap();
-        let e = ws.make("E", 1).unwrap();
+        let e = ws.make("E", 1, None).unwrap();
         ws.done_with(&e);
         assert_eq!(fs::read_dir(q.tmp()).unwrap().count(), 1);
         ws.close();
@@ -195,7 +200,7 @@ mod tests {
         let ws = workspaces(&q);
         let make = |i: usize| {
             fs::create_dir_all(q.var(&format!("J{i}"))).unwrap();
-            ws.make(&format!("J{i}"), 1).unwrap()
+            ws.make(&format!("J{i}"), 1, None).unwrap()
         };
         let first: Vec<PathBuf> = (0..SPARES + 2).map(make).collect();
         let inos: std::collections::HashSet<u64> = first.iter().map(|p| fs::metadata(p).unwrap().ino()).collect();

@@ -6,14 +6,14 @@
 //! `O_APPEND` file, so the lines of both streams never mix), so a reader
 //! that sees a line finds its bytes in the log.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::fsx;
 use crate::names::var;
 use crate::queue::Queue;
 use crate::record::{Chunk, Stream};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 impl Queue {
@@ -22,17 +22,19 @@ impl Queue {
         self.var(id).join(var::log(attempt, stream))
     }
 
-    /// Open an attempt's log for appending (mode 0600, or the group's in a
-    /// shared queue), never through a symlink planted in the queue.
-    pub fn log_writer(&self, id: &str, attempt: u32, stream: Stream) -> Result<File> {
-        open_append(&self.log_path(id, attempt, stream), "open log")
+    /// Open an attempt's log for appending, never through a symlink
+    /// planted in the queue. It is the job's `owner`'s (made so by a root
+    /// worker), mode 0600, or 0640 in a group-shared queue when the pusher
+    /// shares its logs.
+    pub fn log_writer(&self, id: &str, attempt: u32, stream: Stream, owner: Option<u32>, share: bool) -> Result<File> {
+        open_append(&self.log_path(id, attempt, stream), "open log", owner, share)
     }
 
     /// A writer of one stream of an attempt that records, chunk by chunk,
     /// the order of the streams in `<A>.order`.
-    pub fn ordered_log_writer(&self, id: &str, attempt: u32, stream: Stream) -> Result<OrderedLog> {
-        let data = self.log_writer(id, attempt, stream)?;
-        let order = open_append(&self.var(id).join(var::order(attempt)), "open log order")?;
+    pub fn ordered_log_writer(&self, id: &str, attempt: u32, stream: Stream, owner: Option<u32>, share: bool) -> Result<OrderedLog> {
+        let data = self.log_writer(id, attempt, stream, owner, share)?;
+        let order = open_append(&self.var(id).join(var::order(attempt)), "open log order", owner, share)?;
         let offset = data.metadata().map_or(0, |m| m.len());
         Ok(OrderedLog { data, order, stream, offset })
     }
@@ -49,7 +51,7 @@ impl Queue {
         }) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", &path, e)),
+            Err(e) => return Err(not_yours(id, &path, e)),
         };
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let text = String::from_utf8_lossy(&bytes[..complete]);
@@ -62,7 +64,7 @@ impl Queue {
         match fsx::open_read(&path) {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("open", &path, e)),
+            Err(e) => Err(not_yours(id, &path, e)),
         }
     }
 
@@ -99,9 +101,23 @@ impl Queue {
     }
 }
 
-/// Open a file of an attempt for appending (mode 0600, or the group's in a
-/// shared queue), never through a symlink planted in the queue.
-fn open_append(path: &std::path::Path, what: &str) -> Result<File> {
+/// A log another user may not read: 77, saying who may.
+fn not_yours(id: &str, path: &std::path::Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        return Error::new(
+            Kind::Permission,
+            format!("the output of job {id} is readable only by the user who pushed it and root (the pusher may share it: q-push --share-logs)"),
+        );
+    }
+    Error::io("read", path, e)
+}
+
+/// Open a file of an attempt for appending, never through a symlink
+/// planted in the queue, nor into a file someone else planted there: it
+/// must be this process's or the job owner's. Made the owner's (a root
+/// worker running another user's job), mode 0600 (0640 in a group-shared
+/// queue when `share`).
+fn open_append(path: &std::path::Path, what: &str, owner: Option<u32>, share: bool) -> Result<File> {
     let f = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -109,7 +125,19 @@ fn open_append(path: &std::path::Path, what: &str) -> Result<File> {
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| Error::io(what, path, e))?;
-    let _ = fsx::share(&f);
+    let m = f.metadata().map_err(|e| Error::io("stat", path, e))?;
+    let me = crate::owner::euid();
+    if m.uid() != me && Some(m.uid()) != owner {
+        return Err(Error::new(Kind::Permission, format!("{}: made by {}, not by this worker or the job's owner: not written", path.display(), crate::owner::describe(m.uid()))));
+    }
+    if let Some(o) = owner.filter(|&o| o != m.uid()) {
+        nix::unistd::fchown(&f, Some(nix::unistd::Uid::from_raw(o)), None).map_err(|e| Error::io("chown", path, e.into()))?;
+    }
+    let access = if share { fsx::Access::GroupReads } else { fsx::Access::Owner };
+    let mode = if fsx::is_shared() { access.shared_mode() } else { 0o600 };
+    if m.mode() & 0o7777 != mode {
+        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", path, e))?;
+    }
     Ok(f)
 }
 

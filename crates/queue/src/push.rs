@@ -162,11 +162,16 @@ impl Queue {
         out.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::new(Kind::Io, "job not pushed")))).collect()
     }
 
-    /// Store the pusher's environment once per distinct content.
+    /// Store the pusher's environment once per distinct content. It is the
+    /// pusher's alone (0600): in a group-shared queue its name counts the
+    /// pusher's uid too, so that users never share a record (owner.rs).
     fn store_env(&self, env: &BTreeMap<String, String>, cache: &mut HashMap<u64, String>) -> Result<String> {
         let mut bytes = serde_json::to_vec(env).unwrap_or_default();
         bytes.push(b'\n');
-        let h = fnv64(&bytes);
+        let h = match self.group {
+            Some(_) => fnv64(&[format!("uid {}\n", crate::owner::euid()).as_bytes(), &bytes].concat()),
+            None => fnv64(&bytes),
+        };
         if let Some(r) = cache.get(&h) {
             return Ok(r.clone());
         }
@@ -190,14 +195,20 @@ impl Queue {
                     }
                     // Set aside by q-gc just now: written again below.
                 }
+                // A hash collision (another user's record, in a shared queue):
+                // try the next name.
                 Ok(_) => {
-                    n += 1; // a hash collision: try the next name
+                    n += 1;
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    n += 1;
                     continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("read", &path, e)),
             }
-            match fsx::publish(&self.tmp(), &path, &bytes, true)? {
+            match fsx::publish_as(&self.tmp(), &path, &bytes, true, fsx::Access::Owner)? {
                 Renamed::Done => {
                     fsx::fsync_dir(&dir)?;
                     cache.insert(h, name.clone());
@@ -209,13 +220,27 @@ impl Queue {
         Err(Error::new(Kind::Io, "cannot store the environment record"))
     }
 
-    /// Read a recorded environment.
-    pub fn load_env(&self, env_ref: &str) -> Result<BTreeMap<String, String>> {
+    /// Read a recorded environment for a job of `owner`: it must be that
+    /// user's file, which nobody else can write (anyone may put a file of
+    /// their own in `env/` of a shared queue, and name it in a job).
+    pub fn load_env(&self, env_ref: &str, owner: Option<u32>) -> Result<BTreeMap<String, String>> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
         if !env_ref.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
             return Err(Error::new(Kind::Data, format!("bad environment reference {env_ref:?}")));
         }
         let path = self.dir("env").join(format!("{env_ref}.json"));
-        let bytes = fsx::read_capped(&path, 16 << 20).ctx("read", &path)?;
+        let f = fsx::open_read(&path).ctx("read", &path)?;
+        let m = f.metadata().ctx("stat", &path)?;
+        let owner = owner.unwrap_or_else(crate::owner::euid);
+        if m.uid() != owner || m.mode() & 0o022 != 0 || m.nlink() > 1 || !m.is_file() {
+            return Err(Error::new(
+                Kind::Permission,
+                format!("{}: the recorded environment is not the job owner's ({}) alone: not used", path.display(), crate::owner::describe(owner)),
+            ));
+        }
+        let mut bytes = Vec::new();
+        f.take(16 << 20).read_to_end(&mut bytes).ctx("read", &path)?;
         serde_json::from_slice(&bytes).map_err(|e| Error::new(Kind::Data, format!("{}: {e}", path.display())))
     }
 
@@ -401,7 +426,7 @@ impl Queue {
         for e in entries {
             let tmp = tmp_dir.join(fsx::tmp_name("job"));
             let res = (|| {
-                let mut f = fsx::create_new(&tmp)?;
+                let mut f = fsx::create_new_as(&tmp, fsx::Access::GroupReads)?;
                 f.write_all(&e.job.to_bytes()).ctx("write", &tmp)?;
                 if !group {
                     f.sync_all().ctx("fsync", &tmp)?;
@@ -473,7 +498,7 @@ impl Queue {
         let files = es
             .iter()
             .map(|e| {
-                let mut f = fsx::open_unnamed(tmp_dir).ctx("create an unnamed file in", tmp_dir)?;
+                let mut f = fsx::open_unnamed(tmp_dir, fsx::Access::GroupReads).ctx("create an unnamed file in", tmp_dir)?;
                 f.write_all(&e.job.to_bytes()).ctx("write an unnamed file in", tmp_dir)?;
                 Ok(f)
             })

@@ -107,6 +107,7 @@ impl Queue {
         if let Some(q) = Queue::open(root)? {
             return Ok(q);
         }
+        check_path(root, group)?;
         if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e).with_kind(Kind::Create))?;
         }
@@ -164,6 +165,7 @@ impl Queue {
         }
         let q = Queue { root: root.to_path_buf(), durability: Durability::Full, group: rec.group, unnamed_files: Default::default(), syncfs_works: Default::default() };
         fsx::set_group_shared(rec.group.is_some());
+        check_path(root, rec.group)?;
         q.check_owner(root)?;
         for d in DIRS {
             let p = root.join(d);
@@ -192,7 +194,7 @@ impl Queue {
 
     /// The same check on metadata already at hand (e.g. of an open file).
     pub fn check_meta(&self, p: &Path, m: &fs::Metadata) -> Result<()> {
-        let uid = nix::unistd::geteuid().as_raw();
+        let uid = crate::owner::euid();
         let mode = m.mode();
         let refuse = |why: String| {
             Err(Error::new(
@@ -313,6 +315,49 @@ impl Queue {
         }
         Ok(())
     }
+}
+
+/// Refuse a queue that another user could swap for one of their own: every
+/// directory above it, along the path as given and as it resolves, must be
+/// root's or this user's and writable by no one else, but for a root-owned
+/// sticky directory such as /tmp (whose entries only their owners may move)
+/// and, for a group-shared queue, write access of its trusted group.
+/// (77, like a queue another user could write.) A directory that cannot be
+/// looked at is skipped: the queue cannot be reached through it either.
+fn check_path(root: &Path, group: Option<u32>) -> Result<()> {
+    let me = crate::owner::euid();
+    let abs = if root.is_absolute() { root.to_path_buf() } else { std::env::current_dir().ctx("find the current directory for", root)?.join(root) };
+    let mut dirs: Vec<PathBuf> = abs.ancestors().skip(1).map(Path::to_path_buf).collect();
+    if let Ok(real) = fs::canonicalize(&abs) {
+        dirs.extend(real.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        let Ok(m) = fs::metadata(&d) else { continue };
+        let mode = m.mode() & 0o7777;
+        let root_sticky = m.uid() == 0 && mode & 0o1000 != 0;
+        let why = if m.uid() != 0 && m.uid() != me {
+            Some(format!("it is owned by {}", crate::owner::describe(m.uid())))
+        } else if mode & 0o002 != 0 && !root_sticky {
+            Some(format!("others may write it (mode {mode:o})"))
+        } else if mode & 0o020 != 0 && !root_sticky && group != Some(m.gid()) {
+            Some(format!("its group (gid {}) may write it (mode {mode:o})", m.gid()))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::new(
+                Kind::Permission,
+                format!(
+                    "refusing queue {}: {} is on its path and {why}, so another user could replace the queue; keep queues under directories only you or root can write (or a sticky one such as /tmp)",
+                    root.display(),
+                    d.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn not_a_queue(root: &Path) -> Error {

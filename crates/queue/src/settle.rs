@@ -35,6 +35,11 @@ pub struct SettleOpts {
     pub worker_id: Option<String>,
     /// Random bits for the backoff jitter.
     pub rand: u64,
+    /// The job was refused, not run, for a reason no retry can mend (its
+    /// owner is no user of this host): a failure that ends it `dead` at
+    /// once, whatever attempts it has left; the reason is the record's
+    /// `detail.refused`.
+    pub refused: Option<String>,
 }
 
 /// An attempt's outcome, decided and not yet published.
@@ -75,7 +80,7 @@ pub(crate) fn decide(id: &str, token: &str, claimed: Counters, job: &Job, reason
         r if r.is_failure() => {
             c.failures += 1;
             c.interrupts = 0;
-            if c.failures < job.attempts && !job.is_at_most_once() {
+            if c.failures < job.attempts && !job.is_at_most_once() && opts.refused.is_none() {
                 delay = Some(opts.delay_ms.unwrap_or_else(|| job.backoff.delay_ms(c.failures, opts.rand)));
                 State::Pending
             } else {
@@ -113,7 +118,10 @@ pub(crate) fn decide(id: &str, token: &str, claimed: Counters, job: &Job, reason
         name: job.name.clone(),
         host: Some(crate::ident::host().host.clone()),
         worker_id: opts.worker_id.clone(),
-        detail: (!started && reason.is_interruption()).then(|| serde_json::json!({"started": false})),
+        detail: match &opts.refused {
+            Some(why) => Some(serde_json::json!({"refused": why})),
+            None => (!started && reason.is_interruption()).then(|| serde_json::json!({"started": false})),
+        },
     };
     Decision { rec, c, delay_ms: delay }
 }
@@ -177,6 +185,7 @@ impl Queue {
         if !fsx::exists(&self.leased_path(&name)) {
             return Err(Error::lease_lost(id, token));
         }
+        self.check_may_change(id, &self.leased_path(&name))?;
         let lease = self.read_lease(id, name.c.attempt).map_err(|_| Error::lease_lost(id, token))?;
         let p = self.lease_path(id, name.c.attempt);
         let f = fsx::open_read(&p).ctx("open", &p)?;
@@ -196,6 +205,7 @@ impl Queue {
     /// The claim may be a worker's deferred one (a handler can settle its
     /// own claim): at full durability `leased/` is fsynced first.
     pub fn settle(&self, id: &str, token: &str, reason: Reason, outcome: &Outcome, opts: &SettleOpts) -> Result<ResultRecord> {
+        self.check_may_change(id, &self.leased_path(&Self::parse_token(id, token)?))?;
         self.settle_token(id, token, reason, outcome, opts, self.sync_claims(false))
     }
 
@@ -478,11 +488,20 @@ impl Queue {
         Ok(true)
     }
 
+    /// Where a job is that this process may change by hand (an operator
+    /// move): 66 when there is none, 77 when it is another user's in a
+    /// group-shared queue (owner.rs).
+    fn locate_to_change(&self, id: &str) -> Result<Located> {
+        let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+        self.check_may_change(id, &l.path)?;
+        Ok(l)
+    }
+
     /// Cancel a job: a queued one ends `canceled` at once; a running one is
     /// asked to stop (its runner kills the process group within a heartbeat
     /// and settles it `canceled`). Returns the state it was found in.
     pub fn cancel(&self, id: &str) -> Result<State> {
-        let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+        let l = self.locate_to_change(id)?;
         match l.state {
             State::Pending | State::Waiting | State::Held => {
                 self.end_without_attempt(id, l.state, State::Canceled, Reason::Canceled, None)?;
@@ -500,7 +519,7 @@ impl Queue {
     /// Put a finished job (done, dead, canceled) back to pending with a fresh
     /// failure budget. Attempt numbers go on: they are never reused.
     pub fn retry(&self, id: &str) -> Result<()> {
-        let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+        let l = self.locate_to_change(id)?;
         if !l.state.is_terminal() {
             return Err(Error::new(Kind::Busy, format!("job {id} is {}: only done, dead or canceled jobs can be retried", l.state.as_str())));
         }
@@ -530,7 +549,7 @@ impl Queue {
 
     /// Hold a pending or waiting job: it is never claimed until released.
     pub fn hold(&self, id: &str) -> Result<State> {
-        let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+        let l = self.locate_to_change(id)?;
         if matches!(l.state, State::Pending | State::Waiting) {
             let name = l.path.file_name().map(|n| n.to_owned()).unwrap_or_default();
             let dir = self.dir("held");
@@ -545,7 +564,7 @@ impl Queue {
     /// Release a held job: back to waiting if it has unfinished
     /// dependencies, else pending.
     pub fn release(&self, id: &str) -> Result<State> {
-        let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+        let l = self.locate_to_change(id)?;
         if l.state != State::Held {
             return Ok(l.state);
         }
@@ -564,7 +583,7 @@ impl Queue {
 
     /// Remove a finished job and everything kept for it.
     pub fn remove(&self, id: &str) -> Result<State> {
-        let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
+        let l = self.locate_to_change(id)?;
         if !l.state.is_terminal() {
             return Err(Error::new(Kind::Busy, format!("job {id} is {}: cancel it first, only finished jobs are removed", l.state.as_str())));
         }

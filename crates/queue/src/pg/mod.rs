@@ -422,6 +422,7 @@ impl PgQueue {
                 lease_ms: opts.lease_ms,
                 expires_at_ms: r.get(8),
                 job,
+                owner: None,
                 hold: Hold::Row(None),
                 sync_pending: Default::default(),
             });
@@ -503,7 +504,7 @@ impl Backend for PgQueue {
         )
     }
 
-    fn load_env(&self, env_ref: &str) -> Result<BTreeMap<String, String>> {
+    fn load_env(&self, env_ref: &str, _owner: Option<u32>) -> Result<BTreeMap<String, String>> {
         let r = self
             .row("SELECT env FROM {s}.env WHERE queue = $1 AND ref = $2", &[&self.t.queue, &env_ref])?
             .ok_or_else(|| Error::new(Kind::Data, format!("queue {}: no recorded environment {env_ref:?}", self.t.shown)))?;
@@ -572,6 +573,7 @@ impl Backend for PgQueue {
             lease_ms: r.get::<_, Option<i64>>(4).unwrap_or(60_000) as u64,
             expires_at_ms: r.get(5),
             job: self.job_of(r.get(3))?,
+            owner: None,
             hold: Hold::Row(Some(mark)),
             sync_pending: Default::default(),
         })
