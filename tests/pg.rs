@@ -4,7 +4,7 @@
 //! it was given to.
 
 #[path = "../crates/queue/tests/backends/pg.rs"]
-mod pgserver;
+pub(crate) mod pgserver;
 
 use crate::util::*;
 use std::path::PathBuf;

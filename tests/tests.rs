@@ -8,6 +8,7 @@ mod claim;
 mod ctl;
 mod docs;
 mod gc;
+mod hosts;
 mod log;
 mod ls;
 mod pg;

@@ -593,9 +593,11 @@ impl Backend for PgQueue {
 
     fn cancel_requested(&self, c: &Claim) -> bool {
         let stmt = self.q("SELECT cancel FROM {s}.attempt WHERE queue = $1 AND id = $2 AND attempt = $3");
+        // Never waits: the heartbeat may be waiting on the side connection
+        // for a server that does not answer, and the runner must go on
+        // watching its job's lease meanwhile; the next look comes soon.
         self.side
-            .with(|cl| cl.query_opt(&stmt, &[&self.t.queue, &c.id, &(c.attempt() as i32)]).map_err(|e| self.err(e)))
-            .ok()
+            .try_now(|cl| cl.query_opt(&stmt, &[&self.t.queue, &c.id, &(c.attempt() as i32)]).map_err(|e| self.err(e)))
             .flatten()
             .is_some_and(|r| r.get::<_, bool>(0))
     }
