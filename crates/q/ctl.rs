@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
+mod moving;
+
 const TOOL: &str = "q-ctl";
 
 #[derive(Debug, Parser)]
@@ -90,6 +92,17 @@ enum Cmd {
     },
     /// Extend a claim's lease (a heartbeat)
     Touch(Settle),
+    /// Print every pending, waiting and held job as an import record (id,
+    /// fields, run time, priority, counters, recorded environment)
+    Export,
+    /// Take import records (q-ctl export's output) from stdin into this
+    /// queue with their ids, a batch at a time, each whole or not at all;
+    /// refused when the queue has one of the ids already
+    Import {
+        /// Jobs per batch (0: all of the input is one batch)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        batch: usize,
+    },
 }
 
 /// A claim to settle: ID and --token, or claim lines (`q-claim` output) on
@@ -175,6 +188,8 @@ fn run(a: Args) -> Result<u8> {
             let until = q.touch(id, token)?;
             Ok(json!({"type": "ctl", "action": "touch", "id": id, "token": token, "lease_expires_at": time::rfc3339(until)}))
         }),
+        Cmd::Export => moving::export(&a.common),
+        Cmd::Import { batch } => moving::import(&a.common, batch),
     }
 }
 

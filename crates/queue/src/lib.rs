@@ -40,6 +40,7 @@ mod claim;
 mod deps;
 mod dir;
 mod idle;
+mod import;
 mod list;
 mod logs;
 #[cfg(feature = "postgres")]
@@ -54,6 +55,7 @@ pub use backend::{Backend, Claimer, Location, OpenOpts, Presence, Singleton, Wai
 pub use claim::{Claim, ClaimOpts};
 pub use error::{Error, Kind, Result, status};
 pub use idle::Idle;
+pub use import::Import;
 pub use job::{Job, NewJob, PushContext};
 pub use list::{Counts, Entry};
 pub use push::{Pushed, SEG_CAP};

@@ -163,7 +163,7 @@ impl Queue {
     }
 
     /// Store the pusher's environment once per distinct content.
-    fn store_env(&self, env: &BTreeMap<String, String>, cache: &mut HashMap<u64, String>) -> Result<String> {
+    pub(crate) fn store_env(&self, env: &BTreeMap<String, String>, cache: &mut HashMap<u64, String>) -> Result<String> {
         let mut bytes = serde_json::to_vec(env).unwrap_or_default();
         bytes.push(b'\n');
         let h = fnv64(&bytes);

@@ -14,6 +14,7 @@ use crate::claim::{Claim, ClaimOpts, Hold};
 use crate::error::{Error, Kind, Result};
 use crate::gc::{Action, GcOpts};
 use crate::idle::Idle;
+use crate::import::Import;
 use crate::ident;
 use crate::job::{Job, NewJob};
 use crate::list::{Counts, Entry};
@@ -472,14 +473,7 @@ impl Backend for PgQueue {
                 if envs.contains_key(&ptr) {
                     continue;
                 }
-                let body = json(&**env);
-                // Each role its own records (only it may read them): the
-                // role is part of the name.
-                let user = q.t.config.get_user().unwrap_or("");
-                let r = format!("{:016x}", crate::push::fnv64(format!("{user}\0{body}").as_bytes()));
-                tx.execute(&q.q("INSERT INTO {s}.env (queue, ref, env) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &r, &body])
-                    .map_err(|e| q.err(e))?;
-                envs.insert(ptr, r);
+                envs.insert(ptr, store_env(q, tx, env)?);
             }
             Ok(())
         };
@@ -1096,6 +1090,19 @@ impl Backend for PgQueue {
         })
     }
 
+    fn import(&self, jobs: Vec<Import>) -> Result<usize> {
+        // One transaction: the whole batch or nothing.
+        self.tx(|q, tx| {
+            if import_in(q, tx, &jobs)? {
+                q.notify(tx)?;
+            }
+            Ok(())
+        })?;
+        // A waiting job whose dependencies all ended moves on now.
+        self.promote_stranded()?;
+        Ok(jobs.len())
+    }
+
     fn gc(&self, opts: &GcOpts, out: &mut dyn FnMut(Action)) -> Result<Vec<Error>> {
         let mut errors = Vec::new();
         match self.reclaim(opts.dry_run) {
@@ -1192,6 +1199,64 @@ fn push_one(q: &PgQueue, tx: &mut postgres::Transaction<'_>, job: &Job, run_at_m
         state = State::Canceled;
     }
     Ok(Pushed { id: job.id.clone(), state, run_at_ms, deduped: false })
+}
+
+/// Record a pusher's environment; its reference. Each role its own records
+/// (only it may read them): the role is part of the name.
+fn store_env(q: &PgQueue, tx: &mut postgres::Transaction<'_>, env: &BTreeMap<String, String>) -> Result<String> {
+    let body = json(env);
+    let user = q.t.config.get_user().unwrap_or("");
+    let r = format!("{:016x}", crate::push::fnv64(format!("{user}\0{body}").as_bytes()));
+    tx.execute(&q.q("INSERT INTO {s}.env (queue, ref, env) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &r, &body])
+        .map_err(|e| q.err(e))?;
+    Ok(r)
+}
+
+/// Import a batch in the transaction: refused whole when one id is taken.
+fn import_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, jobs: &[Import]) -> Result<bool> {
+    let ids: Vec<&str> = jobs.iter().map(|j| j.new.job.id.as_str()).collect();
+    // FOR SHARE: dependencies named by the batch cannot end meanwhile.
+    let have: Vec<String> = tx
+        .query(&q.q("SELECT id FROM {s}.job WHERE queue = $1 AND id = ANY($2)"), &[&q.t.queue, &ids])
+        .map_err(|e| q.err(e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !have.is_empty() {
+        return Err(crate::import::taken(&have));
+    }
+    let deps: Vec<&str> = jobs.iter().flat_map(|j| j.new.job.after.iter().map(String::as_str)).filter(|d| !ids.contains(d)).collect();
+    let known: BTreeMap<String, State> = tx
+        .query(&q.q("SELECT id, state FROM {s}.job WHERE queue = $1 AND id = ANY($2) FOR SHARE"), &[&q.t.queue, &deps])
+        .map_err(|e| q.err(e))?
+        .iter()
+        .map(|r| (r.get(0), State::parse(r.get(1)).unwrap_or(State::Dead)))
+        .collect();
+    crate::import::check(jobs, |id| Ok(known.contains_key(id)))?;
+    let mut envs: BTreeMap<*const BTreeMap<String, String>, String> = BTreeMap::new();
+    let mut ready = false;
+    for j in jobs {
+        let mut job = j.new.job.clone();
+        if let Some(env) = &j.new.pusher_env {
+            let r = match envs.entry(std::sync::Arc::as_ptr(env)) {
+                std::collections::btree_map::Entry::Occupied(o) => o.get().clone(),
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(store_env(q, tx, env)?).clone(),
+            };
+            job.env_ref = Some(r);
+        }
+        let secs = j.new.run_at_ms as f64 / 1000.0;
+        tx.execute(
+            &q.q("INSERT INTO {s}.job (queue, id, state, priority, run_at, attempt, failures, interrupts, key, spec) VALUES ($1, $2, $3, $4, to_timestamp($5), $6, $7, $8, $9, $10)"),
+            &[&q.t.queue, &job.id, &j.state.as_str(), &job.priority, &secs, &(j.c.attempt as i32), &(j.c.failures as i32), &(j.c.interrupts as i32), &job.key, &json(&job)],
+        )
+        .map_err(|e| q.err(e))?;
+        for dep in &job.after {
+            tx.execute(&q.q("INSERT INTO {s}.dep (queue, id, dep) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &job.id, dep])
+                .map_err(|e| q.err(e))?;
+        }
+        ready |= j.state == State::Pending;
+    }
+    Ok(ready)
 }
 
 /// The state of job `id`, its row locked until the transaction ends.
