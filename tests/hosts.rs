@@ -164,8 +164,21 @@ impl Host {
     /// A tool run inside the host, on the queue, with a scrubbed
     /// environment of its own.
     fn cmd(&self, tool: &str) -> Command {
+        self.inside(bin(tool).as_os_str())
+    }
+
+    /// A shell script run inside the host, the tools in its `PATH`.
+    fn sh(&self, script: &str) -> Command {
+        let mut c = self.inside("bash".as_ref());
+        c.args(["-euo", "pipefail", "-c", script]);
+        let tools = bin("q-push").parent().unwrap().to_path_buf();
+        c.env("PATH", format!("{}:{}", tools.display(), std::env::var("PATH").unwrap_or_default()));
+        c
+    }
+
+    fn inside(&self, prog: &std::ffi::OsStr) -> Command {
         let mut c = Command::new("nsenter");
-        c.args(["-t", &self.init.to_string(), "-n", "-u", "-p", "-m", "--"]).arg(bin(tool));
+        c.args(["-t", &self.init.to_string(), "-n", "-u", "-p", "-m", "--"]).arg(prog);
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("Q_") {
                 c.env_remove(&k);
@@ -459,4 +472,61 @@ fn serial_two_hosts_outlive_a_server_restart() {
     check_exactly_once(&lab, &ids, &effects_path);
     let after: BTreeSet<String> = effects(&effects_path)[mark..].iter().filter(|e| e.0 == "end").map(|e| e.3.clone()).collect();
     assert!(after.contains(&a.name) && after.contains(&b.name), "each host ran jobs after the restart: {after:?}");
+}
+
+/// The README's "Beyond one machine" recipe, as written, with two hosts:
+/// its push and listing from the machine, its supervisor line on each
+/// host (the location and password lines are the test's own).
+#[test]
+fn serial_the_readme_recipe_on_two_hosts() {
+    if !usable("serial_the_readme_recipe_on_two_hosts") {
+        return;
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("### Beyond one machine").nth(1).expect("the README has the recipe");
+    let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
+    let lines: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("export ")).collect();
+    let supervise: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("q-supervise")).collect();
+    assert_eq!(supervise.len(), 1, "one supervisor line, run on each host: {block}");
+    let mut lab = Lab::new();
+    let (a, b) = (lab.host(), lab.host());
+    let local = |script: &str| {
+        let mut c = Command::new("bash");
+        c.args(["-euo", "pipefail", "-c", script]).env("Q_DIR", &lab.q.queue).current_dir(lab.q.path()).stdin(Stdio::null());
+        c.env("PATH", format!("{}:{}", bin("q-push").parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()));
+        run_cmd(c, None)
+    };
+    // Enough of the push line's jobs that both hosts find some.
+    let push: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("q-push")).collect();
+    assert!(!push.is_empty(), "{block}");
+    for _ in 0..40 {
+        for l in &push {
+            local(l).ok();
+        }
+    }
+    let runs: Vec<Proc> = [&a, &b]
+        .iter()
+        .map(|h| {
+            let mut c = h.sh(supervise[0]);
+            c.stdout(Stdio::null()).stderr(Stdio::piped());
+            Proc::spawn(c)
+        })
+        .collect();
+    for mut p in runs {
+        assert_eq!(p.wait_for(Duration::from_secs(120)), 0, "a host's supervisor, as the README says");
+    }
+    let rest: Vec<&str> = lines.iter().copied().filter(|l| !l.starts_with("q-push") && !l.starts_with("q-supervise")).collect();
+    let o = local(&rest.join("\n"));
+    o.ok();
+    let counts = o.lines().into_iter().find(|l| l["type"] == "counts").expect("q-ls --counts printed its record");
+    let n = 40 * push.len() as u64;
+    assert_eq!(counts["done"].as_u64(), Some(n), "{}", o.stdout);
+    let hosts: BTreeSet<String> = lab
+        .admin()
+        .query(&format!("SELECT DISTINCT run->>'host' FROM {}.attempt", lab.schema), &[])
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.get::<_, Option<String>>(0))
+        .collect();
+    assert!(hosts.contains(&a.name) && hosts.contains(&b.name), "both hosts ran jobs: {hosts:?}");
 }

@@ -277,14 +277,20 @@ impl Conn {
 
     /// Run `f` now if the connection is free and up; `None` when another
     /// thread uses it (it may be waiting on a silent network), when it is
-    /// down, or when `f` failed. For a look that is tried again soon (a
+    /// down after it was up (the heartbeat makes it again), or when `f`
+    /// failed. For a look that is tried again soon (a
     /// running job's cancel check) and must never make its caller wait.
-    pub fn try_now<T>(&self, f: impl FnOnce(&mut Client) -> std::result::Result<T, Error>) -> Option<T> {
+    pub fn try_now<T>(&self, mut f: impl FnMut(&mut Client) -> std::result::Result<T, Error>) -> Option<T> {
         let mut g = match self.client.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
+        if !self.ever.load(std::sync::atomic::Ordering::Relaxed) {
+            // Never connected yet: the first connection is made here.
+            drop(g);
+            return self.with(f).ok();
+        }
         let c = g.as_mut().filter(|c| !c.is_closed())?;
         match f(c) {
             Ok(v) => Some(v),
