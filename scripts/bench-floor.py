@@ -563,6 +563,15 @@ def targets(rows, by_id, meta):
             ratio = speed(e2e) / speed(floor)
             res.append((name, "q %s jobs/s vs pgbench %s = %.0f%%" % (
                 fmt_num(speed(e2e)), fmt_num(speed(floor)), ratio * 100), ok(ratio >= 0.5)))
+    gw = by_id.get("w7.e2e.graphile-worker")
+    if e2e is not None and gw is not None:
+        name = "PostgreSQL end to end: q ahead of graphile-worker on the same server"
+        if not speed(e2e) or not speed(gw):
+            res.append((name, na(gw) if speed(e2e) else na(e2e), "n/a"))
+        else:
+            ratio = speed(e2e) / speed(gw)
+            res.append((name, "q %s jobs/s vs graphile-worker %s = %.2f×" % (
+                fmt_num(speed(e2e)), fmt_num(speed(gw)), ratio), ok(ratio > 1.0)))
     c = by_id.get("w7.claim.q")
     if c is not None:
         name = "PostgreSQL claim latency p99 < 20 ms with 100,000 pending"
