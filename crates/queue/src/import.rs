@@ -71,10 +71,8 @@ pub(crate) fn taken(ids: &[String]) -> Error {
 impl Queue {
     /// Import a batch (see the module's doc). Returns how many jobs came in.
     pub fn import(&self, mut jobs: Vec<Import>) -> Result<usize> {
-        let lock_path = self.dir("locks").join("import.lock");
-        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).ctx("open", &lock_path)?;
-        lock.lock().ctx("lock", &lock_path)?;
-        self.finish_imports()?;
+        let _lock = self.import_lock()?;
+        self.finish_batches()?;
         check(&jobs, |id| Ok(self.locate(id)?.is_some()))?;
         let have: Vec<String> = jobs.iter().map(|j| j.new.job.id.clone()).filter(|id| self.locate(id).ok().flatten().is_some()).collect();
         if !have.is_empty() {
@@ -127,8 +125,24 @@ impl Queue {
         Ok(jobs.len())
     }
 
+    /// Imports, and whoever finishes their batches, one at a time.
+    fn import_lock(&self) -> Result<std::fs::File> {
+        let path = self.dir("locks").join("import.lock");
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).ctx("open", &path)?;
+        f.lock().ctx("lock", &path)?;
+        Ok(f)
+    }
+
     /// Put in place what committed imports left (after a crash).
     pub(crate) fn finish_imports(&self) -> Result<()> {
+        if !fsx::exists(&self.dir("imports")) {
+            return Ok(());
+        }
+        let _lock = self.import_lock()?;
+        self.finish_batches()
+    }
+
+    fn finish_batches(&self) -> Result<()> {
         let imports = self.dir("imports");
         let batches = match std::fs::read_dir(&imports) {
             Ok(_) => fsx::list(&imports)?,
