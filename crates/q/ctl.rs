@@ -28,9 +28,9 @@ const TOOL: &str = "q-ctl";
 #[command(
     name = "q-ctl",
     version,
-    about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, settle a claim by hand",
+    about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, settle a claim by hand, move jobs to another queue",
     long_about = "Change the state of a q queue or of its jobs. Job ids come from the arguments, or from stdin when none are given (bare ids or JSON lines with an \"id\" field, so `q-ls ... | q-ctl retry` works). Prints one {\"type\":\"ctl\",...} JSON line per job acted on (`was`: the state it was found in, `state`: the state now); ack and nack print the job's `result` line. An unknown id is reported (exit 66) and the other ids are still handled.",
-    after_help = "Examples:\n  q-ctl pause --for 10m                 # stop new claims for ten minutes (running jobs go on)\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl ack \"$id\" --token \"$token\"      # finish a job claimed with q-claim by hand"
+    after_help = "Examples:\n  q-ctl pause --for 10m                 # stop new claims for ten minutes (running jobs go on)\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl ack \"$id\" --token \"$token\"      # finish a job claimed with q-claim by hand\n  q-ctl export | Q_DIR=postgres://db/jobs q-ctl import   # move the queued jobs to another queue"
 )]
 pub struct Args {
     #[command(flatten)]
