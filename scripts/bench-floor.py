@@ -353,7 +353,7 @@ def md_escape(s):
     return s.replace("|", "\\|")
 
 
-ORDER = ["floor", "w1", "w2", "w3", "w4", "w5", "w6"]
+ORDER = ["floor", "w1", "w2", "w3", "w4", "w5", "w6", "w7"]
 
 
 def order_key(r):
@@ -548,6 +548,44 @@ def targets(rows, by_id, meta):
         res.append((name, "median q %s vs nq %s" % (
             fmt_time(q["median"]), fmt_time(nq["median"])),
             ok(q["median"] <= nq["median"])))
+    # PostgreSQL (workload 7)
+    e2e, floor = by_id.get("w7.e2e.q"), by_id.get("w7.floor.pgbench")
+    if e2e is not None:
+        name = "PostgreSQL end to end, 4 workers, synchronous_commit=on ≥ 800 jobs/s (goal 1,000)"
+        if not speed(e2e):
+            res.append((name, na(e2e), "n/a"))
+        else:
+            res.append((name, "%s jobs/s at %d jobs" % (fmt_num(speed(e2e)), e2e["jobs"]), ok(speed(e2e) >= 800)))
+        name = "PostgreSQL claim → touch → settle ≥ 50% of the pgbench script of q's statements"
+        if not speed(e2e) or not speed(floor):
+            res.append((name, na(floor) if speed(e2e) else na(e2e), "n/a"))
+        else:
+            ratio = speed(e2e) / speed(floor)
+            res.append((name, "q %s jobs/s vs pgbench %s = %.0f%%" % (
+                fmt_num(speed(e2e)), fmt_num(speed(floor)), ratio * 100), ok(ratio >= 0.5)))
+    gw = by_id.get("w7.e2e.graphile-worker")
+    if e2e is not None and gw is not None:
+        name = "PostgreSQL end to end: q ahead of graphile-worker on the same server"
+        if not speed(e2e) or not speed(gw):
+            res.append((name, na(gw) if speed(e2e) else na(e2e), "n/a"))
+        else:
+            ratio = speed(e2e) / speed(gw)
+            res.append((name, "q %s jobs/s vs graphile-worker %s = %.2f×" % (
+                fmt_num(speed(e2e)), fmt_num(speed(gw)), ratio), ok(ratio > 1.0)))
+    c = by_id.get("w7.claim.q")
+    if c is not None:
+        name = "PostgreSQL claim latency p99 < 20 ms with 100,000 pending"
+        if c["median"] is None:
+            res.append((name, na(c), "n/a"))
+        else:
+            res.append((name, "p99 %s (%s)" % (fmt_time(c["median"]), c["system"]), ok(c["median"] < 0.02)))
+    p = by_id.get("w7.push.q")
+    if p is not None:
+        name = "PostgreSQL batch push ≥ 10,000 jobs/s"
+        if not speed(p):
+            res.append((name, na(p), "n/a"))
+        else:
+            res.append((name, "%s jobs/s" % fmt_num(speed(p)), ok(speed(p) >= 10000)))
     return res
 
 

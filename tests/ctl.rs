@@ -492,3 +492,42 @@ fn a_queue_we_may_not_enter_is_77_said_once() {
     assert_eq!(o.code(), 77, "{}", o.stderr);
     assert_eq!(o.stderr.matches("Permission denied").count(), 1, "said once: {}", o.stderr);
 }
+
+/// An import killed before its commit point leaves nothing of the batch
+/// (it can be run again); killed after it, the batch is committed, and
+/// q-gc (or the next import) puts the rest in place.
+#[test]
+fn crash_in_an_import_leaves_the_batch_whole_or_absent() {
+    let src = QDir::new();
+    let first = src.push(&["--", "true"]);
+    let second = src.push(&["--after", &first, "--", "true"]);
+    let third = src.push(&["--name", "held", "--", "true"]);
+    src.run("q-ctl", &["hold", &third]).ok();
+    let records = src.run("q-ctl", &["export"]).ok().stdout.clone();
+    let ids = [&first, &second, &third];
+    let import = |q: &QDir, fp: &str| {
+        let mut c = q.cmd("q-ctl");
+        c.arg("import");
+        if !fp.is_empty() {
+            c.env("Q_FAILPOINTS", fp);
+        }
+        run_cmd(c, Some(records.clone().into_bytes()))
+    };
+    // Before the commit point: nothing.
+    let q = QDir::new();
+    import(&q, "import.after_stage").expect_code(134);
+    for id in ids {
+        assert!(q.job(id).is_null(), "job {id} of an uncommitted batch is visible");
+    }
+    import(&q, "").ok();
+    assert_eq!((q.state(&first), q.state(&second), q.state(&third)), ("pending".into(), "waiting".into(), "held".into()));
+    // After it: q-gc puts the batch in place.
+    let q = QDir::new();
+    import(&q, "import.after_commit").expect_code(134);
+    q.run("q-gc", &[]).ok();
+    assert_eq!((q.state(&first), q.state(&second), q.state(&third)), ("pending".into(), "waiting".into(), "held".into()));
+    let o = import(&q, "");
+    assert_eq!(o.code(), 73, "the committed batch is there: {}", o.stderr);
+    q.run("q-run", &["--exit-on-idle"]).ok();
+    assert_eq!(q.state(&second), "done", "the waiting job moved on after its dependency");
+}

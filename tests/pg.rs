@@ -4,7 +4,7 @@
 //! it was given to.
 
 #[path = "../crates/queue/tests/backends/pg.rs"]
-mod pgserver;
+pub(crate) mod pgserver;
 
 use crate::util::*;
 use std::path::PathBuf;
@@ -626,4 +626,61 @@ fn serial_q_top_on_postgres() {
     wait_until("the long job ends", Duration::from_secs(60), || q.state(&long) == "done");
     sup.signal(nix::sys::signal::SIGTERM);
     sup.wait_for(Duration::from_secs(60));
+}
+
+/// A queue moved dir → PostgreSQL → dir with `q-ctl export | q-ctl
+/// import` keeps every field of every pending, waiting and held job (ids,
+/// fields, due times, priorities, counters, recorded environments); an
+/// import of ids the queue has is refused whole (73); the moved jobs run.
+#[test]
+fn export_and_import_round_trip_dir_postgres_dir() {
+    let a = QDir::new();
+    let mut c = a.cmd("q-push");
+    c.args(["--name", "envy", "--env-from", "pusher", "--", "sh", "-c", "echo \"moved=$MOVED_VAR\""]).env("MOVED_VAR", "kept-4711");
+    let envy = run_cmd(c, None).ok().lines()[0]["id"].as_str().unwrap().to_owned();
+    let later = a.push(&["--name", "later", "--priority", "7", "--at", "2099-01-01T00:00:00Z", "--tag", "t1", "--timeout", "9s", "--attempts", "4", "--", "true"]);
+    let waiting = a.push(&["--after", &later, "--key", "k-move", "--", "true"]);
+    let held = a.push(&["--name", "held", "--", "true"]);
+    a.run("q-ctl", &["hold", &held]).ok();
+    let failing = a.push(&["--attempts", "3", "--sh", "exit 3"]);
+    a.run("q-ctl", &["hold", &envy]).ok();
+    a.run("q-run", &["--once"]).expect_code(3); // `failing`: attempt 1 failed, retried later
+    a.run("q-ctl", &["release", &envy]).ok();
+    let exported = |q: &QDir| -> Vec<Value> {
+        let mut v = q.run("q-ctl", &["export"]).ok().lines();
+        v.sort_by(|x, y| x["id"].as_str().cmp(&y["id"].as_str()));
+        v
+    };
+    let from_a = exported(&a);
+    assert_eq!(from_a.len(), 5, "{from_a:?}");
+    let f = from_a.iter().find(|r| r["id"] == failing.as_str()).unwrap();
+    assert_eq!((f["attempt"].as_u64(), f["failures"].as_u64()), (Some(1), Some(1)), "{f}");
+    assert_eq!(from_a.iter().find(|r| r["id"] == waiting.as_str()).unwrap()["state"], "waiting");
+    assert_eq!(from_a.iter().find(|r| r["id"] == held.as_str()).unwrap()["state"], "held");
+    assert_eq!(from_a.iter().find(|r| r["id"] == envy.as_str()).unwrap()["env"]["MOVED_VAR"], "kept-4711");
+    let input: String = from_a.iter().map(|r| format!("{r}\n")).collect();
+
+    let (p, _) = pg_queue(None);
+    let o = p.run_in("q-ctl", &["import", "--batch", "2"], &input);
+    o.ok();
+    assert_eq!(o.lines().len(), 5);
+    assert_eq!(exported(&p), from_a, "dir → postgres keeps every field");
+    let o = p.run_in("q-ctl", &["import"], &input);
+    assert_eq!(o.code(), 73, "ids it has are refused: {}", o.stderr);
+    assert!(o.stderr.contains("already"), "{}", o.stderr);
+
+    let b = QDir::new();
+    b.run_in("q-ctl", &["import"], &exported(&p).iter().map(|r| format!("{r}\n")).collect::<String>()).ok();
+    assert_eq!(exported(&b), from_a, "postgres → dir keeps every field");
+    assert_eq!(b.job(&waiting)["state"], "waiting");
+    // The moved jobs run, in their recorded environment.
+    b.run("q-ctl", &["hold", &failing]).ok();
+    b.run("q-run", &["--once"]).ok();
+    assert_eq!(b.job(&envy)["state"], "done");
+    assert_eq!(b.run("q-log", &[&envy]).ok().stdout, "moved=kept-4711\n");
+    // Bad input: nothing imported.
+    let c = QDir::new();
+    let o = c.run_in("q-ctl", &["import"], &format!("{}\nnot json\n", from_a[0]));
+    assert_eq!(o.code(), 65, "{}", o.stderr);
+    assert!(c.run("q-ctl", &["export"]).stdout.is_empty(), "nothing of a bad input is imported");
 }

@@ -128,7 +128,11 @@ mod tests {
         note(q.run("q-ctl", &["pause"]).ok());
         note(q.run("q-ctl", &["resume"]).ok());
         note(q.run("q-wait", &[ok.as_str()]).ok());
-        note(q.run("q-ctl", &["cancel", retrying.as_str()]).ok());
+        let later = q.push(&["--at", "2099-01-01T00:00:00Z", "--", "true"]);
+        let export = q.run("q-ctl", &["export"]);
+        note(export.ok());
+        assert!(export.lines().iter().any(|r| r["id"] == later.as_str()), "{export:#?}");
+        note(q.run("q-ctl", &["cancel", retrying.as_str(), later.as_str()]).ok());
         note(q.run("q-gc", &["--done-ttl", "0s"]).ok());
         let mut sup = q.cmd("q-supervise");
         sup.args(["-j", "1", "--exit-on-idle", "--events"]);

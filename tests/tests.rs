@@ -10,6 +10,7 @@ mod ctl;
 mod docs;
 mod gc;
 mod ids;
+mod hosts;
 mod log;
 mod ls;
 mod owners;

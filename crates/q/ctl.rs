@@ -20,15 +20,17 @@ use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
+mod moving;
+
 const TOOL: &str = "q-ctl";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "q-ctl",
     version,
-    about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, settle a claim by hand",
+    about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, settle a claim by hand, move jobs to another queue",
     long_about = "Change the state of a q queue or of its jobs. Job ids come from the arguments, or from stdin when none are given (bare ids or JSON lines with an \"id\" field, so `q-ls ... | q-ctl retry` works). Prints one {\"type\":\"ctl\",...} JSON line per job acted on (`was`: the state it was found in, `state`: the state now); ack and nack print the job's `result` line. An unknown id is reported (exit 66) and the other ids are still handled. An ID on the command line may also be a unique suffix or prefix of at least 6 characters, or the name of a unique unfinished job (ambiguous: exit 66, listing the candidates); an id in JSON is exact only.",
-    after_help = "Examples:\n  q-ctl pause --for 10m                 # stop new claims for ten minutes (running jobs go on)\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl ack \"$id\" --token \"$token\"      # finish a job claimed with q-claim by hand"
+    after_help = "Examples:\n  q-ctl pause --for 10m                 # stop new claims for ten minutes (running jobs go on)\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl ack \"$id\" --token \"$token\"      # finish a job claimed with q-claim by hand\n  q-ctl export | Q_DIR=postgres://db/jobs q-ctl import   # move the queued jobs to another queue"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -90,6 +92,17 @@ enum Cmd {
     },
     /// Extend a claim's lease (a heartbeat)
     Touch(Settle),
+    /// Print every pending, waiting and held job as an import record (id,
+    /// fields, run time, priority, counters, recorded environment)
+    Export,
+    /// Take import records (q-ctl export's output) from stdin into this
+    /// queue with their ids, a batch at a time, each whole or not at all;
+    /// refused when the queue has one of the ids already
+    Import {
+        /// Jobs per batch (0: all of the input is one batch)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        batch: usize,
+    },
 }
 
 /// A claim to settle: ID and --token, or claim lines (`q-claim` output) on
@@ -175,6 +188,8 @@ fn run(a: Args) -> Result<u8> {
             let until = q.touch(id, token)?;
             Ok(json!({"type": "ctl", "action": "touch", "id": id, "token": token, "lease_expires_at": time::rfc3339(until)}))
         }),
+        Cmd::Export => moving::export(&a.common),
+        Cmd::Import { batch } => moving::import(&a.common, batch),
     }
 }
 

@@ -76,6 +76,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     };
     let pid = child.id() as i32;
     let leader_start = ident::start_ticks(pid).unwrap_or(0);
+    held.running(pid, leader_start);
     write_run_record(ctx, held, pid, leader_start, started_ms);
     q_queue::failpoint!("run.after_spawn");
 
@@ -115,7 +116,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
         if deadline.is_some_and(|d| now >= d) && stopping.is_none() {
             stopping = Some(stop(pid, leader_start, Reason::Timeout));
         }
-        if held.lost.load(Ordering::Relaxed) {
+        if held.lost() {
             // Taken over: end it now, its result will be refused anyway.
             ident::kill_group(pid, leader_start, Signal::SIGKILL);
             if stopping.is_none() {
@@ -158,6 +159,8 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
 
     let reason = match &stopping {
         Some(s) => s.reason,
+        // The lease clock killed it (the loop waited elsewhere meanwhile).
+        None if held.lost() => Reason::LeaseLost,
         None if reaped.exit_code == Some(0) => Reason::Ok,
         None if reaped.signal.is_some() => Reason::Signal,
         None => Reason::Exit,

@@ -1,5 +1,8 @@
 //! The heartbeat: one thread that extends every lease this process holds
-//! (every third of its length) and notices when one was taken over.
+//! (every third of its length) and notices when one was taken over; and
+//! the lease clock, a second thread that kills the process group of a job
+//! whose lease is lost, wherever the others wait (a worker cut off from
+//! its server may wait on it in any call).
 
 use crate::cli::Queue;
 use q_queue::Claim;
@@ -14,9 +17,14 @@ pub struct Held {
     /// When the backend last extended the lease (or the claim was taken).
     extended: Mutex<Instant>,
     /// The lease was taken over: stop the job, its result will be refused.
-    pub lost: AtomicBool,
+    lost: AtomicBool,
+    /// The heartbeat is waiting for the backend (shared by every claim of
+    /// the process: while it waits on one, none is extended).
+    asking: Arc<AtomicBool>,
     /// When this process took the claim.
     since: Instant,
+    /// The job's process group (leader pid and start time) once it runs.
+    group: Mutex<Option<(i32, u64)>>,
 }
 
 impl std::ops::Deref for Held {
@@ -57,6 +65,29 @@ impl Held {
         }
     }
 
+    /// Is the lease lost? Taken over (the backend said so), or run out by
+    /// this process's own monotonic clock while the backend does not
+    /// answer (cut off from the server: a request can wait on a silent
+    /// network for minutes, and another host may hold the job already).
+    pub fn lost(&self) -> bool {
+        if self.lost.load(Ordering::Relaxed) {
+            return true;
+        }
+        let run_out = self.asking.load(Ordering::Relaxed) && self.extended.lock().map(|t| t.elapsed() >= Duration::from_millis(self.lease_ms)).unwrap_or(true);
+        if run_out {
+            self.lost.store(true, Ordering::Relaxed);
+        }
+        run_out
+    }
+
+    /// The job runs in this process group: the lease clock kills it if
+    /// the lease is lost.
+    pub fn running(&self, pid: i32, start: u64) {
+        if let Ok(mut g) = self.group.lock() {
+            *g = Some((pid, start));
+        }
+    }
+
     fn due(&self) -> bool {
         let every = Duration::from_millis((self.lease_ms / 3).max(50));
         self.last_touch.lock().map(|t| t.elapsed() >= every).unwrap_or(true)
@@ -68,6 +99,8 @@ impl Held {
 pub struct Heartbeat {
     q: Queue,
     held: Arc<Mutex<Vec<Arc<Held>>>>,
+    /// The thread is extending leases (see [`Held::lost`]).
+    asking: Arc<AtomicBool>,
     /// Signaled when a claim is held: with none, the thread sleeps on it
     /// (an idle worker has no wake-ups of its own here).
     some: Arc<Condvar>,
@@ -75,8 +108,10 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     pub fn start(q: &Queue) -> Heartbeat {
-        let hb = Heartbeat { q: Arc::clone(q), held: Arc::new(Mutex::new(Vec::new())), some: Arc::new(Condvar::new()) };
+        let hb = Heartbeat { q: Arc::clone(q), held: Arc::new(Mutex::new(Vec::new())), asking: Arc::new(AtomicBool::new(false)), some: Arc::new(Condvar::new()) };
+        hb.start_clock();
         let held = Arc::clone(&hb.held);
+        let asking = Arc::clone(&hb.asking);
         let some = Arc::clone(&hb.some);
         let q = Arc::clone(q);
         std::thread::spawn(move || {
@@ -86,23 +121,49 @@ impl Heartbeat {
                 }
                 std::thread::sleep(Duration::from_millis(50));
                 let list: Vec<Arc<Held>> = held.lock().map(|l| l.clone()).unwrap_or_default();
+                asking.store(true, Ordering::Relaxed);
                 for h in list.iter().filter(|h| h.due()) {
                     h.beat(&q);
                 }
+                asking.store(false, Ordering::Relaxed);
                 sync_claims(&q, &list);
             }
         });
         hb
     }
 
+    /// The lease clock: every 100 ms while a claim is held, kill the
+    /// process group of each job whose lease is lost ([`Held::lost`]). The
+    /// worker's own loop notices too, and says why its job ended; this
+    /// thread waits on nothing but the clock, so a job never outlives its
+    /// lease by more than a tick, whatever the worker waits for.
+    fn start_clock(&self) {
+        let held = Arc::clone(&self.held);
+        let some = Arc::clone(&self.some);
+        std::thread::spawn(move || {
+            loop {
+                if let Ok(g) = held.lock() {
+                    drop(some.wait_while(g, |l| l.is_empty()));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                let list: Vec<Arc<Held>> = held.lock().map(|l| l.clone()).unwrap_or_default();
+                for h in list.iter().filter(|h| h.lost()) {
+                    if let Some((pid, start)) = h.group.lock().ok().and_then(|g| *g) {
+                        q_queue::ident::kill_group(pid, start, nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+            }
+        });
+    }
+
     /// Hold a claim this process made (its lease was written just now:
     /// the first beat is a third of it away).
     pub fn hold(&self, c: Claim) -> Arc<Held> {
-        let h = Arc::new(Held { claim: c, last_touch: Mutex::new(Instant::now()), extended: Mutex::new(Instant::now()), lost: AtomicBool::new(false), since: Instant::now() });
+        let h = Arc::new(Held { claim: c, last_touch: Mutex::new(Instant::now()), extended: Mutex::new(Instant::now()), lost: AtomicBool::new(false), asking: Arc::clone(&self.asking), since: Instant::now(), group: Mutex::new(None) });
         if let Ok(mut l) = self.held.lock() {
             l.push(Arc::clone(&h));
         }
-        self.some.notify_one();
+        self.some.notify_all();
         h
     }
 

@@ -18,6 +18,7 @@ use crate::claim::{Claim, ClaimOpts};
 use crate::error::{Error, Result};
 use crate::gc::{Action, GcOpts};
 use crate::idle::Idle;
+use crate::import::Import;
 use crate::job::{Job, NewJob};
 use crate::list::{Counts, Entry};
 use crate::local::Workspaces;
@@ -180,6 +181,14 @@ pub trait Backend: Send + Sync {
     fn promote_stranded(&self) -> Result<usize>;
     /// One collection pass; errors about single items come back at the end.
     fn gc(&self, opts: &GcOpts, out: &mut dyn FnMut(Action)) -> Result<Vec<Error>>;
+
+    // Moving a queue.
+    /// Take jobs exported from another queue (`q-ctl import`) with their
+    /// ids, fields, run times, counters and recorded environments: the
+    /// whole batch or nothing (an error). Refused (`Create`, 73) when the
+    /// queue has one of the ids already; a waiting job's dependencies must
+    /// be in the batch or the queue (`NoJob`). Returns how many came in.
+    fn import(&self, jobs: Vec<Import>) -> Result<usize>;
 }
 
 /// A worker's claimer (see [`Backend::claimer`]).

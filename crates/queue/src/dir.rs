@@ -7,6 +7,7 @@ use crate::error::{Error, Kind, Result};
 use crate::fsx;
 use crate::gc::{Action, GcOpts};
 use crate::idle::Idle;
+use crate::import::Import;
 use crate::job::{Job, NewJob};
 use crate::list::{Counts, Entry};
 use crate::local::Workspaces;
@@ -244,7 +245,15 @@ impl Backend for Queue {
         Queue::promote_stranded(self)
     }
     fn gc(&self, opts: &GcOpts, out: &mut dyn FnMut(Action)) -> Result<Vec<Error>> {
+        // A committed import a crash left half in place comes in first.
+        if !opts.dry_run {
+            self.finish_imports()?;
+        }
         Queue::gc(self, opts, out)
+    }
+
+    fn import(&self, jobs: Vec<Import>) -> Result<usize> {
+        Queue::import(self, jobs)
     }
 }
 

@@ -42,6 +42,7 @@ mod claim;
 mod deps;
 mod dir;
 mod idle;
+mod import;
 mod list;
 mod logs;
 #[cfg(feature = "postgres")]
@@ -56,6 +57,7 @@ pub use backend::{Backend, Claimer, Location, OpenOpts, Presence, Singleton, Wai
 pub use claim::{Claim, ClaimOpts};
 pub use error::{Error, Kind, Result, status};
 pub use idle::Idle;
+pub use import::Import;
 pub use job::{Job, NewJob, PushContext};
 pub use list::{Counts, Entry, claim_order};
 pub use push::{Pushed, SEG_CAP};

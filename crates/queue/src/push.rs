@@ -165,7 +165,7 @@ impl Queue {
     /// Store the pusher's environment once per distinct content. It is the
     /// pusher's alone (0600): in a group-shared queue its name counts the
     /// pusher's uid too, so that users never share a record (owner.rs).
-    fn store_env(&self, env: &BTreeMap<String, String>, cache: &mut HashMap<u64, String>) -> Result<String> {
+    pub(crate) fn store_env(&self, env: &BTreeMap<String, String>, cache: &mut HashMap<u64, String>) -> Result<String> {
         let mut bytes = serde_json::to_vec(env).unwrap_or_default();
         bytes.push(b'\n');
         let h = match self.group {

@@ -496,3 +496,59 @@ fn the_idle_look() {
         assert!(!b.idle(Some(60_000)).unwrap().busy, "{}", fx.name);
     });
 }
+
+/// Import: a batch comes in with its ids, fields, due times, counters,
+/// states and recorded environment; a waiting job waits on a job of the
+/// batch; a batch naming an id the queue has is refused whole; a waiting
+/// job's unknown dependency is refused.
+#[test]
+fn imports_keep_everything_and_are_whole() {
+    use q_queue::job::validate;
+    use q_queue::{Counters, Import, PushContext};
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let env: std::collections::BTreeMap<String, String> = [("MOVED".to_owned(), "yes".to_owned())].into();
+        let ctx = PushContext { cwd: "/srv".into(), env: Arc::new(env.clone()), now_ms: q_queue::time::now_ms() };
+        let new = |line: serde_json::Value| validate(line.as_object().unwrap(), &ctx).unwrap();
+        let first = new(json!({"cmd": ["echo", "first"], "priority": 4, "name": "first", "tags": ["a"], "attempts": 5, "env_from": "pusher", "payload": {"k": 1}}));
+        let first_id = first.job.id.clone();
+        let mut later = new(json!({"sh": "true", "after": [first_id], "key": "k-imported"}));
+        later.run_at_ms = 4_102_444_800_000; // 2100
+        let later_id = later.job.id.clone();
+        let held = new(json!({"cmd": ["true"], "timeout": "5s"}));
+        let held_id = held.job.id.clone();
+        let batch = vec![
+            Import { new: first.clone(), state: State::Pending, c: Counters { attempt: 2, failures: 1, interrupts: 1 } },
+            Import { new: later.clone(), state: State::Waiting, c: Counters::default() },
+            Import { new: held.clone(), state: State::Held, c: Counters::default() },
+        ];
+        assert_eq!(b.import(batch).unwrap(), 3, "{}", fx.name);
+        let e = b.locate(&first_id).unwrap().unwrap();
+        assert_eq!((e.state, e.c), (State::Pending, Some(Counters { attempt: 2, failures: 1, interrupts: 1 })), "{}", fx.name);
+        let (_, job) = b.job(&e).unwrap().unwrap();
+        let mut want = first.job.clone();
+        want.env_ref = job.env_ref.clone();
+        assert_eq!(serde_json::to_value(&job).unwrap(), serde_json::to_value(&want).unwrap(), "{}: every field", fx.name);
+        assert_eq!(b.load_env(job.env_ref.as_deref().unwrap(), None).unwrap(), env, "{}: the recorded environment", fx.name);
+        let w = b.locate(&later_id).unwrap().unwrap();
+        assert_eq!((w.state, w.run_at_ms), (State::Waiting, Some(later.run_at_ms)), "{}", fx.name);
+        assert_eq!(b.locate(&held_id).unwrap().unwrap().state, State::Held, "{}", fx.name);
+        // Whole or nothing: one id the queue has refuses the batch.
+        let fresh = new(json!({"cmd": ["true"]}));
+        let again = vec![
+            Import { new: fresh.clone(), state: State::Pending, c: Counters::default() },
+            Import { new: held, state: State::Pending, c: Counters::default() },
+        ];
+        assert_eq!(b.import(again).unwrap_err().kind, Kind::Create, "{}", fx.name);
+        assert!(b.locate(&fresh.job.id).unwrap().is_none(), "{}: nothing of a refused batch", fx.name);
+        let orphan = new(json!({"cmd": ["true"], "after": ["01ARZ3NDEKTSV4RRFFQ69G5FAV"]}));
+        let e = b.import(vec![Import { new: orphan, state: State::Waiting, c: Counters::default() }]).unwrap_err();
+        assert_eq!(e.kind, Kind::NoJob, "{}: {e}", fx.name);
+        // They run: the claim's attempt goes on from the imported counters;
+        // the waiting job moves on when its dependency is done.
+        let c = b.claim(1, &opts(Liveness::Ttl)).unwrap().remove(0);
+        assert_eq!((c.id.as_str(), c.attempt()), (first_id.as_str(), 3), "{}", fx.name);
+        b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+        assert_eq!(b.locate(&later_id).unwrap().unwrap().state, State::Pending, "{}", fx.name);
+    });
+}

@@ -156,6 +156,11 @@ impl Target {
             _ => SslMode::Require,
         });
         config.connect_timeout(Duration::from_secs(10));
+        // A server behind a silent network (a partition, a dead host):
+        // what was sent and never acknowledged for this long ends the
+        // connection, which is then made again (`Conn::with`), rather than
+        // waiting for TCP's retransmissions for a quarter of an hour.
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
         config.application_name("q");
         Ok(Target { config, tls: Tls { mode, root }, schema, queue, shown })
     }
@@ -231,6 +236,10 @@ pub(crate) struct Conn {
     ever: std::sync::atomic::AtomicBool,
 }
 
+/// How long sent data may stay unacknowledged before a connection is
+/// given up (`TCP_USER_TIMEOUT`).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How long a lost connection is tried again before an operation fails.
 const RECONNECT_FOR: Duration = Duration::from_secs(30);
 
@@ -264,6 +273,34 @@ impl Conn {
     /// `f` must be safe to repeat.
     pub fn with<T>(&self, f: impl FnMut(&mut Client) -> std::result::Result<T, Error>) -> Result<T> {
         self.with_patience(RECONNECT_FOR, f)
+    }
+
+    /// Run `f` now if the connection is free and up; `None` when another
+    /// thread uses it (it may be waiting on a silent network), when it is
+    /// down after it was up (the heartbeat makes it again), or when `f`
+    /// failed. For a look that is tried again soon (a
+    /// running job's cancel check) and must never make its caller wait.
+    pub fn try_now<T>(&self, mut f: impl FnMut(&mut Client) -> std::result::Result<T, Error>) -> Option<T> {
+        let mut g = match self.client.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if !self.ever.load(std::sync::atomic::Ordering::Relaxed) {
+            // Never connected yet: the first connection is made here.
+            drop(g);
+            return self.with(f).ok();
+        }
+        let c = g.as_mut().filter(|c| !c.is_closed())?;
+        match f(c) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if e.kind == Kind::Busy && e.msg.starts_with(LOST) {
+                    *g = None;
+                }
+                None
+            }
+        }
     }
 
     /// [`Conn::with`], waiting for a lost server at most `patience` (the

@@ -14,6 +14,7 @@ use crate::claim::{Claim, ClaimOpts, Hold};
 use crate::error::{Error, Kind, Result};
 use crate::gc::{Action, GcOpts};
 use crate::idle::Idle;
+use crate::import::Import;
 use crate::ident;
 use crate::job::{Job, NewJob};
 use crate::list::{Counts, Entry};
@@ -341,23 +342,8 @@ impl PgQueue {
     ) -> Vec<Result<T>> {
         let r = self.tx(|q, tx| {
             prepare(q, tx)?;
-            let mut notify = false;
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                let mut sp = tx.transaction().map_err(|e| q.err(e))?;
-                match each(q, &mut sp, item) {
-                    Ok((v, n)) => {
-                        sp.commit().map_err(|e| q.err(e))?;
-                        notify |= n;
-                        out.push(Ok(v));
-                    }
-                    Err(e) if e.kind == Kind::Busy => return Err(e),
-                    Err(e) => {
-                        sp.rollback().map_err(|e| q.err(e))?;
-                        out.push(Err(e));
-                    }
-                }
-            }
+            let refs: Vec<&I> = items.iter().collect();
+            let (out, notify) = in_savepoints(q, tx, &refs, &mut each)?;
             if notify {
                 q.notify(tx)?;
             }
@@ -468,40 +454,53 @@ impl Backend for PgQueue {
     }
 
     fn push(&self, jobs: Vec<NewJob>) -> Vec<Result<Pushed>> {
-        // Jobs of one push share one environment: stored once, before them.
-        let envs: BTreeMap<*const BTreeMap<String, String>, String> = BTreeMap::new();
-        let store = |q: &PgQueue, tx: &mut postgres::Transaction<'_>, envs: &mut BTreeMap<*const BTreeMap<String, String>, String>| -> Result<()> {
-            envs.clear();
+        // One transaction. Jobs of one push share one environment: stored
+        // once, before them. Jobs without a key or dependencies go in
+        // together, up to PUSH_ROWS per statement; the others one by one,
+        // each behind a savepoint so that a refused one does not undo the
+        // rest.
+        let r = self.tx(|q, tx| {
+            let mut envs: BTreeMap<*const BTreeMap<String, String>, String> = BTreeMap::new();
             for env in jobs.iter().filter_map(|nj| nj.pusher_env.as_ref()) {
-                let ptr = std::sync::Arc::as_ptr(env);
-                if envs.contains_key(&ptr) {
-                    continue;
+                if let std::collections::btree_map::Entry::Vacant(v) = envs.entry(std::sync::Arc::as_ptr(env)) {
+                    v.insert(store_env(q, tx, env)?);
                 }
-                let body = json(&**env);
-                // Each role its own records (only it may read them): the
-                // role is part of the name.
-                let user = q.t.config.get_user().unwrap_or("");
-                let r = format!("{:016x}", crate::push::fnv64(format!("{user}\0{body}").as_bytes()));
-                tx.execute(&q.q("INSERT INTO {s}.env (queue, ref, env) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &r, &body])
-                    .map_err(|e| q.err(e))?;
-                envs.insert(ptr, r);
             }
-            Ok(())
-        };
-        let envs = std::cell::RefCell::new(envs);
-        self.each_in_savepoint(
-            &jobs,
-            |q, tx| store(q, tx, &mut envs.borrow_mut()),
-            |q, sp, nj| {
+            let with_env = |nj: &NewJob| {
                 let mut job = nj.job.clone();
                 if let Some(env) = &nj.pusher_env {
-                    job.env_ref = envs.borrow().get(&std::sync::Arc::as_ptr(env)).cloned();
+                    job.env_ref = envs.get(&std::sync::Arc::as_ptr(env)).cloned();
                 }
-                let p = push_one(q, sp, &job, nj.run_at_ms)?;
+                job
+            };
+            let mut out: Vec<Option<Result<Pushed>>> = jobs.iter().map(|_| None).collect();
+            let (plain, guarded): (Vec<usize>, Vec<usize>) = (0..jobs.len()).partition(|&i| jobs[i].job.key.is_none() && jobs[i].job.after.is_empty());
+            let mut notify = false;
+            for chunk in plain.chunks(PUSH_ROWS) {
+                let batch: Vec<(Job, i64)> = chunk.iter().map(|&i| (with_env(&jobs[i]), jobs[i].run_at_ms)).collect();
+                for (&i, p) in chunk.iter().zip(push_plain(q, tx, &batch)?) {
+                    notify |= p.state == State::Pending;
+                    out[i] = Some(Ok(p));
+                }
+            }
+            let refs: Vec<&usize> = guarded.iter().collect();
+            let (answers, n) = in_savepoints(q, tx, &refs, &mut |q, sp, &i| {
+                let p = push_one(q, sp, &with_env(&jobs[i]), jobs[i].run_at_ms)?;
                 let ready = p.state == State::Pending && !p.deduped;
                 Ok((p, ready))
-            },
-        )
+            })?;
+            for (&i, a) in guarded.iter().zip(answers) {
+                out[i] = Some(a);
+            }
+            if notify || n {
+                q.notify(tx)?;
+            }
+            Ok(out.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::new(Kind::Io, "job not pushed")))).collect::<Vec<_>>())
+        });
+        match r {
+            Ok(v) => v,
+            Err(e) => jobs.iter().map(|_| Err(Error::new(e.kind, e.to_string()))).collect(),
+        }
     }
 
     fn load_env(&self, env_ref: &str, _owner: Option<u32>) -> Result<BTreeMap<String, String>> {
@@ -599,9 +598,11 @@ impl Backend for PgQueue {
 
     fn cancel_requested(&self, c: &Claim) -> bool {
         let stmt = self.q("SELECT cancel FROM {s}.attempt WHERE queue = $1 AND id = $2 AND attempt = $3");
+        // Never waits: the heartbeat may be waiting on the side connection
+        // for a server that does not answer, and the runner must go on
+        // watching its job's lease meanwhile; the next look comes soon.
         self.side
-            .with(|cl| cl.query_opt(&stmt, &[&self.t.queue, &c.id, &(c.attempt() as i32)]).map_err(|e| self.err(e)))
-            .ok()
+            .try_now(|cl| cl.query_opt(&stmt, &[&self.t.queue, &c.id, &(c.attempt() as i32)]).map_err(|e| self.err(e)))
             .flatten()
             .is_some_and(|r| r.get::<_, bool>(0))
     }
@@ -1146,6 +1147,19 @@ impl Backend for PgQueue {
         })
     }
 
+    fn import(&self, jobs: Vec<Import>) -> Result<usize> {
+        // One transaction: the whole batch or nothing.
+        self.tx(|q, tx| {
+            if import_in(q, tx, &jobs)? {
+                q.notify(tx)?;
+            }
+            Ok(())
+        })?;
+        // A waiting job whose dependencies all ended moves on now.
+        self.promote_stranded()?;
+        Ok(jobs.len())
+    }
+
     fn gc(&self, opts: &GcOpts, out: &mut dyn FnMut(Action)) -> Result<Vec<Error>> {
         let mut errors = Vec::new();
         match self.reclaim(opts.dry_run) {
@@ -1190,6 +1204,71 @@ impl Backend for PgQueue {
 /// Push one job inside the push's transaction: a dedupe key that a live job
 /// holds answers with that job; dependencies decide waiting, pending or
 /// canceled; an id pushed before (a retried push) answers as it is.
+/// Jobs per statement of a push's multi-row insert.
+const PUSH_ROWS: usize = 1000;
+
+/// Do `each` item behind a savepoint of `tx`, so that a refused one does
+/// not undo the others (a lost connection fails the whole transaction).
+/// The answers, and whether one of them asked for a `NOTIFY`.
+fn in_savepoints<I: ?Sized, T>(
+    q: &PgQueue,
+    tx: &mut postgres::Transaction<'_>,
+    items: &[&I],
+    each: &mut impl FnMut(&PgQueue, &mut postgres::Transaction<'_>, &I) -> Result<(T, bool)>,
+) -> Result<(Vec<Result<T>>, bool)> {
+    let mut notify = false;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let mut sp = tx.transaction().map_err(|e| q.err(e))?;
+        match each(q, &mut sp, item) {
+            Ok((v, n)) => {
+                sp.commit().map_err(|e| q.err(e))?;
+                notify |= n;
+                out.push(Ok(v));
+            }
+            Err(e) if e.kind == Kind::Busy => return Err(e),
+            Err(e) => {
+                sp.rollback().map_err(|e| q.err(e))?;
+                out.push(Err(e));
+            }
+        }
+    }
+    Ok((out, notify))
+}
+
+/// Insert jobs without a key or dependencies in one statement (pending).
+/// An id the queue has already is a push retried after its commit's answer
+/// was lost: answered as that job is.
+fn push_plain(q: &PgQueue, tx: &mut postgres::Transaction<'_>, jobs: &[(Job, i64)]) -> Result<Vec<Pushed>> {
+    let ids: Vec<&str> = jobs.iter().map(|(j, _)| j.id.as_str()).collect();
+    let prios: Vec<i32> = jobs.iter().map(|(j, _)| j.priority).collect();
+    let secs: Vec<f64> = jobs.iter().map(|(_, ms)| *ms as f64 / 1000.0).collect();
+    let specs: Vec<Value> = jobs.iter().map(|(j, _)| json(j)).collect();
+    let inserted: std::collections::HashSet<String> = tx
+        .query(
+            &q.q("INSERT INTO {s}.job (queue, id, state, priority, run_at, spec)
+                  SELECT $1, u.id, 'pending', u.priority, to_timestamp(u.secs), u.spec
+                    FROM unnest($2::text[], $3::int4[], $4::float8[], $5::jsonb[]) AS u(id, priority, secs, spec)
+                  ON CONFLICT (queue, id) DO NOTHING RETURNING id"),
+            &[&q.t.queue, &ids, &prios, &secs, &specs],
+        )
+        .map_err(|e| q.err(e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    jobs.iter()
+        .map(|(j, ms)| {
+            if inserted.contains(&j.id) {
+                return Ok(Pushed { id: j.id.clone(), state: State::Pending, run_at_ms: *ms, deduped: false });
+            }
+            let r = tx
+                .query_one(&q.q(concat!("SELECT state, ", ms!("run_at"), " FROM {s}.job WHERE queue = $1 AND id = $2")), &[&q.t.queue, &j.id])
+                .map_err(|e| q.err(e))?;
+            Ok(Pushed { id: j.id.clone(), state: State::parse(r.get(0)).unwrap_or(State::Pending), run_at_ms: r.get(1), deduped: false })
+        })
+        .collect()
+}
+
 fn push_one(q: &PgQueue, tx: &mut postgres::Transaction<'_>, job: &Job, run_at_ms: i64) -> Result<Pushed> {
     if let Some(r) = tx
         .query_opt(&q.q(concat!("SELECT state, ", ms!("run_at"), " FROM {s}.job WHERE queue = $1 AND id = $2")), &[&q.t.queue, &job.id])
@@ -1242,6 +1321,64 @@ fn push_one(q: &PgQueue, tx: &mut postgres::Transaction<'_>, job: &Job, run_at_m
         state = State::Canceled;
     }
     Ok(Pushed { id: job.id.clone(), state, run_at_ms, deduped: false })
+}
+
+/// Record a pusher's environment; its reference. Each role its own records
+/// (only it may read them): the role is part of the name.
+fn store_env(q: &PgQueue, tx: &mut postgres::Transaction<'_>, env: &BTreeMap<String, String>) -> Result<String> {
+    let body = json(env);
+    let user = q.t.config.get_user().unwrap_or("");
+    let r = format!("{:016x}", crate::push::fnv64(format!("{user}\0{body}").as_bytes()));
+    tx.execute(&q.q("INSERT INTO {s}.env (queue, ref, env) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &r, &body])
+        .map_err(|e| q.err(e))?;
+    Ok(r)
+}
+
+/// Import a batch in the transaction: refused whole when one id is taken.
+fn import_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, jobs: &[Import]) -> Result<bool> {
+    let ids: Vec<&str> = jobs.iter().map(|j| j.new.job.id.as_str()).collect();
+    // FOR SHARE: dependencies named by the batch cannot end meanwhile.
+    let have: Vec<String> = tx
+        .query(&q.q("SELECT id FROM {s}.job WHERE queue = $1 AND id = ANY($2)"), &[&q.t.queue, &ids])
+        .map_err(|e| q.err(e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !have.is_empty() {
+        return Err(crate::import::taken(&have));
+    }
+    let deps: Vec<&str> = jobs.iter().flat_map(|j| j.new.job.after.iter().map(String::as_str)).filter(|d| !ids.contains(d)).collect();
+    let known: BTreeMap<String, State> = tx
+        .query(&q.q("SELECT id, state FROM {s}.job WHERE queue = $1 AND id = ANY($2) FOR SHARE"), &[&q.t.queue, &deps])
+        .map_err(|e| q.err(e))?
+        .iter()
+        .map(|r| (r.get(0), State::parse(r.get(1)).unwrap_or(State::Dead)))
+        .collect();
+    crate::import::check(jobs, |id| Ok(known.contains_key(id)))?;
+    let mut envs: BTreeMap<*const BTreeMap<String, String>, String> = BTreeMap::new();
+    let mut ready = false;
+    for j in jobs {
+        let mut job = j.new.job.clone();
+        if let Some(env) = &j.new.pusher_env {
+            let r = match envs.entry(std::sync::Arc::as_ptr(env)) {
+                std::collections::btree_map::Entry::Occupied(o) => o.get().clone(),
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(store_env(q, tx, env)?).clone(),
+            };
+            job.env_ref = Some(r);
+        }
+        let secs = j.new.run_at_ms as f64 / 1000.0;
+        tx.execute(
+            &q.q("INSERT INTO {s}.job (queue, id, state, priority, run_at, attempt, failures, interrupts, key, spec) VALUES ($1, $2, $3, $4, to_timestamp($5), $6, $7, $8, $9, $10)"),
+            &[&q.t.queue, &job.id, &j.state.as_str(), &job.priority, &secs, &(j.c.attempt as i32), &(j.c.failures as i32), &(j.c.interrupts as i32), &job.key, &json(&job)],
+        )
+        .map_err(|e| q.err(e))?;
+        for dep in &job.after {
+            tx.execute(&q.q("INSERT INTO {s}.dep (queue, id, dep) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &job.id, dep])
+                .map_err(|e| q.err(e))?;
+        }
+        ready |= j.state == State::Pending;
+    }
+    Ok(ready)
 }
 
 /// The state of job `id`, its row locked until the transaction ends.

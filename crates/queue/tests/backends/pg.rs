@@ -101,6 +101,8 @@ fn start() -> Server {
 pub struct Cluster {
     base: PathBuf,
     pub port: u16,
+    /// The addresses it listens on.
+    listen: String,
     /// More server options.
     extra: String,
 }
@@ -142,11 +144,26 @@ impl Cluster {
         (c, certs)
     }
 
+    /// A private cluster that also listens on `addr` (an address of this
+    /// machine), taking connections from `subnet` with a password
+    /// (scram-sha-256) and from 127.0.0.1 without: the test sets the
+    /// password of user `q` (`ALTER ROLE`).
+    pub fn private_on(addr: &str, subnet: &str) -> Cluster {
+        let base = scratch().join(format!("net-{}", q_queue::id::new_id().to_lowercase()));
+        fs::create_dir_all(&base).unwrap();
+        let hba = format!("host all all 127.0.0.1/32 trust\nhost all all {subnet} scram-sha-256\n");
+        Cluster::init_listening(&base, &format!("127.0.0.1,{addr}"), "", Some(&hba))
+    }
+
     fn init(base: &Path) -> Cluster {
         Cluster::init_with(base, "", None)
     }
 
     fn init_with(base: &Path, extra: &str, hba: Option<&str>) -> Cluster {
+        Cluster::init_listening(base, "127.0.0.1", extra, hba)
+    }
+
+    fn init_listening(base: &Path, listen: &str, extra: &str, hba: Option<&str>) -> Cluster {
         let data = base.join("data");
         let _ = fs::remove_dir_all(&data);
         let sock = base.join("sock");
@@ -174,7 +191,7 @@ impl Cluster {
             let f = data.join("pg_hba.conf");
             fs::write(&f, format!("local all all trust\n{hba}")).unwrap();
         }
-        let c = Cluster { base: base.to_path_buf(), port: free_port(), extra: extra.to_owned() };
+        let c = Cluster { base: base.to_path_buf(), port: free_port(), listen: listen.to_owned(), extra: extra.to_owned() };
         c.start();
         c
     }
@@ -185,7 +202,8 @@ impl Cluster {
 
     fn opts(&self) -> String {
         format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off -c max_connections=200 {}",
+            "-c listen_addresses={} -p {} -k {} -c fsync=off -c full_page_writes=off -c max_connections=200 {}",
+            self.listen,
             self.port,
             self.base.join("sock").display(),
             self.extra
@@ -206,7 +224,13 @@ impl Cluster {
     /// Stop the server at once, as a crash would (`-m immediate`), and
     /// start it again.
     pub fn restart(&self) {
-        let out = pg("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        self.restart_as("immediate");
+    }
+
+    /// Stop the server with `pg_ctl stop -m MODE` (`fast`: every session
+    /// is ended, as an administrator's restart does) and start it again.
+    pub fn restart_as(&self, mode: &str) {
+        let out = pg("pg_ctl", &["-D", &self.data(), "-m", mode, "-w", "stop"]);
         assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
         self.start();
     }
