@@ -455,7 +455,11 @@ fn serial_two_hosts_outlive_a_server_restart() {
     let ids = push(&lab.q, &lines);
     let sup = |h: &Host| {
         let mut c = h.cmd("q-supervise");
-        c.args(["-j", "2", "--exit-on-idle", "--lease", "3s", "--restart-base", "100ms"]).stdout(Stdio::null()).stderr(Stdio::null());
+        // A lease far longer than a restart under load takes: a worker that
+        // reconnects settles its running jobs itself, so each job ran to
+        // its end exactly once (a shorter lease could expire meanwhile and
+        // run a job again, which at-least-once allows).
+        c.args(["-j", "2", "--exit-on-idle", "--lease", "30s", "--restart-base", "100ms"]).stdout(Stdio::null()).stderr(Stdio::null());
         Proc::spawn(c)
     };
     let (mut pa, mut pb) = (sup(&a), sup(&b));
@@ -504,6 +508,19 @@ fn serial_the_readme_recipe_on_two_hosts() {
             local(l).ok();
         }
     }
+    // Four gates first, one per worker of the two hosts: each marks its
+    // host and waits until two hosts have marked. A host holds at most two
+    // (its -j 2), so the other host takes the rest: both hosts run jobs
+    // however fast the first one drains the queue.
+    let gates = lab.q.path().join("gates");
+    std::fs::create_dir(&gates).unwrap();
+    for _ in 0..4 {
+        local(&format!(
+            "GATES={} q-push --priority 9 --sh 'touch \"$GATES/$(hostname)\"; until [ \"$(ls \"$GATES\" | wc -l)\" -ge 2 ]; do sleep 0.05; done'",
+            gates.display()
+        ))
+        .ok();
+    }
     let runs: Vec<Proc> = [&a, &b]
         .iter()
         .map(|h| {
@@ -519,7 +536,7 @@ fn serial_the_readme_recipe_on_two_hosts() {
     let o = local(&rest.join("\n"));
     o.ok();
     let counts = o.lines().into_iter().find(|l| l["type"] == "counts").expect("q-ls --counts printed its record");
-    let n = 40 * push.len() as u64;
+    let n = 40 * push.len() as u64 + 4;
     assert_eq!(counts["done"].as_u64(), Some(n), "{}", o.stdout);
     let hosts: BTreeSet<String> = lab
         .admin()
