@@ -13,6 +13,7 @@ mod log;
 mod ls;
 mod pg;
 mod push;
+mod reach;
 mod run;
 mod seam;
 mod supervise;

@@ -15,7 +15,8 @@ use crate::out;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use crate::cli::Queue;
-use q_queue::{Kind, Outcome, Reason, SettleOpts, State, time};
+use nix::sys::signal::Signal;
+use q_queue::{Ask, Kind, Outcome, Reason, SettleOpts, State, time};
 use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -26,9 +27,9 @@ const TOOL: &str = "q-ctl";
 #[command(
     name = "q-ctl",
     version,
-    about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, settle a claim by hand",
+    about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, signal, stop, resume or restart running ones, settle a claim by hand",
     long_about = "Change the state of a q queue or of its jobs. Job ids come from the arguments, or from stdin when none are given (bare ids or JSON lines with an \"id\" field, so `q-ls ... | q-ctl retry` works). Prints one {\"type\":\"ctl\",...} JSON line per job acted on (`was`: the state it was found in, `state`: the state now); ack and nack print the job's `result` line. An unknown id is reported (exit 66) and the other ids are still handled.",
-    after_help = "Examples:\n  q-ctl pause --for 10m                 # stop new claims for ten minutes (running jobs go on)\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl ack \"$id\" --token \"$token\"      # finish a job claimed with q-claim by hand"
+    after_help = "Examples:\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl signal \"$id\" USR1              # SIGUSR1 to the running job's process group, wherever it runs\n  q-ctl ack \"$id\" --token \"$token\"      # finish a job claimed with q-claim by hand"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -90,6 +91,33 @@ enum Cmd {
     },
     /// Extend a claim's lease (a heartbeat)
     Touch(Settle),
+    /// Deliver a signal to running jobs' process groups, wherever they run:
+    /// `signal ID SIG`, or `signal -s SIG` with ids as arguments or on stdin
+    Signal {
+        /// The signal (USR1, SIGUSR1, 10); without it, the last argument
+        #[arg(short = 's', long = "signal", value_name = "SIG")]
+        signal: Option<String>,
+        /// ID... SIG, or ID... with -s
+        #[arg(value_name = "ID")]
+        args: Vec<String>,
+    },
+    /// Pause running jobs (SIGSTOP to the process group); their lease is
+    /// kept alive and their timeout, wall-clock, keeps running
+    Stop {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Resume stopped jobs (SIGCONT to the process group)
+    Cont {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// End running jobs' attempts and queue them again at once, counting no
+    /// failure (reason `restarted`)
+    Restart {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
 }
 
 /// A claim to settle: ID and --token, or claim lines (`q-claim` output) on
@@ -171,6 +199,13 @@ fn run(a: Args) -> Result<u8> {
         Cmd::Nack { s, exit_code, delay } => settle_each(&a.common, &s, |q, id, token| {
             settle(q, id, token, Reason::Exit, Some(exit_code), delay)
         }),
+        Cmd::Signal { signal, args } => {
+            let (sig, ids) = signal_args(signal, args)?;
+            per_id(&a.common, &ids, "signal", |q, id| ask_running(q, id, Ask::Signal { signal: sig as i32 }))
+        }
+        Cmd::Stop { ids } => per_id(&a.common, &ids, "stop", |q, id| ask_running(q, id, Ask::Signal { signal: Signal::SIGSTOP as i32 })),
+        Cmd::Cont { ids } => per_id(&a.common, &ids, "cont", |q, id| ask_running(q, id, Ask::Signal { signal: Signal::SIGCONT as i32 })),
+        Cmd::Restart { ids } => per_id(&a.common, &ids, "restart", |q, id| ask_running(q, id, Ask::Restart)),
         Cmd::Touch(s) => settle_each(&a.common, &s, |q, id, token| {
             let until = q.touch(id, token)?;
             Ok(json!({"type": "ctl", "action": "touch", "id": id, "token": token, "lease_expires_at": time::rfc3339(until)}))
@@ -229,6 +264,46 @@ fn cancel(q: &Queue, id: &str, quiet: bool) -> Result<Value> {
         }
         s => json!({"was": s.as_str(), "state": "canceled"}),
     })
+}
+
+/// Ask a running job's runner (a signal, a restart); a job that is not
+/// running is refused (75): there is nothing to reach.
+fn ask_running(q: &Queue, id: &str, ask: Ask) -> Result<Value> {
+    let was = q.request(id, ask)?;
+    if was != State::Running {
+        bail!(q_queue::Error::new(Kind::Busy, format!("job {id} is {}: only a running job can be reached", was.as_str())));
+    }
+    let mut rec = json!({"was": "running", "requested": true});
+    if let Ask::Signal { signal } = ask {
+        rec["signal"] = json!(Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned()));
+    }
+    Ok(rec)
+}
+
+/// The signal and the ids of `signal`: `-s SIG ID...`, or `ID... SIG`.
+fn signal_args(flag: Option<String>, mut args: Vec<String>) -> Result<(Signal, Vec<String>)> {
+    let sig = match flag {
+        Some(s) => s,
+        None => match args.pop() {
+            Some(s) if !args.is_empty() => s,
+            _ => bail!(q_queue::Error::new(Kind::Data, "give ID SIG (e.g. q-ctl signal 01J... USR1), or -s SIG with ids as arguments or on stdin")),
+        },
+    };
+    Ok((parse_signal(&sig)?, args))
+}
+
+/// A signal by name (`USR1`, `SIGUSR1`, `usr1`) or number.
+fn parse_signal(s: &str) -> Result<Signal> {
+    let bad = || q_queue::Error::new(Kind::Data, format!("unknown signal {s:?}: give a name (TERM, USR1, HUP, INT, STOP, CONT, ...) or a number"));
+    let sig = match s.parse::<i32>() {
+        Ok(n) => Signal::try_from(n).map_err(|_| bad())?,
+        Err(_) => {
+            let up = s.to_ascii_uppercase();
+            let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+            name.parse::<Signal>().map_err(|_| bad())?
+        }
+    };
+    Ok(sig)
 }
 
 fn hold(q: &Queue, id: &str) -> Result<Value> {

@@ -9,7 +9,7 @@ use crate::exit;
 use crate::sys;
 use anyhow::Result;
 use nix::sys::signal::Signal;
-use q_queue::{Outcome, Reason, ResultRecord, RunInfo, SettleOpts, Stream, State, ident, time};
+use q_queue::{Ask, Outcome, Reason, ResultRecord, RunInfo, SettleOpts, Stream, State, ident, time};
 use std::ffi::OsString;
 
 use std::io::{Read, Write};
@@ -86,7 +86,8 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     let mut written: u64 = 0;
     let mut stopping: Option<Stopping> = None;
     let mut drain_deadline: Option<Instant> = None;
-    let mut last_cancel_check = Instant::now();
+    let mut last_request_look = Instant::now();
+    let mut acted: Vec<String> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let reaped = loop {
         // Output, or up to 100 ms of waiting for it.
@@ -108,11 +109,9 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
                 stopping = Some(Stopping { reason: Reason::LeaseLost, term_at: now, killed: true });
             }
         }
-        if now.duration_since(last_cancel_check) >= Duration::from_millis(200) {
-            last_cancel_check = now;
-            if stopping.is_none() && q.cancel_requested(&held.claim) {
-                stopping = Some(stop(pid, leader_start, Reason::Canceled));
-            }
+        if stopping.is_none() && now.duration_since(last_request_look) >= REQUEST_LOOK {
+            last_request_look = now;
+            stopping = act_on_requests(q, held, pid, leader_start, &mut acted);
         }
         match ctx.signals.load(Ordering::Relaxed) {
             0 => {}
@@ -277,10 +276,38 @@ fn spawn_failed(held: &Held, started_ms: i64, why: &str, code: u8) -> Ended {
     Ended { reason: Reason::SpawnFailed, outcome, once_code: code, workspace: None }
 }
 
-/// SIGTERM the job's group and note why.
+/// SIGTERM the job's group (and SIGCONT, so that a stopped job hears it)
+/// and note why.
 fn stop(pid: i32, leader_start: u64, reason: Reason) -> Stopping {
     ident::kill_group(pid, leader_start, Signal::SIGTERM);
+    ident::kill_group(pid, leader_start, Signal::SIGCONT);
     Stopping { reason, term_at: Instant::now(), killed: false }
+}
+
+/// How often a runner looks for requests to its job (`q-ctl cancel`,
+/// `signal`, `stop`, `cont`, `restart`): well within the 1 s SPEC allows.
+const REQUEST_LOOK: Duration = Duration::from_millis(200);
+
+/// Act on the requests not acted on yet, in order: a signal is delivered
+/// to the job's group; a cancel or a restart stops the job (and ends the
+/// look: what comes after it does not matter any more).
+fn act_on_requests(q: &crate::cli::Queue, held: &Held, pid: i32, leader_start: u64, acted: &mut Vec<String>) -> Option<Stopping> {
+    for r in q.requests(&held.claim) {
+        if acted.contains(&r.key) {
+            continue;
+        }
+        acted.push(r.key);
+        match r.ask {
+            Ask::Signal { signal } => {
+                if let Ok(sig) = Signal::try_from(signal) {
+                    ident::kill_group(pid, leader_start, sig);
+                }
+            }
+            Ask::Cancel => return Some(stop(pid, leader_start, Reason::Canceled)),
+            Ask::Restart => return Some(stop(pid, leader_start, Reason::Restarted)),
+        }
+    }
+    None
 }
 
 fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path) -> Result<Command> {

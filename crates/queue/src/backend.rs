@@ -25,7 +25,7 @@ use crate::lock::Acquired;
 use crate::push::Pushed;
 use crate::queue::{Durability, Pause, Queue};
 use crate::reclaim::Reclaimed;
-use crate::record::{Chunk, Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Ask, Chunk, Lease, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream};
 use crate::settle::{SettleOpts, ToSettle};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -71,8 +71,10 @@ pub trait Backend: Send + Sync {
     fn make_durable(&self, claims: &[&Claim]) -> Result<()>;
     /// Record that the claim's job started, with its process group.
     fn record_start(&self, c: &Claim, run: &RunInfo) -> Result<()>;
-    /// Has someone asked to cancel it?
-    fn cancel_requested(&self, c: &Claim) -> bool;
+    /// What has been asked of it ([`Backend::request`], a cancel), oldest
+    /// first. A request keeps its key while the attempt lasts: the runner
+    /// acts on each key once.
+    fn requests(&self, c: &Claim) -> Vec<Request>;
     /// Where its output goes (opened on the job's first byte). Each `write`
     /// is one chunk: the backend records the order of the chunks of both
     /// streams ([`Backend::log_order`]).
@@ -169,6 +171,14 @@ pub trait Backend: Send + Sync {
     fn promote_stranded(&self) -> Result<usize>;
     /// One collection pass; errors about single items come back at the end.
     fn gc(&self, opts: &GcOpts, out: &mut dyn FnMut(Action)) -> Result<Vec<Error>>;
+
+    // Reaching a running job.
+    /// Ask the running attempt of a job for something (a signal, a
+    /// restart, a cancel): its runner, wherever it runs, finds the request
+    /// within its next look ([`Backend::requests`]). Returns the state the
+    /// job was found in; only a running job is asked (a request to an
+    /// attempt that ends meanwhile does nothing).
+    fn request(&self, id: &str, ask: Ask) -> Result<State>;
 }
 
 /// A worker's claimer (see [`Backend::claimer`]).

@@ -15,7 +15,7 @@ use crate::names::{LeasedName, terminal_name};
 use crate::push::Pushed;
 use crate::queue::{Pause, Queue};
 use crate::reclaim::Reclaimed;
-use crate::record::{Chunk, Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Ask, Chunk, Lease, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream};
 use crate::settle::{SettleOpts, ToSettle};
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
@@ -96,8 +96,8 @@ impl Backend for Queue {
     fn record_start(&self, c: &Claim, run: &RunInfo) -> Result<()> {
         Queue::record_start(self, c.lease_file(), run)
     }
-    fn cancel_requested(&self, c: &Claim) -> bool {
-        Queue::cancel_requested(self, &c.id, c.attempt())
+    fn requests(&self, c: &Claim) -> Vec<Request> {
+        Queue::requests(self, &c.id, c.attempt())
     }
     fn log_writer(&self, c: &Claim, stream: Stream) -> Result<Box<dyn std::io::Write + Send>> {
         Ok(Box::new(Queue::ordered_log_writer(self, &c.id, c.attempt(), stream)?))
@@ -235,6 +235,9 @@ impl Backend for Queue {
     }
     fn gc(&self, opts: &GcOpts, out: &mut dyn FnMut(Action)) -> Result<Vec<Error>> {
         Queue::gc(self, opts, out)
+    }
+    fn request(&self, id: &str, ask: Ask) -> Result<State> {
+        Queue::request(self, id, ask)
     }
 }
 

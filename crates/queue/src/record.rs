@@ -70,6 +70,11 @@ pub enum Reason {
     WorkerShutdown,
     LeaseLost,
     DependencyFailed,
+    /// `q-ctl restart`: the attempt was ended on purpose and the job queued
+    /// again; it counts neither as a failure nor as an interruption.
+    Restarted,
+    /// The job's `max_runtime` (wall time over all its attempts) ran out.
+    MaxRuntime,
 }
 
 impl Reason {
@@ -101,8 +106,32 @@ impl Reason {
             Reason::WorkerShutdown => "worker-shutdown",
             Reason::LeaseLost => "lease-lost",
             Reason::DependencyFailed => "dependency-failed",
+            Reason::Restarted => "restarted",
+            Reason::MaxRuntime => "max-runtime",
         }
     }
+}
+
+/// What someone asked of a running attempt (`q-ctl cancel`, `signal`,
+/// `stop`, `cont`, `restart`). Its runner looks for requests while the
+/// job runs and acts on each once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Ask {
+    /// Stop the job; it ends `canceled`.
+    Cancel,
+    /// Deliver signal `signal` to the job's process group.
+    Signal { signal: i32 },
+    /// Stop the job and queue it again (reason `restarted`).
+    Restart,
+}
+
+/// A request to a running attempt, with a key that names it for as long
+/// as the attempt lasts (so that a runner acts on it once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub key: String,
+    pub ask: Ask,
 }
 
 /// Job states as users see them.

@@ -7,7 +7,7 @@ mod backends;
 
 use backends::Fixture;
 use q_queue::lock::Acquired;
-use q_queue::{ClaimOpts, Durability, Kind, Liveness, Outcome, Reason, RunInfo, SettleOpts, Singleton, State, Stream, ToSettle};
+use q_queue::{Ask, ClaimOpts, Durability, Kind, Liveness, Outcome, Reason, RunInfo, SettleOpts, Singleton, State, Stream, ToSettle};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -187,15 +187,58 @@ fn cancel_queued_and_running() {
         let ids = fx.push(&[json!({"cmd": ["true"], "priority": 1}), json!({"cmd": ["true"]})]);
         let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
         assert_eq!(c.id, ids[0]);
-        assert!(!b.cancel_requested(&c));
+        assert!(b.requests(&c).is_empty());
         assert_eq!(b.cancel(&ids[0]).unwrap(), State::Running, "{}", fx.name);
-        assert!(b.cancel_requested(&c), "{}: the runner sees the request", fx.name);
+        assert_eq!(b.requests(&c).into_iter().map(|r| r.ask).collect::<Vec<_>>(), [Ask::Cancel], "{}: the runner sees the request", fx.name);
         let rec = b.settle(&c.id, &c.token, Reason::Canceled, &Outcome::default(), &so()).unwrap();
         assert_eq!(rec.state, State::Canceled, "{}", fx.name);
         assert_eq!(b.cancel(&ids[1]).unwrap(), State::Pending, "{}", fx.name);
         assert_eq!(b.finished(&ids[1]), Some(State::Canceled));
         assert_eq!(b.cancel(&ids[1]).unwrap(), State::Canceled, "{}: nothing to cancel", fx.name);
         assert_eq!(b.cancel("01J00000000000000000000000").unwrap_err().kind, Kind::NoJob, "{}", fx.name);
+    });
+}
+
+/// Requests to a running attempt (signals, restart, cancel): seen by its
+/// runner in order, each under a key that stays the same; a job that is not
+/// running is not asked; a restart queues the job again counting nothing,
+/// and the reaper settles a dead runner's attempt as it was asked.
+#[test]
+fn requests_reach_the_running_attempt() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["true"], "priority": 2}), json!({"cmd": ["true"], "priority": 1}), json!({"cmd": ["true"]})]);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(c.id, ids[0]);
+        assert_eq!(b.request(&ids[1], Ask::Restart).unwrap(), State::Pending, "{}: a pending job is not asked", fx.name);
+        assert_eq!(b.request(&ids[0], Ask::Signal { signal: 10 }).unwrap(), State::Running, "{}", fx.name);
+        assert_eq!(b.request(&ids[0], Ask::Signal { signal: 19 }).unwrap(), State::Running);
+        let seen = b.requests(&c);
+        assert_eq!(seen.iter().map(|r| r.ask).collect::<Vec<_>>(), [Ask::Signal { signal: 10 }, Ask::Signal { signal: 19 }], "{}: in order", fx.name);
+        assert_ne!(seen[0].key, seen[1].key);
+        b.request(&ids[0], Ask::Restart).unwrap();
+        let again = b.requests(&c);
+        assert_eq!(again[..2], seen[..], "{}: keys stay", fx.name);
+        assert_eq!(again[2].ask, Ask::Restart);
+        let rec = b.settle(&c.id, &c.token, Reason::Restarted, &Outcome { started_at_ms: Some(0), ..Outcome::default() }, &so()).unwrap();
+        assert_eq!((rec.state, rec.failures), (State::Pending, 0), "{}: queued again, no failure", fx.name);
+        let e = b.locate(&ids[0]).unwrap().unwrap();
+        assert_eq!(e.c.map(|c| (c.attempt, c.failures, c.interrupts)), Some((1, 0, 0)), "{}: nor an interruption", fx.name);
+        assert_eq!(b.request("01J00000000000000000000000", Ask::Restart).unwrap_err().kind, Kind::NoJob, "{}", fx.name);
+        // The next attempt starts with no requests; the pending job was never asked.
+        let next = b.claim(2, &opts(Liveness::Ttl)).unwrap();
+        assert_eq!(next.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [ids[0].clone(), ids[1].clone()], "{}", fx.name);
+        assert!(next.iter().all(|c| b.requests(c).is_empty()), "{}: requests are per attempt", fx.name);
+        // A runner gone before it acted: the reaper settles as asked.
+        b.request(&ids[0], Ask::Restart).unwrap();
+        b.request(&ids[1], Ask::Signal { signal: 10 }).unwrap();
+        for c in &next {
+            fx.expire(&c.id, c.attempt());
+        }
+        let mut r = b.reclaim(false).unwrap();
+        r.sort_by_key(|x| ids.iter().position(|i| *i == x.id));
+        assert_eq!(r.iter().map(|x| x.reason).collect::<Vec<_>>(), [Reason::Restarted, Reason::LeaseExpired], "{}", fx.name);
+        assert_eq!(b.locate(&ids[0]).unwrap().unwrap().c.map(|c| c.interrupts), Some(0), "{}", fx.name);
     });
 }
 

@@ -22,7 +22,7 @@ use crate::lock::{Acquired, Holder, LockGuard};
 use crate::push::Pushed;
 use crate::queue::{Durability, Pause};
 use crate::reclaim::Reclaimed;
-use crate::record::{Chunk, Counters, Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Chunk, Counters, Lease, Liveness, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream};
 use crate::settle::{SettleOpts, ToSettle, decide};
 use crate::time;
 use conn::{Conn, Target, sql};
@@ -398,7 +398,7 @@ impl PgQueue {
                 let lease = Lease::mine(&id, attempt, &token, time::now_ms(), opts);
                 tx.execute(
                     &q.q("INSERT INTO {s}.attempt (queue, id, attempt, token, lease) VALUES ($1, $2, $3, $4, $5)
-                          ON CONFLICT (queue, id, attempt) DO UPDATE SET token = EXCLUDED.token, lease = EXCLUDED.lease, run = NULL, cancel = false, result = NULL"),
+                          ON CONFLICT (queue, id, attempt) DO UPDATE SET token = EXCLUDED.token, lease = EXCLUDED.lease, run = NULL, cancel = false, requests = '[]', result = NULL"),
                     &[&q.t.queue, &id, &(attempt as i32), &r.get::<_, i64>(1), &json(&lease)],
                 )
                 .map_err(|e| q.err(e))?;
@@ -591,13 +591,12 @@ impl Backend for PgQueue {
         Ok(())
     }
 
-    fn cancel_requested(&self, c: &Claim) -> bool {
-        let stmt = self.q("SELECT cancel FROM {s}.attempt WHERE queue = $1 AND id = $2 AND attempt = $3");
-        self.side
-            .with(|cl| cl.query_opt(&stmt, &[&self.t.queue, &c.id, &(c.attempt() as i32)]).map_err(|e| self.err(e)))
-            .ok()
-            .flatten()
-            .is_some_and(|r| r.get::<_, bool>(0))
+    fn requests(&self, c: &Claim) -> Vec<Request> {
+        let stmt = self.q("SELECT cancel, requests FROM {s}.attempt WHERE queue = $1 AND id = $2 AND attempt = $3");
+        let Some(r) = self.side.with(|cl| cl.query_opt(&stmt, &[&self.t.queue, &c.id, &(c.attempt() as i32)]).map_err(|e| self.err(e))).ok().flatten() else {
+            return Vec::new();
+        };
+        asked(r.get(0), r.get(1))
     }
 
     fn log_writer(&self, c: &Claim, stream: Stream) -> Result<Box<dyn std::io::Write + Send>> {
@@ -637,7 +636,7 @@ impl Backend for PgQueue {
             concat!(
                 "SELECT j.id, j.token, j.attempt, lease_until < now(), ",
                 ms!("lease_until"),
-                ", a.lease, a.run, a.cancel FROM {s}.job j LEFT JOIN {s}.attempt a ON a.queue = j.queue AND a.id = j.id AND a.attempt = j.attempt
+                ", a.lease, a.run, a.cancel, a.requests FROM {s}.job j LEFT JOIN {s}.attempt a ON a.queue = j.queue AND a.id = j.id AND a.attempt = j.attempt
                  WHERE j.queue = $1 AND j.state = 'running'"
             ),
             &[&self.t.queue],
@@ -650,7 +649,15 @@ impl Backend for PgQueue {
             let lease: Option<Lease> = r.get::<_, Option<Value>>(5).and_then(|v| serde_json::from_value(v).ok());
             let run: Option<RunInfo> = r.get::<_, Option<Value>>(6).and_then(|v| serde_json::from_value(v).ok());
             let Some(why) = PgQueue::owner_gone(lease.as_ref(), run.as_ref(), r.get(3), r.get(4)) else { continue };
-            let reason = if r.get::<_, Option<bool>>(7).unwrap_or(false) { Reason::Canceled } else { Reason::LeaseExpired };
+            // What was asked of the attempt decides for it: a cancel, else a restart.
+            let asks: Vec<crate::record::Ask> = asked(r.get::<_, Option<bool>>(7).unwrap_or(false), r.get::<_, Option<Value>>(8).unwrap_or(Value::Null)).into_iter().map(|r| r.ask).collect();
+            let reason = if asks.contains(&crate::record::Ask::Cancel) {
+                Reason::Canceled
+            } else if asks.contains(&crate::record::Ask::Restart) {
+                Reason::Restarted
+            } else {
+                Reason::LeaseExpired
+            };
             let worker_id = lease.as_ref().and_then(|l| l.worker_id.clone());
             if dry_run {
                 out.push(Reclaimed { id, token, attempt, state: State::Pending, reason, why, killed_group: false, worker_id });
@@ -896,10 +903,7 @@ impl Backend for PgQueue {
                     end_in(q, tx, id, State::Canceled, Reason::Canceled, None)?;
                     on_terminal(q, tx, id, State::Canceled)?;
                 }
-                State::Running => {
-                    tx.execute(&q.q("UPDATE {s}.attempt SET cancel = true WHERE queue = $1 AND id = $2 AND attempt = $3"), &[&q.t.queue, &id, &r.get::<_, i32>(1)])
-                        .map_err(|e| q.err(e))?;
-                }
+                State::Running => ask_in(q, tx, id, r.get(1), crate::record::Ask::Cancel)?,
                 _ => {}
             }
             Ok(st)
@@ -1133,6 +1137,52 @@ impl Backend for PgQueue {
         }
         Ok(errors)
     }
+
+    fn request(&self, id: &str, ask: crate::record::Ask) -> Result<State> {
+        crate::id::check_id(id)?;
+        self.tx(|q, tx| {
+            let r = tx
+                .query_opt(&q.q("SELECT state, attempt FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+                .map_err(|e| q.err(e))?
+                .ok_or_else(|| Error::no_job(id))?;
+            let st = State::parse(r.get(0)).unwrap_or(State::Dead);
+            if st == State::Running {
+                ask_in(q, tx, id, r.get(1), ask)?;
+            }
+            Ok(st)
+        })
+    }
+}
+
+/// Record a request to the running attempt `attempt` of job `id`: a cancel
+/// sets `attempt.cancel`, anything else is appended to `attempt.requests`.
+fn ask_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str, attempt: i32, ask: crate::record::Ask) -> Result<()> {
+    let r = match ask {
+        crate::record::Ask::Cancel => tx.execute(&q.q("UPDATE {s}.attempt SET cancel = true WHERE queue = $1 AND id = $2 AND attempt = $3"), &[&q.t.queue, &id, &attempt]),
+        _ => tx.execute(
+            &q.q("UPDATE {s}.attempt SET requests = requests || jsonb_build_array($4::jsonb) WHERE queue = $1 AND id = $2 AND attempt = $3"),
+            &[&q.t.queue, &id, &attempt, &json(&ask)],
+        ),
+    };
+    r.map_err(|e| q.err(e))?;
+    Ok(())
+}
+
+/// The requests of an attempt from its row: those appended, oldest first
+/// (each keyed by its place), then a cancel.
+fn asked(cancel: bool, requests: Value) -> Vec<Request> {
+    let mut out: Vec<Request> = match requests {
+        Value::Array(v) => v
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, a)| Some(Request { key: format!("r{i}"), ask: serde_json::from_value(a).ok()? }))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if cancel {
+        out.push(Request { key: "cancel".into(), ask: crate::record::Ask::Cancel });
+    }
+    out
 }
 
 /// Push one job inside the push's transaction: a dedupe key that a live job

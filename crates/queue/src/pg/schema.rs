@@ -46,6 +46,7 @@ CREATE TABLE {s}.attempt (
   lease jsonb NOT NULL,
   run jsonb,
   cancel boolean NOT NULL DEFAULT false,
+  requests jsonb NOT NULL DEFAULT '[]',
   result jsonb,
   PRIMARY KEY (queue, id, attempt));
 CREATE TABLE {s}.ended (

@@ -1,0 +1,88 @@
+//! Reaching a running job: `q-ctl signal`, `stop`, `cont` and `restart`
+//! deliver to the job's whole process group through its runner.
+
+#[allow(unused_imports)]
+use crate::util::*;
+
+/// The state letter of a process (`/proc/PID/stat`): `T` when stopped.
+fn proc_state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit(')').next()?.split_whitespace().next()?.chars().next()
+}
+
+fn read_pid(p: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(p).ok().filter(|s| s.ends_with('\n'))?.trim().parse().ok()
+}
+
+/// A job with a process tree (a shell and a child shell, both trapping
+/// USR1) reached by signal, stop, cont and restart; a restart queues it
+/// again without a failure; then cancel ends it.
+#[test]
+fn serial_signal_stop_cont_restart_reach_a_process_tree() {
+    let q = QDir::new();
+    let m = q.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let script = format!(
+        r#"M={m}
+trap 'echo x >> $M/usr1.$Q_ATTEMPT' USR1
+sh -c 'trap "echo x >> {m}/child-usr1.$Q_ATTEMPT" USR1; echo $$ > {m}/child.$Q_ATTEMPT; while :; do sleep 0.05; done' &
+echo $$ > $M/leader.$Q_ATTEMPT
+while :; do sleep 0.05; done"#,
+        m = m.display()
+    );
+    let id = q.push(&["--sh", &script]);
+    let waiting = q.push(&["--after", &id, "--", "true"]);
+    let mut c = q.cmd("q-run");
+    c.args(["--exit-on-idle", "--grace", "2s"]).stdout(std::process::Stdio::piped());
+    let mut worker = Proc::spawn(c);
+    let _guard = Killer::new(worker.pid() as u32);
+    let within = Duration::from_secs(20);
+    wait_until("attempt 1 started", within, || read_pid(&m.join("leader.1")).is_some() && read_pid(&m.join("child.1")).is_some());
+    let (leader, child) = (read_pid(&m.join("leader.1")).unwrap(), read_pid(&m.join("child.1")).unwrap());
+
+    // A signal reaches the whole group: the leader and its child.
+    let o = q.run("q-ctl", &["signal", &id, "usr1"]);
+    o.ok();
+    let l = &o.lines()[0];
+    assert_eq!((l["action"].as_str(), l["was"].as_str(), l["signal"].as_str(), l["requested"].as_bool()), (Some("signal"), Some("running"), Some("SIGUSR1"), Some(true)), "{l}");
+    wait_until("both caught USR1", within, || m.join("usr1.1").exists() && m.join("child-usr1.1").exists());
+    // -s with ids on stdin.
+    q.run_in("q-ctl", &["signal", "-s", "SIGUSR1"], &format!("{id}\n")).ok();
+    wait_until("USR1 again", within, || std::fs::read_to_string(m.join("usr1.1")).is_ok_and(|s| s.lines().count() == 2));
+
+    // Stop and cont: the group pauses and resumes.
+    q.run("q-ctl", &["stop", &id]).ok();
+    wait_until("both stopped", within, || proc_state(leader) == Some('T') && proc_state(child) == Some('T'));
+    assert_eq!(q.state(&id), "running", "a stopped job keeps its lease");
+    q.run("q-ctl", &["cont", &id]).ok();
+    wait_until("both running again", within, || {
+        proc_state(leader).is_some_and(|s| s != 'T') && proc_state(child).is_some_and(|s| s != 'T')
+    });
+
+    // Not running: refused with 75, nothing asked; a bad signal is 65.
+    let o = q.run("q-ctl", &["signal", &waiting, "USR1"]);
+    o.expect_code(75);
+    assert!(o.stderr.contains("is waiting: only a running job"), "{}", o.stderr);
+    let o = q.run("q-ctl", &["signal", &id, "NOPE"]);
+    o.expect_code(65);
+    assert!(o.stderr.contains("unknown signal"), "{}", o.stderr);
+    q.run("q-ctl", &["stop", &id]).ok();
+    wait_until("stopped again", within, || proc_state(leader) == Some('T'));
+
+    // Restart, even of a stopped job: attempt 1 ends (its whole tree), the
+    // job runs again as attempt 2 with no failure counted.
+    let o = q.run("q-ctl", &["restart", &id]);
+    o.ok();
+    assert_eq!(o.lines()[0]["action"], "restart");
+    wait_until("attempt 2 started", within, || read_pid(&m.join("leader.2")).is_some());
+    wait_until("attempt 1's tree is gone", within, || !pid_alive(leader) && !pid_alive(child));
+    let j = q.job(&id);
+    assert_eq!((j["state"].as_str(), j["attempt"].as_u64(), j["failures"].as_u64()), (Some("running"), Some(2), Some(0)), "{j}");
+
+    q.run("q-ctl", &["cancel", &id]).ok();
+    assert_eq!(worker.wait_for(within), 0);
+    let lines = parse_lines(&worker.stdout());
+    let ours: Vec<(&str, &str)> = lines.iter().filter(|l| l["id"] == id.as_str()).map(|l| (l["state"].as_str().unwrap(), l["reason"].as_str().unwrap())).collect();
+    assert_eq!(ours, [("pending", "restarted"), ("canceled", "canceled")], "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l["id"] == id.as_str()).map(|l| l["failures"].as_u64()).collect::<Vec<_>>(), [Some(0), Some(0)]);
+}
