@@ -86,3 +86,101 @@ while :; do sleep 0.05; done"#,
     assert_eq!(ours, [("pending", "restarted"), ("canceled", "canceled")], "{lines:?}");
     assert_eq!(lines.iter().filter(|l| l["id"] == id.as_str()).map(|l| l["failures"].as_u64()).collect::<Vec<_>>(), [Some(0), Some(0)]);
 }
+
+/// `q-ctl set` changes a queued job's fields, validated as a push; a
+/// running job is refused (75); an unknown one is 66; a bad value 65.
+#[test]
+fn ctl_set_changes_a_queued_job() {
+    let q = QDir::new();
+    let a = q.push(&["--name", "a", "--", "true"]);
+    let b = q.push(&["--name", "b", "--", "true"]);
+    let o = q.run("q-ctl", &["set", &b, "--priority", "7", "--name", "bee", "--timeout", "90s", "--delay", "0s"]);
+    o.ok();
+    let l = &o.lines()[0];
+    assert_eq!((l["action"].as_str(), l["was"].as_str()), (Some("set"), Some("pending")), "{l}");
+    assert_eq!(l["changed"], serde_json::json!(["name", "priority", "run_at", "timeout_ms"]), "{l}");
+    let j = q.job(&b);
+    assert_eq!((j["priority"].as_i64(), j["name"].as_str()), (Some(7), Some("bee")), "{j}");
+    let c = q.run("q-claim", &[]);
+    assert_eq!(c.lines()[0]["id"], b.as_str(), "the new priority decides the order");
+    assert_eq!(c.lines()[0]["job"]["timeout_ms"], 90_000);
+    let o = q.run("q-ctl", &["set", &b, "--priority", "1"]);
+    o.expect_code(75);
+    assert!(o.stderr.contains("is running: only pending, waiting or held"), "{}", o.stderr);
+    let o = q.run("q-ctl", &["set", &a, "--priority", "100000"]);
+    o.expect_code(65);
+    assert!(o.stderr.contains("priority"), "{}", o.stderr);
+    assert_eq!(q.job(&a)["priority"], 0, "a bad set changes nothing");
+    q.run("q-ctl", &["set", "01J00000000000000000000000", "--priority", "1"]).expect_code(66);
+    q.run("q-ctl", &["set", &a]).expect_code(65);
+}
+
+/// `q-ctl edit` opens the job's JSON in $EDITOR: an edit is applied as a
+/// push validates it; a bad edit (an unknown field, a changed `after`, not
+/// JSON) changes nothing, says why and keeps the file; no edit, no change.
+#[test]
+fn ctl_edit_applies_a_valid_edit_and_refuses_a_bad_one() {
+    let q = QDir::new();
+    let id = q.push(&["--name", "before", "--", "echo", "hi"]);
+    let editor = |q: &QDir, script: &str| {
+        let p = q.path().join("editor");
+        std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    };
+    let edit = |script: &str| {
+        let p = editor(&q, script);
+        let mut c = q.cmd("q-ctl");
+        c.args(["edit", &id]).env("EDITOR", &p).env_remove("VISUAL");
+        run_cmd(c, None)
+    };
+    let o = edit(r#"sed -i 's/"before"/"after"/; s/"hi"/"bye"/' "$1""#);
+    o.ok();
+    assert_eq!(o.lines()[0]["changed"], serde_json::json!(["cmd", "name"]), "{}", o.stdout);
+    let j = q.job(&id);
+    assert_eq!((j["name"].as_str(), j["cmd"][1].as_str()), (Some("after"), Some("bye")), "{j}");
+
+    for (script, why) in [
+        (r#"sed -i 's/"name"/"nmae"/' "$1""#, "unknown field \"nmae\""),
+        (r#"sed -i 's/^{/{"after":["01J00000000000000000000000"],/' "$1""#, "field \"after\": cannot be changed"),
+        (r#"echo '{not json' > "$1""#, "not JSON"),
+        ("exit 3", "failed"),
+    ] {
+        let o = edit(script);
+        o.expect_code(65);
+        assert!(o.stderr.contains(why), "{script}: {}", o.stderr);
+        assert_eq!(q.job(&id)["name"], "after", "{script}: nothing changed");
+    }
+    assert!(std::fs::read_dir(std::env::temp_dir()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("q-edit.{id}."))), "the bad edit is kept");
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&format!("q-edit.{id}.")) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let o = edit("true");
+    o.ok();
+    assert_eq!(o.lines()[0]["changed"], serde_json::json!([]), "no edit, no change");
+}
+
+/// A crash of `q-ctl set` at each step leaves the job whole: held (with
+/// the old record after the first step, the new one after the exchange),
+/// never lost, never twice.
+#[test]
+fn ctl_set_crash_leaves_the_job_held_never_lost() {
+    for (site, name) in [("revise.after_aside", "old"), ("revise.after_exchange", "new")] {
+        let q = QDir::new();
+        let id = q.push(&["--name", "old", "--", "true"]);
+        let mut c = q.cmd("q-ctl");
+        c.args(["set", &id, "--name", "new"]).env("Q_FAILPOINTS", site);
+        let o = run_cmd(c, None);
+        assert_eq!(o.code(), 134, "{site}: aborted: {}", o.stderr);
+        let j = q.job(&id);
+        assert_eq!((j["state"].as_str(), j["name"].as_str()), (Some("held"), Some(name)), "{site}: {j}");
+        let all: usize = ["pending", "held", "waiting", "leased"].iter().map(|d| q.files(d).iter().filter(|f| f.contains(&id)).count()).sum();
+        assert_eq!(all, 1, "{site}: one copy");
+        q.run("q-ctl", &["release", &id]).ok();
+        q.run("q-ctl", &["set", &id, "--name", "again"]).ok();
+        assert_eq!(q.job(&id)["name"], "again");
+        assert_eq!(q.state(&id), "pending");
+    }
+}

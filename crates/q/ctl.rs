@@ -91,6 +91,15 @@ enum Cmd {
     },
     /// Extend a claim's lease (a heartbeat)
     Touch(Settle),
+    /// Change a pending, waiting or held job (validated as a push); a job
+    /// claimed meanwhile is not changed (exit 75)
+    Set(SetArgs),
+    /// Open a pending, waiting or held job's JSON in $VISUAL or $EDITOR and
+    /// apply the edit, validated as a push (a bad edit changes nothing)
+    Edit {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
     /// Deliver a signal to running jobs' process groups, wherever they run:
     /// `signal ID SIG`, or `signal -s SIG` with ids as arguments or on stdin
     Signal {
@@ -118,6 +127,54 @@ enum Cmd {
         #[arg(value_name = "ID")]
         ids: Vec<String>,
     },
+}
+
+/// What `set` changes: the job-line fields of the same names.
+#[derive(Debug, clap::Args)]
+struct SetArgs {
+    #[arg(value_name = "ID")]
+    id: String,
+    /// -9999..9999, higher runs first
+    #[arg(long, allow_hyphen_values = true)]
+    priority: Option<i64>,
+    /// Run no earlier than this time (RFC 3339 with any offset, or Unix seconds)
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Run no earlier than this long from now (90s, 5m, 1h30m)
+    #[arg(long, value_name = "DUR", conflicts_with = "at")]
+    delay: Option<String>,
+    /// The job's name
+    #[arg(long, value_name = "N")]
+    name: Option<String>,
+    /// Wall-clock limit of one attempt
+    #[arg(long, value_name = "DUR")]
+    timeout: Option<String>,
+    /// Most failures of the job itself before it ends dead
+    #[arg(long, value_name = "N")]
+    attempts: Option<u64>,
+    /// Retry delay: base, doubling per failure, capped (5s or 5s:10m)
+    #[arg(long, value_name = "BASE[:MAX]")]
+    backoff: Option<String>,
+}
+
+impl SetArgs {
+    /// The changes as job-line fields.
+    fn changes(&self) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v);
+            }
+        };
+        put("priority", self.priority.map(Value::from));
+        put("run_at", self.at.clone().map(Value::from));
+        put("delay", self.delay.clone().map(Value::from));
+        put("name", self.name.clone().map(Value::from));
+        put("timeout", self.timeout.clone().map(Value::from));
+        put("attempts", self.attempts.map(Value::from));
+        put("backoff", self.backoff.clone().map(Value::from));
+        m
+    }
 }
 
 /// A claim to settle: ID and --token, or claim lines (`q-claim` output) on
@@ -199,6 +256,14 @@ fn run(a: Args) -> Result<u8> {
         Cmd::Nack { s, exit_code, delay } => settle_each(&a.common, &s, |q, id, token| {
             settle(q, id, token, Reason::Exit, Some(exit_code), delay)
         }),
+        Cmd::Set(s) => {
+            let changes = s.changes();
+            if changes.is_empty() {
+                bail!(q_queue::Error::new(Kind::Data, "nothing to change: give --priority, --at, --delay, --name, --timeout, --attempts or --backoff"));
+            }
+            revise_one(&a.common, &s.id, "set", |line| Ok(Some(q_queue::job::merge(line, changes))))
+        }
+        Cmd::Edit { id } => revise_one(&a.common, &id, "edit", |line| edit_in_editor(&id, line)),
         Cmd::Signal { signal, args } => {
             let (sig, ids) = signal_args(signal, args)?;
             per_id(&a.common, &ids, "signal", |q, id| ask_running(q, id, Ask::Signal { signal: sig as i32 }))
@@ -264,6 +329,79 @@ fn cancel(q: &Queue, id: &str, quiet: bool) -> Result<Value> {
         }
         s => json!({"was": s.as_str(), "state": "canceled"}),
     })
+}
+
+/// Change one queued job: its job line, as `change` makes it from the
+/// current one (`None`: left as it is), validated as a push, written only
+/// if the job was not claimed meanwhile (else 75, nothing changed).
+fn revise_one(common: &Common, id: &str, action: &str, change: impl FnOnce(&serde_json::Map<String, Value>) -> Result<Option<serde_json::Map<String, Value>>>) -> Result<u8> {
+    let id = ids::collect(&[id.to_owned()], TOOL)?.remove(0);
+    let q = common.open_existing()?;
+    let found = q.locate(&id)?.ok_or_else(|| q_queue::Error::no_job(&id))?;
+    if !matches!(found.state, State::Pending | State::Waiting | State::Held) {
+        bail!(q_queue::Error::new(Kind::Busy, format!("job {id} is {}: only pending, waiting or held jobs can be changed", found.state.as_str())));
+    }
+    let (found, job) = q.job(&found)?.ok_or_else(|| q_queue::Error::no_job(&id))?;
+    let mut line = job.to_line();
+    // A queued job is due when its place in the queue says (a retry moves it).
+    if let Some(ms) = found.run_at_ms {
+        line.insert("run_at".into(), Value::from(time::rfc3339(ms)));
+    }
+    let Some(new_line) = change(&line)? else {
+        note(common.quiet, &format!("job {id}: no change"));
+        out::line(&json!({"type": "ctl", "action": action, "id": id, "was": found.state.as_str(), "state": found.state.as_str(), "changed": []}))?;
+        return Ok(exit::OK);
+    };
+    let new = job.revised(&new_line, time::now_ms())?;
+    let old = serde_json::to_value(&job)?;
+    let now = serde_json::to_value(&new.job)?;
+    let mut changed: Vec<&str> = old.as_object().into_iter().chain(now.as_object()).flat_map(|o| o.keys().map(String::as_str)).filter(|k| old.get(k) != now.get(k)).collect();
+    changed.sort_unstable();
+    changed.dedup();
+    if found.run_at_ms != Some(new.run_at_ms) && !changed.contains(&"run_at") {
+        changed.push("run_at");
+    }
+    let seen = found.c.map_or(0, |c| c.attempt);
+    let was = q.revise(&id, seen, &new)?;
+    out::line(&json!({"type": "ctl", "action": action, "id": id, "was": was.as_str(), "state": was.as_str(), "changed": changed}))?;
+    Ok(exit::OK)
+}
+
+/// The job line after a person edited it in `$VISUAL`/`$EDITOR` (`vi`
+/// without either); `None` when it was left as it was. A file that is not
+/// a JSON object is refused (65) and kept for another try.
+fn edit_in_editor(id: &str, line: &serde_json::Map<String, Value>) -> Result<Option<serde_json::Map<String, Value>>> {
+    use std::io::Write;
+    let before = serde_json::to_string_pretty(line)? + "\n";
+    let path = std::env::temp_dir().join(format!("q-edit.{id}.{}.json", std::process::id()));
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).with_context(|| format!("create {}", path.display()))?;
+        f.write_all(before.as_bytes()).with_context(|| format!("write {}", path.display()))?;
+    }
+    let editor = std::env::var("VISUAL").ok().filter(|e| !e.is_empty()).or_else(|| std::env::var("EDITOR").ok().filter(|e| !e.is_empty())).unwrap_or_else(|| "vi".into());
+    let st = std::process::Command::new("/bin/sh").arg("-c").arg(format!("{editor} \"$1\"")).arg("sh").arg(&path).status();
+    let result = (|| {
+        let st = st.with_context(|| format!("run the editor {editor:?}"))?;
+        if !st.success() {
+            bail!(q_queue::Error::new(Kind::Data, format!("the editor {editor:?} failed ({st}): nothing changed")));
+        }
+        let after = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        if after == before {
+            return Ok(None);
+        }
+        match serde_json::from_str::<Value>(&after) {
+            Ok(Value::Object(m)) => Ok(Some(m)),
+            Ok(_) => bail!(q_queue::Error::new(Kind::Data, "the edited job is not a JSON object: nothing changed")),
+            Err(e) => bail!(q_queue::Error::new(Kind::Data, format!("the edited job is not JSON ({e}): nothing changed"))),
+        }
+    })();
+    match &result {
+        Err(e) if exit::code_of(e) == q_queue::status::DATA => eprintln!("{TOOL}: your edit is kept in {}", path.display()),
+        _ => {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    result
 }
 
 /// Ask a running job's runner (a signal, a restart); a job that is not

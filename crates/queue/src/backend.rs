@@ -179,6 +179,15 @@ pub trait Backend: Send + Sync {
     /// job was found in; only a running job is asked (a request to an
     /// attempt that ends meanwhile does nothing).
     fn request(&self, id: &str, ask: Ask) -> Result<State>;
+
+    // Changing a queued job.
+    /// Replace the record of a pending, waiting or held job with `new`
+    /// (its id, as [`Job::revised`] makes it), if it was not claimed since
+    /// the caller read it with attempt counter `seen`: a claim racing the
+    /// change either wins (`Busy`, nothing changed) or takes the new
+    /// record, never the old one after the change was answered. Returns the
+    /// state the job was found in and left in.
+    fn revise(&self, id: &str, seen: u32, new: &NewJob) -> Result<State>;
 }
 
 /// A worker's claimer (see [`Backend::claimer`]).

@@ -239,6 +239,9 @@ impl Backend for Queue {
     fn request(&self, id: &str, ask: Ask) -> Result<State> {
         Queue::request(self, id, ask)
     }
+    fn revise(&self, id: &str, seen: u32, new: &NewJob) -> Result<State> {
+        Queue::revise(self, id, seen, new)
+    }
 }
 
 impl Claimer for crate::claim::DirClaimer {

@@ -403,6 +403,72 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
     Ok(NewJob { job, run_at_ms, pusher_env })
 }
 
+impl Job {
+    /// The job as a job line (the fields a push takes), for `q-ctl edit`
+    /// and `set`: validated again as a line, it gives back this job.
+    pub fn to_line(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.to_owned(), v);
+        };
+        if let Some(c) = &self.cmd {
+            put("cmd", Value::from(c.clone()));
+        }
+        if let Some(sh) = &self.sh {
+            put("sh", Value::from(sh.clone()));
+        }
+        put("cwd", Value::from(self.cwd.clone()));
+        if !self.env.is_empty() {
+            put("env", serde_json::to_value(&self.env).unwrap_or_default());
+        }
+        put("env_from", serde_json::to_value(self.env_from).unwrap_or_default());
+        if let Some(p) = &self.payload {
+            put("payload", p.clone());
+        }
+        if let Some(n) = &self.name {
+            put("name", Value::from(n.clone()));
+        }
+        put("priority", Value::from(self.priority));
+        put("run_at", Value::from(self.run_at.clone()));
+        if let Some(t) = self.timeout_ms {
+            put("timeout", Value::from(format!("{t}ms")));
+        }
+        put("attempts", Value::from(self.attempts));
+        put("backoff", Value::from(format!("{}ms:{}ms", self.backoff.base_ms, self.backoff.max_ms)));
+        if let Some(k) = &self.key {
+            put("key", Value::from(k.clone()));
+        }
+        if !self.after.is_empty() {
+            put("after", Value::from(self.after.clone()));
+        }
+        if !self.tags.is_empty() {
+            put("tags", Value::from(self.tags.clone()));
+        }
+        put("delivery", serde_json::to_value(self.delivery).unwrap_or_default());
+        m
+    }
+
+    /// This job changed as `line` (a whole job line) says, validated as a
+    /// push validates it: the id, creation time and recorded environment
+    /// stay. Changing `after`, `key` or `env_from` is refused (65): their
+    /// rules (dependencies, dedupe, the pusher's environment) are a push's.
+    pub fn revised(&self, line: &Map<String, Value>, now_ms: i64) -> Result<NewJob> {
+        let ctx = PushContext { cwd: self.cwd.clone(), env: Default::default(), now_ms };
+        let mut n = validate(line, &ctx)?;
+        for (field, same) in [("after", n.job.after == self.after), ("key", n.job.key == self.key), ("env_from", n.job.env_from == self.env_from)] {
+            if !same {
+                return Err(field_err(field, "cannot be changed on a queued job: cancel it and push it again"));
+            }
+        }
+        n.job.id = self.id.clone();
+        n.job.created_at = self.created_at.clone();
+        n.job.env_ref = self.env_ref.clone();
+        n.job.extra = self.extra.clone();
+        n.pusher_env = None;
+        Ok(n)
+    }
+}
+
 fn check_no_nul_value(v: &Value) -> Result<(), ()> {
     match v {
         Value::String(s) if s.contains('\0') => Err(()),

@@ -47,6 +47,7 @@ pub mod pg;
 mod presence;
 mod push;
 mod reclaim;
+mod revise;
 mod settle;
 mod wake;
 

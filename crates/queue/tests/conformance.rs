@@ -242,6 +242,104 @@ fn requests_reach_the_running_attempt() {
     });
 }
 
+/// The job of `id` with `changes` over its job line, validated as a push;
+/// and the attempt counter it was read with.
+fn revised(b: &dyn q_queue::Backend, id: &str, changes: serde_json::Value) -> (u32, q_queue::NewJob) {
+    let e = b.locate(id).unwrap().unwrap();
+    let (e, job) = b.job(&e).unwrap().unwrap();
+    let line = q_queue::job::merge(&job.to_line(), changes.as_object().unwrap().clone());
+    (e.c.map_or(0, |c| c.attempt), job.revised(&line, q_queue::time::now_ms()).unwrap())
+}
+
+/// Revise a queued job: a pending one takes its new place in the order and
+/// is claimed with its new record; a waiting one still waits for its
+/// dependencies; a held one stays held; a running or stale one is refused.
+#[test]
+fn revising_a_queued_job() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["true"], "priority": 5}), json!({"cmd": ["a"], "name": "low"})]);
+        let dep = &ids[0];
+        let waiting = fx.push(&[json!({"cmd": ["w"], "after": [dep]})]).remove(0);
+        let held = fx.push(&[json!({"cmd": ["h"]})]).remove(0);
+        b.hold(&held).unwrap();
+        let (seen, new) = revised(b, &ids[1], json!({"priority": 9, "name": "high", "timeout": "90s"}));
+        assert_eq!(b.revise(&ids[1], seen, &new).unwrap(), State::Pending, "{}", fx.name);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!((c.id.as_str(), c.job.priority, c.job.name.as_deref(), c.job.timeout_ms), (ids[1].as_str(), 9, Some("high"), Some(90_000)), "{}: claimed first, new record", fx.name);
+        assert_eq!(b.revise(&ids[1], seen, &new).unwrap_err().kind, Kind::Busy, "{}: running now", fx.name);
+        let (seen_w, new_w) = revised(b, &waiting, json!({"name": "still waits"}));
+        assert_eq!(b.revise(&waiting, seen_w, &new_w).unwrap(), State::Waiting, "{}", fx.name);
+        assert_eq!(b.locate(&waiting).unwrap().unwrap().state, State::Waiting, "{}", fx.name);
+        let (seen_h, new_h) = revised(b, &held, json!({"priority": -3}));
+        assert_eq!(b.revise(&held, seen_h + 1, &new_h).unwrap_err().kind, Kind::Busy, "{}: a stale attempt counter", fx.name);
+        assert_eq!(b.revise(&held, seen_h, &new_h).unwrap(), State::Held, "{}", fx.name);
+        let e = b.locate(&held).unwrap().unwrap();
+        assert_eq!((e.state, b.job(&e).unwrap().unwrap().1.priority), (State::Held, -3), "{}", fx.name);
+        assert_eq!(b.revise("01J00000000000000000000000", 0, &new_h).unwrap_err().kind, Kind::NoJob, "{}", fx.name);
+        // The dependency rule still holds for the revised waiting job.
+        let d = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(d.id, *dep);
+        b.settle(&d.id, &d.token, Reason::Ok, &ok(), &so()).unwrap();
+        let w = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!((w.id.as_str(), w.job.name.as_deref()), (waiting.as_str(), Some("still waits")), "{}", fx.name);
+        assert!(b.claim(1, &opts(Liveness::Flock)).unwrap().is_empty(), "{}: the held job stays held", fx.name);
+    });
+}
+
+/// Revisions racing claims: for each job exactly one wins. A revision that
+/// was answered is what the claim took; one refused changed nothing (the
+/// claim took the old record); no job is lost or claimed twice.
+#[test]
+fn a_revision_racing_a_claim_one_wins() {
+    each(|fx| {
+        let b = Arc::clone(&fx.b);
+        let n = 40;
+        let lines: Vec<_> = (0..n).map(|_| json!({"cmd": ["true"], "name": "old"})).collect();
+        let ids = fx.push(&lines);
+        let claimer = {
+            let b = Arc::clone(&b);
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let until = std::time::Instant::now() + Duration::from_secs(60);
+                while got.len() < n && std::time::Instant::now() < until {
+                    got.extend(b.claim(1, &opts(Liveness::Ttl)).unwrap().into_iter().map(|c| (c.id, c.job.name)));
+                }
+                got
+            })
+        };
+        let mut answered = std::collections::HashMap::new();
+        // From the newest: the claimer takes the oldest first, so the two meet.
+        for id in ids.iter().rev() {
+            let Some(e) = b.locate(id).unwrap() else { continue };
+            let Some((e, job)) = b.job(&e).unwrap() else { continue };
+            if e.state != State::Pending {
+                answered.insert(id.clone(), false);
+                continue;
+            }
+            let line = q_queue::job::merge(&job.to_line(), json!({"name": "new"}).as_object().unwrap().clone());
+            let new = job.revised(&line, q_queue::time::now_ms()).unwrap();
+            match b.revise(id, e.c.map_or(0, |c| c.attempt), &new) {
+                Ok(_) => answered.insert(id.clone(), true),
+                Err(err) => {
+                    assert_eq!(err.kind, Kind::Busy, "{}: {err}", fx.name);
+                    answered.insert(id.clone(), false)
+                }
+            };
+        }
+        let got = claimer.join().unwrap();
+        assert_eq!(got.len(), n, "{}: every job claimed once", fx.name);
+        assert_eq!(got.iter().map(|g| &g.0).collect::<BTreeSet<_>>().len(), n, "{}: none twice", fx.name);
+        let mut wins = 0;
+        for (id, name) in &got {
+            let changed = answered.get(id).copied().unwrap_or(false);
+            assert_eq!(name.as_deref(), Some(if changed { "new" } else { "old" }), "{}: job {id}: the claim took the record the answer implies", fx.name);
+            wins += usize::from(changed);
+        }
+        eprintln!("{}: {wins} of {n} revisions won their race", fx.name);
+    });
+}
+
 /// Hold, release, retry, remove.
 #[test]
 fn operator_moves() {

@@ -1138,6 +1138,35 @@ impl Backend for PgQueue {
         Ok(errors)
     }
 
+    fn revise(&self, id: &str, seen: u32, new: &NewJob) -> Result<State> {
+        crate::id::check_id(id)?;
+        let secs = new.run_at_ms as f64 / 1000.0;
+        self.tx(|q, tx| {
+            // The row lock orders this change and a claim: whichever comes
+            // second sees what the first did.
+            let r = tx
+                .query_opt(&q.q("SELECT state, attempt FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+                .map_err(|e| q.err(e))?
+                .ok_or_else(|| Error::no_job(id))?;
+            let st = State::parse(r.get(0)).unwrap_or(State::Dead);
+            if !matches!(st, State::Pending | State::Waiting | State::Held) {
+                return Err(Error::new(Kind::Busy, format!("job {id} is {}: only pending, waiting or held jobs can be changed", st.as_str())));
+            }
+            if r.get::<_, i32>(1) as u32 != seen {
+                return Err(Error::new(Kind::Busy, format!("job {id} was claimed or moved meanwhile: nothing changed")));
+            }
+            tx.execute(
+                &q.q("UPDATE {s}.job SET spec = $3, priority = $4, run_at = to_timestamp($5), changed_at = now() WHERE queue = $1 AND id = $2"),
+                &[&q.t.queue, &id, &json(&new.job), &new.job.priority, &secs],
+            )
+            .map_err(|e| q.err(e))?;
+            if st == State::Pending {
+                q.notify(tx)?;
+            }
+            Ok(st)
+        })
+    }
+
     fn request(&self, id: &str, ask: crate::record::Ask) -> Result<State> {
         crate::id::check_id(id)?;
         self.tx(|q, tx| {
