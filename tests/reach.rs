@@ -184,3 +184,111 @@ fn ctl_set_crash_leaves_the_job_held_never_lost() {
         assert_eq!(q.state(&id), "pending");
     }
 }
+
+/// Run `q-supervise --exit-on-idle --events ARGS` to its end: its exit
+/// status and its events.
+fn supervise_events(q: &QDir, args: &[&str], mut meanwhile: impl FnMut()) -> (i32, Vec<Value>) {
+    let mut c = q.cmd("q-supervise");
+    c.args(["--exit-on-idle", "--events"]).args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut p = Proc::spawn(c);
+    let _guard = Killer::new(p.pid() as u32);
+    let err = p.child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(err).unwrap_or_default());
+    meanwhile();
+    let code = p.wait_for(Duration::from_secs(90));
+    let events = parse_lines(&reader.join().unwrap());
+    (code, events)
+}
+
+fn hook_events(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|e| e["event"] == "hook-finished").collect()
+}
+
+/// `--on-finish` gets every ended job's result line on stdin, `--on-fail`
+/// only those that did not end done; a backlog is reported; the outcomes
+/// (and the exit status) are the jobs' own.
+#[test]
+fn serial_hooks_get_the_result_line_and_a_backlog_is_reported() {
+    let q = QDir::new();
+    let m = q.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let ok = q.push(&["--", "true"]);
+    let bad = q.push(&["--", "false"]);
+    let more: Vec<String> = (0..10).map(|_| q.push(&["--", "true"])).collect();
+    let on_finish = format!("while [ ! -e {m}/go ]; do sleep 0.05; done; cat >> {m}/finished", m = m.display());
+    let on_fail = format!("cat >> {}/failed", m.display());
+    let (code, events) = supervise_events(&q, &["-j", "2", "--grace", "60s", "--on-finish", &on_finish, "--on-fail", &on_fail], || {
+        wait_until("every job ended", Duration::from_secs(60), || {
+            let c = &q.run("q-ls", &["--counts"]).lines()[0];
+            c["done"].as_u64().unwrap_or(0) + c["dead"].as_u64().unwrap_or(0) == 12
+        });
+        std::fs::write(m.join("go"), "").unwrap();
+    });
+    assert_eq!(code, 1, "a job failed: {events:?}");
+    let finished = parse_lines(&std::fs::read_to_string(m.join("finished")).unwrap());
+    assert_eq!(finished.len(), 12, "one result line per job");
+    assert!(finished.iter().all(|r| r["type"] == "result"));
+    let mut ids: Vec<&str> = finished.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let mut want: Vec<&str> = more.iter().map(String::as_str).chain([ok.as_str(), bad.as_str()]).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    let failed = parse_lines(&std::fs::read_to_string(m.join("failed")).unwrap());
+    assert_eq!(failed.iter().map(|r| (r["id"].as_str(), r["state"].as_str())).collect::<Vec<_>>(), [(Some(bad.as_str()), Some("dead"))]);
+    assert!(events.iter().any(|e| e["event"] == "hook-backlog" && e["waiting"].as_u64() >= Some(10)), "{events:?}");
+    assert_eq!(hook_events(&events).len(), 13, "12 on-finish and 1 on-fail");
+}
+
+/// A hook that hangs is killed at its timeout; one killed mid-run is
+/// reported; either way the job's outcome stands and later hooks run.
+#[test]
+fn serial_a_hook_that_hangs_times_out_and_one_killed_is_reported() {
+    let q = QDir::new();
+    let m = q.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let a = q.push(&["--", "true"]);
+    let hook = format!(r#"echo $$ > {m}/pid.$Q_JOB_ID; cat > /dev/null; sleep 30"#, m = m.display());
+    let (code, events) = supervise_events(&q, &["-j", "1", "--on-finish", &hook, "--hook-timeout", "1s"], || {});
+    assert_eq!(code, 0, "{events:?}");
+    let h = hook_events(&events);
+    assert_eq!((h.len(), h[0]["id"].as_str(), h[0]["timed_out"].as_bool()), (1, Some(a.as_str()), Some(true)), "{h:?}");
+    let pid = read_pid(&m.join(format!("pid.{a}"))).unwrap();
+    assert!(!pid_alive(pid), "the hung hook was killed");
+    assert_eq!(q.state(&a), "done");
+
+    let b = q.push(&["--", "true"]);
+    let c = q.push(&["--", "false"]);
+    let (code, events) = supervise_events(&q, &["-j", "1", "--on-finish", &hook, "--hook-timeout", "60s"], || {
+        for id in [&b, &c] {
+            wait_until("the hook runs", Duration::from_secs(60), || read_pid(&m.join(format!("pid.{id}"))).is_some());
+            let pid = read_pid(&m.join(format!("pid.{id}"))).unwrap();
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        }
+    });
+    assert_eq!(code, 1, "c failed: {events:?}");
+    let h = hook_events(&events);
+    assert_eq!(h.iter().map(|e| e["signal"].as_i64()).collect::<Vec<_>>(), [Some(9), Some(9)], "{h:?}");
+    assert_eq!((q.state(&b).as_str(), q.state(&c).as_str()), ("done", "dead"), "outcomes stand");
+}
+
+/// Without --events, a hook that fails says so on stderr, once.
+#[test]
+fn serial_a_failing_hook_is_reported_on_stderr() {
+    let q = QDir::new();
+    let a = q.push(&["--", "true"]);
+    let o = q.run("q-supervise", &["-j", "1", "--exit-on-idle", "--on-finish", "cat >/dev/null; exit 3"]);
+    o.ok();
+    assert!(o.stderr.contains(&format!("job {a}: the --on-finish hook exited with status 3 (the job's outcome stands)")), "{}", o.stderr);
+}
+
+/// `q-supervise --output-limit` reaches its workers: a job writing past it
+/// ends `output-limit`.
+#[test]
+fn supervise_output_limit_is_passed_to_its_workers() {
+    let q = QDir::new();
+    let id = q.push(&["--sh", "head -c 5000 /dev/zero"]);
+    let o = q.run("q-supervise", &["-j", "1", "--exit-on-idle", "--output-limit", "1K"]);
+    o.expect_code(1);
+    let j = q.job(&id);
+    assert_eq!((j["state"].as_str(), j["result"]["reason"].as_str()), (Some("dead"), Some("output-limit")), "{j}");
+}

@@ -22,6 +22,7 @@
 //! workers ran ended `done` (a job drained back to pending did not fail), 1
 //! otherwise; it learns outcomes from the `result` lines its workers print.
 
+mod hooks;
 mod idle;
 mod pool;
 mod report;
@@ -85,6 +86,18 @@ pub struct Args {
     /// Write events as JSON lines on stderr
     #[arg(long)]
     events: bool,
+    /// Cap on each attempt's stdout plus stderr, passed to the workers (see q-run) [default: q-run's, 64M]
+    #[arg(long, value_name = "SIZE", value_parser = crate::run::parse_size)]
+    output_limit: Option<u64>,
+    /// After each job of its workers ends (done, dead or canceled), run CMD (with /bin/sh -c) with the job's result line on stdin
+    #[arg(long, value_name = "CMD")]
+    on_finish: Option<String>,
+    /// Like --on-finish, only for jobs that did not end done
+    #[arg(long, value_name = "CMD")]
+    on_fail: Option<String>,
+    /// A hook running longer is killed (its process group); the job's outcome stands
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = cli::duration)]
+    hook_timeout: u64,
     /// Internal: clean up after a supervisor that died
     #[arg(long, hide = true)]
     watchdog: bool,
@@ -206,6 +219,13 @@ fn run(a: Args) -> Result<u8> {
         idle: IdleWatch { exit_on_idle: a.exit_on_idle, horizon: a.idle_horizon, idle_seen: 0, last_idle_check: now, left_behind: None, idle_exit: false },
         upkeep: Upkeep { last_reclaim: now, last_promote: None },
         common: a.common.clone(),
+        hooks: hooks::Hooks::start(hooks::HookCfg {
+            on_finish: a.on_finish.clone(),
+            on_fail: a.on_fail.clone(),
+            timeout: Duration::from_millis(a.hook_timeout.max(1)),
+            events: a.events,
+            quiet: a.common.quiet,
+        }),
     };
     Ok(sup.run())
 }
@@ -242,6 +262,10 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     if let Some(l) = a.lease {
         args.push("--lease".into());
         args.push(format!("{l}ms").into());
+    }
+    if let Some(n) = a.output_limit {
+        args.push("--output-limit".into());
+        args.push(n.to_string().into());
     }
     if let Some(w) = a.group_window {
         args.push("--group-window".into());
