@@ -292,3 +292,51 @@ fn supervise_output_limit_is_passed_to_its_workers() {
     let j = q.job(&id);
     assert_eq!((j["state"].as_str(), j["result"]["reason"].as_str()), (Some("dead"), Some("output-limit")), "{j}");
 }
+
+/// `max_runtime` counts wall time over all attempts: a job that used most
+/// of it in a failed attempt is stopped in its retry when the total runs
+/// out, and ends dead (`max-runtime`) though attempts are left; `q-ls`
+/// shows the totals.
+#[test]
+fn serial_max_runtime_across_a_retry() {
+    let q = QDir::new();
+    let id = q.push(&["--attempts", "5", "--backoff", "10ms", "--max-runtime", "2s", "--sh", "sleep 1.4; exit 1"]);
+    // A worker per attempt: the retry is due 10 ms after the first ends.
+    let mut results = Vec::new();
+    while results.len() < 2 {
+        wait_until("the job is due", Duration::from_secs(20), || q.run("q-ls", &["--counts"]).lines()[0]["ready"] == 1);
+        results.extend(q.run("q-run", &["--once"]).lines());
+    }
+    let got: Vec<(&str, &str)> = results.iter().map(|r| (r["state"].as_str().unwrap(), r["reason"].as_str().unwrap())).collect();
+    assert_eq!(got, [("pending", "exit"), ("dead", "max-runtime")], "{results:?}");
+    let second = results[1]["duration_ms"].as_u64().unwrap();
+    assert!(second < 1_400, "the retry was stopped before its own end: {second} ms");
+    let j = q.job(&id);
+    assert_eq!((j["state"].as_str(), j["failures"].as_u64()), (Some("dead"), Some(1)), "{j}");
+    let u = &j["usage"];
+    assert_eq!(u["attempts"], 2, "{j}");
+    let wall = u["wall_ms"].as_u64().unwrap();
+    assert!((2_000..2_000 + 1_400).contains(&wall), "the total is the budget, give or take a look: {wall} ms");
+    // A job whose budget is spent ends at its next claim without running.
+    q.run("q-ctl", &["retry", &id]).ok();
+    let o = q.run("q-run", &["--once"]);
+    let r = &o.lines()[0];
+    assert_eq!((r["state"].as_str(), r["reason"].as_str(), r["started_at"].as_str()), (Some("dead"), Some("max-runtime"), None), "{r}");
+}
+
+/// A job's own `output_limit` replaces the worker's.
+#[test]
+fn a_jobs_output_limit_replaces_the_workers() {
+    let q = QDir::new();
+    // It goes on after its output: it is stopped, not just cut short.
+    let small = q.push(&["--output-limit", "1K", "--sh", "head -c 5000 /dev/zero; sleep 30"]);
+    let big = q.push(&["--output-limit", "8K", "--sh", "head -c 5000 /dev/zero"]);
+    let o = q.run("q-run", &["--exit-on-idle", "--output-limit", "2K"]);
+    let lines = o.lines();
+    let reasons: Vec<(&str, &str)> = lines.iter().map(|r| (r["id"].as_str().unwrap(), r["reason"].as_str().unwrap())).collect();
+    assert!(reasons.contains(&(small.as_str(), "output-limit")), "{reasons:?}");
+    assert!(reasons.contains(&(big.as_str(), "ok")), "{reasons:?}");
+    let o = q.run("q-push", &["--output-limit", "lots", "--", "true"]);
+    o.expect_code(65);
+    assert!(o.stderr.contains("output_limit"), "{}", o.stderr);
+}

@@ -43,6 +43,12 @@ pub struct Args {
     /// Wall-clock limit of one attempt
     #[arg(long, value_name = "DUR")]
     timeout: Option<String>,
+    /// Most wall time over all attempts together; beyond it the job ends dead (max-runtime)
+    #[arg(long, value_name = "DUR")]
+    max_runtime: Option<String>,
+    /// Cap on one attempt's stdout plus stderr (K, M, G suffixes) [default: the worker's, 64M]
+    #[arg(long, value_name = "SIZE")]
+    output_limit: Option<String>,
     /// Most failures of the job itself before it ends dead [default: 1]
     #[arg(long, value_name = "N")]
     attempts: Option<u64>,
@@ -117,6 +123,12 @@ fn defaults(a: &Args) -> Result<Map<String, Value>> {
     }
     if let Some(v) = a.attempts {
         put("attempts", json!(v));
+    }
+    if let Some(v) = &a.max_runtime {
+        put("max_runtime", json!(v));
+    }
+    if let Some(v) = &a.output_limit {
+        put("output_limit", json!(v));
     }
     if let Some(v) = &a.backoff {
         put("backoff", json!(v));

@@ -87,7 +87,7 @@ pub struct Args {
     #[arg(long)]
     events: bool,
     /// Cap on each attempt's stdout plus stderr, passed to the workers (see q-run) [default: q-run's, 64M]
-    #[arg(long, value_name = "SIZE", value_parser = crate::run::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = q_queue::job::parse_size)]
     output_limit: Option<u64>,
     /// After each job of its workers ends (done, dead or canceled), run CMD (with /bin/sh -c) with the job's result line on stdin
     #[arg(long, value_name = "CMD")]

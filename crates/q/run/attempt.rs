@@ -40,6 +40,14 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     let q = &ctx.q;
     let job = &held.job;
     let a = held.attempt();
+    // What is left of the job's max_runtime (only a job that has one asks).
+    let budget = job.max_runtime_ms.map(|m| m.saturating_sub(q.usage(&held.id).map_or(0, |u| u.wall_ms)));
+    if budget == Some(0) {
+        eprintln!("q-run: job {}: its max_runtime ran out in earlier attempts", held.id);
+        let outcome = Outcome { finished_at_ms: Some(time::now_ms()), ..Outcome::default() };
+        return Ok(Ended { reason: Reason::MaxRuntime, outcome, once_code: exit::TIMED_OUT, workspace: None });
+    }
+    let output_limit = job.output_limit.unwrap_or(ctx.output_limit);
     let workspace = ctx.workspaces.make(&held.id, a)?;
     let mut out_log = Log::new(q, held, Stream::Stdout);
     let mut err_log = Log::new(q, held, Stream::Stderr);
@@ -83,6 +91,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
         .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     let start = Instant::now();
     let deadline = job.timeout_ms.map(|t| start + Duration::from_millis(t));
+    let budget_end = budget.map(|b| start + Duration::from_millis(b));
     let mut written: u64 = 0;
     let mut stopping: Option<Stopping> = None;
     let mut drain_deadline: Option<Instant> = None;
@@ -91,13 +100,16 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     let mut buf = vec![0u8; 64 * 1024];
     let reaped = loop {
         // Output, or up to 100 ms of waiting for it.
-        pump(&mut pout, &mut perr, pidfd.as_ref(), &mut out_log, &mut err_log, &mut buf, &mut written, ctx.output_limit, Duration::from_millis(100));
+        pump(&mut pout, &mut perr, pidfd.as_ref(), &mut out_log, &mut err_log, &mut buf, &mut written, output_limit, Duration::from_millis(100));
         if let Some(r) = sys::wait4(pid, true)? {
             break r;
         }
         let now = Instant::now();
-        if written >= ctx.output_limit && stopping.is_none() {
+        if written >= output_limit && stopping.is_none() {
             stopping = Some(stop(pid, leader_start, Reason::OutputLimit));
+        }
+        if budget_end.is_some_and(|d| now >= d) && stopping.is_none() {
+            stopping = Some(stop(pid, leader_start, Reason::MaxRuntime));
         }
         if deadline.is_some_and(|d| now >= d) && stopping.is_none() {
             stopping = Some(stop(pid, leader_start, Reason::Timeout));
@@ -137,7 +149,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     };
     // The leader is gone: so is whatever it left in its group.
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-    pump(&mut pout, &mut perr, None, &mut out_log, &mut err_log, &mut buf, &mut written, ctx.output_limit, Duration::ZERO);
+    pump(&mut pout, &mut perr, None, &mut out_log, &mut err_log, &mut buf, &mut written, output_limit, Duration::ZERO);
     drop(child);
     let finished_ms = time::now_ms();
 
@@ -158,7 +170,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     };
     let once_code = match reason {
         Reason::Ok => 0,
-        Reason::Timeout => exit::TIMED_OUT,
+        Reason::Timeout | Reason::MaxRuntime => exit::TIMED_OUT,
         Reason::LeaseLost => exit::LEASE_LOST,
         Reason::OutputLimit => 1,
         _ => match (reaped.exit_code, reaped.signal) {

@@ -25,7 +25,7 @@ use crate::lock::Acquired;
 use crate::push::Pushed;
 use crate::queue::{Durability, Pause, Queue};
 use crate::reclaim::Reclaimed;
-use crate::record::{Ask, Chunk, Lease, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Ask, Chunk, Lease, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream, Usage};
 use crate::settle::{SettleOpts, ToSettle};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -188,6 +188,10 @@ pub trait Backend: Send + Sync {
     /// record, never the old one after the change was answered. Returns the
     /// state the job was found in and left in.
     fn revise(&self, id: &str, seen: u32, new: &NewJob) -> Result<State>;
+
+    // Usage.
+    /// The totals of a job's ended attempts (wall time, CPU, peak RSS).
+    fn usage(&self, id: &str) -> Result<Usage>;
 }
 
 /// A worker's claimer (see [`Backend::claimer`]).

@@ -15,7 +15,7 @@ use crate::names::{LeasedName, terminal_name};
 use crate::push::Pushed;
 use crate::queue::{Pause, Queue};
 use crate::reclaim::Reclaimed;
-use crate::record::{Ask, Chunk, Lease, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Ask, Chunk, Lease, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream, Usage};
 use crate::settle::{SettleOpts, ToSettle};
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
@@ -241,6 +241,10 @@ impl Backend for Queue {
     }
     fn revise(&self, id: &str, seen: u32, new: &NewJob) -> Result<State> {
         Queue::revise(self, id, seen, new)
+    }
+    fn usage(&self, id: &str) -> Result<Usage> {
+        crate::id::check_id(id)?;
+        Ok(Queue::usage(self, id))
     }
 }
 

@@ -119,6 +119,13 @@ pub struct Job {
     pub tags: Vec<String>,
     #[serde(default)]
     pub delivery: Delivery,
+    /// Most wall time over all attempts together (beyond: `dead`,
+    /// reason `max-runtime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runtime_ms: Option<u64>,
+    /// Most bytes of output one attempt may write (default: the worker's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_limit: Option<u64>,
     /// Fields written by a newer tool, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -162,8 +169,21 @@ pub struct PushContext {
 
 const FIELDS: &[&str] = &[
     "cmd", "sh", "cwd", "env", "env_from", "payload", "name", "priority", "run_at", "delay",
-    "timeout", "attempts", "backoff", "key", "after", "tags", "delivery",
+    "timeout", "attempts", "backoff", "key", "after", "tags", "delivery", "max_runtime", "output_limit",
 ];
+
+/// A size in bytes: a number, or a string with an optional K, M or G
+/// suffix (powers of 1024), as `--output-limit` takes it.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1u64 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1u64 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("invalid size {s:?}: use bytes with an optional K, M or G suffix (64M)"))
+}
 
 fn field_err(field: &str, what: impl std::fmt::Display) -> Error {
     Error::new(Kind::Data, format!("field {field:?}: {what}"))
@@ -368,6 +388,16 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
         }
     };
     let tags = get("tags").map(|v| string_list("tags", v)).transpose()?.unwrap_or_default();
+    let max_runtime_ms = get("max_runtime").map(|v| duration_field("max_runtime", v)).transpose()?;
+    if max_runtime_ms == Some(0) {
+        return Err(field_err("max_runtime", "must be more than zero"));
+    }
+    let output_limit = match get("output_limit") {
+        None => None,
+        Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| field_err("output_limit", "must be a non-negative number of bytes or a size like \"64M\""))?),
+        Some(Value::String(s)) => Some(parse_size(s).map_err(|e| field_err("output_limit", e))?),
+        Some(v) => return Err(field_err("output_limit", format!("must be a number of bytes or a size like \"64M\", not {}", type_name(v)))),
+    };
     // `"payload": null` is no payload, like every other null field: the
     // stored record could not say otherwise (null reads back as absent).
     let payload = obj.get("payload").filter(|v| !v.is_null()).cloned();
@@ -397,6 +427,8 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
         after,
         tags,
         delivery,
+        max_runtime_ms,
+        output_limit,
         extra: Map::new(),
     };
     let pusher_env = (env_from == EnvFrom::Pusher).then(|| std::sync::Arc::clone(&ctx.env));
@@ -445,6 +477,12 @@ impl Job {
             put("tags", Value::from(self.tags.clone()));
         }
         put("delivery", serde_json::to_value(self.delivery).unwrap_or_default());
+        if let Some(t) = self.max_runtime_ms {
+            put("max_runtime", Value::from(format!("{t}ms")));
+        }
+        if let Some(n) = self.output_limit {
+            put("output_limit", Value::from(n));
+        }
         m
     }
 

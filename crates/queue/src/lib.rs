@@ -60,7 +60,7 @@ pub use list::{Counts, Entry};
 pub use push::{Pushed, SEG_CAP};
 pub use queue::{Durability, Pause};
 pub use reclaim::Reclaimed;
-pub use record::{Ask, Chunk, Counters, Lease, Liveness, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream};
+pub use record::{Ask, Chunk, Counters, Lease, Liveness, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream, Usage};
 pub use settle::{MAX_INTERRUPTS, SettleOpts, ToSettle};
 
 #[cfg(feature = "layout")]

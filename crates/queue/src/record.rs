@@ -275,6 +275,31 @@ impl ResultRecord {
     }
 }
 
+/// What a job used over its ended attempts (their result records): the
+/// totals `q-ls` shows, and what `max_runtime` is counted against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Attempts with a result.
+    pub attempts: u32,
+    /// Wall time, summed.
+    pub wall_ms: u64,
+    pub cpu_user_ms: u64,
+    pub cpu_sys_ms: u64,
+    /// The highest peak resident set size of any attempt.
+    pub max_rss_kb: u64,
+}
+
+impl Usage {
+    /// Add one attempt's result.
+    pub fn add(&mut self, r: &ResultRecord) {
+        self.attempts += 1;
+        self.wall_ms += r.duration_ms.unwrap_or(0);
+        self.cpu_user_ms += r.cpu_user_ms.unwrap_or(0);
+        self.cpu_sys_ms += r.cpu_sys_ms.unwrap_or(0);
+        self.max_rss_kb = self.max_rss_kb.max(r.max_rss_kb.unwrap_or(0));
+    }
+}
+
 /// A job's counters (SPEC "Fields"): they travel with the job (in its
 /// file name, for a directory queue) and are part of its claim token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -340,6 +340,26 @@ fn a_revision_racing_a_claim_one_wins() {
     });
 }
 
+/// Usage: the totals of a job's ended attempts (wall time and CPU summed,
+/// the highest peak RSS).
+#[test]
+fn usage_totals_over_attempts() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let id = fx.push(&[json!({"cmd": ["true"], "attempts": 3})]).remove(0);
+        assert_eq!(b.usage(&id).unwrap(), q_queue::Usage::default(), "{}: nothing yet", fx.name);
+        for (outcome, reason) in [
+            (Outcome { exit_code: Some(1), signal: None, started_at_ms: Some(1_000), finished_at_ms: Some(2_000), cpu_user_ms: Some(10), cpu_sys_ms: Some(1), max_rss_kb: Some(100) }, Reason::Exit),
+            (Outcome { exit_code: Some(0), signal: None, started_at_ms: Some(5_000), finished_at_ms: Some(5_500), cpu_user_ms: Some(5), cpu_sys_ms: Some(2), max_rss_kb: Some(300) }, Reason::Ok),
+        ] {
+            let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+            b.settle(&c.id, &c.token, reason, &outcome, &so()).unwrap();
+        }
+        let u = b.usage(&id).unwrap();
+        assert_eq!((u.attempts, u.wall_ms, u.cpu_user_ms, u.cpu_sys_ms, u.max_rss_kb), (2, 1_500, 15, 3, 300), "{}", fx.name);
+    });
+}
+
 /// Hold, release, retry, remove.
 #[test]
 fn operator_moves() {

@@ -1167,6 +1167,18 @@ impl Backend for PgQueue {
         })
     }
 
+    fn usage(&self, id: &str) -> Result<crate::record::Usage> {
+        crate::id::check_id(id)?;
+        let rows = self.rows("SELECT result FROM {s}.attempt WHERE queue = $1 AND id = $2 AND result IS NOT NULL", &[&self.t.queue, &id])?;
+        let mut u = crate::record::Usage::default();
+        for r in rows {
+            if let Ok(rec) = serde_json::from_value::<ResultRecord>(r.get(0)) {
+                u.add(&rec);
+            }
+        }
+        Ok(u)
+    }
+
     fn request(&self, id: &str, ask: crate::record::Ask) -> Result<State> {
         crate::id::check_id(id)?;
         self.tx(|q, tx| {
