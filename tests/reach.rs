@@ -216,7 +216,7 @@ fn serial_hooks_get_the_result_line_and_a_backlog_is_reported() {
     let bad = q.push(&["--", "false"]);
     let more: Vec<String> = (0..10).map(|_| q.push(&["--", "true"])).collect();
     let on_finish = format!("while [ ! -e {m}/go ]; do sleep 0.05; done; cat >> {m}/finished", m = m.display());
-    let on_fail = format!("cat >> {}/failed", m.display());
+    let on_fail = format!("cat >> {m}/failed; {ls} --json \"$Q_JOB_ID\" > {m}/failed-ls", m = m.display(), ls = bin("q-ls").display());
     let (code, events) = supervise_events(&q, &["-j", "2", "--grace", "60s", "--on-finish", &on_finish, "--on-fail", &on_fail], || {
         wait_until("every job ended", Duration::from_secs(60), || {
             let c = &q.run("q-ls", &["--counts"]).lines()[0];
@@ -235,6 +235,8 @@ fn serial_hooks_get_the_result_line_and_a_backlog_is_reported() {
     assert_eq!(ids, want);
     let failed = parse_lines(&std::fs::read_to_string(m.join("failed")).unwrap());
     assert_eq!(failed.iter().map(|r| (r["id"].as_str(), r["state"].as_str())).collect::<Vec<_>>(), [(Some(bad.as_str()), Some("dead"))]);
+    let seen = parse_lines(&std::fs::read_to_string(m.join("failed-ls")).unwrap());
+    assert_eq!((seen[0]["id"].as_str(), seen[0]["state"].as_str()), (Some(bad.as_str()), Some("dead")), "the hook reaches the queue (Q_DIR)");
     assert!(events.iter().any(|e| e["event"] == "hook-backlog" && e["waiting"].as_u64() >= Some(10)), "{events:?}");
     assert_eq!(hook_events(&events).len(), 13, "12 on-finish and 1 on-fail");
 }

@@ -372,10 +372,12 @@ fn revise_one(common: &Common, id: &str, action: &str, change: impl FnOnce(&serd
 /// a JSON object is refused (65) and kept for another try.
 fn edit_in_editor(id: &str, line: &serde_json::Map<String, Value>) -> Result<Option<serde_json::Map<String, Value>>> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let before = serde_json::to_string_pretty(line)? + "\n";
     let path = std::env::temp_dir().join(format!("q-edit.{id}.{}.json", std::process::id()));
     {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).with_context(|| format!("create {}", path.display()))?;
+        // The job's environment may hold secrets: readable by its owner only.
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).with_context(|| format!("create {}", path.display()))?;
         f.write_all(before.as_bytes()).with_context(|| format!("write {}", path.display()))?;
     }
     let editor = std::env::var("VISUAL").ok().filter(|e| !e.is_empty()).or_else(|| std::env::var("EDITOR").ok().filter(|e| !e.is_empty())).unwrap_or_else(|| "vi".into());

@@ -223,6 +223,7 @@ fn run(a: Args) -> Result<u8> {
             on_finish: a.on_finish.clone(),
             on_fail: a.on_fail.clone(),
             timeout: Duration::from_millis(a.hook_timeout.max(1)),
+            queue: a.common.location().to_arg(),
             events: a.events,
             quiet: a.common.quiet,
         }),

@@ -31,6 +31,8 @@ pub struct HookCfg {
     pub on_finish: Option<String>,
     pub on_fail: Option<String>,
     pub timeout: Duration,
+    /// The queue, as the hook's `Q_DIR` (so `q-log "$Q_JOB_ID"` works).
+    pub queue: std::ffi::OsString,
     pub events: bool,
     pub quiet: bool,
 }
@@ -169,6 +171,10 @@ fn run_one(rep: &mut Reporter, c: &HookCfg, running: &Running, which: &str, cmd:
         .arg("-c")
         .arg(cmd)
         .env("Q_JOB_ID", &due.id)
+        .env("Q_DIR", &c.queue)
+        // A database password handed to this supervisor is not the hook's.
+        .env_remove(crate::cli::PASSWORD_VAR)
+        .env_remove("Q_SUPERVISOR_PID")
         .stdin(Stdio::piped())
         .stdout(out)
         .stderr(err)
