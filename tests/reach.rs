@@ -112,12 +112,21 @@ fn ctl_set_changes_a_queued_job() {
     assert!(o.stderr.contains("priority"), "{}", o.stderr);
     assert_eq!(q.job(&a)["priority"], 0, "a bad set changes nothing");
     q.run("q-ctl", &["set", "01J00000000000000000000000", "--priority", "1"]).expect_code(66);
+    // New dependencies: the job waits for the running one; a cycle is 65.
+    let o = q.run("q-ctl", &["set", &a, "--after", &b]);
+    o.ok();
+    assert_eq!((o.lines()[0]["changed"][0].as_str(), q.state(&a).as_str()), (Some("after"), "waiting"));
+    let c2 = q.push(&["--after", &a, "--", "true"]);
+    let o = q.run("q-ctl", &["set", &a, "--after", &c2]);
+    o.expect_code(65);
+    assert!(o.stderr.contains("would wait on itself"), "{}", o.stderr);
     q.run("q-ctl", &["set", &a]).expect_code(65);
 }
 
 /// `q-ctl edit` opens the job's JSON in $EDITOR: an edit is applied as a
-/// push validates it; a bad edit (an unknown field, a changed `after`, not
-/// JSON) changes nothing, says why and keeps the file; no edit, no change.
+/// push validates it; a bad edit (an unknown field, a changed `key`, an
+/// unknown dependency, not JSON) changes nothing and says why; a file that
+/// is not a job is kept; no edit, no change.
 #[test]
 fn ctl_edit_applies_a_valid_edit_and_refuses_a_bad_one() {
     let q = QDir::new();
@@ -140,14 +149,15 @@ fn ctl_edit_applies_a_valid_edit_and_refuses_a_bad_one() {
     let j = q.job(&id);
     assert_eq!((j["name"].as_str(), j["cmd"][1].as_str()), (Some("after"), Some("bye")), "{j}");
 
-    for (script, why) in [
-        (r#"sed -i 's/"name"/"nmae"/' "$1""#, "unknown field \"nmae\""),
-        (r#"sed -i 's/^{/{"after":["01J00000000000000000000000"],/' "$1""#, "field \"after\": cannot be changed"),
-        (r#"echo '{not json' > "$1""#, "not JSON"),
-        ("exit 3", "failed"),
+    for (script, code, why) in [
+        (r#"sed -i 's/"name"/"nmae"/' "$1""#, 65, "unknown field \"nmae\""),
+        (r#"sed -i 's/^{/{"key":"k",/' "$1""#, 65, "field \"key\": cannot be changed"),
+        (r#"sed -i 's/^{/{"after":["01J00000000000000000000000"],/' "$1""#, 66, "field \"after\": no such job"),
+        (r#"echo '{not json' > "$1""#, 65, "not JSON"),
+        ("exit 3", 65, "failed"),
     ] {
         let o = edit(script);
-        o.expect_code(65);
+        o.expect_code(code);
         assert!(o.stderr.contains(why), "{script}: {}", o.stderr);
         assert_eq!(q.job(&id)["name"], "after", "{script}: nothing changed");
     }

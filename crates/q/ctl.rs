@@ -155,6 +155,9 @@ struct SetArgs {
     /// Retry delay: base, doubling per failure, capped (5s or 5s:10m)
     #[arg(long, value_name = "BASE[:MAX]")]
     backoff: Option<String>,
+    /// Run only after job ID is done (repeatable): the new list of dependencies
+    #[arg(long, value_name = "ID")]
+    after: Vec<String>,
 }
 
 impl SetArgs {
@@ -173,6 +176,7 @@ impl SetArgs {
         put("timeout", self.timeout.clone().map(Value::from));
         put("attempts", self.attempts.map(Value::from));
         put("backoff", self.backoff.clone().map(Value::from));
+        put("after", (!self.after.is_empty()).then(|| Value::from(self.after.clone())));
         m
     }
 }
@@ -259,7 +263,7 @@ fn run(a: Args) -> Result<u8> {
         Cmd::Set(s) => {
             let changes = s.changes();
             if changes.is_empty() {
-                bail!(q_queue::Error::new(Kind::Data, "nothing to change: give --priority, --at, --delay, --name, --timeout, --attempts or --backoff"));
+                bail!(q_queue::Error::new(Kind::Data, "nothing to change: give --priority, --at, --delay, --name, --timeout, --attempts, --backoff or --after"));
             }
             revise_one(&a.common, &s.id, "set", |line| Ok(Some(q_queue::job::merge(line, changes))))
         }

@@ -488,12 +488,13 @@ impl Job {
 
     /// This job changed as `line` (a whole job line) says, validated as a
     /// push validates it: the id, creation time and recorded environment
-    /// stay. Changing `after`, `key` or `env_from` is refused (65): their
-    /// rules (dependencies, dedupe, the pusher's environment) are a push's.
+    /// stay. Changing `key` or `env_from` is refused (65): their rules
+    /// (dedupe, the pusher's environment) are a push's. A changed `after`
+    /// is checked by the backend's revise.
     pub fn revised(&self, line: &Map<String, Value>, now_ms: i64) -> Result<NewJob> {
         let ctx = PushContext { cwd: self.cwd.clone(), env: Default::default(), now_ms };
         let mut n = validate(line, &ctx)?;
-        for (field, same) in [("after", n.job.after == self.after), ("key", n.job.key == self.key), ("env_from", n.job.env_from == self.env_from)] {
+        for (field, same) in [("key", n.job.key == self.key), ("env_from", n.job.env_from == self.env_from)] {
             if !same {
                 return Err(field_err(field, "cannot be changed on a queued job: cancel it and push it again"));
             }

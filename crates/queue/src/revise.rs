@@ -31,6 +31,17 @@ impl Queue {
         if c.attempt != seen {
             return Err(changed(id));
         }
+        // New dependencies: the rules of a push, before anything moves.
+        let old = self.read_job(&l.path)?;
+        let waits = if new.job.after == old.after {
+            l.state == State::Waiting
+        } else {
+            let waits = self.check_deps(id, &new.job.after)?;
+            for dep in &new.job.after {
+                self.note_dependent(dep, id)?;
+            }
+            waits
+        };
         let name = l.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let held = self.dir("held");
         let aside = held.join(&name);
@@ -64,10 +75,17 @@ impl Queue {
         }
         crate::failpoint!("revise.after_exchange");
         // 3. Back to its state, under the name of its new priority and due
-        // time (the due time of a pending job is its name's).
+        // time (the due time of a pending job is its name's); a job whose
+        // dependencies changed waits if one is unfinished, else is pending
+        // (a held one stays held: its release decides).
         let run_at = new.run_at_ms;
         let to = QueuedName { key: Key::new(new.job.priority, run_at, id), c };
-        match l.state {
+        let dest = match l.state {
+            State::Held => State::Held,
+            _ if waits => State::Waiting,
+            _ => State::Pending,
+        };
+        match dest {
             State::Pending => {
                 self.requeue_file(&aside, &new.job, run_at, c)?;
             }
@@ -86,6 +104,45 @@ impl Queue {
             }
         }
         Ok(l.state)
+    }
+
+    /// Can job `id` wait on `after`? Every dependency must exist (66), none
+    /// may have failed (it would never run: 65), and none may wait, however
+    /// indirectly, on `id` itself (65). `Ok(true)` when one is unfinished.
+    fn check_deps(&self, id: &str, after: &[String]) -> Result<bool> {
+        let mut unfinished = false;
+        let mut seen: Vec<String> = Vec::new();
+        let mut todo: Vec<String> = after.to_vec();
+        while let Some(dep) = todo.pop() {
+            if dep == id {
+                return Err(Error::new(Kind::Data, format!("field \"after\": job {id} would wait on itself")));
+            }
+            if seen.contains(&dep) {
+                continue;
+            }
+            seen.push(dep.clone());
+            let Some(d) = self.locate(&dep)? else {
+                return Err(Error::new(Kind::NoJob, format!("field \"after\": no such job {dep}")));
+            };
+            let direct = after.contains(&dep);
+            match d.state {
+                State::Done => {}
+                State::Dead | State::Canceled if direct => {
+                    return Err(Error::new(Kind::Data, format!("field \"after\": job {dep} is {}: this job would never run", d.state.as_str())));
+                }
+                State::Dead | State::Canceled => {}
+                _ => {
+                    unfinished |= direct;
+                    // What it waits on cannot be this job either.
+                    if matches!(d.state, State::Waiting | State::Held | State::Pending)
+                        && let Ok(j) = self.read_job(&d.path)
+                    {
+                        todo.extend(j.after);
+                    }
+                }
+            }
+        }
+        Ok(unfinished)
     }
 
     /// Move a job set aside back where it was (its segment may be gone).

@@ -287,6 +287,40 @@ fn revising_a_queued_job() {
     });
 }
 
+/// Revising `after` runs the dependency rules again: a job given an
+/// unfinished dependency waits for it, one whose dependencies are taken
+/// away is ready; an unknown dependency is 66, a failed one or a cycle 65.
+#[test]
+fn revising_dependencies() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["true"], "priority": 1}), json!({"cmd": ["true"]})]);
+        let (a, x) = (&ids[0], &ids[1]);
+        let y = fx.push(&[json!({"cmd": ["true"], "after": [x]})]).remove(0);
+        let z = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        b.cancel(&z).unwrap();
+        for (after, kind) in [(json!([y]), Kind::Data), (json!([x]), Kind::Data), (json!(["01J00000000000000000000000"]), Kind::NoJob), (json!([z]), Kind::Data)] {
+            let (seen, new) = revised(b, x, json!({"after": after}));
+            assert_eq!(b.revise(x, seen, &new).unwrap_err().kind, kind, "{}: after {after}", fx.name);
+        }
+        assert_eq!(b.locate(x).unwrap().unwrap().state, State::Pending, "{}: refused, nothing changed", fx.name);
+        // x now waits on a; y no longer waits on x.
+        let (seen, new) = revised(b, x, json!({"after": [a]}));
+        assert_eq!(b.revise(x, seen, &new).unwrap(), State::Pending, "{}", fx.name);
+        assert_eq!(b.locate(x).unwrap().unwrap().state, State::Waiting, "{}", fx.name);
+        let (seen, new) = revised(b, &y, json!({"after": []}));
+        assert_eq!(b.revise(&y, seen, &new).unwrap(), State::Waiting, "{}", fx.name);
+        assert_eq!(b.locate(&y).unwrap().unwrap().state, State::Pending, "{}", fx.name);
+        let got: Vec<String> = b.claim(5, &opts(Liveness::Flock)).unwrap().into_iter().map(|c| {
+            b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+            c.id
+        }).collect();
+        assert_eq!(got.iter().collect::<BTreeSet<_>>(), [a, &y].into_iter().collect(), "{}: x waits for a", fx.name);
+        let next = b.claim(5, &opts(Liveness::Flock)).unwrap();
+        assert_eq!(next.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [x.clone()], "{}: a done, x runs", fx.name);
+    });
+}
+
 /// Revisions racing claims: for each job exactly one wins. A revision that
 /// was answered is what the claim took; one refused changed nothing (the
 /// claim took the old record); no job is lost or claimed twice.

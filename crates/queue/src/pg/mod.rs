@@ -1145,7 +1145,7 @@ impl Backend for PgQueue {
             // The row lock orders this change and a claim: whichever comes
             // second sees what the first did.
             let r = tx
-                .query_opt(&q.q("SELECT state, attempt FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+                .query_opt(&q.q("SELECT state, attempt, spec FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
                 .map_err(|e| q.err(e))?
                 .ok_or_else(|| Error::no_job(id))?;
             let st = State::parse(r.get(0)).unwrap_or(State::Dead);
@@ -1155,12 +1155,20 @@ impl Backend for PgQueue {
             if r.get::<_, i32>(1) as u32 != seen {
                 return Err(Error::new(Kind::Busy, format!("job {id} was claimed or moved meanwhile: nothing changed")));
             }
+            let old: Job = serde_json::from_value(r.get(2)).map_err(|e| Error::new(Kind::Data, format!("job {id}: bad record: {e}")))?;
+            let mut to = st;
+            if old.after != new.job.after {
+                let waits = revise_deps(q, tx, id, &new.job.after)?;
+                if st != State::Held {
+                    to = if waits { State::Waiting } else { State::Pending };
+                }
+            }
             tx.execute(
-                &q.q("UPDATE {s}.job SET spec = $3, priority = $4, run_at = to_timestamp($5), changed_at = now() WHERE queue = $1 AND id = $2"),
-                &[&q.t.queue, &id, &json(&new.job), &new.job.priority, &secs],
+                &q.q("UPDATE {s}.job SET spec = $3, priority = $4, run_at = to_timestamp($5), state = $6, changed_at = now() WHERE queue = $1 AND id = $2"),
+                &[&q.t.queue, &id, &json(&new.job), &new.job.priority, &secs, &to.as_str()],
             )
             .map_err(|e| q.err(e))?;
-            if st == State::Pending {
+            if to == State::Pending {
                 q.notify(tx)?;
             }
             Ok(st)
@@ -1193,6 +1201,45 @@ impl Backend for PgQueue {
             Ok(st)
         })
     }
+}
+
+/// The new dependencies of a revised job, checked as a push checks them
+/// (each exists, none failed) and for a cycle (none waits, however
+/// indirectly, on the job), then recorded. `Ok(true)` when one is
+/// unfinished.
+fn revise_deps(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str, after: &[String]) -> Result<bool> {
+    let mut waits = false;
+    for dep in after {
+        if dep == id {
+            return Err(Error::new(Kind::Data, format!("field \"after\": job {id} would wait on itself")));
+        }
+        // FOR SHARE: a dependency cannot end while we look and write.
+        let r = tx
+            .query_opt(&q.q("SELECT state FROM {s}.job WHERE queue = $1 AND id = $2 FOR SHARE"), &[&q.t.queue, dep])
+            .map_err(|e| q.err(e))?
+            .ok_or_else(|| Error::new(Kind::NoJob, format!("field \"after\": no such job {dep}")))?;
+        match State::parse(r.get(0)) {
+            Some(State::Done) => {}
+            Some(s @ (State::Dead | State::Canceled)) => {
+                return Err(Error::new(Kind::Data, format!("field \"after\": job {dep} is {}: this job would never run", s.as_str())));
+            }
+            _ => waits = true,
+        }
+    }
+    let cycle = tx
+        .query_opt(
+            &q.q("WITH RECURSIVE up(id) AS (SELECT unnest($2::text[]) UNION SELECT d.dep FROM {s}.dep d JOIN up ON d.queue = $1 AND d.id = up.id) SELECT 1 FROM up WHERE id = $3"),
+            &[&q.t.queue, &after, &id],
+        )
+        .map_err(|e| q.err(e))?;
+    if cycle.is_some() {
+        return Err(Error::new(Kind::Data, format!("field \"after\": job {id} would wait on itself")));
+    }
+    tx.execute(&q.q("DELETE FROM {s}.dep WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id]).map_err(|e| q.err(e))?;
+    for dep in after {
+        tx.execute(&q.q("INSERT INTO {s}.dep (queue, id, dep) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &id, dep]).map_err(|e| q.err(e))?;
+    }
+    Ok(waits)
 }
 
 /// Record a request to the running attempt `attempt` of job `id`: a cancel
