@@ -317,7 +317,7 @@ fn revising_dependencies() {
         }).collect();
         assert_eq!(got.iter().collect::<BTreeSet<_>>(), [a, &y].into_iter().collect(), "{}: x waits for a", fx.name);
         let next = b.claim(5, &opts(Liveness::Flock)).unwrap();
-        assert_eq!(next.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [x.clone()], "{}: a done, x runs", fx.name);
+        assert_eq!(next.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), std::slice::from_ref(x), "{}: a done, x runs", fx.name);
     });
 }
 
