@@ -23,7 +23,7 @@ const BATCH: usize = 2000;
     version,
     about = "Add jobs to a q queue: a command, or JSON lines on stdin",
     long_about = "Add jobs to a q queue. With a command after the options, push that one job (argv, run without a shell; or --sh STRING). Without a command, read one JSON job object per line from stdin; the options then give defaults that a line's fields replace. Prints one {\"type\":\"pushed\",...} line per job once it is durable.",
-    after_help = "Examples:\n  q-push -- make -C site build\n  q-push --attempts 3 --backoff 5s:1m -- ./flaky.sh | q-wait\n  jq -c '{cmd:[\"convert\",.src,.dst]}' files.json | q-push\n  q-push --start --sh 'sleep 1; echo done'"
+    after_help = "Examples:\n  q-push -- make -C site build\n  q-push --attempts 3 --backoff 5s:1m --max-runtime 10m -- ./flaky.sh | q-wait\n  jq -c '{cmd:[\"convert\",.src,.dst]}' files.json | q-push\n  q-push --start --sh 'sleep 1; echo done'"
 )]
 pub struct Args {
     #[command(flatten)]
