@@ -253,7 +253,15 @@ fn serial_owners_members_keep_out_of_each_others_jobs() {
     assert_eq!(fs::read(&file).unwrap(), before);
 
     // Changes: A's and root's only.
-    for (args, id) in [(vec!["cancel"], &queued), (vec!["hold"], &queued), (vec!["retry"], &private), (vec!["rm"], &private)] {
+    for (args, id) in [
+        (vec!["cancel"], &queued),
+        (vec!["hold"], &queued),
+        (vec!["retry"], &private),
+        (vec!["rm"], &private),
+        (vec!["set", "--priority", "5"], &queued),
+        (vec!["restart"], &queued),
+        (vec!["signal", "-s", "USR1"], &queued),
+    ] {
         let mut args = args.clone();
         args.push(id);
         let o = s.run(B, "q-ctl", &args);
@@ -268,6 +276,12 @@ fn serial_owners_members_keep_out_of_each_others_jobs() {
     s.q.run("q-ctl", &["retry", &queued]).ok();
     assert_eq!(s.q.state(&queued), "pending", "root may");
     assert_eq!(fs::metadata(s.job_file(&queued)).unwrap().uid(), uid_of(A), "a retry keeps the owner");
+    // Root's change of A's job keeps it A's (and not group-writable): it
+    // still runs as A, and a claim does not quarantine it.
+    s.q.run("q-ctl", &["set", &queued, "--priority", "5"]).ok();
+    let m = fs::metadata(s.job_file(&queued)).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (uid_of(A), 0o640), "a change keeps the owner");
+    assert_eq!(s.q.job(&queued)["priority"], 5);
 }
 
 /// A job file that its group could write, or that has a second link, is

@@ -564,6 +564,7 @@ fn ids_and_after_last_on_an_upgraded_schema() {
     db.batch_execute(&format!(
         "DROP INDEX \"{schema}\".job_id_prefix, \"{schema}\".job_id_suffix, \"{schema}\".job_name, \"{schema}\".job_pusher;
          ALTER TABLE \"{schema}\".job DROP COLUMN pusher;
+         ALTER TABLE \"{schema}\".attempt DROP COLUMN requests;
          UPDATE \"{schema}\".meta SET v = '1' WHERE k = 'version'"
     ))
     .unwrap();
@@ -683,4 +684,37 @@ fn export_and_import_round_trip_dir_postgres_dir() {
     let o = c.run_in("q-ctl", &["import"], &format!("{}\nnot json\n", from_a[0]));
     assert_eq!(o.code(), 65, "{}", o.stderr);
     assert!(c.run("q-ctl", &["export"]).stdout.is_empty(), "nothing of a bad input is imported");
+}
+
+/// Reaching a job on PostgreSQL: q-ctl signal and restart through the
+/// attempt's requests, set on a queued job, usage in q-ls.
+#[test]
+fn serial_reach_a_job_on_postgres() {
+    let (q, _) = pg_queue(None);
+    let m = q.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let script = format!("trap 'echo x >> {m}/usr1.$Q_ATTEMPT' USR1; echo $$ > {m}/leader.$Q_ATTEMPT; while :; do sleep 0.05; done", m = m.display());
+    let id = q.push(&["--sh", &script]);
+    let held = q.push(&["--", "true"]);
+    q.run("q-ctl", &["hold", &held]).ok();
+    let o = q.run("q-ctl", &["set", &held, "--priority", "4", "--name", "edited"]);
+    o.ok();
+    assert_eq!(o.lines()[0]["changed"], serde_json::json!(["name", "priority"]));
+    let j = q.job(&held);
+    assert_eq!((j["state"].as_str(), j["priority"].as_i64(), j["name"].as_str()), (Some("held"), Some(4), Some("edited")), "{j}");
+    let mut c = q.cmd("q-run");
+    c.args(["--exit-on-idle"]).stdout(std::process::Stdio::null());
+    let mut worker = Proc::spawn(c);
+    let within = Duration::from_secs(30);
+    wait_until("attempt 1 started", within, || std::fs::read_to_string(m.join("leader.1")).is_ok_and(|s| s.ends_with('\n')));
+    q.run("q-ctl", &["signal", &id, "USR1"]).ok();
+    wait_until("USR1 caught", within, || m.join("usr1.1").exists());
+    q.run("q-ctl", &["restart", &id]).ok();
+    wait_until("attempt 2 started", within, || std::fs::read_to_string(m.join("leader.2")).is_ok_and(|s| s.ends_with('\n')));
+    let j = q.job(&id);
+    assert_eq!((j["attempt"].as_u64(), j["failures"].as_u64(), j["result"]["reason"].as_str()), (Some(2), Some(0), Some("restarted")), "{j}");
+    assert_eq!(j["usage"]["attempts"], 1, "{j}");
+    q.run("q-ctl", &["cancel", &id]).ok();
+    assert_eq!(worker.wait_for(within), 0);
+    assert_eq!(q.job(&id)["state"], "canceled");
 }

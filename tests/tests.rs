@@ -16,6 +16,7 @@ mod ls;
 mod owners;
 mod pg;
 mod push;
+mod reach;
 mod run;
 mod seam;
 mod supervise;

@@ -15,7 +15,8 @@ use crate::out;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use crate::cli::Queue;
-use q_queue::{Kind, Outcome, Reason, SettleOpts, State, time};
+use nix::sys::signal::Signal;
+use q_queue::{Ask, Kind, Outcome, Reason, SettleOpts, State, time};
 use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -28,9 +29,9 @@ const TOOL: &str = "q-ctl";
 #[command(
     name = "q-ctl",
     version,
-    about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, settle a claim by hand, move jobs to another queue",
+    about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, change queued ones, signal, stop, resume or restart running ones, settle a claim by hand, move jobs to another queue",
     long_about = "Change the state of a q queue or of its jobs. Job ids come from the arguments, or from stdin when none are given (bare ids or JSON lines with an \"id\" field, so `q-ls ... | q-ctl retry` works). Prints one {\"type\":\"ctl\",...} JSON line per job acted on (`was`: the state it was found in, `state`: the state now); ack and nack print the job's `result` line. An unknown id is reported (exit 66) and the other ids are still handled. An ID on the command line may also be a unique suffix or prefix of at least 6 characters, or the name of a unique unfinished job (ambiguous: exit 66, listing the candidates); an id in JSON is exact only.",
-    after_help = "Examples:\n  q-ctl pause --for 10m                 # stop new claims for ten minutes (running jobs go on)\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl ack \"$id\" --token \"$token\"      # finish a job claimed with q-claim by hand\n  q-ctl export | Q_DIR=postgres://db/jobs q-ctl import   # move the queued jobs to another queue"
+    after_help = "Examples:\n  q-ctl pause --for 10m                 # stop new claims for ten minutes (running jobs go on)\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl signal \"$id\" USR1              # SIGUSR1 to the running job's process group, wherever it runs\n  q-ctl ack \"$id\" --token \"$token\"      # finish a job claimed with q-claim by hand\n  q-ctl export | Q_DIR=postgres://db/jobs q-ctl import   # move the queued jobs to another queue"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -103,6 +104,101 @@ enum Cmd {
         #[arg(long, value_name = "N", default_value_t = 0)]
         batch: usize,
     },
+    /// Change a pending, waiting or held job (validated as a push); a job
+    /// claimed meanwhile is not changed (exit 75)
+    Set(SetArgs),
+    /// Open a pending, waiting or held job's JSON in $VISUAL or $EDITOR and
+    /// apply the edit, validated as a push (a bad edit changes nothing)
+    Edit {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Deliver a signal to running jobs' process groups, wherever they run:
+    /// `signal ID SIG`, or `signal -s SIG` with ids as arguments or on stdin
+    Signal {
+        /// The signal (USR1, SIGUSR1, 10); without it, the last argument
+        #[arg(short = 's', long = "signal", value_name = "SIG")]
+        signal: Option<String>,
+        /// ID... SIG, or ID... with -s
+        #[arg(value_name = "ID")]
+        args: Vec<String>,
+    },
+    /// Pause running jobs (SIGSTOP to the process group); their lease is
+    /// kept alive and their timeout, wall-clock, keeps running
+    Stop {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Resume stopped jobs (SIGCONT to the process group)
+    Cont {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// End running jobs' attempts and queue them again at once, counting no
+    /// failure (reason `restarted`)
+    Restart {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+}
+
+/// What `set` changes: the job-line fields of the same names.
+#[derive(Debug, clap::Args)]
+struct SetArgs {
+    #[arg(value_name = "ID")]
+    id: String,
+    /// -9999..9999, higher runs first
+    #[arg(long, allow_hyphen_values = true)]
+    priority: Option<i64>,
+    /// Run no earlier than this time (as q-push --at: RFC 3339, Unix seconds, HH:MM, today/tomorrow HH:MM, YYYY-MM-DD HH:MM in $TZ)
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Run no earlier than this long from now (90s, 5m, 1h30m)
+    #[arg(long, value_name = "DUR", conflicts_with = "at")]
+    delay: Option<String>,
+    /// The job's name
+    #[arg(long, value_name = "N")]
+    name: Option<String>,
+    /// Wall-clock limit of one attempt
+    #[arg(long, value_name = "DUR")]
+    timeout: Option<String>,
+    /// Most failures of the job itself before it ends dead
+    #[arg(long, value_name = "N")]
+    attempts: Option<u64>,
+    /// Retry delay: base, doubling per failure, capped (5s or 5s:10m)
+    #[arg(long, value_name = "BASE[:MAX]")]
+    backoff: Option<String>,
+    /// Run only after job ID is done (repeatable): the new list of dependencies
+    #[arg(long, value_name = "ID")]
+    after: Vec<String>,
+}
+
+impl SetArgs {
+    /// The changes as job-line fields: `--at` in any form q-push takes
+    /// (local civil times in `$TZ` included), `--after` ids as people type
+    /// them (resolved in `q`).
+    fn changes(&self, q: &crate::cli::Queue) -> Result<serde_json::Map<String, Value>> {
+        let at = match &self.at {
+            Some(v) => Some(time::rfc3339(time::parse_at(v, time::now_ms(), &jiff::tz::TimeZone::system())?)),
+            None => None,
+        };
+        let after = self.after.iter().map(|t| ids::resolve_one(Some(q), t)).collect::<Result<Vec<String>>>()?;
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v);
+            }
+        };
+        put("priority", self.priority.map(Value::from));
+        put("run_at", at.map(Value::from));
+        put("delay", self.delay.clone().map(Value::from));
+        put("name", self.name.clone().map(Value::from));
+        put("timeout", self.timeout.clone().map(Value::from));
+        put("attempts", self.attempts.map(Value::from));
+        put("backoff", self.backoff.clone().map(Value::from));
+        put("after", (!after.is_empty()).then(|| Value::from(after)));
+        Ok(m)
+    }
 }
 
 /// A claim to settle: ID and --token, or claim lines (`q-claim` output) on
@@ -184,6 +280,21 @@ fn run(a: Args) -> Result<u8> {
         Cmd::Nack { s, exit_code, delay } => settle_each(&a.common, &s, |q, id, token| {
             settle(q, id, token, Reason::Exit, Some(exit_code), delay)
         }),
+        Cmd::Set(s) => {
+            let changes = s.changes(&a.common.open_existing()?)?;
+            if changes.is_empty() {
+                bail!(q_queue::Error::new(Kind::Data, "nothing to change: give --priority, --at, --delay, --name, --timeout, --attempts, --backoff or --after"));
+            }
+            revise_one(&a.common, &s.id, "set", |line| Ok(Some(q_queue::job::merge(line, changes))))
+        }
+        Cmd::Edit { id } => revise_one(&a.common, &id, "edit", |line| edit_in_editor(&id, line)),
+        Cmd::Signal { signal, args } => {
+            let (sig, ids) = signal_args(signal, args)?;
+            per_id(&a.common, &ids, "signal", |q, id| ask_running(q, id, Ask::Signal { signal: sig as i32 }))
+        }
+        Cmd::Stop { ids } => per_id(&a.common, &ids, "stop", |q, id| ask_running(q, id, Ask::Signal { signal: Signal::SIGSTOP as i32 })),
+        Cmd::Cont { ids } => per_id(&a.common, &ids, "cont", |q, id| ask_running(q, id, Ask::Signal { signal: Signal::SIGCONT as i32 })),
+        Cmd::Restart { ids } => per_id(&a.common, &ids, "restart", |q, id| ask_running(q, id, Ask::Restart)),
         Cmd::Touch(s) => settle_each(&a.common, &s, |q, id, token| {
             let until = q.touch(id, token)?;
             Ok(json!({"type": "ctl", "action": "touch", "id": id, "token": token, "lease_expires_at": time::rfc3339(until)}))
@@ -247,6 +358,121 @@ fn cancel(q: &Queue, id: &str, quiet: bool) -> Result<Value> {
         }
         s => json!({"was": s.as_str(), "state": "canceled"}),
     })
+}
+
+/// Change one queued job: its job line, as `change` makes it from the
+/// current one (`None`: left as it is), validated as a push, written only
+/// if the job was not claimed meanwhile (else 75, nothing changed).
+fn revise_one(common: &Common, id: &str, action: &str, change: impl FnOnce(&serde_json::Map<String, Value>) -> Result<Option<serde_json::Map<String, Value>>>) -> Result<u8> {
+    let q = common.open_existing()?;
+    let id = ids::resolve_one(Some(&q), id)?;
+    let found = q.locate(&id)?.ok_or_else(|| q_queue::Error::no_job(&id))?;
+    if !matches!(found.state, State::Pending | State::Waiting | State::Held) {
+        bail!(q_queue::Error::new(Kind::Busy, format!("job {id} is {}: only pending, waiting or held jobs can be changed", found.state.as_str())));
+    }
+    let (found, job) = q.job(&found)?.ok_or_else(|| q_queue::Error::no_job(&id))?;
+    let mut line = job.to_line();
+    // A queued job is due when its place in the queue says (a retry moves it).
+    if let Some(ms) = found.run_at_ms {
+        line.insert("run_at".into(), Value::from(time::rfc3339(ms)));
+    }
+    let Some(new_line) = change(&line)? else {
+        note(common.quiet, &format!("job {id}: no change"));
+        out::line(&json!({"type": "ctl", "action": action, "id": id, "was": found.state.as_str(), "state": found.state.as_str(), "changed": []}))?;
+        return Ok(exit::OK);
+    };
+    let new = job.revised(&new_line, time::now_ms())?;
+    let old = serde_json::to_value(&job)?;
+    let now = serde_json::to_value(&new.job)?;
+    let mut changed: Vec<&str> = old.as_object().into_iter().chain(now.as_object()).flat_map(|o| o.keys().map(String::as_str)).filter(|k| old.get(k) != now.get(k)).collect();
+    changed.sort_unstable();
+    changed.dedup();
+    if found.run_at_ms != Some(new.run_at_ms) && !changed.contains(&"run_at") {
+        changed.push("run_at");
+    }
+    let seen = found.c.map_or(0, |c| c.attempt);
+    let was = q.revise(&id, seen, &new)?;
+    out::line(&json!({"type": "ctl", "action": action, "id": id, "was": was.as_str(), "state": was.as_str(), "changed": changed}))?;
+    Ok(exit::OK)
+}
+
+/// The job line after a person edited it in `$VISUAL`/`$EDITOR` (`vi`
+/// without either); `None` when it was left as it was. A file that is not
+/// a JSON object is refused (65) and kept for another try.
+fn edit_in_editor(id: &str, line: &serde_json::Map<String, Value>) -> Result<Option<serde_json::Map<String, Value>>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let before = serde_json::to_string_pretty(line)? + "\n";
+    let path = std::env::temp_dir().join(format!("q-edit.{id}.{}.json", std::process::id()));
+    {
+        // The job's environment may hold secrets: readable by its owner only.
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).with_context(|| format!("create {}", path.display()))?;
+        f.write_all(before.as_bytes()).with_context(|| format!("write {}", path.display()))?;
+    }
+    let editor = std::env::var("VISUAL").ok().filter(|e| !e.is_empty()).or_else(|| std::env::var("EDITOR").ok().filter(|e| !e.is_empty())).unwrap_or_else(|| "vi".into());
+    let st = std::process::Command::new("/bin/sh").arg("-c").arg(format!("{editor} \"$1\"")).arg("sh").arg(&path).status();
+    let result = (|| {
+        let st = st.with_context(|| format!("run the editor {editor:?}"))?;
+        if !st.success() {
+            bail!(q_queue::Error::new(Kind::Data, format!("the editor {editor:?} failed ({st}): nothing changed")));
+        }
+        let after = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        if after == before {
+            return Ok(None);
+        }
+        match serde_json::from_str::<Value>(&after) {
+            Ok(Value::Object(m)) => Ok(Some(m)),
+            Ok(_) => bail!(q_queue::Error::new(Kind::Data, "the edited job is not a JSON object: nothing changed")),
+            Err(e) => bail!(q_queue::Error::new(Kind::Data, format!("the edited job is not JSON ({e}): nothing changed"))),
+        }
+    })();
+    match &result {
+        Err(e) if exit::code_of(e) == q_queue::status::DATA => eprintln!("{TOOL}: your edit is kept in {}", path.display()),
+        _ => {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    result
+}
+
+/// Ask a running job's runner (a signal, a restart); a job that is not
+/// running is refused (75): there is nothing to reach.
+fn ask_running(q: &Queue, id: &str, ask: Ask) -> Result<Value> {
+    let was = q.request(id, ask)?;
+    if was != State::Running {
+        bail!(q_queue::Error::new(Kind::Busy, format!("job {id} is {}: only a running job can be reached", was.as_str())));
+    }
+    let mut rec = json!({"was": "running", "requested": true});
+    if let Ask::Signal { signal } = ask {
+        rec["signal"] = json!(Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned()));
+    }
+    Ok(rec)
+}
+
+/// The signal and the ids of `signal`: `-s SIG ID...`, or `ID... SIG`.
+fn signal_args(flag: Option<String>, mut args: Vec<String>) -> Result<(Signal, Vec<String>)> {
+    let sig = match flag {
+        Some(s) => s,
+        None => match args.pop() {
+            Some(s) if !args.is_empty() => s,
+            _ => bail!(q_queue::Error::new(Kind::Data, "give ID SIG (e.g. q-ctl signal 01J... USR1), or -s SIG with ids as arguments or on stdin")),
+        },
+    };
+    Ok((parse_signal(&sig)?, args))
+}
+
+/// A signal by name (`USR1`, `SIGUSR1`, `usr1`) or number.
+fn parse_signal(s: &str) -> Result<Signal> {
+    let bad = || q_queue::Error::new(Kind::Data, format!("unknown signal {s:?}: give a name (TERM, USR1, HUP, INT, STOP, CONT, ...) or a number"));
+    let sig = match s.parse::<i32>() {
+        Ok(n) => Signal::try_from(n).map_err(|_| bad())?,
+        Err(_) => {
+            let up = s.to_ascii_uppercase();
+            let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+            name.parse::<Signal>().map_err(|_| bad())?
+        }
+    };
+    Ok(sig)
 }
 
 fn hold(q: &Queue, id: &str) -> Result<Value> {

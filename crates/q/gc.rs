@@ -21,7 +21,7 @@ use std::time::Duration;
     name = "q-gc",
     version,
     about = "Repair and prune a q queue: reclaim dead leases, quarantine corrupt files, remove what is abandoned or expired",
-    long_about = "One pass over the queue: staging files older than --tmp-ttl are removed (never one that is locked); leases whose owner is dead or expired are reclaimed (the job is requeued, or ends dead); files that are not of the queue's form (bad names, symlinks, unparsable records, an id that does not match its name, files others can write) and second copies of a job are moved to corrupt/, never deleted; waiting jobs whose dependencies finished move on; var/ directories of jobs that no longer exist, workspaces of attempts that are over, and stale cancel requests are removed after --orphan-ttl; finished jobs are deleted with their logs after --done-ttl, --dead-ttl and --canceled-ttl (a job that a waiting job still depends on is kept); empty pending segments and dedupe-key records of finished jobs go.\n\nPrints one {\"type\":\"gc\",\"action\":...,\"id\":...,\"path\":...,\"reason\":...} line per action, nothing when there was nothing to do. Safe beside running workers and supervisors; a second q-gc that finds one running exits 0 at once without doing anything. Exit 0, or the class of the first error (74 I/O, 77 permission, 78 format newer than this tool).",
+    long_about = "One pass over the queue: staging files older than --tmp-ttl are removed (never one that is locked); leases whose owner is dead or expired are reclaimed (the job is requeued, or ends dead); files that are not of the queue's form (bad names, symlinks, unparsable records, an id that does not match its name, files others can write) and second copies of a job are moved to corrupt/, never deleted; waiting jobs whose dependencies finished move on; var/ directories of jobs that no longer exist, workspaces of attempts that are over, and stale requests (cancel, signal, restart) are removed after --orphan-ttl; finished jobs are deleted with their logs after --done-ttl, --dead-ttl and --canceled-ttl (a job that a waiting job still depends on is kept); empty pending segments and dedupe-key records of finished jobs go.\n\nPrints one {\"type\":\"gc\",\"action\":...,\"id\":...,\"path\":...,\"reason\":...} line per action, nothing when there was nothing to do. Safe beside running workers and supervisors; a second q-gc that finds one running exits 0 at once without doing anything. Exit 0, or the class of the first error (74 I/O, 77 permission, 78 format newer than this tool).",
     after_help = "Examples:\n  q-gc --dry-run                        # what would be done, changing nothing\n  */10 * * * * q-gc -q                  # crontab: every ten minutes, silent unless something fails\n  q-gc --done-ttl 1d --dead-ttl 30d     # keep finished jobs a day, dead ones a month"
 )]
 pub struct Args {
@@ -33,7 +33,7 @@ pub struct Args {
     /// Remove staging files in tmp/ older than this
     #[arg(long, value_name = "DUR", default_value = "1h", value_parser = cli::duration)]
     tmp_ttl: u64,
-    /// Remove orphan var/ directories, abandoned workspaces and stale cancel requests untouched this long
+    /// Remove orphan var/ directories, abandoned workspaces and stale requests (cancel, signal, restart) untouched this long
     #[arg(long, value_name = "DUR", default_value = "1h", value_parser = cli::duration)]
     orphan_ttl: u64,
     /// Delete done jobs (and their logs) finished longer ago than this ("never" keeps them)

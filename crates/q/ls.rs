@@ -276,5 +276,15 @@ fn entry_json(q: &Queue, e: &Entry, job: q_queue::Job) -> Value {
     if let Some(r) = last {
         v["result"] = serde_json::to_value(r).unwrap_or(Value::Null);
     }
+    usage_json(q, e, attempt, &mut v);
     v
+}
+
+/// The `usage` totals over a job's ended attempts (none before its first).
+fn usage_json(q: &Queue, e: &Entry, attempt: u32, v: &mut Value) {
+    if attempt > 0
+        && let Ok(u) = q.usage(&e.id)
+    {
+        v["usage"] = serde_json::to_value(u).unwrap_or(Value::Null);
+    }
 }

@@ -23,7 +23,7 @@ const BATCH: usize = 2000;
     version,
     about = "Add jobs to a q queue: a command, or JSON lines on stdin",
     long_about = "Add jobs to a q queue. With a command after the options, push that one job (argv, run without a shell; or --sh STRING). Without a command, read one JSON job object per line from stdin; the options then give defaults that a line's fields replace. Prints one {\"type\":\"pushed\",...} line per job once it is durable.",
-    after_help = "Examples:\n  q-push -- make -C site build\n  q-push --attempts 3 --backoff 5s:1m -- ./flaky.sh | q-wait\n  jq -c '{cmd:[\"convert\",.src,.dst]}' files.json | q-push\n  q-push --start --sh 'sleep 1; echo done'"
+    after_help = "Examples:\n  q-push -- make -C site build\n  q-push --attempts 3 --backoff 5s:1m --max-runtime 10m -- ./flaky.sh | q-wait\n  jq -c '{cmd:[\"convert\",.src,.dst]}' files.json | q-push\n  q-push --start --sh 'sleep 1; echo done'"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -45,6 +45,12 @@ pub struct Args {
     /// Wall-clock limit of one attempt
     #[arg(long, value_name = "DUR")]
     timeout: Option<String>,
+    /// Most wall time over all attempts together; beyond it the job ends dead (max-runtime)
+    #[arg(long, value_name = "DUR")]
+    max_runtime: Option<String>,
+    /// Cap on one attempt's stdout plus stderr (K, M, G suffixes) [default: the worker's, 64M]
+    #[arg(long, value_name = "SIZE")]
+    output_limit: Option<String>,
     /// Most failures of the job itself before it ends dead [default: 1]
     #[arg(long, value_name = "N")]
     attempts: Option<u64>,
@@ -125,6 +131,12 @@ fn defaults(a: &Args, after: Vec<String>) -> Result<Map<String, Value>> {
     }
     if let Some(v) = a.attempts {
         put("attempts", json!(v));
+    }
+    if let Some(v) = &a.max_runtime {
+        put("max_runtime", json!(v));
+    }
+    if let Some(v) = &a.output_limit {
+        put("output_limit", json!(v));
     }
     if let Some(v) = &a.backoff {
         put("backoff", json!(v));

@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = cli::duration)]
     grace: u64,
     /// Cap on an attempt's stdout plus stderr, in bytes (K, M, G suffixes); beyond it the attempt ends with output-limit
-    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = q_queue::job::parse_size)]
     output_limit: u64,
     /// Settle the attempts that end within this time of the first one that is waiting as one group commit (two filesystem syncs for the group instead of two fsyncs each); 0: only those that end while a settle syncs. Full durability only; an idle worker settles at once
     #[arg(long, value_name = "DUR", env = "Q_GROUP_WINDOW", default_value = "10ms", value_parser = cli::duration)]
@@ -58,20 +58,6 @@ pub struct Args {
     /// A handler to run instead of each job's command; it gets the claim line on stdin
     #[arg(last = true, value_name = "HANDLER")]
     handler: Vec<OsString>,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("invalid size {s:?}: use bytes with an optional K, M or G suffix"))
 }
 
 /// Settings of one run loop, shared by the modes.

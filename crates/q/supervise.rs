@@ -22,6 +22,7 @@
 //! workers ran ended `done` (a job drained back to pending did not fail), 1
 //! otherwise; it learns outcomes from the `result` lines its workers print.
 
+mod hooks;
 pub(crate) mod idle;
 mod pool;
 mod report;
@@ -53,7 +54,7 @@ use watchdog::Watchdog;
     version,
     about = "Keep N q-run workers on a queue: restart them, drain on SIGTERM, exit when idle",
     long_about = "Run N q-run workers as child processes, each with a stable worker id across restarts (Q_WORKER_ID=<host>-w<k>). A worker that exits is restarted after 1, 2, 4, 8, 16, then 30 s (times --restart-base / 1s; the backoff starts over after 60 s of healthy running); the jobs it held are reclaimed at once and requeued. Expired leases are reclaimed as it goes; waiting jobs whose dependencies ended unnoticed (after a crash) are moved on at start and every 5 minutes.\n\nOne supervisor per queue: a second one exits 75 naming the live one (with --skip-if-running: 0, silently); a lock left by a dead supervisor is taken over.\n\nSIGTERM or SIGINT drains: workers stop claiming, running jobs get --grace to finish, then they are terminated (SIGTERM, --grace, SIGKILL) and requeued (worker-shutdown). A second signal stops at once. After SIGINT (Ctrl-C) the exit status is 130 (so `q-supervise ... && deploy` does not deploy), unless the drain had already finished all work; after SIGTERM it is 0 or 1 as below (service managers). No process of any job outlives the supervisor, even when it is killed.\n\n--exit-on-idle: exit when nothing is ready, running or due (scheduled retries count; --idle-horizon bounds how far ahead). Held jobs and a paused queue do not keep it alive: it says how many jobs wait. Exit status: 0 when every job it ran ended done, 1 otherwise.\n\nOn a terminal it shows live progress; otherwise it prints nothing on success. Each job that ended other than done gets one line on stderr (id, name, how it ended, attempt, the q-log command that shows it); -q leaves those out. --events asks instead for JSON lines on stderr: {\"type\":\"event\",\"event\":...,\"worker_id\":...,\"pid\":...}, events supervisor-started, worker-started, worker-exited, worker-restarting, job-claimed, job-finished, lease-reclaimed, draining, stopping, idle, worker-stderr, supervisor-exited.",
-    after_help = "Examples:\n  q-supervise -j 4 --exit-on-idle       # drain the queue with 4 workers, then exit (cron, make)\n  q-supervise -j 8                      # a service: keep 8 workers for ever (systemd, see README)\n  q-supervise -j 2 --events 2>events.jsonl -- ./handle.sh   # jobs are data for a handler"
+    after_help = "Examples:\n  q-supervise -j 4 --exit-on-idle       # drain the queue with 4 workers, then exit (cron, make)\n  q-supervise -j 8 --on-fail 'notify-send \"q: job failed\"'   # a service (systemd, see README); a notification per failed job\n  q-supervise -j 2 --events 2>events.jsonl -- ./handle.sh   # jobs are data for a handler"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -85,6 +86,18 @@ pub struct Args {
     /// Write events as JSON lines on stderr
     #[arg(long)]
     events: bool,
+    /// Cap on each attempt's stdout plus stderr, passed to the workers (see q-run) [default: q-run's, 64M]
+    #[arg(long, value_name = "SIZE", value_parser = q_queue::job::parse_size)]
+    output_limit: Option<u64>,
+    /// After each job of its workers ends (done, dead or canceled), run CMD (with /bin/sh -c) with the job's result line on stdin
+    #[arg(long, value_name = "CMD")]
+    on_finish: Option<String>,
+    /// Like --on-finish, only for jobs that did not end done
+    #[arg(long, value_name = "CMD")]
+    on_fail: Option<String>,
+    /// A hook running longer is killed (its process group); the job's outcome stands
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = cli::duration)]
+    hook_timeout: u64,
     /// Internal: clean up after a supervisor that died
     #[arg(long, hide = true)]
     watchdog: bool,
@@ -206,6 +219,14 @@ fn run(a: Args) -> Result<u8> {
         idle: IdleWatch { exit_on_idle: a.exit_on_idle, horizon: a.idle_horizon, idle_seen: 0, last_idle_check: now, left_behind: None, idle_exit: false },
         upkeep: Upkeep { last_reclaim: now, last_promote: None },
         common: a.common.clone(),
+        hooks: hooks::Hooks::start(hooks::HookCfg {
+            on_finish: a.on_finish.clone(),
+            on_fail: a.on_fail.clone(),
+            timeout: Duration::from_millis(a.hook_timeout.max(1)),
+            queue: a.common.location().to_arg(),
+            events: a.events,
+            quiet: a.common.quiet,
+        }),
     };
     Ok(sup.run())
 }
@@ -242,6 +263,10 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     if let Some(l) = a.lease {
         args.push("--lease".into());
         args.push(format!("{l}ms").into());
+    }
+    if let Some(n) = a.output_limit {
+        args.push("--output-limit".into());
+        args.push(n.to_string().into());
     }
     if let Some(w) = a.group_window {
         args.push("--group-window".into());

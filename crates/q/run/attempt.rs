@@ -9,7 +9,7 @@ use crate::exit;
 use crate::sys;
 use anyhow::Result;
 use nix::sys::signal::Signal;
-use q_queue::{Outcome, Reason, ResultRecord, RunInfo, SettleOpts, Stream, State, ident, time};
+use q_queue::{Ask, Outcome, Reason, ResultRecord, RunInfo, SettleOpts, Stream, State, ident, time};
 use std::ffi::OsString;
 
 use std::io::{Read, Write};
@@ -42,6 +42,14 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     let q = &ctx.q;
     let job = &held.job;
     let a = held.attempt();
+    // What is left of the job's max_runtime (only a job that has one asks).
+    let budget = job.max_runtime_ms.map(|m| m.saturating_sub(q.usage(&held.id).map_or(0, |u| u.wall_ms)));
+    if budget == Some(0) {
+        eprintln!("q-run: job {}: its max_runtime ran out in earlier attempts", held.id);
+        let outcome = Outcome { finished_at_ms: Some(time::now_ms()), ..Outcome::default() };
+        return Ok(Ended { reason: Reason::MaxRuntime, outcome, once_code: exit::TIMED_OUT, workspace: None, refused: None });
+    }
+    let output_limit = job.output_limit.unwrap_or(ctx.output_limit);
     let mut out_log = Log::new(q, held, Stream::Stdout);
     let mut err_log = Log::new(q, held, Stream::Stderr);
     let started_ms = time::now_ms();
@@ -98,20 +106,25 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
         .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     let start = Instant::now();
     let deadline = job.timeout_ms.map(|t| start + Duration::from_millis(t));
+    let budget_end = budget.map(|b| start + Duration::from_millis(b));
     let mut written: u64 = 0;
     let mut stopping: Option<Stopping> = None;
     let mut drain_deadline: Option<Instant> = None;
-    let mut last_cancel_check = Instant::now();
+    let mut last_request_look = Instant::now();
+    let mut acted: Vec<String> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let reaped = loop {
         // Output, or up to 100 ms of waiting for it.
-        pump(&mut pout, &mut perr, pidfd.as_ref(), &mut out_log, &mut err_log, &mut buf, &mut written, ctx.output_limit, Duration::from_millis(100));
+        pump(&mut pout, &mut perr, pidfd.as_ref(), &mut out_log, &mut err_log, &mut buf, &mut written, output_limit, Duration::from_millis(100));
         if let Some(r) = sys::wait4(pid, true)? {
             break r;
         }
         let now = Instant::now();
-        if written >= ctx.output_limit && stopping.is_none() {
+        if written >= output_limit && stopping.is_none() {
             stopping = Some(stop(pid, leader_start, Reason::OutputLimit));
+        }
+        if budget_end.is_some_and(|d| now >= d) && stopping.is_none() {
+            stopping = Some(stop(pid, leader_start, Reason::MaxRuntime));
         }
         if deadline.is_some_and(|d| now >= d) && stopping.is_none() {
             stopping = Some(stop(pid, leader_start, Reason::Timeout));
@@ -123,11 +136,9 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
                 stopping = Some(Stopping { reason: Reason::LeaseLost, term_at: now, killed: true });
             }
         }
-        if now.duration_since(last_cancel_check) >= Duration::from_millis(200) {
-            last_cancel_check = now;
-            if stopping.is_none() && q.cancel_requested(&held.claim) {
-                stopping = Some(stop(pid, leader_start, Reason::Canceled));
-            }
+        if stopping.is_none() && now.duration_since(last_request_look) >= REQUEST_LOOK {
+            last_request_look = now;
+            stopping = act_on_requests(q, held, pid, leader_start, &mut acted);
         }
         match ctx.signals.load(Ordering::Relaxed) {
             0 => {}
@@ -153,7 +164,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     };
     // The leader is gone: so is whatever it left in its group.
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-    pump(&mut pout, &mut perr, None, &mut out_log, &mut err_log, &mut buf, &mut written, ctx.output_limit, Duration::ZERO);
+    pump(&mut pout, &mut perr, None, &mut out_log, &mut err_log, &mut buf, &mut written, output_limit, Duration::ZERO);
     drop(child);
     let finished_ms = time::now_ms();
 
@@ -176,7 +187,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
     };
     let once_code = match reason {
         Reason::Ok => 0,
-        Reason::Timeout => exit::TIMED_OUT,
+        Reason::Timeout | Reason::MaxRuntime => exit::TIMED_OUT,
         Reason::LeaseLost => exit::LEASE_LOST,
         Reason::OutputLimit => 1,
         _ => match (reaped.exit_code, reaped.signal) {
@@ -294,10 +305,38 @@ fn spawn_failed(held: &Held, started_ms: i64, why: &str, code: u8) -> Ended {
     Ended { reason: Reason::SpawnFailed, outcome, once_code: code, workspace: None, refused: None }
 }
 
-/// SIGTERM the job's group and note why.
+/// SIGTERM the job's group (and SIGCONT, so that a stopped job hears it)
+/// and note why.
 fn stop(pid: i32, leader_start: u64, reason: Reason) -> Stopping {
     ident::kill_group(pid, leader_start, Signal::SIGTERM);
+    ident::kill_group(pid, leader_start, Signal::SIGCONT);
     Stopping { reason, term_at: Instant::now(), killed: false }
+}
+
+/// How often a runner looks for requests to its job (`q-ctl cancel`,
+/// `signal`, `stop`, `cont`, `restart`): well within the 1 s SPEC allows.
+const REQUEST_LOOK: Duration = Duration::from_millis(200);
+
+/// Act on the requests not acted on yet, in order: a signal is delivered
+/// to the job's group; a cancel or a restart stops the job (and ends the
+/// look: what comes after it does not matter any more).
+fn act_on_requests(q: &crate::cli::Queue, held: &Held, pid: i32, leader_start: u64, acted: &mut Vec<String>) -> Option<Stopping> {
+    for r in q.requests(&held.claim) {
+        if acted.contains(&r.key) {
+            continue;
+        }
+        acted.push(r.key);
+        match r.ask {
+            Ask::Signal { signal } => {
+                if let Ok(sig) = Signal::try_from(signal) {
+                    ident::kill_group(pid, leader_start, sig);
+                }
+            }
+            Ask::Cancel => return Some(stop(pid, leader_start, Reason::Canceled)),
+            Ask::Restart => return Some(stop(pid, leader_start, Reason::Restarted)),
+        }
+    }
+    None
 }
 
 /// The job's command, run as `run_as` when it is another user's.

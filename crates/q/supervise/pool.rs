@@ -111,6 +111,8 @@ pub struct Exited {
     pub pid: i32,
     pub code: Option<i32>,
     pub signal: Option<i32>,
+    /// As waitpid said it (handed on to a hook's thread).
+    pub status: WaitStatus,
 }
 
 /// Reap every child that has ended, without blocking.
@@ -118,15 +120,17 @@ pub fn reap() -> Vec<Exited> {
     let mut out = Vec::new();
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => out.push(Exited {
+            Ok(st @ WaitStatus::Exited(pid, code)) => out.push(Exited {
                 pid: pid.as_raw(),
                 code: Some(code),
                 signal: None,
+                status: st,
             }),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => out.push(Exited {
+            Ok(st @ WaitStatus::Signaled(pid, sig, _)) => out.push(Exited {
                 pid: pid.as_raw(),
                 code: None,
                 signal: Some(sig as i32),
+                status: st,
             }),
             Ok(WaitStatus::StillAlive) | Err(_) => break,
             Ok(_) => {}

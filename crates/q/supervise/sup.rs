@@ -51,6 +51,8 @@ pub(super) struct Sup {
     pub(super) upkeep: Upkeep,
     /// The shared options, for the `q-log` command a failure line names.
     pub(super) common: crate::cli::Common,
+    /// `--on-finish`, `--on-fail`.
+    pub(super) hooks: Option<super::hooks::Hooks>,
 }
 
 /// The worker positions and their processes.
@@ -130,6 +132,9 @@ impl Sup {
                 self.idle.idle_seen = 0;
                 self.idle.idle_exit = false;
                 continue;
+            }
+            if let Some(h) = self.hooks.take() {
+                h.finish(&mut self.rep, Duration::from_millis(self.grace_ms));
             }
             if let Some(w) = self.wd.take() {
                 w.bye();

@@ -39,6 +39,11 @@ impl Sup {
                 self.track.finished += 1;
             }
             self.track.outcomes.insert(id.to_owned(), (state, Reason::parse(&reason)));
+            if state.is_terminal()
+                && let Some(h) = self.hooks.as_mut()
+            {
+                h.ended(&mut self.rep, id, line, state != State::Done);
+            }
             if state.is_terminal() && state != State::Done
                 && let Ok(r) = serde_json::from_value::<q_queue::ResultRecord>(v.clone())
             {

@@ -97,6 +97,9 @@ impl Sup {
     /// once), the watchdog, and orphaned job processes.
     pub(super) fn reap(&mut self) {
         for e in pool::reap() {
+            if self.hooks.as_ref().is_some_and(|h| h.reaped(e.pid, e.status)) {
+                continue;
+            }
             if self.wd.as_ref().is_some_and(|w| w.pid == e.pid) {
                 self.rep.error("the watchdog process ended; if this supervisor is killed, its jobs are recovered by the next supervisor or q-gc");
                 self.wd = None;
@@ -151,7 +154,11 @@ impl Sup {
 
     pub(super) fn kill_orphans(&mut self) {
         let keep: Vec<i32> = self.wd.as_ref().map(|w| w.pid).into_iter().collect();
-        if pool::kill_orphans(&keep) > 0 {
+        let killed = match &self.hooks {
+            Some(h) => h.while_running(|hooks| pool::kill_orphans(&[&keep[..], hooks].concat())),
+            None => pool::kill_orphans(&keep),
+        };
+        if killed > 0 {
             std::thread::sleep(Duration::from_millis(20));
             self.reap();
         }

@@ -26,7 +26,7 @@ use crate::lock::Acquired;
 use crate::push::Pushed;
 use crate::queue::{Durability, Pause, Queue};
 use crate::reclaim::Reclaimed;
-use crate::record::{Chunk, Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Ask, Chunk, Lease, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream, Usage};
 use crate::resolve::Resolved;
 use crate::settle::{SettleOpts, ToSettle};
 use std::collections::BTreeMap;
@@ -75,8 +75,10 @@ pub trait Backend: Send + Sync {
     fn make_durable(&self, claims: &[&Claim]) -> Result<()>;
     /// Record that the claim's job started, with its process group.
     fn record_start(&self, c: &Claim, run: &RunInfo) -> Result<()>;
-    /// Has someone asked to cancel it?
-    fn cancel_requested(&self, c: &Claim) -> bool;
+    /// What has been asked of it ([`Backend::request`], a cancel), oldest
+    /// first. A request keeps its key while the attempt lasts: the runner
+    /// acts on each key once.
+    fn requests(&self, c: &Claim) -> Vec<Request>;
     /// Where its output goes (opened on the job's first byte). Each `write`
     /// is one chunk: the backend records the order of the chunks of both
     /// streams ([`Backend::log_order`]).
@@ -189,6 +191,26 @@ pub trait Backend: Send + Sync {
     /// queue has one of the ids already; a waiting job's dependencies must
     /// be in the batch or the queue (`NoJob`). Returns how many came in.
     fn import(&self, jobs: Vec<Import>) -> Result<usize>;
+    // Reaching a running job.
+    /// Ask the running attempt of a job for something (a signal, a
+    /// restart, a cancel): its runner, wherever it runs, finds the request
+    /// within its next look ([`Backend::requests`]). Returns the state the
+    /// job was found in; only a running job is asked (a request to an
+    /// attempt that ends meanwhile does nothing).
+    fn request(&self, id: &str, ask: Ask) -> Result<State>;
+
+    // Changing a queued job.
+    /// Replace the record of a pending, waiting or held job with `new`
+    /// (its id, as [`Job::revised`] makes it), if it was not claimed since
+    /// the caller read it with attempt counter `seen`: a claim racing the
+    /// change either wins (`Busy`, nothing changed) or takes the new
+    /// record, never the old one after the change was answered. Returns the
+    /// state the job was found in and left in.
+    fn revise(&self, id: &str, seen: u32, new: &NewJob) -> Result<State>;
+
+    // Usage.
+    /// The totals of a job's ended attempts (wall time, CPU, peak RSS).
+    fn usage(&self, id: &str) -> Result<Usage>;
 }
 
 /// A worker's claimer (see [`Backend::claimer`]).

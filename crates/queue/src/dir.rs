@@ -16,7 +16,7 @@ use crate::names::{LeasedName, terminal_name};
 use crate::push::Pushed;
 use crate::queue::{Pause, Queue};
 use crate::reclaim::Reclaimed;
-use crate::record::{Chunk, Lease, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Ask, Chunk, Lease, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream, Usage};
 use crate::settle::{SettleOpts, ToSettle};
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
@@ -101,8 +101,8 @@ impl Backend for Queue {
     fn record_start(&self, c: &Claim, run: &RunInfo) -> Result<()> {
         Queue::record_start(self, c.lease_file(), run)
     }
-    fn cancel_requested(&self, c: &Claim) -> bool {
-        Queue::cancel_requested(self, &c.id, c.attempt())
+    fn requests(&self, c: &Claim) -> Vec<Request> {
+        Queue::requests(self, &c.id, c.attempt())
     }
     fn log_writer(&self, c: &Claim, stream: Stream) -> Result<Box<dyn std::io::Write + Send>> {
         Ok(Box::new(Queue::ordered_log_writer(self, &c.id, c.attempt(), stream, c.owner, c.job.share_logs)?))
@@ -254,6 +254,16 @@ impl Backend for Queue {
 
     fn import(&self, jobs: Vec<Import>) -> Result<usize> {
         Queue::import(self, jobs)
+    }
+    fn request(&self, id: &str, ask: Ask) -> Result<State> {
+        Queue::request(self, id, ask)
+    }
+    fn revise(&self, id: &str, seen: u32, new: &NewJob) -> Result<State> {
+        Queue::revise(self, id, seen, new)
+    }
+    fn usage(&self, id: &str) -> Result<Usage> {
+        crate::id::check_id(id)?;
+        Ok(Queue::usage(self, id))
     }
 }
 

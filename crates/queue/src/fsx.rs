@@ -171,7 +171,7 @@ pub fn stage(tmp_dir: &Path, bytes: &[u8], sync: bool) -> Result<std::path::Path
     stage_as(tmp_dir, bytes, sync, Access::Group)
 }
 
-fn stage_as(tmp_dir: &Path, bytes: &[u8], sync: bool, access: Access) -> Result<std::path::PathBuf> {
+pub(crate) fn stage_as(tmp_dir: &Path, bytes: &[u8], sync: bool, access: Access) -> Result<std::path::PathBuf> {
     let tmp = tmp_dir.join(tmp_name("pub"));
     let res = (|| {
         let mut f = create_new_as(&tmp, access)?;

@@ -8,7 +8,7 @@
 //! the others are quarantined); dead or expired leases (R2/R3, through
 //! `Queue::reclaim`), after finished jobs whose outcome a power loss did
 //! not keep went back to be settled again (R8); waiting jobs whose dependencies finished; orphan
-//! `var/<ID>` directories, abandoned workspaces and stale cancel requests
+//! `var/<ID>` directories, abandoned workspaces and stale requests (cancel, signal, restart)
 //! (R6, after `orphan_ttl`); retention of finished jobs (R7); empty pending
 //! segments; dedupe-key records of finished jobs; recorded environments no
 //! job names.

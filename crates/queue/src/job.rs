@@ -123,6 +123,13 @@ pub struct Job {
     /// group-shared queue; otherwise only the pusher and root read them).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub share_logs: bool,
+    /// Most wall time over all attempts together (beyond: `dead`,
+    /// reason `max-runtime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runtime_ms: Option<u64>,
+    /// Most bytes of output one attempt may write (default: the worker's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_limit: Option<u64>,
     /// Fields written by a newer tool, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -166,8 +173,21 @@ pub struct PushContext {
 
 const FIELDS: &[&str] = &[
     "cmd", "sh", "cwd", "env", "env_from", "payload", "name", "priority", "run_at", "delay",
-    "timeout", "attempts", "backoff", "key", "after", "tags", "delivery", "share_logs",
+    "timeout", "attempts", "backoff", "key", "after", "tags", "delivery", "share_logs", "max_runtime", "output_limit",
 ];
+
+/// A size in bytes: a number, or a string with an optional K, M or G
+/// suffix (powers of 1024), as `--output-limit` takes it.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1u64 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1u64 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("invalid size {s:?}: use bytes with an optional K, M or G suffix (64M)"))
+}
 
 fn field_err(field: &str, what: impl std::fmt::Display) -> Error {
     Error::new(Kind::Data, format!("field {field:?}: {what}"))
@@ -376,6 +396,16 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
         None => false,
         Some(v) => v.as_bool().ok_or_else(|| field_err("share_logs", format!("must be true or false, not {}", type_name(v))))?,
     };
+    let max_runtime_ms = get("max_runtime").map(|v| duration_field("max_runtime", v)).transpose()?;
+    if max_runtime_ms == Some(0) {
+        return Err(field_err("max_runtime", "must be more than zero"));
+    }
+    let output_limit = match get("output_limit") {
+        None => None,
+        Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| field_err("output_limit", "must be a non-negative number of bytes or a size like \"64M\""))?),
+        Some(Value::String(s)) => Some(parse_size(s).map_err(|e| field_err("output_limit", e))?),
+        Some(v) => return Err(field_err("output_limit", format!("must be a number of bytes or a size like \"64M\", not {}", type_name(v)))),
+    };
     // `"payload": null` is no payload, like every other null field: the
     // stored record could not say otherwise (null reads back as absent).
     let payload = obj.get("payload").filter(|v| !v.is_null()).cloned();
@@ -406,10 +436,85 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
         tags,
         delivery,
         share_logs,
+        max_runtime_ms,
+        output_limit,
         extra: Map::new(),
     };
     let pusher_env = (env_from == EnvFrom::Pusher).then(|| std::sync::Arc::clone(&ctx.env));
     Ok(NewJob { job, run_at_ms, pusher_env })
+}
+
+impl Job {
+    /// The job as a job line (the fields a push takes), for `q-ctl edit`
+    /// and `set`: validated again as a line, it gives back this job.
+    pub fn to_line(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.to_owned(), v);
+        };
+        if let Some(c) = &self.cmd {
+            put("cmd", Value::from(c.clone()));
+        }
+        if let Some(sh) = &self.sh {
+            put("sh", Value::from(sh.clone()));
+        }
+        put("cwd", Value::from(self.cwd.clone()));
+        if !self.env.is_empty() {
+            put("env", serde_json::to_value(&self.env).unwrap_or_default());
+        }
+        put("env_from", serde_json::to_value(self.env_from).unwrap_or_default());
+        if let Some(p) = &self.payload {
+            put("payload", p.clone());
+        }
+        if let Some(n) = &self.name {
+            put("name", Value::from(n.clone()));
+        }
+        put("priority", Value::from(self.priority));
+        put("run_at", Value::from(self.run_at.clone()));
+        if let Some(t) = self.timeout_ms {
+            put("timeout", Value::from(format!("{t}ms")));
+        }
+        put("attempts", Value::from(self.attempts));
+        put("backoff", Value::from(format!("{}ms:{}ms", self.backoff.base_ms, self.backoff.max_ms)));
+        if let Some(k) = &self.key {
+            put("key", Value::from(k.clone()));
+        }
+        if !self.after.is_empty() {
+            put("after", Value::from(self.after.clone()));
+        }
+        if !self.tags.is_empty() {
+            put("tags", Value::from(self.tags.clone()));
+        }
+        put("delivery", serde_json::to_value(self.delivery).unwrap_or_default());
+        if let Some(t) = self.max_runtime_ms {
+            put("max_runtime", Value::from(format!("{t}ms")));
+        }
+        if let Some(n) = self.output_limit {
+            put("output_limit", Value::from(n));
+        }
+        m
+    }
+
+    /// This job changed as `line` (a whole job line) says, validated as a
+    /// push validates it: the id, creation time and recorded environment
+    /// stay. Changing `key` or `env_from` is refused (65): their rules
+    /// (dedupe, the pusher's environment) are a push's. A changed `after`
+    /// is checked by the backend's revise.
+    pub fn revised(&self, line: &Map<String, Value>, now_ms: i64) -> Result<NewJob> {
+        let ctx = PushContext { cwd: self.cwd.clone(), env: Default::default(), now_ms };
+        let mut n = validate(line, &ctx)?;
+        for (field, same) in [("key", n.job.key == self.key), ("env_from", n.job.env_from == self.env_from)] {
+            if !same {
+                return Err(field_err(field, "cannot be changed on a queued job: cancel it and push it again"));
+            }
+        }
+        n.job.id = self.id.clone();
+        n.job.created_at = self.created_at.clone();
+        n.job.env_ref = self.env_ref.clone();
+        n.job.extra = self.extra.clone();
+        n.pusher_env = None;
+        Ok(n)
+    }
 }
 
 fn check_no_nul_value(v: &Value) -> Result<(), ()> {

@@ -50,6 +50,7 @@ pub mod pg;
 mod presence;
 mod push;
 mod reclaim;
+mod revise;
 mod settle;
 mod wake;
 
@@ -64,7 +65,7 @@ pub use push::{Pushed, SEG_CAP};
 pub use queue::{Durability, Pause};
 pub use reclaim::Reclaimed;
 pub use resolve::{Candidate, Resolved};
-pub use record::{Chunk, Counters, Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+pub use record::{Ask, Chunk, Counters, Lease, Liveness, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream, Usage};
 pub use settle::{MAX_INTERRUPTS, SettleOpts, ToSettle};
 
 #[cfg(feature = "layout")]

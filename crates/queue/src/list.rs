@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::fsx;
 use crate::names::{Counters, LeasedName, QueuedName, parse_terminal};
 use crate::queue::Queue;
-use crate::record::{Lease, ResultRecord, RunInfo, State};
+use crate::record::{Lease, ResultRecord, RunInfo, State, Usage};
 use crate::resolve::{self, Candidate, Resolved};
 use crate::time;
 use serde::Serialize;
@@ -220,6 +220,18 @@ impl Queue {
             return Some(r);
         }
         read(var.join(crate::names::var::result(best?)))
+    }
+
+    /// The totals of a job's ended attempts: every `<A>.result.json`.
+    pub fn usage(&self, id: &str) -> Usage {
+        let var = self.var(id);
+        let mut u = Usage::default();
+        for a in fsx::list(&var).unwrap_or_default().iter().filter_map(|n| crate::names::var::parse_result(n)) {
+            if let Some(r) = fsx::read_capped(&var.join(crate::names::var::result(a)), 1 << 20).ok().and_then(|b| serde_json::from_slice::<ResultRecord>(&b).ok()) {
+                u.add(&r);
+            }
+        }
+        u
     }
 
     /// The lease and run records of a running job.

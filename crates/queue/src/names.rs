@@ -198,6 +198,18 @@ pub mod var {
         format!("{a}.cancel")
     }
 
+    /// Any other request to running attempt `a` (a signal, a restart):
+    /// `<A>.req.<ULID>.json`, one file each, in the order of their ULIDs.
+    pub fn request(a: u32) -> String {
+        format!("{a}.req.{}.json", crate::id::new_id())
+    }
+
+    /// The key (the ULID) of a request's name, if `n` is a request of attempt `a`.
+    pub fn parse_request(n: &str, a: u32) -> Option<&str> {
+        let rest = n.strip_prefix(a.to_string().as_str())?.strip_prefix(".req.")?;
+        rest.strip_suffix(".json").filter(|k| crate::id::is_valid_id(k))
+    }
+
     /// The workspace of attempt `a`.
     pub fn workspace(a: u32) -> String {
         format!("{a}.work")

@@ -156,7 +156,15 @@ impl Queue {
             killed = ident::kill_group(run.pgid, run.leader_start, nix::sys::signal::Signal::SIGKILL);
         }
         crate::failpoint!("reclaim.before_settle");
-        let reason = if self.cancel_requested(id, a) { Reason::Canceled } else { Reason::LeaseExpired };
+        // What was asked of the attempt decides for it: a cancel, else a restart.
+        let asked: Vec<crate::record::Ask> = self.requests(id, a).into_iter().map(|r| r.ask).collect();
+        let reason = if asked.contains(&crate::record::Ask::Cancel) {
+            Reason::Canceled
+        } else if asked.contains(&crate::record::Ask::Restart) {
+            Reason::Restarted
+        } else {
+            Reason::LeaseExpired
+        };
         if dry_run {
             return Ok(Some(Reclaimed { id: id.clone(), token, attempt: a, state: State::Pending, reason, why, killed_group: false, worker_id: holder }));
         }

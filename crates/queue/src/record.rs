@@ -70,6 +70,11 @@ pub enum Reason {
     WorkerShutdown,
     LeaseLost,
     DependencyFailed,
+    /// `q-ctl restart`: the attempt was ended on purpose and the job queued
+    /// again; it counts neither as a failure nor as an interruption.
+    Restarted,
+    /// The job's `max_runtime` (wall time over all its attempts) ran out.
+    MaxRuntime,
 }
 
 impl Reason {
@@ -101,8 +106,32 @@ impl Reason {
             Reason::WorkerShutdown => "worker-shutdown",
             Reason::LeaseLost => "lease-lost",
             Reason::DependencyFailed => "dependency-failed",
+            Reason::Restarted => "restarted",
+            Reason::MaxRuntime => "max-runtime",
         }
     }
+}
+
+/// What someone asked of a running attempt (`q-ctl cancel`, `signal`,
+/// `stop`, `cont`, `restart`). Its runner looks for requests while the
+/// job runs and acts on each once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Ask {
+    /// Stop the job; it ends `canceled`.
+    Cancel,
+    /// Deliver signal `signal` to the job's process group.
+    Signal { signal: i32 },
+    /// Stop the job and queue it again (reason `restarted`).
+    Restart,
+}
+
+/// A request to a running attempt, with a key that names it for as long
+/// as the attempt lasts (so that a runner acts on it once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub key: String,
+    pub ask: Ask,
 }
 
 /// Job states as users see them.
@@ -243,6 +272,31 @@ impl ResultRecord {
         let mut v = serde_json::to_vec(self).unwrap_or_default();
         v.push(b'\n');
         v
+    }
+}
+
+/// What a job used over its ended attempts (their result records): the
+/// totals `q-ls` shows, and what `max_runtime` is counted against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Attempts with a result.
+    pub attempts: u32,
+    /// Wall time, summed.
+    pub wall_ms: u64,
+    pub cpu_user_ms: u64,
+    pub cpu_sys_ms: u64,
+    /// The highest peak resident set size of any attempt.
+    pub max_rss_kb: u64,
+}
+
+impl Usage {
+    /// Add one attempt's result.
+    pub fn add(&mut self, r: &ResultRecord) {
+        self.attempts += 1;
+        self.wall_ms += r.duration_ms.unwrap_or(0);
+        self.cpu_user_ms += r.cpu_user_ms.unwrap_or(0);
+        self.cpu_sys_ms += r.cpu_sys_ms.unwrap_or(0);
+        self.max_rss_kb = self.max_rss_kb.max(r.max_rss_kb.unwrap_or(0));
     }
 }
 

@@ -15,7 +15,7 @@ use crate::fsx::{self, Renamed};
 use crate::job::Job;
 use crate::names::{Counters, Key, LeasedName, QueuedName, terminal_name};
 use crate::queue::Queue;
-use crate::record::{Lease, Outcome, Reason, ResultRecord, RunInfo, State};
+use crate::record::{Ask, Lease, Outcome, Reason, Request, ResultRecord, RunInfo, State};
 use crate::time;
 use serde_json::Value;
 use std::fs;
@@ -77,6 +77,11 @@ pub(crate) fn decide(id: &str, token: &str, claimed: Counters, job: &Job, reason
         Reason::Ok => State::Done,
         Reason::Canceled => State::Canceled,
         Reason::DependencyFailed => State::Canceled,
+        // Queued again at once, counting nothing.
+        Reason::Restarted => {
+            delay = Some(0);
+            State::Pending
+        }
         r if r.is_failure() => {
             c.failures += 1;
             c.interrupts = 0;
@@ -196,9 +201,54 @@ impl Queue {
         Ok(time::now_ms() + lease.lease_ms as i64)
     }
 
-    /// Has someone asked to cancel this running attempt?
-    pub fn cancel_requested(&self, id: &str, attempt: u32) -> bool {
-        fsx::exists(&self.var(id).join(var::cancel(attempt)))
+    /// What has been asked of this running attempt, oldest first (a cancel
+    /// last): one listing of `var/<ID>/`.
+    pub fn requests(&self, id: &str, attempt: u32) -> Vec<Request> {
+        let var = self.var(id);
+        let mut names = fsx::list(&var).unwrap_or_default();
+        names.sort();
+        let mut out = Vec::new();
+        let mut cancel = false;
+        for n in &names {
+            if *n == var::cancel(attempt) {
+                cancel = true;
+            } else if let Some(key) = var::parse_request(n, attempt)
+                // A request is published whole; one that does not parse is not q's.
+                && let Ok(b) = fsx::read_capped(&var.join(n), 4096)
+                && let Ok(ask) = serde_json::from_slice::<Ask>(&b)
+            {
+                out.push(Request { key: key.to_owned(), ask });
+            }
+        }
+        if cancel {
+            out.push(Request { key: "cancel".into(), ask: Ask::Cancel });
+        }
+        out
+    }
+
+    /// Ask the running attempt of job `id` for something: a request file
+    /// its runner finds within its next look (a cancel keeps its own name,
+    /// `<A>.cancel`). Returns the state the job was found in; only a
+    /// running job is asked.
+    pub fn request(&self, id: &str, ask: Ask) -> Result<State> {
+        // Only its owner (or root) signals or restarts a job (owner.rs).
+        let l = self.locate_to_change(id)?;
+        if l.state != State::Running {
+            return Ok(l.state);
+        }
+        let a = l.c.unwrap_or_default().attempt;
+        let var = self.var(id);
+        match ask {
+            Ask::Cancel => {
+                let p = var.join(var::cancel(a));
+                fs::write(&p, b"").ctx("write", &p)?;
+            }
+            _ => {
+                let bytes = serde_json::to_vec(&ask).map_err(|e| Error::new(Kind::Data, e.to_string()))?;
+                fsx::publish(&self.tmp(), &var.join(var::request(a)), &bytes, false)?;
+            }
+        }
+        Ok(State::Running)
     }
 
     /// Settle attempt `token` of job `id` with `reason`: the fenced commit.
@@ -491,7 +541,7 @@ impl Queue {
     /// Where a job is that this process may change by hand (an operator
     /// move): 66 when there is none, 77 when it is another user's in a
     /// group-shared queue (owner.rs).
-    fn locate_to_change(&self, id: &str) -> Result<Located> {
+    pub(crate) fn locate_to_change(&self, id: &str) -> Result<Located> {
         let Some(l) = self.locate(id)? else { return Err(Error::no_job(id)) };
         self.check_may_change(id, &l.path)?;
         Ok(l)
@@ -507,9 +557,7 @@ impl Queue {
                 self.end_without_attempt(id, l.state, State::Canceled, Reason::Canceled, None)?;
             }
             State::Running => {
-                let c = l.c.unwrap_or_default();
-                let p = self.var(id).join(var::cancel(c.attempt));
-                fs::write(&p, b"").ctx("write", &p)?;
+                self.request(id, Ask::Cancel)?;
             }
             _ => {}
         }

@@ -7,7 +7,7 @@ mod backends;
 
 use backends::Fixture;
 use q_queue::lock::Acquired;
-use q_queue::{Candidate, ClaimOpts, Resolved, Durability, Kind, Liveness, Outcome, Reason, RunInfo, SettleOpts, Singleton, State, Stream, ToSettle};
+use q_queue::{Ask, Candidate, ClaimOpts, Resolved, Durability, Kind, Liveness, Outcome, Reason, RunInfo, SettleOpts, Singleton, State, Stream, ToSettle};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -187,15 +187,210 @@ fn cancel_queued_and_running() {
         let ids = fx.push(&[json!({"cmd": ["true"], "priority": 1}), json!({"cmd": ["true"]})]);
         let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
         assert_eq!(c.id, ids[0]);
-        assert!(!b.cancel_requested(&c));
+        assert!(b.requests(&c).is_empty());
         assert_eq!(b.cancel(&ids[0]).unwrap(), State::Running, "{}", fx.name);
-        assert!(b.cancel_requested(&c), "{}: the runner sees the request", fx.name);
+        assert_eq!(b.requests(&c).into_iter().map(|r| r.ask).collect::<Vec<_>>(), [Ask::Cancel], "{}: the runner sees the request", fx.name);
         let rec = b.settle(&c.id, &c.token, Reason::Canceled, &Outcome::default(), &so()).unwrap();
         assert_eq!(rec.state, State::Canceled, "{}", fx.name);
         assert_eq!(b.cancel(&ids[1]).unwrap(), State::Pending, "{}", fx.name);
         assert_eq!(b.finished(&ids[1]), Some(State::Canceled));
         assert_eq!(b.cancel(&ids[1]).unwrap(), State::Canceled, "{}: nothing to cancel", fx.name);
         assert_eq!(b.cancel("01J00000000000000000000000").unwrap_err().kind, Kind::NoJob, "{}", fx.name);
+    });
+}
+
+/// Requests to a running attempt (signals, restart, cancel): seen by its
+/// runner in order, each under a key that stays the same; a job that is not
+/// running is not asked; a restart queues the job again counting nothing,
+/// and the reaper settles a dead runner's attempt as it was asked.
+#[test]
+fn requests_reach_the_running_attempt() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["true"], "priority": 2}), json!({"cmd": ["true"], "priority": 1}), json!({"cmd": ["true"]})]);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(c.id, ids[0]);
+        assert_eq!(b.request(&ids[1], Ask::Restart).unwrap(), State::Pending, "{}: a pending job is not asked", fx.name);
+        assert_eq!(b.request(&ids[0], Ask::Signal { signal: 10 }).unwrap(), State::Running, "{}", fx.name);
+        assert_eq!(b.request(&ids[0], Ask::Signal { signal: 19 }).unwrap(), State::Running);
+        let seen = b.requests(&c);
+        assert_eq!(seen.iter().map(|r| r.ask).collect::<Vec<_>>(), [Ask::Signal { signal: 10 }, Ask::Signal { signal: 19 }], "{}: in order", fx.name);
+        assert_ne!(seen[0].key, seen[1].key);
+        b.request(&ids[0], Ask::Restart).unwrap();
+        let again = b.requests(&c);
+        assert_eq!(again[..2], seen[..], "{}: keys stay", fx.name);
+        assert_eq!(again[2].ask, Ask::Restart);
+        let rec = b.settle(&c.id, &c.token, Reason::Restarted, &Outcome { started_at_ms: Some(0), ..Outcome::default() }, &so()).unwrap();
+        assert_eq!((rec.state, rec.failures), (State::Pending, 0), "{}: queued again, no failure", fx.name);
+        let e = b.locate(&ids[0]).unwrap().unwrap();
+        assert_eq!(e.c.map(|c| (c.attempt, c.failures, c.interrupts)), Some((1, 0, 0)), "{}: nor an interruption", fx.name);
+        assert_eq!(b.request("01J00000000000000000000000", Ask::Restart).unwrap_err().kind, Kind::NoJob, "{}", fx.name);
+        // The next attempt starts with no requests; the pending job was never asked.
+        let next = b.claim(2, &opts(Liveness::Ttl)).unwrap();
+        assert_eq!(next.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [ids[0].clone(), ids[1].clone()], "{}", fx.name);
+        assert!(next.iter().all(|c| b.requests(c).is_empty()), "{}: requests are per attempt", fx.name);
+        // A runner gone before it acted: the reaper settles as asked.
+        b.request(&ids[0], Ask::Restart).unwrap();
+        b.request(&ids[1], Ask::Signal { signal: 10 }).unwrap();
+        for c in &next {
+            fx.expire(&c.id, c.attempt());
+        }
+        let mut r = b.reclaim(false).unwrap();
+        r.sort_by_key(|x| ids.iter().position(|i| *i == x.id));
+        assert_eq!(r.iter().map(|x| x.reason).collect::<Vec<_>>(), [Reason::Restarted, Reason::LeaseExpired], "{}", fx.name);
+        assert_eq!(b.locate(&ids[0]).unwrap().unwrap().c.map(|c| c.interrupts), Some(0), "{}", fx.name);
+    });
+}
+
+/// The job of `id` with `changes` over its job line, validated as a push;
+/// and the attempt counter it was read with.
+fn revised(b: &dyn q_queue::Backend, id: &str, changes: serde_json::Value) -> (u32, q_queue::NewJob) {
+    let e = b.locate(id).unwrap().unwrap();
+    let (e, job) = b.job(&e).unwrap().unwrap();
+    let line = q_queue::job::merge(&job.to_line(), changes.as_object().unwrap().clone());
+    (e.c.map_or(0, |c| c.attempt), job.revised(&line, q_queue::time::now_ms()).unwrap())
+}
+
+/// Revise a queued job: a pending one takes its new place in the order and
+/// is claimed with its new record; a waiting one still waits for its
+/// dependencies; a held one stays held; a running or stale one is refused.
+#[test]
+fn revising_a_queued_job() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["true"], "priority": 5}), json!({"cmd": ["a"], "name": "low"})]);
+        let dep = &ids[0];
+        let waiting = fx.push(&[json!({"cmd": ["w"], "after": [dep]})]).remove(0);
+        let held = fx.push(&[json!({"cmd": ["h"]})]).remove(0);
+        b.hold(&held).unwrap();
+        let (seen, new) = revised(b, &ids[1], json!({"priority": 9, "name": "high", "timeout": "90s"}));
+        assert_eq!(b.revise(&ids[1], seen, &new).unwrap(), State::Pending, "{}", fx.name);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!((c.id.as_str(), c.job.priority, c.job.name.as_deref(), c.job.timeout_ms), (ids[1].as_str(), 9, Some("high"), Some(90_000)), "{}: claimed first, new record", fx.name);
+        assert_eq!(b.revise(&ids[1], seen, &new).unwrap_err().kind, Kind::Busy, "{}: running now", fx.name);
+        let (seen_w, new_w) = revised(b, &waiting, json!({"name": "still waits"}));
+        assert_eq!(b.revise(&waiting, seen_w, &new_w).unwrap(), State::Waiting, "{}", fx.name);
+        assert_eq!(b.locate(&waiting).unwrap().unwrap().state, State::Waiting, "{}", fx.name);
+        let (seen_h, new_h) = revised(b, &held, json!({"priority": -3}));
+        assert_eq!(b.revise(&held, seen_h + 1, &new_h).unwrap_err().kind, Kind::Busy, "{}: a stale attempt counter", fx.name);
+        assert_eq!(b.revise(&held, seen_h, &new_h).unwrap(), State::Held, "{}", fx.name);
+        let e = b.locate(&held).unwrap().unwrap();
+        assert_eq!((e.state, b.job(&e).unwrap().unwrap().1.priority), (State::Held, -3), "{}", fx.name);
+        assert_eq!(b.revise("01J00000000000000000000000", 0, &new_h).unwrap_err().kind, Kind::NoJob, "{}", fx.name);
+        // The dependency rule still holds for the revised waiting job.
+        let d = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(d.id, *dep);
+        b.settle(&d.id, &d.token, Reason::Ok, &ok(), &so()).unwrap();
+        let w = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!((w.id.as_str(), w.job.name.as_deref()), (waiting.as_str(), Some("still waits")), "{}", fx.name);
+        assert!(b.claim(1, &opts(Liveness::Flock)).unwrap().is_empty(), "{}: the held job stays held", fx.name);
+    });
+}
+
+/// Revising `after` runs the dependency rules again: a job given an
+/// unfinished dependency waits for it, one whose dependencies are taken
+/// away is ready; an unknown dependency is 66, a failed one or a cycle 65.
+#[test]
+fn revising_dependencies() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["true"], "priority": 1}), json!({"cmd": ["true"]})]);
+        let (a, x) = (&ids[0], &ids[1]);
+        let y = fx.push(&[json!({"cmd": ["true"], "after": [x]})]).remove(0);
+        let z = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        b.cancel(&z).unwrap();
+        for (after, kind) in [(json!([y]), Kind::Data), (json!([x]), Kind::Data), (json!(["01J00000000000000000000000"]), Kind::NoJob), (json!([z]), Kind::Data)] {
+            let (seen, new) = revised(b, x, json!({"after": after}));
+            assert_eq!(b.revise(x, seen, &new).unwrap_err().kind, kind, "{}: after {after}", fx.name);
+        }
+        assert_eq!(b.locate(x).unwrap().unwrap().state, State::Pending, "{}: refused, nothing changed", fx.name);
+        // x now waits on a; y no longer waits on x.
+        let (seen, new) = revised(b, x, json!({"after": [a]}));
+        assert_eq!(b.revise(x, seen, &new).unwrap(), State::Pending, "{}", fx.name);
+        assert_eq!(b.locate(x).unwrap().unwrap().state, State::Waiting, "{}", fx.name);
+        let (seen, new) = revised(b, &y, json!({"after": []}));
+        assert_eq!(b.revise(&y, seen, &new).unwrap(), State::Waiting, "{}", fx.name);
+        assert_eq!(b.locate(&y).unwrap().unwrap().state, State::Pending, "{}", fx.name);
+        let got: Vec<String> = b.claim(5, &opts(Liveness::Flock)).unwrap().into_iter().map(|c| {
+            b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+            c.id
+        }).collect();
+        assert_eq!(got.iter().collect::<BTreeSet<_>>(), [a, &y].into_iter().collect(), "{}: x waits for a", fx.name);
+        let next = b.claim(5, &opts(Liveness::Flock)).unwrap();
+        assert_eq!(next.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), std::slice::from_ref(x), "{}: a done, x runs", fx.name);
+    });
+}
+
+/// Revisions racing claims: for each job exactly one wins. A revision that
+/// was answered is what the claim took; one refused changed nothing (the
+/// claim took the old record); no job is lost or claimed twice.
+#[test]
+fn a_revision_racing_a_claim_one_wins() {
+    each(|fx| {
+        let b = Arc::clone(&fx.b);
+        let n = 40;
+        let lines: Vec<_> = (0..n).map(|_| json!({"cmd": ["true"], "name": "old"})).collect();
+        let ids = fx.push(&lines);
+        let claimer = {
+            let b = Arc::clone(&b);
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let until = std::time::Instant::now() + Duration::from_secs(60);
+                while got.len() < n && std::time::Instant::now() < until {
+                    got.extend(b.claim(1, &opts(Liveness::Ttl)).unwrap().into_iter().map(|c| (c.id, c.job.name)));
+                }
+                got
+            })
+        };
+        let mut answered = std::collections::HashMap::new();
+        // From the newest: the claimer takes the oldest first, so the two meet.
+        for id in ids.iter().rev() {
+            let Some(e) = b.locate(id).unwrap() else { continue };
+            let Some((e, job)) = b.job(&e).unwrap() else { continue };
+            if e.state != State::Pending {
+                answered.insert(id.clone(), false);
+                continue;
+            }
+            let line = q_queue::job::merge(&job.to_line(), json!({"name": "new"}).as_object().unwrap().clone());
+            let new = job.revised(&line, q_queue::time::now_ms()).unwrap();
+            match b.revise(id, e.c.map_or(0, |c| c.attempt), &new) {
+                Ok(_) => answered.insert(id.clone(), true),
+                Err(err) => {
+                    assert_eq!(err.kind, Kind::Busy, "{}: {err}", fx.name);
+                    answered.insert(id.clone(), false)
+                }
+            };
+        }
+        let got = claimer.join().unwrap();
+        assert_eq!(got.len(), n, "{}: every job claimed once", fx.name);
+        assert_eq!(got.iter().map(|g| &g.0).collect::<BTreeSet<_>>().len(), n, "{}: none twice", fx.name);
+        let mut wins = 0;
+        for (id, name) in &got {
+            let changed = answered.get(id).copied().unwrap_or(false);
+            assert_eq!(name.as_deref(), Some(if changed { "new" } else { "old" }), "{}: job {id}: the claim took the record the answer implies", fx.name);
+            wins += usize::from(changed);
+        }
+        eprintln!("{}: {wins} of {n} revisions won their race", fx.name);
+    });
+}
+
+/// Usage: the totals of a job's ended attempts (wall time and CPU summed,
+/// the highest peak RSS).
+#[test]
+fn usage_totals_over_attempts() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let id = fx.push(&[json!({"cmd": ["true"], "attempts": 3})]).remove(0);
+        assert_eq!(b.usage(&id).unwrap(), q_queue::Usage::default(), "{}: nothing yet", fx.name);
+        for (outcome, reason) in [
+            (Outcome { exit_code: Some(1), signal: None, started_at_ms: Some(1_000), finished_at_ms: Some(2_000), cpu_user_ms: Some(10), cpu_sys_ms: Some(1), max_rss_kb: Some(100) }, Reason::Exit),
+            (Outcome { exit_code: Some(0), signal: None, started_at_ms: Some(5_000), finished_at_ms: Some(5_500), cpu_user_ms: Some(5), cpu_sys_ms: Some(2), max_rss_kb: Some(300) }, Reason::Ok),
+        ] {
+            let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+            b.settle(&c.id, &c.token, reason, &outcome, &so()).unwrap();
+        }
+        let u = b.usage(&id).unwrap();
+        assert_eq!((u.attempts, u.wall_ms, u.cpu_user_ms, u.cpu_sys_ms, u.max_rss_kb), (2, 1_500, 15, 3, 300), "{}", fx.name);
     });
 }
 

@@ -26,7 +26,8 @@ use std::path::Path;
 /// What kind of file in `var/<ID>/` an entry is.
 enum VarEntry {
     Work(u32),
-    Cancel(u32),
+    /// A request to an attempt (a cancel, a signal, a restart).
+    Request(u32),
     Other,
 }
 
@@ -39,7 +40,8 @@ fn var_entry(n: &str) -> VarEntry {
     };
     match rest {
         "work" => VarEntry::Work(a),
-        "cancel" => VarEntry::Cancel(a),
+        "cancel" => VarEntry::Request(a),
+        _ if var::parse_request(n, a).is_some() => VarEntry::Request(a),
         _ => VarEntry::Other,
     }
 }
@@ -188,7 +190,7 @@ impl Gc<'_> {
             }
             let (attempt, what) = match var_entry(&n) {
                 VarEntry::Work(a) if em.is_dir() => (a, "workspace"),
-                VarEntry::Cancel(a) => (a, "cancel"),
+                VarEntry::Request(a) => (a, "request"),
                 // Lease and run records stay as the attempt's history; they
                 // go with the job (retention).
                 _ => continue,
@@ -221,7 +223,7 @@ impl Gc<'_> {
             } else {
                 (
                     "remove-record",
-                    format!("cancel request of attempt {attempt}, which is not running"),
+                    format!("request to attempt {attempt}, which is not running"),
                 )
             };
             self.emit(action, Some(id), &ep, why);

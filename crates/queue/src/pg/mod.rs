@@ -23,7 +23,7 @@ use crate::lock::{Acquired, Holder, LockGuard};
 use crate::push::Pushed;
 use crate::queue::{Durability, Pause};
 use crate::reclaim::Reclaimed;
-use crate::record::{Chunk, Counters, Lease, Liveness, Outcome, Reason, ResultRecord, RunInfo, State, Stream};
+use crate::record::{Chunk, Counters, Lease, Liveness, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream};
 use crate::resolve::{self, Candidate, Resolved};
 use crate::settle::{SettleOpts, ToSettle, decide};
 use crate::time;
@@ -388,7 +388,7 @@ impl PgQueue {
                 let lease = Lease::mine(&id, attempt, &token, time::now_ms(), opts);
                 tx.execute(
                     &q.q("INSERT INTO {s}.attempt (queue, id, attempt, token, lease) VALUES ($1, $2, $3, $4, $5)
-                          ON CONFLICT (queue, id, attempt) DO UPDATE SET token = EXCLUDED.token, lease = EXCLUDED.lease, run = NULL, cancel = false, result = NULL"),
+                          ON CONFLICT (queue, id, attempt) DO UPDATE SET token = EXCLUDED.token, lease = EXCLUDED.lease, run = NULL, cancel = false, requests = '[]', result = NULL"),
                     &[&q.t.queue, &id, &(attempt as i32), &r.get::<_, i64>(1), &json(&lease)],
                 )
                 .map_err(|e| q.err(e))?;
@@ -596,15 +596,15 @@ impl Backend for PgQueue {
         Ok(())
     }
 
-    fn cancel_requested(&self, c: &Claim) -> bool {
-        let stmt = self.q("SELECT cancel FROM {s}.attempt WHERE queue = $1 AND id = $2 AND attempt = $3");
+    fn requests(&self, c: &Claim) -> Vec<Request> {
+        let stmt = self.q("SELECT cancel, requests FROM {s}.attempt WHERE queue = $1 AND id = $2 AND attempt = $3");
         // Never waits: the heartbeat may be waiting on the side connection
         // for a server that does not answer, and the runner must go on
         // watching its job's lease meanwhile; the next look comes soon.
-        self.side
-            .try_now(|cl| cl.query_opt(&stmt, &[&self.t.queue, &c.id, &(c.attempt() as i32)]).map_err(|e| self.err(e)))
-            .flatten()
-            .is_some_and(|r| r.get::<_, bool>(0))
+        let Some(r) = self.side.try_now(|cl| cl.query_opt(&stmt, &[&self.t.queue, &c.id, &(c.attempt() as i32)]).map_err(|e| self.err(e))).flatten() else {
+            return Vec::new();
+        };
+        asked(r.get(0), r.get(1))
     }
 
     fn log_writer(&self, c: &Claim, stream: Stream) -> Result<Box<dyn std::io::Write + Send>> {
@@ -644,7 +644,7 @@ impl Backend for PgQueue {
             concat!(
                 "SELECT j.id, j.token, j.attempt, lease_until < now(), ",
                 ms!("lease_until"),
-                ", a.lease, a.run, a.cancel FROM {s}.job j LEFT JOIN {s}.attempt a ON a.queue = j.queue AND a.id = j.id AND a.attempt = j.attempt
+                ", a.lease, a.run, a.cancel, a.requests FROM {s}.job j LEFT JOIN {s}.attempt a ON a.queue = j.queue AND a.id = j.id AND a.attempt = j.attempt
                  WHERE j.queue = $1 AND j.state = 'running'"
             ),
             &[&self.t.queue],
@@ -657,7 +657,15 @@ impl Backend for PgQueue {
             let lease: Option<Lease> = r.get::<_, Option<Value>>(5).and_then(|v| serde_json::from_value(v).ok());
             let run: Option<RunInfo> = r.get::<_, Option<Value>>(6).and_then(|v| serde_json::from_value(v).ok());
             let Some(why) = PgQueue::owner_gone(lease.as_ref(), run.as_ref(), r.get(3), r.get(4)) else { continue };
-            let reason = if r.get::<_, Option<bool>>(7).unwrap_or(false) { Reason::Canceled } else { Reason::LeaseExpired };
+            // What was asked of the attempt decides for it: a cancel, else a restart.
+            let asks: Vec<crate::record::Ask> = asked(r.get::<_, Option<bool>>(7).unwrap_or(false), r.get::<_, Option<Value>>(8).unwrap_or(Value::Null)).into_iter().map(|r| r.ask).collect();
+            let reason = if asks.contains(&crate::record::Ask::Cancel) {
+                Reason::Canceled
+            } else if asks.contains(&crate::record::Ask::Restart) {
+                Reason::Restarted
+            } else {
+                Reason::LeaseExpired
+            };
             let worker_id = lease.as_ref().and_then(|l| l.worker_id.clone());
             if dry_run {
                 out.push(Reclaimed { id, token, attempt, state: State::Pending, reason, why, killed_group: false, worker_id });
@@ -949,10 +957,7 @@ impl Backend for PgQueue {
                     end_in(q, tx, id, State::Canceled, Reason::Canceled, None)?;
                     on_terminal(q, tx, id, State::Canceled)?;
                 }
-                State::Running => {
-                    tx.execute(&q.q("UPDATE {s}.attempt SET cancel = true WHERE queue = $1 AND id = $2 AND attempt = $3"), &[&q.t.queue, &id, &r.get::<_, i32>(1)])
-                        .map_err(|e| q.err(e))?;
-                }
+                State::Running => ask_in(q, tx, id, r.get(1), crate::record::Ask::Cancel)?,
                 _ => {}
             }
             Ok(st)
@@ -1199,6 +1204,140 @@ impl Backend for PgQueue {
         }
         Ok(errors)
     }
+
+    fn revise(&self, id: &str, seen: u32, new: &NewJob) -> Result<State> {
+        crate::id::check_id(id)?;
+        let secs = new.run_at_ms as f64 / 1000.0;
+        self.tx(|q, tx| {
+            // The row lock orders this change and a claim: whichever comes
+            // second sees what the first did.
+            let r = tx
+                .query_opt(&q.q("SELECT state, attempt, spec FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+                .map_err(|e| q.err(e))?
+                .ok_or_else(|| Error::no_job(id))?;
+            let st = State::parse(r.get(0)).unwrap_or(State::Dead);
+            if !matches!(st, State::Pending | State::Waiting | State::Held) {
+                return Err(Error::new(Kind::Busy, format!("job {id} is {}: only pending, waiting or held jobs can be changed", st.as_str())));
+            }
+            if r.get::<_, i32>(1) as u32 != seen {
+                return Err(Error::new(Kind::Busy, format!("job {id} was claimed or moved meanwhile: nothing changed")));
+            }
+            let old: Job = serde_json::from_value(r.get(2)).map_err(|e| Error::new(Kind::Data, format!("job {id}: bad record: {e}")))?;
+            let mut to = st;
+            if old.after != new.job.after {
+                let waits = revise_deps(q, tx, id, &new.job.after)?;
+                if st != State::Held {
+                    to = if waits { State::Waiting } else { State::Pending };
+                }
+            }
+            tx.execute(
+                &q.q("UPDATE {s}.job SET spec = $3, priority = $4, run_at = to_timestamp($5), state = $6, changed_at = now() WHERE queue = $1 AND id = $2"),
+                &[&q.t.queue, &id, &json(&new.job), &new.job.priority, &secs, &to.as_str()],
+            )
+            .map_err(|e| q.err(e))?;
+            if to == State::Pending {
+                q.notify(tx)?;
+            }
+            Ok(st)
+        })
+    }
+
+    fn usage(&self, id: &str) -> Result<crate::record::Usage> {
+        crate::id::check_id(id)?;
+        let rows = self.rows("SELECT result FROM {s}.attempt WHERE queue = $1 AND id = $2 AND result IS NOT NULL", &[&self.t.queue, &id])?;
+        let mut u = crate::record::Usage::default();
+        for r in rows {
+            if let Ok(rec) = serde_json::from_value::<ResultRecord>(r.get(0)) {
+                u.add(&rec);
+            }
+        }
+        Ok(u)
+    }
+
+    fn request(&self, id: &str, ask: crate::record::Ask) -> Result<State> {
+        crate::id::check_id(id)?;
+        self.tx(|q, tx| {
+            let r = tx
+                .query_opt(&q.q("SELECT state, attempt FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+                .map_err(|e| q.err(e))?
+                .ok_or_else(|| Error::no_job(id))?;
+            let st = State::parse(r.get(0)).unwrap_or(State::Dead);
+            if st == State::Running {
+                ask_in(q, tx, id, r.get(1), ask)?;
+            }
+            Ok(st)
+        })
+    }
+}
+
+/// The new dependencies of a revised job, checked as a push checks them
+/// (each exists, none failed) and for a cycle (none waits, however
+/// indirectly, on the job), then recorded. `Ok(true)` when one is
+/// unfinished.
+fn revise_deps(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str, after: &[String]) -> Result<bool> {
+    let mut waits = false;
+    for dep in after {
+        if dep == id {
+            return Err(Error::new(Kind::Data, format!("field \"after\": job {id} would wait on itself")));
+        }
+        // FOR SHARE: a dependency cannot end while we look and write.
+        let r = tx
+            .query_opt(&q.q("SELECT state FROM {s}.job WHERE queue = $1 AND id = $2 FOR SHARE"), &[&q.t.queue, dep])
+            .map_err(|e| q.err(e))?
+            .ok_or_else(|| Error::new(Kind::NoJob, format!("field \"after\": no such job {dep}")))?;
+        match State::parse(r.get(0)) {
+            Some(State::Done) => {}
+            Some(s @ (State::Dead | State::Canceled)) => {
+                return Err(Error::new(Kind::Data, format!("field \"after\": job {dep} is {}: this job would never run", s.as_str())));
+            }
+            _ => waits = true,
+        }
+    }
+    let cycle = tx
+        .query_opt(
+            &q.q("WITH RECURSIVE up(id) AS (SELECT unnest($2::text[]) UNION SELECT d.dep FROM {s}.dep d JOIN up ON d.queue = $1 AND d.id = up.id) SELECT 1 FROM up WHERE id = $3"),
+            &[&q.t.queue, &after, &id],
+        )
+        .map_err(|e| q.err(e))?;
+    if cycle.is_some() {
+        return Err(Error::new(Kind::Data, format!("field \"after\": job {id} would wait on itself")));
+    }
+    tx.execute(&q.q("DELETE FROM {s}.dep WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id]).map_err(|e| q.err(e))?;
+    for dep in after {
+        tx.execute(&q.q("INSERT INTO {s}.dep (queue, id, dep) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"), &[&q.t.queue, &id, dep]).map_err(|e| q.err(e))?;
+    }
+    Ok(waits)
+}
+
+/// Record a request to the running attempt `attempt` of job `id`: a cancel
+/// sets `attempt.cancel`, anything else is appended to `attempt.requests`.
+fn ask_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str, attempt: i32, ask: crate::record::Ask) -> Result<()> {
+    let r = match ask {
+        crate::record::Ask::Cancel => tx.execute(&q.q("UPDATE {s}.attempt SET cancel = true WHERE queue = $1 AND id = $2 AND attempt = $3"), &[&q.t.queue, &id, &attempt]),
+        _ => tx.execute(
+            &q.q("UPDATE {s}.attempt SET requests = requests || jsonb_build_array($4::jsonb) WHERE queue = $1 AND id = $2 AND attempt = $3"),
+            &[&q.t.queue, &id, &attempt, &json(&ask)],
+        ),
+    };
+    r.map_err(|e| q.err(e))?;
+    Ok(())
+}
+
+/// The requests of an attempt from its row: those appended, oldest first
+/// (each keyed by its place), then a cancel.
+fn asked(cancel: bool, requests: Value) -> Vec<Request> {
+    let mut out: Vec<Request> = match requests {
+        Value::Array(v) => v
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, a)| Some(Request { key: format!("r{i}"), ask: serde_json::from_value(a).ok()? }))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if cancel {
+        out.push(Request { key: "cancel".into(), ask: crate::record::Ask::Cancel });
+    }
+    out
 }
 
 /// Push one job inside the push's transaction: a dedupe key that a live job

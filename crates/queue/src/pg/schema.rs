@@ -97,8 +97,10 @@ const UPGRADES: [&str; 1] = [
     // 2: ids people type and `--after last`. The role that pushed a job
     // (NULL for jobs pushed before); indexes for an id's prefix and suffix
     // (upper case: ULIDs ignore case), for a name among unfinished jobs,
-    // and for a role's newest job.
+    // and for a role's newest job. Requests to a running attempt other
+    // than a cancel (`q-ctl signal/stop/cont/restart`).
     r#"
+ALTER TABLE {s}.attempt ADD COLUMN requests jsonb NOT NULL DEFAULT '[]';
 ALTER TABLE {s}.job ADD COLUMN pusher name;
 ALTER TABLE {s}.job ALTER COLUMN pusher SET DEFAULT current_user;
 CREATE INDEX job_id_prefix ON {s}.job (queue, upper(id) text_pattern_ops);
