@@ -270,15 +270,26 @@ fn check_exactly_once(lab: &Lab, ids: &[String], effects_path: &Path) {
     let twice = db.query(&format!("SELECT id FROM {s}.attempt WHERE result->>'state' = 'done' GROUP BY id HAVING count(*) > 1"), &[]).unwrap();
     assert!(twice.is_empty(), "{} jobs completed twice", twice.len());
     let done: i64 = db.query_one(&format!("SELECT count(*) FROM {s}.attempt WHERE result->>'state' = 'done'"), &[]).unwrap().get(0);
+    let all = effects(effects_path);
     let mut ends: BTreeMap<String, usize> = BTreeMap::new();
-    for (what, id, _, _) in effects(effects_path) {
+    for (what, id, _, _) in &all {
         if what == "end" {
-            *ends.entry(id).or_insert(0) += 1;
+            *ends.entry(id.clone()).or_insert(0) += 1;
         }
     }
     for id in ids {
         assert_eq!(states.get(id).map(String::as_str), Some("done"), "job {id} (nothing lost)");
-        assert_eq!(ends.get(id), Some(&1), "job {id} ran to its end once");
+        if ends.get(id) != Some(&1) {
+            // Say all that is known of it: its effects and its attempts.
+            let mine: Vec<_> = all.iter().filter(|e| &e.1 == id).collect();
+            let attempts: Vec<String> = db
+                .query(&format!("SELECT attempt, lease::text, result::text FROM {s}.attempt WHERE id = $1 ORDER BY attempt"), &[id])
+                .unwrap()
+                .iter()
+                .map(|r| format!("{} {} {}", r.get::<_, i32>(0), r.get::<_, String>(1), r.get::<_, Option<String>>(2).unwrap_or_default()))
+                .collect();
+            panic!("job {id} ran to its end {:?} times, not once\neffects: {mine:?}\nattempts:\n{}", ends.get(id), attempts.join("\n"));
+        }
     }
     assert_eq!(done, ids.len() as i64, "one done result per job");
 }

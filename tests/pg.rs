@@ -718,3 +718,38 @@ fn serial_reach_a_job_on_postgres() {
     assert_eq!(worker.wait_for(within), 0);
     assert_eq!(q.job(&id)["state"], "canceled");
 }
+
+/// The server ends a worker's session while a statement of it waits (as a
+/// fast shutdown ends every session: SQLSTATE 57P01 in reply to the
+/// statement, not a closed socket): the statement did not commit, so the
+/// worker makes its connection again and runs it again. Here a statement
+/// of the worker whose job has finished (its settle, or its heartbeat)
+/// waits on the job's row, which the test holds; that session is ended;
+/// the job still ends done, in one attempt, and the worker says nothing.
+#[test]
+fn serial_a_session_the_server_ends_mid_statement_is_made_again() {
+    let (q, schema) = pg_queue(None);
+    let release = q.file("release");
+    let id = q.push(&["--sh", &format!("while [ ! -e {} ]; do sleep 0.05; done", release.display())]);
+    let mut c = q.cmd("q-run");
+    c.args(["--exit-on-idle", "--lease", "60s"]).stdout(Stdio::piped());
+    let mut worker = Proc::spawn(c);
+    let within = Duration::from_secs(30);
+    wait_until("the job runs", within, || q.state(&id) == "running");
+    let mut holder = admin();
+    let mut tx = holder.transaction().unwrap();
+    tx.query(&format!("SELECT 1 FROM \"{schema}\".job WHERE id = $1 FOR UPDATE"), &[&id]).unwrap();
+    std::fs::write(&release, "").unwrap();
+    let mut spy = admin();
+    let waiting = format!("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{schema}%'");
+    wait_until("the worker's settle waits on the job's row", within, || !spy.query(&waiting, &[]).unwrap().is_empty());
+    let ended = spy.query(&format!("SELECT pg_terminate_backend(pid) FROM ({waiting}) w"), &[]).unwrap();
+    assert!(!ended.is_empty() && ended.iter().all(|r| r.get::<_, bool>(0)), "a waiting session was ended");
+    tx.rollback().unwrap();
+    assert_eq!(worker.wait_for(Duration::from_secs(60)), 0, "the worker");
+    let results = parse_lines(&worker.stdout());
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!((results[0]["state"].as_str(), results[0]["reason"].as_str()), (Some("done"), Some("ok")), "{results:?}");
+    let j = q.job(&id);
+    assert_eq!((j["state"].as_str(), j["attempt"].as_u64()), (Some("done"), Some(1)), "{j}");
+}

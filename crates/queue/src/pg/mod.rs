@@ -1083,7 +1083,7 @@ impl Backend for PgQueue {
                     &[&self.t.queue, &what, &me],
                 )
                 .map_err(|e| self.err(e))?;
-                return Ok(Acquired::Held(LockGuard::session(Box::new(c))));
+                return Ok(Acquired::Held(LockGuard::session(Box::new(HeldSingleton { c, k }))));
             }
             if Instant::now() >= until {
                 let h = c
@@ -1537,6 +1537,20 @@ fn stream_no(s: Stream) -> i16 {
     match s {
         Stream::Stdout => 1,
         Stream::Stderr => 2,
+    }
+}
+
+/// A singleton held: its session's advisory lock. Letting go unlocks it
+/// before the session closes, so that the lock is free when the release
+/// returns (a closed session's locks go only when the server has noticed).
+struct HeldSingleton {
+    c: postgres::Client,
+    k: i64,
+}
+
+impl Drop for HeldSingleton {
+    fn drop(&mut self) {
+        let _ = self.c.query_one("SELECT pg_advisory_unlock($1)", &[&self.k]);
     }
 }
 
