@@ -17,6 +17,7 @@ mod pg;
 mod push;
 mod run;
 mod seam;
+mod slots;
 mod supervise;
 mod top;
 mod torture;

@@ -22,6 +22,7 @@ pub mod lock;
 pub mod owner;
 pub mod record;
 pub mod resolve;
+pub mod slots;
 pub mod time;
 #[cfg(test)]
 mod testkit;
