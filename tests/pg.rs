@@ -627,3 +627,12 @@ fn serial_q_top_on_postgres() {
     sup.signal(nix::sys::signal::SIGTERM);
     sup.wait_for(Duration::from_secs(60));
 }
+
+/// Slots and group limits on PostgreSQL: the effects log of the directory
+/// scenario (no slot runs two jobs, the group limit holds, the gpu:2 job is
+/// not starved), claims judged by the same rule in the database's order.
+#[test]
+fn serial_slots_on_postgres() {
+    let (q, _) = pg_queue(None);
+    crate::slots::never_shared_and_not_starved(&q);
+}

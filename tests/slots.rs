@@ -31,16 +31,9 @@ fn push_lines(q: &QDir, lines: &[Value]) -> Vec<String> {
     o.lines().iter().map(|l| l["id"].as_str().expect("id").to_owned()).collect()
 }
 
-/// The job file of a pending job.
+/// The job file of a finished job.
 fn stored(q: &QDir, id: &str) -> Value {
-    for seg in std::fs::read_dir(q.queue.join("pending")).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().is_dir()) {
-        for f in std::fs::read_dir(seg.path()).unwrap().filter_map(|e| e.ok()) {
-            if f.file_name().to_string_lossy().contains(id) {
-                return serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
-            }
-        }
-    }
-    panic!("{id} is not pending")
+    serde_json::from_slice(&std::fs::read(q.queue.join("done").join(format!("{id}.json"))).expect("a done job")).expect("a job record")
 }
 
 /// Replay the effects log: at no point does a slot (or the limited group)
@@ -78,6 +71,14 @@ fn replay(log: &Path, group_of: &dyn Fn(&str) -> Option<&'static str>, group_lim
 #[test]
 fn serial_slots_are_never_shared_and_a_big_job_is_not_starved() {
     let q = QDir::new();
+    let ids = never_shared_and_not_starved(&q);
+    assert_eq!(stored(&q, &ids[0])["v"], 2, "a job with needs is of format 2");
+    assert_eq!(stored(&q, &ids[14])["v"], 1, "one without stays 1");
+}
+
+/// The scenario of `serial_slots_are_never_shared_and_a_big_job_is_not_starved`
+/// on any queue (pg.rs runs it on PostgreSQL); the ids it pushed.
+pub fn never_shared_and_not_starved(q: &QDir) -> Vec<String> {
     let log = q.path().join("effects.log");
     let mut lines = Vec::new();
     for i in 0..3 {
@@ -91,9 +92,7 @@ fn serial_slots_are_never_shared_and_a_big_job_is_not_starved() {
         lines.push(logging_job(&log, &format!("io{i}"), None, Some("io")));
         lines.push(logging_job(&log, &format!("cpu{i}"), None, None));
     }
-    let ids = push_lines(&q, &lines);
-    assert_eq!(stored(&q, &ids[0])["v"], 2, "a job with needs is of format 2");
-    assert_eq!(stored(&q, &ids[14])["v"], 1, "one without stays 1");
+    let ids = push_lines(q, &lines);
     let o = q.run("q-supervise", &["-j", "4", "--slots", "gpu=2", "--limit", "io=1", "--exit-on-idle"]);
     o.ok();
     for id in &ids {
@@ -108,6 +107,7 @@ fn serial_slots_are_never_shared_and_a_big_job_is_not_starved() {
     // The big job held both slots, numbered from 0.
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("start 0,1 big"), "{text}");
+    ids
 }
 
 /// While every GPU slot is busy (and a GPU job waits for it), jobs without

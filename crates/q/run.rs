@@ -251,9 +251,12 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
                 if a.exit_on_idle {
                     // With slots, nothing claimed may mean only that the
                     // slots are busy: the jobs that fit them are still work.
-                    let idle = ctx.q.idle_for(Some(0), all.as_ref());
-                    if all.is_none() || idle.as_ref().is_ok_and(|s| s.due == 0 || s.paused) {
-                        left_behind(idle.ok(), a.common.quiet);
+                    // Without, the look is only for what to say: none
+                    // when quiet, or for root (it leaves no one's jobs).
+                    let look = all.is_some() || !(a.common.quiet || q_queue::owner::is_root());
+                    let idle = look.then(|| ctx.q.idle_for(Some(0), all.as_ref()).ok()).flatten();
+                    if all.is_none() || idle.as_ref().is_some_and(|s| s.due == 0 || s.paused) {
+                        left_behind(idle, a.common.quiet);
                         return Ok(exit::OK);
                     }
                 }
@@ -269,7 +272,11 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
             let kept = grabbed.map(|g| g.keep(&c.job.needs, c.job.group.as_deref())).unwrap_or_default();
             let held = ctx.heartbeat.hold(c);
             let ended = attempt::run(ctx, &held, &kept.env)?;
-            drop(kept);
+            if kept.holds_any() {
+                // Free again: workers waiting for these slots look now.
+                drop(kept);
+                ctx.q.wake();
+            }
             if a.once {
                 let code = attempt::commit(ctx, &held, ended);
                 ctx.heartbeat.release(&held);

@@ -134,8 +134,15 @@ pub struct Grabbed {
 /// tells the job which (`Q_SLOT_GPU=0,1`).
 #[derive(Default)]
 pub struct Kept {
-    _locks: Vec<File>,
+    locks: Vec<File>,
     pub env: Vec<(String, String)>,
+}
+
+impl Kept {
+    /// Does the job hold any slot or place of a group?
+    pub fn holds_any(&self) -> bool {
+        !self.locks.is_empty()
+    }
 }
 
 impl Slots {
@@ -183,7 +190,7 @@ impl Grabbed {
                 let ks: Vec<String> = take.iter().map(|(k, _)| k.to_string()).collect();
                 kept.env.push((format!("Q_SLOT_{}", name.to_ascii_uppercase()), ks.join(",")));
             }
-            kept._locks.extend(take.into_iter().map(|(_, f)| f));
+            kept.locks.extend(take.into_iter().map(|(_, f)| f));
         }
         kept
     }
