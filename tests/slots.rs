@@ -193,3 +193,24 @@ fn bad_slots_are_refused() {
         assert!(o.stderr.contains("--slots"), "{}", o.stderr);
     }
 }
+
+/// `--rate 20/s`: 50 starts by three workers are spaced evenly, 50 ms
+/// apart, the whole within 10 % of 49 intervals.
+#[test]
+fn serial_rate_spaces_starts() {
+    let q = QDir::new();
+    let log = q.path().join("starts.log");
+    let line = json!({"sh": format!("date +%s%N >>'{}'", log.display())});
+    let ids = push_lines(&q, &vec![line; 50]);
+    let o = q.run("q-supervise", &["-j", "3", "--rate", "20/s", "--exit-on-idle"]);
+    o.ok();
+    for id in &ids {
+        assert_eq!(q.state(id), "done");
+    }
+    let mut t: Vec<u64> = std::fs::read_to_string(&log).unwrap().lines().map(|l| l.trim().parse::<u64>().unwrap() / 1_000_000).collect();
+    t.sort();
+    assert_eq!(t.len(), 50);
+    let span = (t[49] - t[0]) as f64;
+    let want = 49.0 * 50.0;
+    assert!((span - want).abs() <= want * 0.1, "50 starts over {span} ms, not {want} ms ± 10 %: {t:?}");
+}

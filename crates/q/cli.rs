@@ -155,6 +155,23 @@ pub fn slot_totals(slots: &[(String, u32)], limits: &[(String, u32)]) -> Option<
     (!t.is_empty()).then_some(t)
 }
 
+/// `--rate N/s` (or `N/m`, `N/h`; a bare N is per second): starts per
+/// second.
+pub fn rate(s: &str) -> Result<f64, String> {
+    let (n, per) = match s.split_once('/') {
+        Some((n, "s")) => (n, 1.0),
+        Some((n, "m")) => (n, 60.0),
+        Some((n, "h")) => (n, 3600.0),
+        Some(_) => return Err(format!("{s:?}: expected N/s, N/m or N/h")),
+        None => (s, 1.0),
+    };
+    let n: f64 = n.parse().map_err(|_| format!("{s:?}: {n:?} is not a number"))?;
+    if !(n.is_finite() && n > 0.0 && n / per <= 1000.0) {
+        return Err(format!("{s:?}: must be more than 0 and at most 1000/s"));
+    }
+    Ok(n / per)
+}
+
 /// The worker id of this process: `$Q_WORKER_ID`, else `<host>-<pid>`.
 pub fn worker_id() -> String {
     std::env::var("Q_WORKER_ID")

@@ -14,6 +14,7 @@ use crate::out;
 use anyhow::Result;
 use clap::Parser;
 use heartbeat::{Heartbeat, Held};
+use q_queue::rate::Rate;
 use q_queue::slots::{Fit, Grabbed, Slots};
 use q_queue::{ClaimOpts, Liveness, Reason};
 use std::ffi::OsString;
@@ -62,6 +63,9 @@ pub struct Args {
     /// At most N jobs of group NAME run at once on this host (repeatable, or a=1,b=2)
     #[arg(long, value_name = "NAME=N", value_delimiter = ',', value_parser = cli::slot)]
     pub limit: Vec<(String, u32)>,
+    /// Start at most N jobs per second (N/s, N/m, N/h), spaced evenly, together with the other workers of this queue on this host that are given --rate
+    #[arg(long, value_name = "N/s", value_parser = cli::rate)]
+    pub rate: Option<f64>,
     /// A handler to run instead of each job's command; it gets the claim line on stdin
     #[arg(last = true, value_name = "HANDLER")]
     handler: Vec<OsString>,
@@ -214,6 +218,7 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     let totals = cli::slot_totals(&a.slots, &a.limit);
     let slots = totals.clone().map(|t| Slots::new(ctx.q.slot_dir(), t));
     let all = totals.map(|total| Fit { total, free: Default::default() });
+    let rate = a.rate.map(|r| Rate::new(ctx.q.slot_dir(), (1000.0 / r).round() as u64));
     // The claims' fsync is left to their settles (on the committer), so a
     // job starts without waiting for the disk.
     let mut claimer = ctx.q.claimer();
@@ -235,11 +240,20 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
                 committer.flush();
                 return Ok(ctx.stopped());
             }
+            // --rate: this worker's turn to start a job, one interval after the last start.
+            let turn = match &rate {
+                None => None,
+                Some(r) => match r.turn(&|| ctx.draining())? {
+                    Some(t) => Some(t),
+                    None => continue,
+                },
+            };
             let grabbed = slots.as_ref().map(Slots::grab).transpose()?;
             opts.fit = grabbed.as_ref().map(Grabbed::fit);
             let mut claims = claimer.claim(1, &opts)?;
             let Some(c) = claims.pop() else {
                 drop(grabbed);
+                drop(turn);
                 // The settle in flight may requeue its job or free a
                 // dependent: only once it is done is "nothing ready" true.
                 if committer.flush() {
@@ -269,6 +283,9 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
                 claimer.wait_or(Duration::from_secs(1), Some(ctx.signaled.as_fd()));
                 continue;
             };
+            if let Some(t) = turn {
+                t.started()?;
+            }
             let kept = grabbed.map(|g| g.keep(&c.job.needs, c.job.group.as_deref())).unwrap_or_default();
             let held = ctx.heartbeat.hold(c);
             let ended = attempt::run(ctx, &held, &kept.env)?;

@@ -94,6 +94,9 @@ pub struct Args {
     /// At most N jobs of group NAME run at once (repeatable, or a=1,b=2)
     #[arg(long, value_name = "NAME=N", value_delimiter = ',', value_parser = cli::slot)]
     limit: Vec<(String, u32)>,
+    /// Start at most N jobs per second over all workers (N/s, N/m, N/h), spaced evenly
+    #[arg(long, value_name = "N/s", value_parser = cli::rate)]
+    rate: Option<f64>,
     /// A handler the workers run instead of each job's command (see q-run)
     #[arg(last = true, value_name = "HANDLER")]
     handler: Vec<OsString>,
@@ -255,6 +258,10 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     }
     if a.common.quiet {
         args.push("--quiet".into());
+    }
+    if let Some(r) = a.rate {
+        args.push("--rate".into());
+        args.push(format!("{r}/s").into());
     }
     for (flag, list) in [("--slots", &a.slots), ("--limit", &a.limit)] {
         for (name, n) in list {
