@@ -161,7 +161,15 @@ impl Slots {
                     Res::Group(g) => format!("group.{g}.{k}"),
                 };
                 let path = self.dir.join(name);
-                let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).ctx("open", &path)?;
+                // A lock needs no write: read-only, so that the workers of
+                // other users of a group-shared queue can share a slot file.
+                let f = match File::open(&path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().create(true).truncate(false).write(true), 0o664).open(&path)
+                    }
+                    r => r,
+                }
+                .ctx("open", &path)?;
                 match f.try_lock() {
                     Ok(()) => held.entry(r.clone()).or_default().push((k, f)),
                     Err(TryLockError::WouldBlock) => {}
