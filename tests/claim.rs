@@ -318,7 +318,7 @@ fn worker_cache_sees_a_later_urgent_push() {
     q.run_in("q-push", &[], &input).ok();
     let queue = q_queue::backend::open(&q_queue::Location::Dir(q.queue.clone()), Default::default()).unwrap().unwrap();
     let mut claimer = queue.claimer();
-    let opts = q_queue::ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: q_queue::Liveness::Flock };
+    let opts = q_queue::ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: q_queue::Liveness::Flock, fit: None };
     let first = claimer.claim(1, &opts).unwrap();
     assert_eq!(first.len(), 1);
     let urgent = q.push(&["--priority", "100", "--", "true"]);

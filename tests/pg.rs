@@ -753,3 +753,12 @@ fn serial_a_session_the_server_ends_mid_statement_is_made_again() {
     let j = q.job(&id);
     assert_eq!((j["state"].as_str(), j["attempt"].as_u64()), (Some("done"), Some(1)), "{j}");
 }
+
+/// Slots and group limits on PostgreSQL: the effects log of the directory
+/// scenario (no slot runs two jobs, the group limit holds, the gpu:2 job is
+/// not starved), claims judged by the same rule in the database's order.
+#[test]
+fn serial_slots_on_postgres() {
+    let (q, _) = pg_queue(None);
+    crate::slots::never_shared_and_not_starved(&q);
+}

@@ -574,7 +574,7 @@ fn a_newer_format_job_is_left_alone() {
     let seg = std::fs::read_dir(q.queue.join("pending")).unwrap().filter_map(|e| e.ok()).find(|e| e.path().is_dir()).unwrap().path();
     let file = std::fs::read_dir(&seg).unwrap().next().unwrap().unwrap().path();
     let mut rec: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    rec["v"] = json!(2);
+    rec["v"] = json!(3);
     let bytes = serde_json::to_vec(&rec).unwrap();
     std::fs::write(&file, &bytes).unwrap();
     q.run("q-claim", &[]).expect_code(1);

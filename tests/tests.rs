@@ -19,6 +19,7 @@ mod push;
 mod reach;
 mod run;
 mod seam;
+mod slots;
 mod supervise;
 mod top;
 mod torture;

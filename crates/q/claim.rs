@@ -45,7 +45,7 @@ fn run(a: Args) -> Result<u8> {
         Some(d) => Some(Instant::now() + Duration::from_millis(q_queue::time::parse_duration(d)?)),
     };
     let interrupted = crate::cli_signals::interrupt_flag()?;
-    let opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(cli::worker_id()), liveness: Liveness::Ttl };
+    let opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(cli::worker_id()), liveness: Liveness::Ttl, fit: None };
     let mut waiter = None;
     loop {
         if let Some(q) = a.common.open()? {

@@ -133,6 +133,45 @@ pub fn duration(s: &str) -> Result<u64, String> {
     q_queue::time::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// `NAME=N` of `--slots` and `--limit` (several: repeat, or `a=1,b=2`).
+pub fn slot(s: &str) -> Result<(String, u32), String> {
+    let (name, n) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected NAME=N, e.g. gpu=2"))?;
+    q_queue::slots::check_name(name)?;
+    let n: u32 = n.parse().map_err(|_| format!("{s:?}: {n:?} is not a whole number"))?;
+    if !(1..=q_queue::slots::MAX_SLOTS).contains(&n) {
+        return Err(format!("{s:?}: the count must be in 1..{}", q_queue::slots::MAX_SLOTS));
+    }
+    Ok((name.to_owned(), n))
+}
+
+/// The totals of `--slots` and `--limit`; `None` when neither was given.
+pub fn slot_totals(slots: &[(String, u32)], limits: &[(String, u32)]) -> Option<std::collections::BTreeMap<q_queue::slots::Res, u32>> {
+    use q_queue::slots::Res;
+    let t: std::collections::BTreeMap<Res, u32> = slots
+        .iter()
+        .map(|(k, n)| (Res::Slot(k.clone()), *n))
+        .chain(limits.iter().map(|(k, n)| (Res::Group(k.clone()), *n)))
+        .collect();
+    (!t.is_empty()).then_some(t)
+}
+
+/// `--rate N/s` (or `N/m`, `N/h`; a bare N is per second): starts per
+/// second.
+pub fn rate(s: &str) -> Result<f64, String> {
+    let (n, per) = match s.split_once('/') {
+        Some((n, "s")) => (n, 1.0),
+        Some((n, "m")) => (n, 60.0),
+        Some((n, "h")) => (n, 3600.0),
+        Some(_) => return Err(format!("{s:?}: expected N/s, N/m or N/h")),
+        None => (s, 1.0),
+    };
+    let n: f64 = n.parse().map_err(|_| format!("{s:?}: {n:?} is not a number"))?;
+    if !(n.is_finite() && n > 0.0 && n / per <= 1000.0) {
+        return Err(format!("{s:?}: must be more than 0 and at most 1000/s"));
+    }
+    Ok(n / per)
+}
+
 /// The worker id of this process: `$Q_WORKER_ID`, else `<host>-<pid>`.
 pub fn worker_id() -> String {
     std::env::var("Q_WORKER_ID")

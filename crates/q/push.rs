@@ -89,6 +89,12 @@ pub struct Args {
     /// Let the group of a shared queue read the job's output (otherwise only you and root may)
     #[arg(long)]
     share_logs: bool,
+    /// Slots the job takes while it runs, e.g. gpu=1 (repeatable, or gpu=1,mem=2): see q-supervise --slots
+    #[arg(long, value_name = "NAME=N", value_delimiter = ',', value_parser = crate::cli::slot)]
+    needs: Vec<(String, u32)>,
+    /// A group a supervisor can limit (q-supervise --limit NAME=N)
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
     /// Stdin: validate every line first, push only if all are valid
     #[arg(long)]
     atomic: bool,
@@ -179,6 +185,12 @@ fn defaults(a: &Args, after: Vec<String>) -> Result<Map<String, Value>> {
     }
     if a.share_logs {
         put("share_logs", json!(true));
+    }
+    if !a.needs.is_empty() {
+        put("needs", json!(a.needs.iter().cloned().collect::<BTreeMap<_, _>>()));
+    }
+    if let Some(g) = &a.group {
+        put("group", json!(g));
     }
     Ok(m)
 }

@@ -14,6 +14,8 @@ use crate::out;
 use anyhow::Result;
 use clap::Parser;
 use heartbeat::{Heartbeat, Held};
+use q_queue::rate::Rate;
+use q_queue::slots::{Fit, Grabbed, Slots};
 use q_queue::{ClaimOpts, Liveness, Reason};
 use std::ffi::OsString;
 use std::os::fd::AsFd;
@@ -29,7 +31,7 @@ use std::time::Duration;
     version,
     about = "Run jobs of a q queue: as a worker, from q-claim's output, or one job like timeout(1)",
     long_about = "Run jobs, each in its own process group, in its recorded directory and environment plus Q_DIR, Q_JOB_ID, Q_ATTEMPT, Q_FENCE and Q_WORKSPACE, with its payload on stdin. Keeps the lease alive while the job runs, enforces --timeout and the output cap (SIGTERM to the whole group, --grace, then SIGKILL), keeps stdout and stderr in the queue (q-log), and settles the attempt: done, retry after backoff, or dead. Prints one {\"type\":\"result\",...} line per attempt.\n\nModes: by default a worker that claims jobs itself and waits for new ones (--exit-on-idle: stop when nothing is ready); --stdin runs the claim lines q-claim printed; --once runs one job and exits with its status: the job's own, 124 on timeout, 125 when q-run failed, 126/127 when the command cannot run or is not found, 128+N when killed by signal N, 75 when nothing was ready, 76 when its lease was taken over.\n\nSIGTERM or SIGINT: stop claiming, let the running job finish within --grace, then terminate it and requeue it (worker-shutdown); a second signal stops at once. A worker (and --stdin) then exits 0 after SIGTERM, 130 after SIGINT (Ctrl-C). When the job's leader exits, what is left of its process group is killed; a job that leaves its group on purpose (setsid) is outside q's reach.",
-    after_help = "Examples:\n  q-run --exit-on-idle                 # drain the queue with one worker\n  q-claim | q-run --stdin --once       # take one job and run it here, with its status\n  q-run -- ./handle.sh                 # jobs are data: the handler gets each claim line on stdin"
+    after_help = "Examples:\n  q-run --exit-on-idle                 # drain the queue with one worker\n  q-claim | q-run --stdin --once       # take one job and run it here, with its status\n  q-run -- ./handle.sh                 # jobs are data: the handler gets each claim line on stdin\n  q-run --slots gpu=1                  # also jobs that need a GPU (Q_SLOT_GPU=0)"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -55,6 +57,15 @@ pub struct Args {
     /// Settle the attempts that end within this time of the first one that is waiting as one group commit (two filesystem syncs for the group instead of two fsyncs each); 0: only those that end while a settle syncs. Full durability only; an idle worker settles at once
     #[arg(long, value_name = "DUR", env = "Q_GROUP_WINDOW", default_value = "10ms", value_parser = cli::duration)]
     group_window: u64,
+    /// Slots this worker may take, shared with the other workers of this queue on this host, e.g. gpu=2 (repeatable, or gpu=2,mem=4); a job whose needs fit them learns its slots as Q_SLOT_GPU=0. Without --slots, only jobs without needs are taken
+    #[arg(long, value_name = "NAME=N", value_delimiter = ',', value_parser = cli::slot)]
+    pub slots: Vec<(String, u32)>,
+    /// At most N jobs of group NAME run at once on this host (repeatable, or a=1,b=2)
+    #[arg(long, value_name = "NAME=N", value_delimiter = ',', value_parser = cli::slot)]
+    pub limit: Vec<(String, u32)>,
+    /// Start at most N jobs per second (N/s, N/m, N/h), spaced evenly, together with the other workers of this queue on this host that are given --rate
+    #[arg(long, value_name = "N/s", value_parser = cli::rate)]
+    pub rate: Option<f64>,
     /// A handler to run instead of each job's command; it gets the claim line on stdin
     #[arg(last = true, value_name = "HANDLER")]
     handler: Vec<OsString>,
@@ -187,7 +198,13 @@ fn run(a: Args) -> Result<u8> {
 /// next jobs are claimed and run: result lines keep their order, and
 /// nothing is printed before it is durable.
 fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
-    let opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(ctx.worker_id.clone()), liveness: Liveness::Flock };
+    let mut opts = ClaimOpts { lease_ms: a.lease, worker_id: Some(ctx.worker_id.clone()), liveness: Liveness::Flock, fit: None };
+    // Slots: the free ones are taken before each claim, the job keeps what
+    // it needs until it ends (q_queue::slots).
+    let totals = cli::slot_totals(&a.slots, &a.limit);
+    let slots = totals.clone().map(|t| Slots::new(ctx.q.slot_dir(), t));
+    let all = totals.map(|total| Fit { total, free: Default::default() });
+    let rate = a.rate.map(|r| Rate::new(ctx.q.slot_dir(), (1000.0 / r).round() as u64));
     // The claims' fsync is left to their settles (on the committer), so a
     // job starts without waiting for the disk.
     let mut claimer = ctx.q.claimer();
@@ -209,8 +226,20 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
                 committer.flush();
                 return Ok(ctx.stopped());
             }
+            // --rate: this worker's turn to start a job, one interval after the last start.
+            let turn = match &rate {
+                None => None,
+                Some(r) => match r.turn(&|| ctx.draining())? {
+                    Some(t) => Some(t),
+                    None => continue,
+                },
+            };
+            let grabbed = slots.as_ref().map(Slots::grab).transpose()?;
+            opts.fit = grabbed.as_ref().map(Grabbed::fit);
             let mut claims = claimer.claim(1, &opts)?;
             let Some(c) = claims.pop() else {
+                drop(grabbed);
+                drop(turn);
                 // The settle in flight may requeue its job or free a
                 // dependent: only once it is done is "nothing ready" true.
                 if committer.flush() {
@@ -220,8 +249,16 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
                     return Ok(exit::TEMP);
                 }
                 if a.exit_on_idle {
-                    left_to_others(ctx, a.common.quiet);
-                    return Ok(exit::OK);
+                    // With slots, nothing claimed may mean only that the
+                    // slots are busy: the jobs that fit them are still work.
+                    // Without, the look is only for what to say: none
+                    // when quiet, or for root (it leaves no one's jobs).
+                    let look = all.is_some() || !(a.common.quiet || q_queue::owner::is_root());
+                    let idle = look.then(|| ctx.q.idle_for(Some(0), all.as_ref()).ok()).flatten();
+                    if all.is_none() || idle.as_ref().is_some_and(|s| s.due == 0 || s.paused) {
+                        left_behind(idle, a.common.quiet);
+                        return Ok(exit::OK);
+                    }
                 }
                 if reclaims && last_reclaim.elapsed() >= Duration::from_secs(1) {
                     last_reclaim = std::time::Instant::now();
@@ -232,8 +269,17 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
                 claimer.wait_or(Duration::from_secs(1), Some(ctx.signaled.as_fd()));
                 continue;
             };
+            if let Some(t) = turn {
+                t.started()?;
+            }
+            let kept = grabbed.map(|g| g.keep(&c.job.needs, c.job.group.as_deref())).unwrap_or_default();
             let held = ctx.heartbeat.hold(c);
-            let ended = attempt::run(ctx, &held)?;
+            let ended = attempt::run(ctx, &held, &kept.env)?;
+            if kept.holds_any() {
+                // Free again: workers waiting for these slots look now.
+                drop(kept);
+                ctx.q.wake();
+            }
             if a.once {
                 let code = attempt::commit(ctx, &held, ended);
                 ctx.heartbeat.release(&held);
@@ -244,17 +290,20 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     })
 }
 
-/// Say how many due jobs this worker left for other users (a shared
-/// queue: they run as their owners, on their workers or root's).
-fn left_to_others(ctx: &Ctx, quiet: bool) {
-    // Root leaves no one's jobs: no look needed.
-    if quiet || q_queue::owner::is_root() {
-        return;
+/// Say how many due jobs this worker left: for other users (a shared
+/// queue: they run as their owners, on their workers or root's), and those
+/// its slots can never fit.
+fn left_behind(s: Option<q_queue::Idle>, quiet: bool) {
+    let Some(s) = s.filter(|_| !quiet) else { return };
+    let mut parts = Vec::new();
+    if s.others > 0 && !q_queue::owner::is_root() {
+        parts.push(crate::supervise::idle::others(s.others));
     }
-    if let Ok(s) = ctx.q.idle(Some(0))
-        && s.others > 0
-    {
-        eprintln!("q-run: idle; {}", crate::supervise::idle::others(s.others));
+    if s.unfit > 0 {
+        parts.push(crate::supervise::idle::unfit(s.unfit));
+    }
+    if !parts.is_empty() {
+        eprintln!("q-run: idle; {}", parts.join(", "));
     }
 }
 
@@ -386,7 +435,7 @@ fn run_stdin(ctx: &Ctx, once: bool) -> Result<u8> {
             ctx.heartbeat.release(&held);
             continue;
         }
-        let ended = attempt::run(ctx, &held)?;
+        let ended = attempt::run(ctx, &held, &[])?;
         code = attempt::commit(ctx, &held, ended);
         ctx.heartbeat.release(&held);
         ran = true;

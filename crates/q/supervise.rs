@@ -54,7 +54,7 @@ use watchdog::Watchdog;
     version,
     about = "Keep N q-run workers on a queue: restart them, drain on SIGTERM, exit when idle",
     long_about = "Run N q-run workers as child processes, each with a stable worker id across restarts (Q_WORKER_ID=<host>-w<k>). A worker that exits is restarted after 1, 2, 4, 8, 16, then 30 s (times --restart-base / 1s; the backoff starts over after 60 s of healthy running); the jobs it held are reclaimed at once and requeued. Expired leases are reclaimed as it goes; waiting jobs whose dependencies ended unnoticed (after a crash) are moved on at start and every 5 minutes.\n\nOne supervisor per queue: a second one exits 75 naming the live one (with --skip-if-running: 0, silently); a lock left by a dead supervisor is taken over.\n\nSIGTERM or SIGINT drains: workers stop claiming, running jobs get --grace to finish, then they are terminated (SIGTERM, --grace, SIGKILL) and requeued (worker-shutdown). A second signal stops at once. After SIGINT (Ctrl-C) the exit status is 130 (so `q-supervise ... && deploy` does not deploy), unless the drain had already finished all work; after SIGTERM it is 0 or 1 as below (service managers). No process of any job outlives the supervisor, even when it is killed.\n\n--exit-on-idle: exit when nothing is ready, running or due (scheduled retries count; --idle-horizon bounds how far ahead). Held jobs and a paused queue do not keep it alive: it says how many jobs wait. Exit status: 0 when every job it ran ended done, 1 otherwise.\n\nOn a terminal it shows live progress; otherwise it prints nothing on success. Each job that ended other than done gets one line on stderr (id, name, how it ended, attempt, the q-log command that shows it); -q leaves those out. --events asks instead for JSON lines on stderr: {\"type\":\"event\",\"event\":...,\"worker_id\":...,\"pid\":...}, events supervisor-started, worker-started, worker-exited, worker-restarting, job-claimed, job-finished, lease-reclaimed, draining, stopping, idle, worker-stderr, supervisor-exited.",
-    after_help = "Examples:\n  q-supervise -j 4 --exit-on-idle       # drain the queue with 4 workers, then exit (cron, make)\n  q-supervise -j 8 --on-fail 'notify-send \"q: job failed\"'   # a service (systemd, see README); a notification per failed job\n  q-supervise -j 2 --events 2>events.jsonl -- ./handle.sh   # jobs are data for a handler"
+    after_help = "Examples:\n  q-supervise -j 4 --exit-on-idle       # drain the queue with 4 workers, then exit (cron, make)\n  q-supervise -j 8 --on-fail 'notify-send \"q: job failed\"'   # a service (systemd, see README); a notification per failed job\n  q-supervise -j 6 --slots gpu=2        # two GPUs: jobs pushed with --needs gpu=1 get Q_SLOT_GPU=0 or 1"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -101,6 +101,15 @@ pub struct Args {
     /// Internal: clean up after a supervisor that died
     #[arg(long, hide = true)]
     watchdog: bool,
+    /// Slots the workers share, e.g. gpu=2 (repeatable, or gpu=2,mem=4): a job with needs starts only when they fit what is free, and learns its slots (Q_SLOT_GPU=0); a job waiting for its slots holds back only later jobs needing the same ones
+    #[arg(long, value_name = "NAME=N", value_delimiter = ',', value_parser = cli::slot)]
+    slots: Vec<(String, u32)>,
+    /// At most N jobs of group NAME run at once (repeatable, or a=1,b=2)
+    #[arg(long, value_name = "NAME=N", value_delimiter = ',', value_parser = cli::slot)]
+    limit: Vec<(String, u32)>,
+    /// Start at most N jobs per second over all workers (N/s, N/m, N/h), spaced evenly
+    #[arg(long, value_name = "N/s", value_parser = cli::rate)]
+    rate: Option<f64>,
     /// A handler the workers run instead of each job's command (see q-run)
     #[arg(last = true, value_name = "HANDLER")]
     handler: Vec<OsString>,
@@ -216,7 +225,7 @@ fn run(a: Args) -> Result<u8> {
             ever_started: false,
         },
         track: Track { outcomes: HashMap::new(), claims: HashMap::new(), finished: 0, labels: HashMap::new(), started: now, last_draw: now },
-        idle: IdleWatch { exit_on_idle: a.exit_on_idle, horizon: a.idle_horizon, idle_seen: 0, last_idle_check: now, left_behind: None, idle_exit: false },
+        idle: IdleWatch { exit_on_idle: a.exit_on_idle, horizon: a.idle_horizon, idle_seen: 0, last_idle_check: now, left_behind: None, idle_exit: false, fit: cli::slot_totals(&a.slots, &a.limit).map(|total| q_queue::slots::Fit { total, free: Default::default() }) },
         upkeep: Upkeep { last_reclaim: now, last_promote: None },
         common: a.common.clone(),
         hooks: hooks::Hooks::start(hooks::HookCfg {
@@ -274,6 +283,16 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     }
     if a.common.quiet {
         args.push("--quiet".into());
+    }
+    if let Some(r) = a.rate {
+        args.push("--rate".into());
+        args.push(format!("{r}/s").into());
+    }
+    for (flag, list) in [("--slots", &a.slots), ("--limit", &a.limit)] {
+        for (name, n) in list {
+            args.push(flag.into());
+            args.push(format!("{name}={n}").into());
+        }
     }
     if !a.handler.is_empty() {
         args.push("--".into());

@@ -37,8 +37,9 @@ struct Stopping {
     killed: bool,
 }
 
-/// Run the held claim's job to its end (or to its stop).
-pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
+/// Run the held claim's job to its end (or to its stop), with the slots
+/// it holds named in its environment (`Q_SLOT_<NAME>`).
+pub fn run(ctx: &Ctx, held: &Held, slots: &[(String, String)]) -> Result<Ended> {
     let q = &ctx.q;
     let job = &held.job;
     let a = held.attempt();
@@ -64,7 +65,7 @@ pub fn run(ctx: &Ctx, held: &Held) -> Result<Ended> {
         }
     };
     let workspace = ctx.workspaces.make(&held.id, a, held.owner)?;
-    let mut cmd = match build_command(ctx, held, &workspace, run_as.as_ref()) {
+    let mut cmd = match build_command(ctx, held, &workspace, run_as.as_ref(), slots) {
         Ok(c) => c,
         Err(e) => {
             err_log.write(format!("q-run: cannot run the job: {e}\n").as_bytes());
@@ -340,7 +341,7 @@ fn act_on_requests(q: &crate::cli::Queue, held: &Held, pid: i32, leader_start: u
 }
 
 /// The job's command, run as `run_as` when it is another user's.
-fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path, run_as: Option<&super::spawn::RunAs>) -> Result<Command> {
+fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path, run_as: Option<&super::spawn::RunAs>, slots: &[(String, String)]) -> Result<Command> {
     let job = &held.job;
     if run_as.is_some() && job.env_from == q_queue::job::EnvFrom::Worker {
         anyhow::bail!("it asks for its worker's environment (env_from: worker), which a root worker does not hand to another user's job");
@@ -397,7 +398,8 @@ fn build_command(ctx: &Ctx, held: &Held, workspace: &std::path::Path, run_as: Op
         .env("Q_JOB_ID", &job.id)
         .env("Q_ATTEMPT", held.attempt().to_string())
         .env("Q_FENCE", format!("{}:{}", job.id, held.attempt()))
-        .env("Q_WORKSPACE", workspace);
+        .env("Q_WORKSPACE", workspace)
+        .envs(slots.iter().map(|(k, v)| (k, v)));
     cmd.env_remove("Q_SUPERVISOR_PID").env_remove("Q_WORKER_ID").env_remove(crate::cli::PASSWORD_VAR);
     let has_input = !ctx.handler.is_empty() || job.payload.is_some();
     cmd.stdin(if has_input { Stdio::piped() } else { Stdio::null() });

@@ -24,11 +24,19 @@ pub fn left_behind(s: &Idle) -> String {
     if s.others > 0 {
         parts.push(others(s.others));
     }
+    if s.unfit > 0 {
+        parts.push(unfit(s.unfit));
+    }
     if parts.is_empty() {
         return String::new();
     }
-    let n = (if s.paused { s.due } else { 0 }) + s.later + s.held + s.waiting + s.newer + s.others;
+    let n = (if s.paused { s.due } else { 0 }) + s.later + s.held + s.waiting + s.newer + s.others + s.unfit;
     format!("{n} job{} wait: {}", if n == 1 { "" } else { "s" }, parts.join(", "))
+}
+
+/// Due jobs whose needs the slots can never fit, in words.
+pub fn unfit(n: u64) -> String {
+    format!("{n} needing slots these workers do not have (--slots, --limit)")
 }
 
 /// Due jobs of other users a worker left alone, in words.

@@ -92,6 +92,9 @@ pub(super) struct IdleWatch {
     pub(super) left_behind: Option<q_queue::Idle>,
     /// The loop ended because the queue was idle.
     pub(super) idle_exit: bool,
+    /// The workers' slots and limits (their totals): due jobs they can
+    /// never fit are not work.
+    pub(super) fit: Option<q_queue::slots::Fit>,
 }
 
 /// When the periodic passes last ran.
@@ -160,7 +163,7 @@ impl Sup {
     /// handed back, nothing ready, running or due)?
     fn all_work_done(&self) -> bool {
         let requeued = self.track.outcomes.values().any(|(st, r)| *st == State::Pending && *r == Some(Reason::WorkerShutdown));
-        !requeued && self.q.idle(self.idle.horizon).is_ok_and(|s| !s.busy)
+        !requeued && self.q.idle_for(self.idle.horizon, self.idle.fit.as_ref()).is_ok_and(|s| !s.busy)
     }
 
     /// After an idle exit let go of the lock: did work arrive meanwhile (and
@@ -168,7 +171,7 @@ impl Sup {
     /// here, or its pusher (`q-push --start`) found no supervisor and started
     /// one.
     fn busy_again(&mut self) -> bool {
-        if !self.q.idle(self.idle.horizon).is_ok_and(|s| s.busy) {
+        if !self.q.idle_for(self.idle.horizon, self.idle.fit.as_ref()).is_ok_and(|s| s.busy) {
             return false;
         }
         match self
@@ -337,7 +340,7 @@ impl Sup {
         self.idle.last_idle_check = Instant::now();
         // A passing error while looking (a directory vanishing under a
         // concurrent rename) must not end a drain: say so, look again later.
-        let s = match self.q.idle(self.idle.horizon) {
+        let s = match self.q.idle_for(self.idle.horizon, self.idle.fit.as_ref()) {
             Ok(s) => s,
             Err(e) => {
                 self.rep.error(&format!("cannot read the queue's state ({e:#}); looking again"));
@@ -373,7 +376,7 @@ impl Sup {
     /// once more, so that a job pushed meanwhile is either seen here or its
     /// pusher (`q-push --start`) finds no supervisor and starts one.
     pub(super) fn final_idle(&mut self) -> Result<bool> {
-        let s = self.q.idle(self.idle.horizon)?;
+        let s = self.q.idle_for(self.idle.horizon, self.idle.fit.as_ref())?;
         if s.busy {
             self.resume();
             return Ok(false);

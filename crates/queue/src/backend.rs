@@ -29,6 +29,7 @@ use crate::reclaim::Reclaimed;
 use crate::record::{Ask, Chunk, Lease, Outcome, Reason, Request, ResultRecord, RunInfo, State, Stream, Usage};
 use crate::resolve::Resolved;
 use crate::settle::{SettleOpts, ToSettle};
+use crate::slots::Fit;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::BorrowedFd;
@@ -126,9 +127,12 @@ pub trait Backend: Send + Sync {
     fn lease(&self, id: &str, token: &str) -> Option<Lease>;
     /// The lease and run records of a running attempt.
     fn live_records(&self, id: &str, attempt: u32) -> (Option<Lease>, Option<RunInfo>);
-    /// Is there work left (`q-supervise --exit-on-idle`)? Waiting jobs
-    /// whose dependencies ended are moved on first.
-    fn idle(&self, horizon_ms: Option<u64>) -> Result<Idle>;
+    /// Is there work left (`q-supervise --exit-on-idle`) for a claimer
+    /// without slots? Waiting jobs whose dependencies ended are moved on
+    /// first. See [`Backend::idle_for`].
+    fn idle(&self, horizon_ms: Option<u64>) -> Result<Idle> {
+        self.idle_for(horizon_ms, None)
+    }
     /// What a person should know about the queue's health (one line each).
     fn warnings(&self) -> Vec<String>;
     /// What a collection pass should warn of in the store's own health (a
@@ -211,6 +215,15 @@ pub trait Backend: Send + Sync {
     // Usage.
     /// The totals of a job's ended attempts (wall time, CPU, peak RSS).
     fn usage(&self, id: &str) -> Result<Usage>;
+
+    // Slots and group limits (`crate::slots`).
+    /// Where this host keeps the lock files of the queue's slots.
+    fn slot_dir(&self) -> PathBuf;
+    /// [`Backend::idle`] for a claimer with these slots and limits (their
+    /// totals; `None`: none): a due job that can never fit them is not
+    /// work, and is counted in [`Idle::unfit`] (as the other kinds are
+    /// counted: fully when there is no work).
+    fn idle_for(&self, horizon_ms: Option<u64>, fit: Option<&Fit>) -> Result<Idle>;
 }
 
 /// A worker's claimer (see [`Backend::claimer`]).

@@ -12,7 +12,8 @@ use crate::names::var;
 use crate::error::{Error, IoContext, Kind, Result};
 use crate::fsx::{self, Renamed};
 use crate::ident;
-use crate::job::{Job, MAX_RECORD};
+use crate::job::{Job, MAX_RECORD, Peek};
+use crate::slots::{Filter, Verdict};
 use crate::names::{Counters, Key, LeasedName, QueuedName};
 use crate::queue::Queue;
 use crate::record::{Lease, Liveness};
@@ -51,6 +52,9 @@ pub struct ClaimOpts {
     pub lease_ms: u64,
     pub worker_id: Option<String>,
     pub liveness: Liveness,
+    /// The slots and group limits the claimer has, and what of them is
+    /// free (`crate::slots`); `None`: it takes only jobs without needs.
+    pub fit: Option<crate::slots::Fit>,
 }
 
 /// A job claimed under a lease, held by this process. What keeps the claim
@@ -178,13 +182,25 @@ impl DirClaimer {
         }
         let mut out = Vec::new();
         let mut rescans = 0;
+        let mut filter = Filter::new(opts.fit.as_ref());
+        // Candidates the filter passed over: a rescan looks past them.
+        let mut skipped = 0;
+        let mut skipped_before = 0;
+        // The last look may have left ready jobs out.
+        let mut more = true;
         loop {
             if self.cache.is_empty() {
-                if rescans == 2 {
+                // Two looks; more only while the filter passes over jobs
+                // and there may be others past them (a claimer with slots
+                // behind many jobs it cannot take).
+                if rescans >= 2 && (skipped == skipped_before || !more) {
                     break;
                 }
+                skipped_before = skipped;
                 rescans += 1;
-                self.cache = self.q.candidates(now, n.max(64))?;
+                let want = n.max(64) + skipped;
+                self.cache = self.q.candidates(now, want)?;
+                more = self.cache.len() >= want;
                 self.cache.reverse(); // pop from the end: best first
                 self.built = std::time::Instant::now();
                 if self.cache.is_empty() {
@@ -192,7 +208,7 @@ impl DirClaimer {
                 }
             }
             while let Some(c) = self.cache.pop() {
-                if let Some(claim) = self.q.try_claim(&c, opts)? {
+                if let Some(claim) = self.q.try_claim(&c, opts, &mut filter, &mut skipped)? {
                     out.push(claim);
                     if out.len() >= n {
                         return self.q.durable(out, self.defer);
@@ -228,18 +244,21 @@ impl Queue {
             return Ok(out);
         }
         // A few rounds: a round whose every candidate was taken by others
-        // looks again.
+        // looks again (past the candidates the filter passed over).
+        let mut skipped = 0;
+        let mut filter = Filter::new(opts.fit.as_ref());
         for _ in 0..8 {
-            let want = (n - out.len()).max(1) + 8;
+            let want = (n - out.len()).max(1) + 8 + skipped;
             let cands = self.candidates(now, want)?;
             if cands.is_empty() {
                 break;
             }
+            skipped = 0;
             for c in cands {
                 if out.len() >= n {
                     return self.durable(out, false);
                 }
-                if let Some(claim) = self.try_claim(&c, opts)? {
+                if let Some(claim) = self.try_claim(&c, opts, &mut filter, &mut skipped)? {
                     out.push(claim);
                 }
             }
@@ -316,9 +335,10 @@ impl Queue {
         Ok(cands)
     }
 
-    /// Try to claim one candidate; `None` when another claimer was faster.
+    /// Try to claim one candidate; `None` when another claimer was faster,
+    /// or `filter` passes it over (then counted in `skipped`).
     /// Not yet durable: the caller makes its claims durable together.
-    fn try_claim(&self, c: &Candidate, opts: &ClaimOpts) -> Result<Option<Claim>> {
+    fn try_claim(&self, c: &Candidate, opts: &ClaimOpts, filter: &mut Filter, skipped: &mut usize) -> Result<Option<Claim>> {
         let from = self.dir("pending").join(c.seg.to_string()).join(c.name.to_string());
         // 0. The record, read before the claim point: it is written once and
         // moves with the claim, so it is what a won claim takes. Gone: another
@@ -334,8 +354,14 @@ impl Queue {
             Err(_) if self.newer_record(&from) => return Ok(None),
             Err(_) => None,
         };
-        if record.as_ref().is_some_and(|(b, _)| crate::job::newer_format(b)) {
+        // What the record says of its format and its needs: one parse.
+        let peek = record.as_ref().and_then(|(b, _)| Peek::of(b)).unwrap_or_default();
+        if peek.newer() {
             // Written by a newer q: left for a worker that knows its format.
+            return Ok(None);
+        }
+        if filter.judge(&peek.needs, peek.group.as_deref()) != Verdict::Take {
+            *skipped += 1;
             return Ok(None);
         }
         let id = c.name.key.id.clone();
@@ -388,6 +414,7 @@ impl Queue {
             }
             Err(e) => return Err(e),
         };
+        filter.taken(&job.needs, job.group.as_deref());
         // 5. Durable: see `durable`, once for all the claims of one call.
         Ok(Some(Claim {
             id,
@@ -487,12 +514,12 @@ mod tests {
         // The first (most urgent) job as a newer q would write it.
         let path = q.locate(&ids[0]).unwrap().unwrap().path;
         let mut rec: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        rec["v"] = serde_json::json!(2);
+        rec["v"] = serde_json::json!(3);
         rec["something_new"] = serde_json::json!({"x": 1});
         let bytes = serde_json::to_vec(&rec).unwrap();
         fs::write(&path, &bytes).unwrap();
         assert!(q.newer_record(&path));
-        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock };
+        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock, fit: None };
         let got = q.claim(2, &opts).unwrap();
         assert_eq!(got.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [ids[1].clone()], "only the job of this format");
         assert_eq!(fs::read(&path).unwrap(), bytes, "the newer record is untouched, where it was");
@@ -510,7 +537,7 @@ mod tests {
     /// (q-claim) is always durable when it returns.
     #[test]
     fn deferred_claims_are_marked_for_their_settle() {
-        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock };
+        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock, fit: None };
         let plain = serde_json::json!({"cmd": ["true"]});
         let amo = serde_json::json!({"cmd": ["true"], "delivery": "at-most-once"});
         let pending = |q: &Queue, n: usize, defer: bool| -> Vec<bool> {

@@ -134,7 +134,7 @@ mod tests {
     use serde_json::json;
 
     fn finish(q: &Queue, id: &str, reason: Reason) {
-        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock };
+        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock, fit: None };
         let c = q.claim(1, &opts).unwrap().pop().expect("a job to claim");
         assert_eq!(c.id, id, "the job expected next");
         q.settle(&c.id, &c.token, reason, &Outcome::default(), &Default::default()).unwrap();

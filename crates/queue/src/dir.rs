@@ -173,9 +173,6 @@ impl Backend for Queue {
     fn live_records(&self, id: &str, attempt: u32) -> (Option<Lease>, Option<RunInfo>) {
         Queue::live_records(self, id, attempt)
     }
-    fn idle(&self, horizon_ms: Option<u64>) -> Result<Idle> {
-        Queue::idle(self, horizon_ms)
-    }
     fn warnings(&self) -> Vec<String> {
         let corrupt = self.dir("corrupt");
         let n = fsx::list(&corrupt).map(|v| v.iter().filter(|n| !n.ends_with(".why")).count()).unwrap_or(0);
@@ -264,6 +261,14 @@ impl Backend for Queue {
     fn usage(&self, id: &str) -> Result<Usage> {
         crate::id::check_id(id)?;
         Ok(Queue::usage(self, id))
+    }
+    fn slot_dir(&self) -> std::path::PathBuf {
+        // Per host: a queue directory on a network file system is served
+        // by several hosts, each with its own slots.
+        self.dir("locks").join(format!("slots.{}", crate::ident::host().host))
+    }
+    fn idle_for(&self, horizon_ms: Option<u64>, fit: Option<&crate::slots::Fit>) -> Result<Idle> {
+        Queue::idle(self, horizon_ms, fit)
     }
 }
 

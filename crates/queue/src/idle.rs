@@ -12,7 +12,9 @@
 use crate::error::Result;
 use crate::fsx;
 use crate::names::{Key, QueuedName};
+use crate::job::Peek;
 use crate::queue::Queue;
+use crate::slots::Fit;
 use crate::time;
 use std::path::Path;
 
@@ -20,15 +22,26 @@ use std::path::Path;
 enum Left {
     Newer,
     Others,
+    Unfit,
 }
 
 impl Queue {
-    /// Is the due job at `path` left alone by this process's claims, and why?
-    fn left_alone(&self, path: &Path) -> Option<Left> {
+    /// Is the due job at `path` left alone by this process's claims (with
+    /// the slots of `fit`), and why?
+    fn left_alone(&self, path: &Path, fit: &Fit) -> Option<Left> {
         match self.read_record(path) {
-            Ok((b, _)) if crate::job::newer_format(&b) => Some(Left::Newer),
-            Ok((_, uid)) if self.leaves(uid) => Some(Left::Others),
-            Ok(_) => None,
+            Ok((b, uid)) => {
+                let p = Peek::of(&b).unwrap_or_default();
+                if p.newer() {
+                    Some(Left::Newer)
+                } else if self.leaves(uid) {
+                    Some(Left::Others)
+                } else if !fit.can_fit(&fit.demand(&p.needs, p.group.as_deref())) {
+                    Some(Left::Unfit)
+                } else {
+                    None
+                }
+            }
             Err(_) => self.newer_record(path).then_some(Left::Newer),
         }
     }
@@ -52,13 +65,17 @@ pub struct Idle {
     /// Due jobs of other users in a group-shared queue, which a worker
     /// that is not root leaves for their owners' workers or root's.
     pub others: u64,
+    /// Due jobs whose needs the claimer's slots can never fit.
+    pub unfit: u64,
 }
 
 impl Queue {
     /// Look at the queue once. `horizon_ms`: how far ahead a scheduled job
     /// still counts (`None`: any).
-    pub fn idle(&self, horizon_ms: Option<u64>) -> Result<Idle> {
+    pub fn idle(&self, horizon_ms: Option<u64>, fit: Option<&Fit>) -> Result<Idle> {
         let q = self;
+        let no_slots = Fit::default();
+        let fit = fit.unwrap_or(&no_slots);
         let mut promoted_once = false;
         loop {
             let now = time::now_ms();
@@ -83,12 +100,13 @@ impl Queue {
                     };
                     if name.key.run_at > limit {
                         s.later += 1;
-                    } else if let Some(left) = q.left_alone(&pending.join(&seg).join(&n)) {
-                        // A newer q's job, or another user's: no worker
+                    } else if let Some(left) = q.left_alone(&pending.join(&seg).join(&n), fit) {
+                        // A newer q's job, another user's, or one these slots never fit: no worker
                         // of this process's user will run it.
                         match left {
                             Left::Newer => s.newer += 1,
                             Left::Others => s.others += 1,
+                            Left::Unfit => s.unfit += 1,
                         }
                     } else {
                         s.due += 1;

@@ -8,19 +8,45 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// The version of the job record this tool writes and fully understands.
+/// The version of a job record that uses no field newer than the first
+/// format: what this tool writes for most jobs.
 pub const JOB_VERSION: u32 = 1;
+
+/// The version of a job record that says what it takes to run (`needs`,
+/// `group`): a q that knows only version 1 passes such a job over instead
+/// of running it without its slots. The highest version this q knows.
+pub const SLOTS_VERSION: u32 = 2;
+
+/// What a claim reads of a job record before it takes it: its format and
+/// what it takes to run. One parse of the record, which every claim did
+/// for the version alone before `needs` existed.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Peek {
+    #[serde(default)]
+    pub v: u64,
+    #[serde(default)]
+    pub needs: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl Peek {
+    /// `None` when the bytes do not parse: the usual checks deal with them.
+    pub fn of(bytes: &[u8]) -> Option<Peek> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// Written by a newer q (a `v` higher than this q knows)?
+    pub fn newer(&self) -> bool {
+        self.v > u64::from(SLOTS_VERSION)
+    }
+}
 
 /// Is `bytes` a job record of a newer format (a `v` higher than this q
 /// knows)? Such a job is left alone. Bytes that do not parse are not
 /// "newer": the usual checks deal with them.
 pub fn newer_format(bytes: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Version {
-        #[serde(default)]
-        v: u64,
-    }
-    serde_json::from_slice::<Version>(bytes).is_ok_and(|r| r.v > u64::from(JOB_VERSION))
+    Peek::of(bytes).is_some_and(|p| p.newer())
 }
 
 /// The largest job line (and job record) accepted: 1 MiB.
@@ -130,6 +156,12 @@ pub struct Job {
     /// Most bytes of output one attempt may write (default: the worker's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_limit: Option<u64>,
+    /// The slots the job takes while it runs (`{"gpu": 1}`): see `slots.rs`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub needs: BTreeMap<String, u32>,
+    /// A name a supervisor can limit (`--limit NAME=N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Fields written by a newer tool, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -174,6 +206,7 @@ pub struct PushContext {
 const FIELDS: &[&str] = &[
     "cmd", "sh", "cwd", "env", "env_from", "payload", "name", "priority", "run_at", "delay",
     "timeout", "attempts", "backoff", "key", "after", "tags", "delivery", "share_logs", "max_runtime", "output_limit",
+    "needs", "group",
 ];
 
 /// A size in bytes: a number, or a string with an optional K, M or G
@@ -406,6 +439,26 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
         Some(Value::String(s)) => Some(parse_size(s).map_err(|e| field_err("output_limit", e))?),
         Some(v) => return Err(field_err("output_limit", format!("must be a number of bytes or a size like \"64M\", not {}", type_name(v)))),
     };
+    let needs = match get("needs") {
+        None => BTreeMap::new(),
+        Some(v) => {
+            let o = v.as_object().ok_or_else(|| field_err("needs", format!("must be an object like {{\"gpu\": 1}}, not {}", type_name(v))))?;
+            let mut needs = BTreeMap::new();
+            for (k, n) in o {
+                crate::slots::check_name(k).map_err(|e| field_err("needs", e))?;
+                let n = n
+                    .as_u64()
+                    .filter(|n| (1..=u64::from(crate::slots::MAX_SLOTS)).contains(n))
+                    .ok_or_else(|| field_err("needs", format!("{k:?}: must be a whole number of slots in 1..{}", crate::slots::MAX_SLOTS)))?;
+                needs.insert(k.clone(), n as u32);
+            }
+            needs
+        }
+    };
+    let group = get("group").map(|v| string("group", v)).transpose()?;
+    if let Some(g) = &group {
+        crate::slots::check_name(g).map_err(|e| field_err("group", e))?;
+    }
     // `"payload": null` is no payload, like every other null field: the
     // stored record could not say otherwise (null reads back as absent).
     let payload = obj.get("payload").filter(|v| !v.is_null()).cloned();
@@ -414,8 +467,9 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
     }
 
     let id = crate::id::new_id();
+    let v = if needs.is_empty() && group.is_none() { JOB_VERSION } else { SLOTS_VERSION };
     let job = Job {
-        v: JOB_VERSION,
+        v,
         id,
         created_at: time::rfc3339(ctx.now_ms),
         cmd,
@@ -438,6 +492,8 @@ pub fn validate(obj: &Map<String, Value>, ctx: &PushContext) -> Result<NewJob> {
         share_logs,
         max_runtime_ms,
         output_limit,
+        needs,
+        group,
         extra: Map::new(),
     };
     let pusher_env = (env_from == EnvFrom::Pusher).then(|| std::sync::Arc::clone(&ctx.env));
@@ -553,6 +609,10 @@ mod tests {
             (json!({"cmd": ["a"], "attempts": 3, "delivery": "at-most-once"}), "attempts"),
             (json!({"cmd": ["a"], "delay": "soon"}), "delay"),
             (json!({"cmd": ["a"], "after": ["../x"]}), "after"),
+            (json!({"cmd": ["a"], "needs": {"gpu": 0}}), "needs"),
+            (json!({"cmd": ["a"], "needs": {"GPU": 1}}), "needs"),
+            (json!({"cmd": ["a"], "needs": ["gpu"]}), "needs"),
+            (json!({"cmd": ["a"], "group": "a/b"}), "group"),
         ];
         for (j, needle) in cases {
             let e = v(j.clone()).unwrap_err();
@@ -571,6 +631,19 @@ mod tests {
         assert_eq!(j.job.backoff, Backoff { base_ms: 2000, max_ms: 60_000 });
         let back = Job::from_bytes(&j.job.to_bytes()).unwrap();
         assert_eq!(back, j.job);
+    }
+
+    /// Only a job that says what it takes gets the version an older q
+    /// passes over.
+    #[test]
+    fn needs_and_group_bump_the_version() {
+        assert_eq!(v(json!({"cmd": ["a"]})).unwrap().job.v, JOB_VERSION);
+        let j = v(json!({"cmd": ["a"], "needs": {"gpu": 2}})).unwrap().job;
+        assert_eq!((j.v, j.needs["gpu"]), (SLOTS_VERSION, 2));
+        assert_eq!(v(json!({"cmd": ["a"], "group": "render"})).unwrap().job.v, SLOTS_VERSION);
+        assert!(!newer_format(&j.to_bytes()), "this q knows it");
+        let p = Peek::of(&j.to_bytes()).unwrap();
+        assert_eq!(p.needs, j.needs);
     }
 
     #[test]

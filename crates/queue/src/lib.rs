@@ -21,7 +21,9 @@ pub mod local;
 pub mod lock;
 pub mod owner;
 pub mod record;
+pub mod rate;
 pub mod resolve;
+pub mod slots;
 pub mod time;
 #[cfg(test)]
 mod testkit;

@@ -21,7 +21,7 @@ fn each(f: impl Fn(&Fixture)) {
 }
 
 fn opts(liveness: Liveness) -> ClaimOpts {
-    ClaimOpts { lease_ms: 60_000, worker_id: Some("conformance".into()), liveness }
+    ClaimOpts { lease_ms: 60_000, worker_id: Some("conformance".into()), liveness, fit: None }
 }
 
 fn ok() -> Outcome {
@@ -504,7 +504,7 @@ fn concurrent_claimers_never_complete_a_job_twice() {
                 let done = Arc::clone(&done);
                 s.spawn(move || {
                     let mut claimer = b.claimer();
-                    let o = ClaimOpts { lease_ms: 60_000, worker_id: Some(format!("w{w}")), liveness: Liveness::Flock };
+                    let o = ClaimOpts { lease_ms: 60_000, worker_id: Some(format!("w{w}")), liveness: Liveness::Flock, fit: None };
                     loop {
                         let got = claimer.claim(1 + w % 2, &o).unwrap();
                         if got.is_empty() {
@@ -745,5 +745,56 @@ fn imports_keep_everything_and_are_whole() {
         assert_eq!((c.id.as_str(), c.attempt()), (first_id.as_str(), 3), "{}", fx.name);
         b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
         assert_eq!(b.locate(&later_id).unwrap().unwrap().state, State::Pending, "{}", fx.name);
+    });
+}
+
+/// Slots (`needs`, `group`): a claimer without slots takes only jobs
+/// without needs; with slots, the rule of `q_queue::slots` in claim order:
+/// a job waiting for its slots holds back later jobs needing the same ones
+/// but not others, a job that never fits is passed over, and a limited
+/// group counts. `idle_for` does not count a job that never fits as work.
+#[test]
+fn claims_with_slots_and_limits() {
+    use q_queue::slots::{Fit, Res};
+    let fit = |gpu_total: u32, gpu_free: u32, io_free: u32| {
+        let (g, io) = (Res::Slot("gpu".into()), Res::Group("io".into()));
+        Some(Fit { total: [(g.clone(), gpu_total), (io.clone(), 1)].into(), free: [(g, gpu_free), (io, io_free)].into() })
+    };
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[
+            json!({"cmd": ["true"], "needs": {"gpu": 2}, "priority": 9}),
+            json!({"cmd": ["true"], "needs": {"tpu": 1}, "priority": 8}),
+            json!({"cmd": ["true"], "needs": {"gpu": 1}, "priority": 7}),
+            json!({"cmd": ["true"], "group": "io", "priority": 6}),
+            json!({"cmd": ["true"], "priority": 5}),
+        ]);
+        let held = Mutex::new(Vec::new());
+        let claim = |n: usize, fit: Option<Fit>| -> Vec<String> {
+            let o = ClaimOpts { fit, ..opts(Liveness::Flock) };
+            let got = b.claim(n, &o).unwrap();
+            let ids = got.iter().map(|c| c.id.clone()).collect();
+            held.lock().unwrap().extend(got);
+            ids
+        };
+        // One GPU free of two, no place in io: the gpu:2 job waits and holds
+        // back the gpu:1 job; the tpu job never fits; the plain job runs.
+        assert_eq!(claim(5, fit(2, 1, 0)), [ids[4].clone()], "{}", fx.name);
+        // Without slots: the job of a group (no needs) only.
+        assert_eq!(claim(5, None), [ids[3].clone()], "{}", fx.name);
+        // Both GPUs free: the gpu:2 job takes them, the gpu:1 job waits.
+        assert_eq!(claim(5, fit(2, 2, 1)), [ids[0].clone()], "{}", fx.name);
+        assert_eq!(claim(5, fit(2, 1, 1)), [ids[2].clone()], "{}", fx.name);
+        assert!(claim(5, fit(2, 2, 1)).is_empty(), "{}: only the tpu job is left", fx.name);
+        for c in held.lock().unwrap().drain(..) {
+            b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
+        }
+        // The job that never fits is not work, and is counted.
+        let s = b.idle_for(None, fit(2, 2, 1).as_ref()).unwrap();
+        assert_eq!((s.busy, s.unfit, s.due), (false, 1, 0), "{}: {s:?}", fx.name);
+        let s = b.idle(None).unwrap();
+        assert_eq!((s.busy, s.unfit), (false, 1), "{}: {s:?}", fx.name);
+        let tpu = Some(Fit { total: [(Res::Slot("tpu".into()), 1)].into(), free: Default::default() });
+        assert!(b.idle_for(None, tpu.as_ref()).unwrap().busy, "{}: it fits a tpu slot", fx.name);
     });
 }

@@ -224,7 +224,7 @@ fn run_machine(fx: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
                 if workers[w].as_ref().is_some_and(|c| !c.stale) {
                     continue; // one claim at a time per worker
                 }
-                let opts = ClaimOpts { lease_ms: 60_000, worker_id: Some(format!("w{w}")), liveness: Liveness::Flock };
+                let opts = ClaimOpts { lease_ms: 60_000, worker_id: Some(format!("w{w}")), liveness: Liveness::Flock, fit: None };
                 let got = q.claim(1, &opts).unwrap();
                 let ready: Vec<(&String, &MJob)> = model.iter().filter(|(_, j)| j.state == State::Pending).collect();
                 match got.into_iter().next() {

@@ -53,7 +53,7 @@ fn end_record(id: &str, reason: Reason, detail: Option<serde_json::Value>) -> Re
 }
 
 fn opts() -> ClaimOpts {
-    ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock }
+    ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock, fit: None }
 }
 
 /// Found by the crash sweep: claimers remove drained pending segments. A

@@ -359,28 +359,61 @@ impl PgQueue {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let rows = self.tx(|q, tx| {
-            let rows = tx
-                .query(
-                    &q.q(concat!(
-                        "WITH next AS (
-                           SELECT id FROM {s}.job
+        // The ready jobs in claim order; a claimer without slots passes
+        // over jobs with needs in the query itself (one key test per row).
+        const READY: &str = "SELECT id FROM {s}.job
                             WHERE queue = $1 AND state = 'pending' AND run_at <= now()
                               AND NOT EXISTS (SELECT 1 FROM {s}.queue WHERE name = $1 AND paused_since IS NOT NULL
-                                                AND (paused_until IS NULL OR paused_until > now()))
-                            ORDER BY priority DESC, run_at, id
-                            LIMIT $2 FOR UPDATE SKIP LOCKED)
-                         UPDATE {s}.job j SET state = 'running', attempt = j.attempt + 1, token = nextval('{s}.token_seq'),
+                                                AND (paused_until IS NULL OR paused_until > now()))";
+        const ORDER: &str = " ORDER BY priority DESC, run_at, id";
+        const UPDATE: &str = concat!(
+            " UPDATE {s}.job j SET state = 'running', attempt = j.attempt + 1, token = nextval('{s}.token_seq'),
                                 lease_ms = $3, lease_until = now() + $3::int8 * interval '1 millisecond', changed_at = now()
                            FROM next WHERE j.queue = $1 AND j.id = next.id
                          RETURNING j.id, j.token, j.attempt, j.failures, j.interrupts, j.spec, j.priority, ",
-                        ms!("j.run_at"),
-                        ", ",
-                        ms!("j.lease_until")
-                    )),
+            ms!("j.run_at"),
+            ", ",
+            ms!("j.lease_until")
+        );
+        let rows = self.tx(|q, tx| {
+            let rows = match &opts.fit {
+                None => tx.query(
+                    &q.q(&format!("WITH next AS ({READY} AND NOT (spec ? 'needs'){ORDER} LIMIT $2 FOR UPDATE SKIP LOCKED){UPDATE}")),
                     &[&q.t.queue, &(n as i64), &(opts.lease_ms as i64)],
-                )
-                .map_err(|e| q.err(e))?;
+                ),
+                Some(fit) => {
+                    // With slots: the rule of `crate::slots` over a window
+                    // of candidates, locked while it judges them.
+                    let window = n as i64 + 256;
+                    let cands = tx
+                        .query(
+                            &q.q(&format!(
+                                "{}{ORDER} LIMIT $2 FOR UPDATE SKIP LOCKED",
+                                READY.replacen("SELECT id", "SELECT id, spec->'needs', spec->>'group'", 1)
+                            )),
+                            &[&q.t.queue, &window],
+                        )
+                        .map_err(|e| q.err(e))?;
+                    let mut filter = crate::slots::Filter::new(Some(fit));
+                    let mut ids: Vec<String> = Vec::new();
+                    for c in cands {
+                        if ids.len() >= n {
+                            break;
+                        }
+                        let needs: BTreeMap<String, u32> = c.get::<_, Option<Value>>(1).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+                        let group: Option<String> = c.get(2);
+                        if filter.judge(&needs, group.as_deref()) == crate::slots::Verdict::Take {
+                            filter.taken(&needs, group.as_deref());
+                            ids.push(c.get(0));
+                        }
+                    }
+                    tx.query(
+                        &q.q(&format!("WITH next AS (SELECT unnest($2::text[]) AS id){UPDATE}")),
+                        &[&q.t.queue, &ids, &(opts.lease_ms as i64)],
+                    )
+                }
+            }
+            .map_err(|e| q.err(e))?;
             for r in &rows {
                 let id: String = r.get(0);
                 let token = r.get::<_, i64>(1).to_string();
@@ -825,7 +858,7 @@ impl Backend for PgQueue {
         )
     }
 
-    fn idle(&self, horizon_ms: Option<u64>) -> Result<Idle> {
+    fn idle_for(&self, horizon_ms: Option<u64>, fit: Option<&crate::slots::Fit>) -> Result<Idle> {
         let mut promoted = false;
         loop {
             let horizon = horizon_ms.map_or(f64::INFINITY, |h| h as f64 / 1000.0);
@@ -843,6 +876,25 @@ impl Backend for PgQueue {
             let n = |i: usize| r.get::<_, i64>(i) as u64;
             let paused = self.paused(time::now_ms()).is_some();
             let mut s = Idle { paused, running: n(0), due: n(1), later: n(2), waiting: n(3), held: n(4), ..Idle::default() };
+            if s.due > 0 {
+                // Due jobs that say what they take: those these slots never fit are not work.
+                let no_slots = crate::slots::Fit::default();
+                let fit = fit.unwrap_or(&no_slots);
+                let rows = self.rows(
+                    "SELECT spec->'needs', spec->>'group' FROM {s}.job
+                      WHERE queue = $1 AND state = 'pending' AND (spec ? 'needs' OR spec ? 'group')
+                        AND ($2 = 'Infinity'::float8 OR run_at <= now() + make_interval(secs => $2))",
+                    &[&self.t.queue, &horizon],
+                )?;
+                for r in rows {
+                    let needs: BTreeMap<String, u32> = r.get::<_, Option<Value>>(0).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+                    let group: Option<String> = r.get(1);
+                    if !fit.can_fit(&fit.demand(&needs, group.as_deref())) {
+                        s.unfit += 1;
+                    }
+                }
+                s.due -= s.unfit;
+            }
             s.busy = s.running > 0 || (s.due > 0 && !paused);
             if !s.busy && s.waiting > 0 && !promoted {
                 promoted = true;
@@ -1267,6 +1319,10 @@ impl Backend for PgQueue {
             }
             Ok(st)
         })
+    }
+
+    fn slot_dir(&self) -> PathBuf {
+        self.local.join("slots")
     }
 }
 

@@ -120,7 +120,7 @@ mod tests {
         let line = serde_json::json!({"cmd": ["true"], "attempts": 2});
         let ids = testkit::push(&q, &vec![line; 4], Default::default());
         let dependent = testkit::push(&q, &[serde_json::json!({"cmd": ["true"], "after": [ids[0]]})], Default::default()).remove(0);
-        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock };
+        let opts = ClaimOpts { lease_ms: 60_000, worker_id: None, liveness: Liveness::Flock, fit: None };
         let mut claims = q.claim(4, &opts).unwrap();
         claims.sort_by_key(|c| ids.iter().position(|i| *i == c.id));
         assert_eq!(claims.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), ids);
