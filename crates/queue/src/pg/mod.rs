@@ -999,17 +999,13 @@ impl Backend for PgQueue {
     fn cancel(&self, id: &str) -> Result<State> {
         crate::id::check_id(id)?;
         self.tx(|q, tx| {
-            let r = tx
-                .query_opt(&q.q("SELECT state, attempt FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
-                .map_err(|e| q.err(e))?
-                .ok_or_else(|| Error::no_job(id))?;
-            let st = State::parse(r.get(0)).unwrap_or(State::Dead);
+            let (st, attempt, _) = locked(q, tx, id)?;
             match st {
                 State::Pending | State::Waiting | State::Held => {
                     end_in(q, tx, id, State::Canceled, Reason::Canceled, None)?;
                     on_terminal(q, tx, id, State::Canceled)?;
                 }
-                State::Running => ask_in(q, tx, id, r.get(1), crate::record::Ask::Cancel)?,
+                State::Running => ask_in(q, tx, id, attempt, crate::record::Ask::Cancel)?,
                 _ => {}
             }
             Ok(st)
@@ -1047,15 +1043,11 @@ impl Backend for PgQueue {
     fn release(&self, id: &str) -> Result<State> {
         crate::id::check_id(id)?;
         self.tx(|q, tx| {
-            let r = tx
-                .query_opt(&q.q("SELECT state, spec FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
-                .map_err(|e| q.err(e))?
-                .ok_or_else(|| Error::no_job(id))?;
-            let st = State::parse(r.get(0)).unwrap_or(State::Dead);
+            let (st, _, spec) = locked(q, tx, id)?;
             if st != State::Held {
                 return Ok(st);
             }
-            let job = q.job_of(r.get(1))?;
+            let job = q.job_of(spec)?;
             let to = if job.after.is_empty() { "pending" } else { "waiting" };
             tx.execute(&q.q("UPDATE {s}.job SET state = $3, changed_at = now() WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id, &to]).map_err(|e| q.err(e))?;
             if to == "waiting" {
@@ -1261,20 +1253,14 @@ impl Backend for PgQueue {
         crate::id::check_id(id)?;
         let secs = new.run_at_ms as f64 / 1000.0;
         self.tx(|q, tx| {
-            // The row lock orders this change and a claim: whichever comes
-            // second sees what the first did.
-            let r = tx
-                .query_opt(&q.q("SELECT state, attempt, spec FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
-                .map_err(|e| q.err(e))?
-                .ok_or_else(|| Error::no_job(id))?;
-            let st = State::parse(r.get(0)).unwrap_or(State::Dead);
+            let (st, attempt, spec) = locked(q, tx, id)?;
             if !matches!(st, State::Pending | State::Waiting | State::Held) {
                 return Err(Error::new(Kind::Busy, format!("job {id} is {}: only pending, waiting or held jobs can be changed", st.as_str())));
             }
-            if r.get::<_, i32>(1) as u32 != seen {
+            if attempt as u32 != seen {
                 return Err(Error::new(Kind::Busy, format!("job {id} was claimed or moved meanwhile: nothing changed")));
             }
-            let old: Job = serde_json::from_value(r.get(2)).map_err(|e| Error::new(Kind::Data, format!("job {id}: bad record: {e}")))?;
+            let old: Job = serde_json::from_value(spec).map_err(|e| Error::new(Kind::Data, format!("job {id}: bad record: {e}")))?;
             let mut to = st;
             if old.after != new.job.after {
                 let waits = revise_deps(q, tx, id, &new.job.after)?;
@@ -1309,13 +1295,9 @@ impl Backend for PgQueue {
     fn request(&self, id: &str, ask: crate::record::Ask) -> Result<State> {
         crate::id::check_id(id)?;
         self.tx(|q, tx| {
-            let r = tx
-                .query_opt(&q.q("SELECT state, attempt FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
-                .map_err(|e| q.err(e))?
-                .ok_or_else(|| Error::no_job(id))?;
-            let st = State::parse(r.get(0)).unwrap_or(State::Dead);
+            let (st, attempt, _) = locked(q, tx, id)?;
             if st == State::Running {
-                ask_in(q, tx, id, r.get(1), ask)?;
+                ask_in(q, tx, id, attempt, ask)?;
             }
             Ok(st)
         })
@@ -1578,11 +1560,19 @@ fn import_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, jobs: &[Import]) -
 
 /// The state of job `id`, its row locked until the transaction ends.
 fn locked_state(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str) -> Result<State> {
+    Ok(locked(q, tx, id)?.0)
+}
+
+/// Job `id`'s row, locked until the transaction ends (the row lock orders
+/// every change of a job with its claims and settles: whichever comes
+/// second sees what the first did): its state, attempt counter and record
+/// (`spec`). 66 when there is no such job.
+fn locked(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str) -> Result<(State, i32, Value)> {
     let r = tx
-        .query_opt(&q.q("SELECT state FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
+        .query_opt(&q.q("SELECT state, attempt, spec FROM {s}.job WHERE queue = $1 AND id = $2 FOR UPDATE"), &[&q.t.queue, &id])
         .map_err(|e| q.err(e))?
         .ok_or_else(|| Error::no_job(id))?;
-    Ok(State::parse(r.get(0)).unwrap_or(State::Dead))
+    Ok((State::parse(r.get(0)).unwrap_or(State::Dead), r.get(1), r.get(2)))
 }
 
 fn key_lock(q: &PgQueue, key: &str) -> i64 {
