@@ -173,6 +173,9 @@ pub fn run(ctx: &Ctx, held: &Held, slots: &[(String, String)]) -> Result<Ended> 
         Some(s) => s.reason,
         // The lease clock killed it (the loop waited elsewhere meanwhile).
         None if held.lost() => Reason::LeaseLost,
+        // It wrote beyond its limit and ended before the loop stopped it:
+        // the same outcome as if it had been stopped (its log is cut).
+        None if written > output_limit => Reason::OutputLimit,
         None if reaped.exit_code == Some(0) => Reason::Ok,
         None if reaped.signal.is_some() => Reason::Signal,
         None => Reason::Exit,
