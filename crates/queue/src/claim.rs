@@ -466,7 +466,7 @@ impl Queue {
         if !meta.is_file() || meta.len() > MAX_RECORD + 4096 {
             return Err(Error::new(Kind::Data, format!("{}: not a job record (not a regular file, or too large)", path.display())));
         }
-        crate::owner::check_job_file(path, &meta)?;
+        crate::owner::check_job_file(path, &meta, &self.tmp())?;
         let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
         f.take(MAX_RECORD + 4096).read_to_end(&mut bytes).map_err(|e| Error::io("read", path, e).with_kind(Kind::Data))?;
         Ok((bytes, std::os::unix::fs::MetadataExt::uid(&meta)))

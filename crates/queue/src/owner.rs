@@ -45,8 +45,13 @@ pub fn describe(uid: u32) -> String {
 }
 
 /// Is the job file whose metadata is `m` fit to run from? Only its owner
-/// may be able to write it, under this one name.
-pub(crate) fn check_job_file(path: &Path, m: &Metadata) -> Result<()> {
+/// may be able to write it, under this one name. A second name in the
+/// queue's `tmp_dir` is not another name to refuse but a power loss's
+/// leftover: a job file is staged in `tmp/` and renamed into place, and a
+/// cut after the rename reached its destination's directory but before it
+/// reached `tmp/` can leave both names. Such a name is removed (only when
+/// the job file has more than one link, so the claim pays nothing else).
+pub(crate) fn check_job_file(path: &Path, m: &Metadata, tmp_dir: &Path) -> Result<()> {
     let mode = m.mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(Error::new(
@@ -54,13 +59,29 @@ pub(crate) fn check_job_file(path: &Path, m: &Metadata) -> Result<()> {
             format!("{}: writable by its group or others (mode {mode:o}): a job file only its owner may write is run", path.display()),
         ));
     }
-    if m.nlink() > 1 {
+    if m.nlink() > 1 && m.nlink() - stale_staging_names(m, tmp_dir) > 1 {
         return Err(Error::new(
             Kind::Data,
             format!("{}: has {} links: a job file is run only under its one name", path.display(), m.nlink()),
         ));
     }
     Ok(())
+}
+
+/// Remove the names in `tmp_dir` of the file `m` is of; how many went.
+fn stale_staging_names(m: &Metadata, tmp_dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(tmp_dir) else { return 0 };
+    let mut gone = 0;
+    for e in rd.flatten() {
+        if let Ok(em) = e.path().symlink_metadata()
+            && em.ino() == m.ino()
+            && em.dev() == m.dev()
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            gone += 1;
+        }
+    }
+    gone
 }
 
 impl Queue {
@@ -97,11 +118,13 @@ mod tests {
     #[test]
     fn a_job_file_is_fit_to_run_only_if_its_owner_alone_writes_it() {
         let d = tempfile::tempdir().unwrap();
+        let tmp = d.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         let p = d.path().join("job.json");
         std::fs::write(&p, "{}").unwrap();
         let check = |mode: u32| {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-            check_job_file(&p, &std::fs::metadata(&p).unwrap())
+            check_job_file(&p, &std::fs::metadata(&p).unwrap(), &tmp)
         };
         for ok in [0o600, 0o640, 0o644, 0o400] {
             assert!(check(ok).is_ok(), "{ok:o}");
@@ -112,8 +135,15 @@ mod tests {
             assert!(e.to_string().contains("writable by its group or others"), "{e}");
         }
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // A second name left in tmp/ by a power cut mid-rename is removed.
+        let staged = tmp.join("01J0000000000000000000JOB0.1.pub.tmp");
+        std::fs::hard_link(&p, &staged).unwrap();
+        check_job_file(&p, &std::fs::metadata(&p).unwrap(), &tmp).expect("a staging name is a leftover");
+        assert!(!staged.exists(), "the leftover name is gone");
+        assert_eq!(std::fs::metadata(&p).unwrap().nlink(), 1);
+        // Any other second name is refused.
         std::fs::hard_link(&p, d.path().join("second")).unwrap();
-        let e = check_job_file(&p, &std::fs::metadata(&p).unwrap()).expect_err("refused");
+        let e = check_job_file(&p, &std::fs::metadata(&p).unwrap(), &tmp).expect_err("refused");
         assert!(e.to_string().contains("2 links"), "{e}");
     }
 }
