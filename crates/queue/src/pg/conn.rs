@@ -221,8 +221,17 @@ pub(crate) fn unreachable(shown: &str, e: &postgres::Error) -> Error {
 }
 
 /// Did this error lose the connection (so that a retry on a new one may help)?
+/// Besides a closed socket: the server ending the session in reply to a
+/// statement (a fast or immediate shutdown, a terminated backend: 57P01,
+/// 57P02), a server not yet taking connections (57P03), and the
+/// connection exceptions (class 08). None of these committed the statement.
 pub(crate) fn lost(e: &postgres::Error) -> bool {
-    e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+    e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        || e.code().is_some_and(|c| {
+            let c = c.code();
+            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
+        })
 }
 
 /// One connection, made when first needed and made again after the
