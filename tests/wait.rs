@@ -330,19 +330,26 @@ fn serial_wait_says_once_when_nothing_serves_the_queue() {
     assert_eq!(err.lock().unwrap().matches("nothing serves").count(), 1, "said once: {}", err.lock().unwrap());
 }
 
-/// A live worker (idle, waiting for jobs) serves the queue: q-wait on a
-/// held job says nothing about it, and -q never does.
-#[test]
-fn serial_wait_is_quiet_while_a_worker_serves_the_queue() {
+/// A queue with one held job and a worker that has announced itself and
+/// waits for work.
+fn held_job_and_an_idle_worker() -> (QDir, String, Proc) {
     let q = QDir::new();
     let id = q.push(&["--", "true"]);
     q.run("q-ctl", &["hold", &id]).ok();
     let mut worker = q.cmd("q-run");
     worker.stdout(Stdio::null());
-    let mut worker = Proc::spawn(worker);
+    let worker = Proc::spawn(worker);
     wait_until("the worker announced itself", Duration::from_secs(30), || {
         q.files("locks").iter().any(|f| f.starts_with("worker."))
     });
+    (q, id, worker)
+}
+
+/// A live worker (idle, waiting for jobs) serves the queue: q-wait on a
+/// held job says nothing about it, and -q never does.
+#[test]
+fn serial_wait_is_quiet_while_a_worker_serves_the_queue() {
+    let (q, id, mut worker) = held_job_and_an_idle_worker();
     // Longer than the notice's delay: a timeout of 1 s with the notice at 10 ms.
     let mut c = q.cmd("q-wait");
     c.args([&id, "--timeout", "1s"]).env("Q_UNSERVED_AFTER", "10ms");
@@ -364,15 +371,7 @@ fn serial_wait_is_quiet_while_a_worker_serves_the_queue() {
 /// serves it, and the dead worker's file is removed.
 #[test]
 fn serial_a_killed_workers_presence_does_not_count() {
-    let q = QDir::new();
-    let id = q.push(&["--", "true"]);
-    q.run("q-ctl", &["hold", &id]).ok();
-    let mut worker = q.cmd("q-run");
-    worker.stdout(Stdio::null());
-    let mut worker = Proc::spawn(worker);
-    wait_until("the worker announced itself", Duration::from_secs(30), || {
-        q.files("locks").iter().any(|f| f.starts_with("worker."))
-    });
+    let (q, id, mut worker) = held_job_and_an_idle_worker();
     worker.signal(nix::sys::signal::SIGKILL);
     worker.wait_for(Duration::from_secs(15));
     assert!(q.files("locks").iter().any(|f| f.starts_with("worker.")), "a killed worker leaves its file");
