@@ -559,11 +559,12 @@ fn the_schema_is_made_once_and_checked() {
 fn ids_and_after_last_on_an_upgraded_schema() {
     let (q, schema) = pg_queue(None);
     let old = q.push(&["--name", "old", "--", "true"]);
+    let waits = q.push(&["--after", &old, "--", "true"]);
     // Back to version 1, as an older q made it.
     let mut db = admin();
     db.batch_execute(&format!(
         "DROP INDEX \"{schema}\".job_id_prefix, \"{schema}\".job_id_suffix, \"{schema}\".job_name, \"{schema}\".job_pusher;
-         ALTER TABLE \"{schema}\".job DROP COLUMN pusher;
+         ALTER TABLE \"{schema}\".job DROP COLUMN pusher, DROP COLUMN waited;
          ALTER TABLE \"{schema}\".attempt DROP COLUMN requests;
          UPDATE \"{schema}\".meta SET v = '1' WHERE k = 'version'"
     ))
@@ -571,7 +572,15 @@ fn ids_and_after_last_on_an_upgraded_schema() {
     // A reader opens it: upgraded.
     assert_eq!(q.run("q-ls", &["--json", &old[20..]]).ok().lines()[0]["id"], old.as_str());
     let v: String = db.query_one(&format!("SELECT v FROM \"{schema}\".meta WHERE k = 'version'"), &[]).unwrap().get(0);
-    assert_eq!(v, "2");
+    assert_eq!(v, "3");
+    // Version 3 marks the jobs others wait on (their settle moves them).
+    let marked: Vec<String> = db
+        .query(&format!("SELECT id FROM \"{schema}\".job WHERE waited"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(marked, vec![old.clone()], "{waits} waits on {old}");
     let indexes: i64 = db
         .query_one("SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname IN ('job_id_prefix','job_id_suffix','job_name','job_pusher')", &[&schema])
         .unwrap()

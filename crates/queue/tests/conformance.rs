@@ -178,6 +178,89 @@ fn dependencies_and_their_failure_cascade() {
     });
 }
 
+/// A worker's settle (the group settle, as a runner makes it) moves the
+/// jobs that wait on its job however they came to wait: pushed, revised or
+/// imported while it ran, or pushed at the very moment it settles. None is
+/// left waiting on a job that ended.
+#[test]
+fn dependents_made_while_a_job_runs_move_on() {
+    use q_queue::job::validate;
+    use q_queue::{Counters, Import, PushContext};
+    let settle = |b: &dyn q_queue::Backend, c: &q_queue::Claim, reason: Reason, outcome: &Outcome| {
+        let so = so();
+        b.settle_group(&[ToSettle { claim: c, reason, outcome, opts: &so }]).pop().unwrap().unwrap()
+    };
+    each(|fx| {
+        let b = fx.b.as_ref();
+        // Pushed, revised and imported while the job runs; then it ends done.
+        let a = fx.push(&[json!({"cmd": ["true"], "priority": 9})]).remove(0);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(c.id, a);
+        let pushed = fx.push(&[json!({"cmd": ["true"], "after": [a]})]).remove(0);
+        let other = fx.push(&[json!({"cmd": ["true"], "after": [pushed]})]).remove(0);
+        let (seen, new) = revised(b, &other, json!({"after": [a]}));
+        b.revise(&other, seen, &new).unwrap();
+        let ctx = PushContext { cwd: "/".into(), env: Arc::new(Default::default()), now_ms: q_queue::time::now_ms() };
+        let moved = validate(json!({"cmd": ["true"], "after": [a]}).as_object().unwrap(), &ctx).unwrap();
+        let moved_id = moved.job.id.clone();
+        b.import(vec![Import { new: moved, state: State::Waiting, c: Counters::default() }]).unwrap();
+        for id in [&pushed, &other, &moved_id] {
+            assert_eq!(b.locate(id).unwrap().unwrap().state, State::Waiting, "{}: {id}", fx.name);
+        }
+        assert_eq!(settle(b, &c, Reason::Ok, &ok()).state, State::Done);
+        for id in [&pushed, &other, &moved_id] {
+            assert_eq!(b.locate(id).unwrap().unwrap().state, State::Pending, "{}: {id} moves on", fx.name);
+        }
+        for c in b.claim(3, &opts(Liveness::Flock)).unwrap() {
+            settle(b, &c, Reason::Ok, &ok());
+        }
+        // Within an imported batch: the job waited on is imported with its
+        // dependent, then claimed and settled.
+        let first = validate(json!({"cmd": ["true"], "priority": 9}).as_object().unwrap(), &ctx).unwrap();
+        let first_id = first.job.id.clone();
+        let second = validate(json!({"cmd": ["true"], "after": [first_id]}).as_object().unwrap(), &ctx).unwrap();
+        let second_id = second.job.id.clone();
+        b.import(vec![
+            Import { new: first, state: State::Pending, c: Counters::default() },
+            Import { new: second, state: State::Waiting, c: Counters::default() },
+        ])
+        .unwrap();
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!(c.id, first_id);
+        settle(b, &c, Reason::Ok, &ok());
+        assert_eq!(b.locate(&second_id).unwrap().unwrap().state, State::Pending, "{}: the batch's dependent moves on", fx.name);
+        settle(b, &b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0), Reason::Ok, &ok());
+        // A dependent pushed while its job settles, on another thread: it
+        // ends pending (done first) or waiting then moved (pushed first),
+        // never waiting on a job that ended; failures cancel it.
+        for round in 0..40 {
+            let fails = round % 2 == 1;
+            let a = fx.push(&[json!({"cmd": ["true"], "attempts": 1})]).remove(0);
+            let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+            let go = std::sync::Barrier::new(2);
+            let dependent = std::thread::scope(|s| {
+                let t = s.spawn(|| {
+                    go.wait();
+                    fx.push(&[json!({"cmd": ["true"], "after": [a]})]).remove(0)
+                });
+                go.wait();
+                if fails {
+                    settle(b, &c, Reason::Exit, &failed());
+                } else {
+                    settle(b, &c, Reason::Ok, &ok());
+                }
+                t.join().unwrap()
+            });
+            let want = if fails { State::Canceled } else { State::Pending };
+            assert_eq!(b.locate(&dependent).unwrap().unwrap().state, want, "{}: round {round}", fx.name);
+            if !fails {
+                settle(b, &b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0), Reason::Ok, &ok());
+            }
+        }
+        assert_eq!(b.counts().unwrap().waiting, 0, "{}", fx.name);
+    });
+}
+
 /// Cancel: a queued job ends at once; a running one is asked to stop (its
 /// runner sees the request and settles `canceled`).
 #[test]

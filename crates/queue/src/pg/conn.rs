@@ -6,7 +6,8 @@
 
 use crate::error::{Error, Kind, Result};
 use postgres::config::SslMode;
-use postgres::{Client, Config};
+use postgres::{Client, Config, GenericClient, Statement};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -243,6 +244,10 @@ pub(crate) struct Conn {
     setup: Mutex<Vec<String>>,
     /// Connected once: a server that goes away later is waited for.
     ever: std::sync::atomic::AtomicBool,
+    /// Statements prepared on the current connection, by their text
+    /// (emptied when a new connection is made): a statement run again is
+    /// one round trip instead of two.
+    prepared: Mutex<HashMap<String, Statement>>,
 }
 
 /// How long sent data may stay unacknowledged before a connection is
@@ -254,7 +259,20 @@ const RECONNECT_FOR: Duration = Duration::from_secs(30);
 
 impl Conn {
     pub fn new(target: Target) -> Conn {
-        Conn { target, client: Mutex::new(None), setup: Mutex::new(Vec::new()), ever: Default::default() }
+        Conn { target, client: Mutex::new(None), setup: Mutex::new(Vec::new()), ever: Default::default(), prepared: Default::default() }
+    }
+
+    /// `stmt` prepared on this connection: once, then from the cache. Only
+    /// inside [`Conn::with`] (or its kin), on the client it gave, or a
+    /// transaction of it: a statement belongs to the connection that
+    /// prepared it, and the cache is emptied when a new one is made.
+    pub fn prepared(&self, c: &mut impl GenericClient, stmt: &str) -> std::result::Result<Statement, postgres::Error> {
+        if let Some(s) = self.prepared.lock().unwrap_or_else(|e| e.into_inner()).get(stmt) {
+            return Ok(s.clone());
+        }
+        let s = c.prepare(stmt)?;
+        self.prepared.lock().unwrap_or_else(|e| e.into_inner()).insert(stmt.to_owned(), s.clone());
+        Ok(s)
     }
 
     pub fn target(&self) -> &Target {
@@ -326,6 +344,7 @@ impl Conn {
                     Ok(c)
                 }) {
                     Ok(c) => {
+                        self.prepared.lock().unwrap_or_else(|e| e.into_inner()).clear();
                         *g = Some(c);
                         self.ever.store(true, std::sync::atomic::Ordering::Relaxed);
                     }

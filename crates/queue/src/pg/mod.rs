@@ -109,19 +109,31 @@ impl PgQueue {
         sql(&self.t.shown, e)
     }
 
+    // One statement on the main connection, prepared once per connection
+    // (its text must be one of a fixed few: it stays in the cache).
+
     fn exec(&self, stmt: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let stmt = self.q(stmt);
-        self.main.with(|c| c.execute(&stmt, params).map_err(|e| self.err(e)))
+        self.main.with(|c| {
+            let st = self.main.prepared(c, &stmt).map_err(|e| self.err(e))?;
+            c.execute(&st, params).map_err(|e| self.err(e))
+        })
     }
 
     fn rows(&self, stmt: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let stmt = self.q(stmt);
-        self.main.with(|c| c.query(&stmt, params).map_err(|e| self.err(e)))
+        self.main.with(|c| {
+            let st = self.main.prepared(c, &stmt).map_err(|e| self.err(e))?;
+            c.query(&st, params).map_err(|e| self.err(e))
+        })
     }
 
     fn row(&self, stmt: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
         let stmt = self.q(stmt);
-        self.main.with(|c| c.query_opt(&stmt, params).map_err(|e| self.err(e)))
+        self.main.with(|c| {
+            let st = self.main.prepared(c, &stmt).map_err(|e| self.err(e))?;
+            c.query_opt(&st, params).map_err(|e| self.err(e))
+        })
     }
 
     /// Run `f` in a transaction on the main connection (again, on a new
@@ -312,10 +324,78 @@ impl PgQueue {
         Ok(())
     }
 
+    /// Settle held claims: decided here from each claim (while its token
+    /// holds, the row's counters and job are the claim's), and written in
+    /// one statement, one commit for the group. A claim whose job others
+    /// wait on (`waited`), whose token no longer holds, or whose statement
+    /// may have committed before a lost answer takes [`PgQueue::settle_many`],
+    /// which reads the row, moves dependents, and finds its own result.
+    fn settle_held(&self, group: &[ToSettle]) -> Vec<Result<ResultRecord>> {
+        const FAST: &str = "WITH u AS (SELECT * FROM unnest($2::text[], $3::int8[], $4::text[], $5::int4[], $6::int4[], $7::float8[], $8::int4[], $9::jsonb[])
+                                AS u(id, token, state, failures, interrupts, delay, attempt, result)),
+                 j AS (UPDATE {s}.job j SET state = u.state, failures = u.failures, interrupts = u.interrupts, token = NULL, lease_until = NULL, lease_ms = NULL,
+                              run_at = CASE WHEN u.state = 'pending' THEN now() + make_interval(secs => u.delay) ELSE j.run_at END, changed_at = now()
+                         FROM u WHERE j.queue = $1 AND j.id = u.id AND j.token = u.token AND j.state = 'running' AND NOT j.waited
+                       RETURNING j.id, j.state),
+                 a AS (UPDATE {s}.attempt a SET result = u.result FROM u JOIN j ON j.id = u.id
+                        WHERE a.queue = $1 AND a.id = u.id AND a.attempt = u.attempt)
+            SELECT j.id, CASE WHEN j.state = 'pending' THEN pg_notify($10, '') IS NOT NULL END FROM j";
+        let now = time::now_ms();
+        let decided: Vec<Option<crate::settle::Decision>> = group
+            .iter()
+            .map(|s| s.claim.token.parse::<i64>().ok().map(|_| decide(&s.claim.id, &s.claim.token, s.claim.c, &s.claim.job, s.reason, s.outcome, s.opts, now)))
+            .collect();
+        let fast: Vec<(&ToSettle, &crate::settle::Decision)> = group.iter().zip(&decided).filter_map(|(s, d)| Some((s, d.as_ref()?))).collect();
+        let ids: Vec<&str> = fast.iter().map(|(s, _)| s.claim.id.as_str()).collect();
+        let tokens: Vec<i64> = fast.iter().map(|(s, _)| s.claim.token.parse().unwrap_or(-1)).collect();
+        let states: Vec<&str> = fast.iter().map(|(_, d)| d.rec.state.as_str()).collect();
+        let failures: Vec<i32> = fast.iter().map(|(_, d)| d.c.failures as i32).collect();
+        let interrupts: Vec<i32> = fast.iter().map(|(_, d)| d.c.interrupts as i32).collect();
+        let delays: Vec<f64> = fast.iter().map(|(_, d)| d.delay_ms.unwrap_or(0) as f64 / 1000.0).collect();
+        let attempts: Vec<i32> = fast.iter().map(|(s, _)| s.claim.c.attempt as i32).collect();
+        let results: Vec<Value> = fast.iter().map(|(_, d)| json(&d.rec)).collect();
+        let stmt = self.q(FAST);
+        let tries = std::cell::Cell::new(0);
+        let settled = self.main.with(|c| {
+            tries.set(tries.get() + 1);
+            let st = self.main.prepared(c, &stmt).map_err(|e| self.err(e))?;
+            let rows = c
+                .query(&st, &[&self.t.queue, &ids, &tokens, &states, &failures, &interrupts, &delays, &attempts, &results, &self.channel])
+                .map_err(|e| self.err(e))?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect::<std::collections::HashSet<String>>())
+        });
+        let settled = match settled {
+            Ok(v) => v,
+            Err(e) => return group.iter().map(|_| Err(Error::new(e.kind, e.to_string()))).collect(),
+        };
+        let rest: Vec<Ask> = group
+            .iter()
+            .zip(&decided)
+            .filter(|(s, d)| d.is_none() || !settled.contains(&s.claim.id))
+            .map(|(s, _)| Ask { id: &s.claim.id, token: &s.claim.token, reason: s.reason, outcome: s.outcome, opts: s.opts })
+            .collect();
+        let mut slow = if rest.is_empty() { Vec::new() } else { self.settle_asks(&rest, tries.get() > 1) }.into_iter();
+        group
+            .iter()
+            .zip(decided)
+            .map(|(s, d)| match d {
+                Some(d) if settled.contains(&s.claim.id) => Ok(d.rec),
+                _ => slow.next().unwrap_or_else(|| Err(Error::lease_lost(&s.claim.id, &s.claim.token))),
+            })
+            .collect()
+    }
+
     fn settle_many(&self, asks: &[Ask<'_>]) -> Vec<Result<ResultRecord>> {
+        self.settle_asks(asks, false)
+    }
+
+    /// Settles in one transaction, each reading its row first; `again`: an
+    /// earlier try of them may have committed (its answer lost), so a
+    /// settle that finds its token gone looks for its own result.
+    fn settle_asks(&self, asks: &[Ask<'_>], again: bool) -> Vec<Result<ResultRecord>> {
         // Again on a new connection: the first try's COMMIT may have
         // happened, and then each settle finds its own result.
-        let tries = std::cell::Cell::new(0);
+        let tries = std::cell::Cell::new(if again { 1 } else { 0 });
         self.each_in_savepoint(
             asks,
             |_, _| {
@@ -366,68 +446,60 @@ impl PgQueue {
                               AND NOT EXISTS (SELECT 1 FROM {s}.queue WHERE name = $1 AND paused_since IS NOT NULL
                                                 AND (paused_until IS NULL OR paused_until > now()))";
         const ORDER: &str = " ORDER BY priority DESC, run_at, id";
+        // The claim and its attempt row in one statement (one round trip,
+        // one commit): the lease record is made here with the id, attempt
+        // and token the server chose filled in.
         const UPDATE: &str = concat!(
-            " UPDATE {s}.job j SET state = 'running', attempt = j.attempt + 1, token = nextval('{s}.token_seq'),
+            ", claimed AS (UPDATE {s}.job j SET state = 'running', attempt = j.attempt + 1, token = nextval('{s}.token_seq'),
                                 lease_ms = $3, lease_until = now() + $3::int8 * interval '1 millisecond', changed_at = now()
                            FROM next WHERE j.queue = $1 AND j.id = next.id
                          RETURNING j.id, j.token, j.attempt, j.failures, j.interrupts, j.spec, j.priority, ",
             ms!("j.run_at"),
-            ", ",
-            ms!("j.lease_until")
+            " AS run_at_ms, ",
+            ms!("j.lease_until"),
+            " AS lease_until_ms),
+               made AS (INSERT INTO {s}.attempt (queue, id, attempt, token, lease)
+                        SELECT $1, id, attempt, token, $4::jsonb || jsonb_build_object('id', id, 'attempt', attempt, 'token', token::text) FROM claimed
+                        ON CONFLICT (queue, id, attempt) DO UPDATE SET token = EXCLUDED.token, lease = EXCLUDED.lease, run = NULL, cancel = false, requests = '[]', result = NULL)
+             SELECT * FROM claimed"
         );
-        let rows = self.tx(|q, tx| {
-            let rows = match &opts.fit {
-                None => tx.query(
-                    &q.q(&format!("WITH next AS ({READY} AND NOT (spec ? 'needs'){ORDER} LIMIT $2 FOR UPDATE SKIP LOCKED){UPDATE}")),
-                    &[&q.t.queue, &(n as i64), &(opts.lease_ms as i64)],
-                ),
-                Some(fit) => {
-                    // With slots: the rule of `crate::slots` over a window
-                    // of candidates, locked while it judges them.
-                    let window = n as i64 + 256;
-                    let cands = tx
-                        .query(
-                            &q.q(&format!(
-                                "{}{ORDER} LIMIT $2 FOR UPDATE SKIP LOCKED",
-                                READY.replacen("SELECT id", "SELECT id, spec->'needs', spec->>'group'", 1)
-                            )),
-                            &[&q.t.queue, &window],
-                        )
-                        .map_err(|e| q.err(e))?;
-                    let mut filter = crate::slots::Filter::new(Some(fit));
-                    let mut ids: Vec<String> = Vec::new();
-                    for c in cands {
-                        if ids.len() >= n {
-                            break;
-                        }
-                        let needs: BTreeMap<String, u32> = c.get::<_, Option<Value>>(1).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
-                        let group: Option<String> = c.get(2);
-                        if filter.judge(&needs, group.as_deref()) == crate::slots::Verdict::Take {
-                            filter.taken(&needs, group.as_deref());
-                            ids.push(c.get(0));
-                        }
-                    }
-                    tx.query(
-                        &q.q(&format!("WITH next AS (SELECT unnest($2::text[]) AS id){UPDATE}")),
-                        &[&q.t.queue, &ids, &(opts.lease_ms as i64)],
+        // The lease record but for what the server fills in.
+        let lease = json(&Lease::mine("", 0, "", time::now_ms(), opts));
+        let rows = match &opts.fit {
+            None => {
+                let stmt = self.q(&format!("WITH next AS ({READY} AND NOT (spec ? 'needs'){ORDER} LIMIT $2 FOR UPDATE SKIP LOCKED){UPDATE}"));
+                self.main.with(|c| {
+                    let st = self.main.prepared(c, &stmt).map_err(|e| self.err(e))?;
+                    c.query(&st, &[&self.t.queue, &(n as i64), &(opts.lease_ms as i64), &lease]).map_err(|e| self.err(e))
+                })?
+            }
+            Some(fit) => self.tx(|q, tx| {
+                // With slots: the rule of `crate::slots` over a window of
+                // candidates, locked while it judges them.
+                let window = n as i64 + 256;
+                let cands = tx
+                    .query(
+                        &q.q(&format!("{}{ORDER} LIMIT $2 FOR UPDATE SKIP LOCKED", READY.replacen("SELECT id", "SELECT id, spec->'needs', spec->>'group'", 1))),
+                        &[&q.t.queue, &window],
                     )
+                    .map_err(|e| q.err(e))?;
+                let mut filter = crate::slots::Filter::new(Some(fit));
+                let mut ids: Vec<String> = Vec::new();
+                for c in cands {
+                    if ids.len() >= n {
+                        break;
+                    }
+                    let needs: BTreeMap<String, u32> = c.get::<_, Option<Value>>(1).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+                    let group: Option<String> = c.get(2);
+                    if filter.judge(&needs, group.as_deref()) == crate::slots::Verdict::Take {
+                        filter.taken(&needs, group.as_deref());
+                        ids.push(c.get(0));
+                    }
                 }
-            }
-            .map_err(|e| q.err(e))?;
-            for r in &rows {
-                let id: String = r.get(0);
-                let token = r.get::<_, i64>(1).to_string();
-                let attempt = r.get::<_, i32>(2) as u32;
-                let lease = Lease::mine(&id, attempt, &token, time::now_ms(), opts);
-                tx.execute(
-                    &q.q("INSERT INTO {s}.attempt (queue, id, attempt, token, lease) VALUES ($1, $2, $3, $4, $5)
-                          ON CONFLICT (queue, id, attempt) DO UPDATE SET token = EXCLUDED.token, lease = EXCLUDED.lease, run = NULL, cancel = false, requests = '[]', result = NULL"),
-                    &[&q.t.queue, &id, &(attempt as i32), &r.get::<_, i64>(1), &json(&lease)],
-                )
-                .map_err(|e| q.err(e))?;
-            }
-            Ok(rows)
-        })?;
+                tx.query(&q.q(&format!("WITH next AS (SELECT unnest($2::text[]) AS id){UPDATE}")), &[&q.t.queue, &ids, &(opts.lease_ms as i64), &lease])
+                    .map_err(|e| q.err(e))
+            })?,
+        };
         let mut out = Vec::with_capacity(rows.len());
         let mut keys = Vec::with_capacity(rows.len());
         for r in rows {
@@ -617,7 +689,10 @@ impl Backend for PgQueue {
         // Not ours any more only when the server says so: a server that is
         // away is not a lost lease (the runner's own clock decides that).
         let patience = Duration::from_millis(c.lease_ms / 3);
-        Ok(self.side.with_patience(patience, |cl| cl.execute(&stmt, &[&self.t.queue, &c.id, &tok]).map_err(|e| self.err(e)))? == 1)
+        Ok(self.side.with_patience(patience, |cl| {
+            let st = self.side.prepared(cl, &stmt).map_err(|e| self.err(e))?;
+            cl.execute(&st, &[&self.t.queue, &c.id, &tok]).map_err(|e| self.err(e))
+        })? == 1)
     }
 
     fn make_durable(&self, _claims: &[&Claim]) -> Result<()> {
@@ -634,7 +709,11 @@ impl Backend for PgQueue {
         // Never waits: the heartbeat may be waiting on the side connection
         // for a server that does not answer, and the runner must go on
         // watching its job's lease meanwhile; the next look comes soon.
-        let Some(r) = self.side.try_now(|cl| cl.query_opt(&stmt, &[&self.t.queue, &c.id, &(c.attempt() as i32)]).map_err(|e| self.err(e))).flatten() else {
+        let look = |cl: &mut postgres::Client| {
+            let st = self.side.prepared(cl, &stmt).map_err(|e| self.err(e))?;
+            cl.query_opt(&st, &[&self.t.queue, &c.id, &(c.attempt() as i32)]).map_err(|e| self.err(e))
+        };
+        let Some(r) = self.side.try_now(look).flatten() else {
             return Vec::new();
         };
         asked(r.get(0), r.get(1))
@@ -668,8 +747,7 @@ impl Backend for PgQueue {
     }
 
     fn settle_group(&self, group: &[ToSettle]) -> Vec<Result<ResultRecord>> {
-        let asks: Vec<Ask> = group.iter().map(|s| Ask { id: &s.claim.id, token: &s.claim.token, reason: s.reason, outcome: s.outcome, opts: s.opts }).collect();
-        self.settle_many(&asks)
+        self.settle_held(group)
     }
 
     fn reclaim(&self, dry_run: bool) -> Result<Vec<Reclaimed>> {
@@ -1318,9 +1396,10 @@ fn revise_deps(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str, after:
         if dep == id {
             return Err(Error::new(Kind::Data, format!("field \"after\": job {id} would wait on itself")));
         }
-        // FOR SHARE: a dependency cannot end while we look and write.
+        // Marked as waited on, and locked: it cannot end while we look and
+        // write, and its settle takes the path that moves its dependents.
         let r = tx
-            .query_opt(&q.q("SELECT state FROM {s}.job WHERE queue = $1 AND id = $2 FOR SHARE"), &[&q.t.queue, dep])
+            .query_opt(&q.q(WAITED_ON_ONE), &[&q.t.queue, dep])
             .map_err(|e| q.err(e))?
             .ok_or_else(|| Error::new(Kind::NoJob, format!("field \"after\": no such job {dep}")))?;
         match State::parse(r.get(0)) {
@@ -1469,9 +1548,10 @@ fn push_one(q: &PgQueue, tx: &mut postgres::Transaction<'_>, job: &Job, run_at_m
     let mut state = State::Pending;
     let mut failed = None;
     if !job.after.is_empty() {
-        // FOR SHARE: a dependency cannot end while we look and write.
+        // Marked as waited on, and locked: a dependency cannot end while
+        // we look and write, and its settle moves its dependents.
         let rows = tx
-            .query(&q.q("SELECT id, state FROM {s}.job WHERE queue = $1 AND id = ANY($2) FOR SHARE"), &[&q.t.queue, &job.after])
+            .query(&q.q(WAITED_ON), &[&q.t.queue, &job.after])
             .map_err(|e| q.err(e))?;
         for dep in &job.after {
             match rows.iter().find(|r| r.get::<_, &str>(0) == dep).and_then(|r| State::parse(r.get(1))) {
@@ -1514,7 +1594,6 @@ fn store_env(q: &PgQueue, tx: &mut postgres::Transaction<'_>, env: &BTreeMap<Str
 /// Import a batch in the transaction: refused whole when one id is taken.
 fn import_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, jobs: &[Import]) -> Result<bool> {
     let ids: Vec<&str> = jobs.iter().map(|j| j.new.job.id.as_str()).collect();
-    // FOR SHARE: dependencies named by the batch cannot end meanwhile.
     let have: Vec<String> = tx
         .query(&q.q("SELECT id FROM {s}.job WHERE queue = $1 AND id = ANY($2)"), &[&q.t.queue, &ids])
         .map_err(|e| q.err(e))?
@@ -1524,9 +1603,10 @@ fn import_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, jobs: &[Import]) -
     if !have.is_empty() {
         return Err(crate::import::taken(&have));
     }
+    // Dependencies outside the batch: marked and locked, as a push does.
     let deps: Vec<&str> = jobs.iter().flat_map(|j| j.new.job.after.iter().map(String::as_str)).filter(|d| !ids.contains(d)).collect();
     let known: BTreeMap<String, State> = tx
-        .query(&q.q("SELECT id, state FROM {s}.job WHERE queue = $1 AND id = ANY($2) FOR SHARE"), &[&q.t.queue, &deps])
+        .query(&q.q(WAITED_ON), &[&q.t.queue, &deps])
         .map_err(|e| q.err(e))?
         .iter()
         .map(|r| (r.get(0), State::parse(r.get(1)).unwrap_or(State::Dead)))
@@ -1555,6 +1635,11 @@ fn import_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, jobs: &[Import]) -
         }
         ready |= j.state == State::Pending;
     }
+    // Jobs of the batch that others of it wait on (not yet seen by anyone).
+    let inner: Vec<&str> = jobs.iter().flat_map(|j| j.new.job.after.iter().map(String::as_str)).filter(|d| ids.contains(d)).collect();
+    if !inner.is_empty() {
+        tx.execute(&q.q(WAITED_ON), &[&q.t.queue, &inner]).map_err(|e| q.err(e))?;
+    }
     Ok(ready)
 }
 
@@ -1574,6 +1659,16 @@ fn locked(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str) -> Result<(
         .ok_or_else(|| Error::no_job(id))?;
     Ok((State::parse(r.get(0)).unwrap_or(State::Dead), r.get(1), r.get(2)))
 }
+
+/// Mark jobs as waited on (`job.waited`) and lock their rows; their ids
+/// and states as they are now. A job gets a dependent only through this
+/// statement, before the dependent's `dep` row is written: the update
+/// makes a settle racing it see the mark (its fast path is fenced by `NOT
+/// waited` and steps aside), and a settle that went first is seen here
+/// (the update waits for it, then returns the state it left).
+const WAITED_ON: &str = "UPDATE {s}.job SET waited = true WHERE queue = $1 AND id = ANY($2) RETURNING id, state";
+/// [`WAITED_ON`] for one job: its state.
+const WAITED_ON_ONE: &str = "UPDATE {s}.job SET waited = true WHERE queue = $1 AND id = $2 RETURNING state";
 
 fn key_lock(q: &PgQueue, key: &str) -> i64 {
     self::key(&q.t.schema, &q.t.queue, &format!("key\0{key}"))
