@@ -771,3 +771,37 @@ fn serial_slots_on_postgres() {
     let (q, _) = pg_queue(None);
     crate::slots::never_shared_and_not_starved(&q);
 }
+
+/// A server that refuses the settle's writes for a while (as a full disk
+/// does: SQLSTATE 53100), not a lost connection: the worker keeps the
+/// result and tries again while its lease lasts, and when the server takes
+/// writes again the job ends done in its first attempt, once, with no
+/// wait for the lease to run out.
+#[test]
+fn serial_a_refused_settle_is_tried_again_while_the_lease_lasts() {
+    let (q, schema) = pg_queue(None);
+    let id = q.push(&["--", "true"]);
+    let mut db = admin();
+    db.batch_execute(&format!(
+        "CREATE FUNCTION \"{schema}\".full_disk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$;
+         CREATE TRIGGER full_disk BEFORE UPDATE ON \"{schema}\".job FOR EACH ROW WHEN (NEW.state = 'done') EXECUTE FUNCTION \"{schema}\".full_disk()"
+    ))
+    .unwrap();
+    let err = q.path().join("run.err");
+    let mut run = q.cmd("q-run");
+    run.args(["--exit-on-idle", "--lease", "60s"]);
+    run.stdout(std::process::Stdio::piped()).stderr(std::fs::File::create(&err).unwrap());
+    let mut p = Proc::spawn(run);
+    wait_until("the worker says it will try again", Duration::from_secs(30), || {
+        std::fs::read_to_string(&err).unwrap_or_default().contains("trying again while its lease lasts")
+    });
+    assert_eq!(q.state(&id), "running", "nothing recorded while the server refuses");
+    db.batch_execute(&format!("DROP TRIGGER full_disk ON \"{schema}\".job")).unwrap();
+    assert_eq!(p.wait_for(Duration::from_secs(30)), 0, "{}", std::fs::read_to_string(&err).unwrap_or_default());
+    let out = parse_lines(&p.stdout());
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0]["state"].as_str(), out[0]["attempt"].as_u64()), (Some("done"), Some(1)), "{out:?}");
+    assert_eq!(q.state(&id), "done");
+    let attempts: i64 = db.query_one(&format!("SELECT count(*) FROM \"{schema}\".attempt WHERE id = $1"), &[&id]).unwrap().get(0);
+    assert_eq!(attempts, 1, "no second attempt");
+}

@@ -227,7 +227,8 @@ pub fn commit_group(ctx: &Ctx, group: &[(&Held, &Ended)]) -> Vec<Option<ResultRe
             q_queue::ToSettle { claim: &held.claim, reason: ended.reason, outcome: &ended.outcome, opts: o }
         })
         .collect();
-    let mut answers = ctx.q.settle_group(&asks).into_iter();
+    let answers = settle_while_leased(ctx, &settling.iter().map(|&i| group[i].0).collect::<Vec<_>>(), &asks);
+    let mut answers = answers.into_iter();
     group
         .iter()
         .map(|&(held, ended)| {
@@ -241,6 +242,46 @@ pub fn commit_group(ctx: &Ctx, group: &[(&Held, &Ended)]) -> Vec<Option<ResultRe
             rec
         })
         .collect()
+}
+
+/// Settle `asks` (of `helds`, in the same order); a settle the queue could
+/// not record (a server refusing writes, a full disk: not a lost lease,
+/// not bad data) is tried again, with backoff, while its lease is still
+/// this worker's (the heartbeat keeps extending it meanwhile). Only when
+/// the lease runs out is it given up: the reclaim then decides.
+fn settle_while_leased(ctx: &Ctx, helds: &[&Held], asks: &[q_queue::ToSettle]) -> Vec<q_queue::Result<ResultRecord>> {
+    let mut answers = ctx.q.settle_group(asks);
+    let again = |r: &q_queue::Result<ResultRecord>| matches!(r, Err(e) if matches!(e.kind, q_queue::Kind::Io | q_queue::Kind::Busy));
+    let mut pause = Duration::from_millis(100);
+    let mut said = false;
+    loop {
+        let retry: Vec<usize> = (0..asks.len()).filter(|&i| again(&answers[i]) && helds[i].alive()).collect();
+        if retry.is_empty() {
+            return answers;
+        }
+        if !said {
+            for &i in &retry {
+                if let Err(e) = &answers[i] {
+                    eprintln!("q-run: job {}: cannot record its result yet ({e}); trying again while its lease lasts", helds[i].id);
+                }
+            }
+            said = true;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(2));
+        let sub: Vec<q_queue::ToSettle> = retry.iter().map(|&i| q_queue::ToSettle { claim: asks[i].claim, reason: asks[i].reason, outcome: asks[i].outcome, opts: asks[i].opts }).collect();
+        for (i, r) in retry.into_iter().zip(ctx.q.settle_group(&sub)) {
+            // A try that failed past its commit point (the directory's
+            // result was published): the next one finds its own result.
+            answers[i] = match r {
+                Err(e) if e.kind == q_queue::Kind::LeaseLost => match ctx.q.last_result(&helds[i].id) {
+                    Some(rec) if rec.token.as_deref() == Some(helds[i].token.as_str()) && rec.attempt == helds[i].attempt() => Ok(rec),
+                    _ => Err(e),
+                },
+                r => r,
+            };
+        }
+    }
 }
 
 fn settle_opts(ctx: &Ctx, ended: &Ended) -> SettleOpts {

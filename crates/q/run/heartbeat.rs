@@ -80,6 +80,12 @@ impl Held {
         run_out
     }
 
+    /// Is the lease still ours by this process's own clock (not taken
+    /// over, and extended less than a lease ago)?
+    pub fn alive(&self) -> bool {
+        !self.lost() && self.extended.lock().map(|t| t.elapsed() < Duration::from_millis(self.lease_ms)).unwrap_or(false)
+    }
+
     /// The job runs in this process group: the lease clock kills it if
     /// the lease is lost.
     pub fn running(&self, pid: i32, start: u64) {
