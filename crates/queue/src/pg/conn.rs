@@ -6,7 +6,11 @@
 
 use crate::error::{Error, Kind, Result};
 use postgres::config::SslMode;
-use postgres::{Client, Config, GenericClient, Statement};
+use postgres::tls::{MakeTlsConnect, TlsConnect};
+use postgres::{Client, Config, GenericClient, Socket, Statement};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
@@ -42,25 +46,66 @@ pub(crate) struct Tls {
     mode: TlsMode,
     /// `sslrootcert`: the certificate authority to trust (PEM).
     root: Option<Vec<u8>>,
+    /// The connector, made when a server first takes TLS and then kept
+    /// for the process: making one loads the system's certificate store,
+    /// tens of milliseconds of CPU that a server without TLS (`prefer`)
+    /// never needs.
+    made: Arc<OnceLock<std::result::Result<native_tls::TlsConnector, String>>>,
 }
 
 impl Tls {
-    fn connector(&self) -> std::result::Result<postgres_native_tls::MakeTlsConnector, String> {
-        let mut b = native_tls::TlsConnector::builder();
-        match self.mode {
-            TlsMode::Disable | TlsMode::Prefer | TlsMode::Require => {
-                b.danger_accept_invalid_certs(true);
-            }
-            TlsMode::VerifyCa => {
-                b.danger_accept_invalid_hostnames(true);
-            }
-            TlsMode::VerifyFull => {}
-        }
-        if let Some(pem) = &self.root {
-            let cert = native_tls::Certificate::from_pem(pem).map_err(|e| format!("sslrootcert: {e}"))?;
-            b.add_root_certificate(cert);
-        }
-        b.build().map(postgres_native_tls::MakeTlsConnector::new).map_err(|e| e.to_string())
+    fn connector(&self) -> std::result::Result<native_tls::TlsConnector, String> {
+        self.made
+            .get_or_init(|| {
+                let mut b = native_tls::TlsConnector::builder();
+                match self.mode {
+                    TlsMode::Disable | TlsMode::Prefer | TlsMode::Require => {
+                        b.danger_accept_invalid_certs(true);
+                    }
+                    TlsMode::VerifyCa => {
+                        b.danger_accept_invalid_hostnames(true);
+                    }
+                    TlsMode::VerifyFull => {}
+                }
+                if let Some(pem) = &self.root {
+                    let cert = native_tls::Certificate::from_pem(pem).map_err(|e| format!("sslrootcert: {e}"))?;
+                    b.add_root_certificate(cert);
+                }
+                b.build().map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+}
+
+/// TLS for a connection, made only once the server said it takes TLS.
+struct LazyTls(Tls);
+
+struct LazyConnect {
+    tls: Tls,
+    domain: String,
+}
+
+impl MakeTlsConnect<Socket> for LazyTls {
+    type Stream = postgres_native_tls::TlsStream<Socket>;
+    type TlsConnect = LazyConnect;
+    type Error = std::convert::Infallible;
+
+    fn make_tls_connect(&mut self, domain: &str) -> std::result::Result<LazyConnect, Self::Error> {
+        Ok(LazyConnect { tls: self.0.clone(), domain: domain.to_owned() })
+    }
+}
+
+impl TlsConnect<Socket> for LazyConnect {
+    type Stream = postgres_native_tls::TlsStream<Socket>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = std::result::Result<Self::Stream, Self::Error>> + Send>>;
+
+    fn connect(self, stream: Socket) -> Self::Future {
+        let made = self.tls.connector();
+        Box::pin(async move {
+            let c = postgres_native_tls::TlsConnector::new(made?, &self.domain);
+            TlsConnect::<Socket>::connect(c, stream).await.map_err(Into::into)
+        })
     }
 }
 
@@ -163,13 +208,19 @@ impl Target {
         // waiting for TCP's retransmissions for a quarter of an hour.
         config.tcp_user_timeout(TCP_USER_TIMEOUT);
         config.application_name("q");
-        Ok(Target { config, tls: Tls { mode, root }, schema, queue, shown })
+        if let Some(pem) = &root {
+            native_tls::Certificate::from_pem(pem).map_err(|e| bad(&shown, format!("TLS: sslrootcert: {e}")))?;
+        }
+        Ok(Target { config, tls: Tls { mode, root, made: Default::default() }, schema, queue, shown })
     }
 
     /// A new connection.
     pub fn connect(&self) -> Result<Client> {
-        let tls = self.tls.connector().map_err(|e| Error::new(Kind::Data, format!("queue {}: TLS: {e}", self.shown)))?;
-        self.config.connect(tls).map_err(|e| unreachable(&self.shown, &e))
+        match self.tls.mode {
+            TlsMode::Disable => self.config.connect(postgres::NoTls),
+            _ => self.config.connect(LazyTls(self.tls.clone())),
+        }
+        .map_err(|e| unreachable(&self.shown, &e))
     }
 }
 
