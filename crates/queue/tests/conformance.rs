@@ -248,7 +248,7 @@ fn revised(b: &dyn q_queue::Backend, id: &str, changes: serde_json::Value) -> (u
     let e = b.locate(id).unwrap().unwrap();
     let (e, job) = b.job(&e).unwrap().unwrap();
     let line = q_queue::job::merge(&job.to_line(), changes.as_object().unwrap().clone());
-    (e.c.map_or(0, |c| c.attempt), job.revised(&line, q_queue::time::now_ms()).unwrap())
+    (e.c.map_or(0, |c| c.attempt), job.revised(&line, q_queue::time::now_ms(), &Default::default()).unwrap())
 }
 
 /// Revise a queued job: a pending one takes its new place in the order and
@@ -321,6 +321,79 @@ fn revising_dependencies() {
     });
 }
 
+/// Revising `key` runs the dedupe rule again: a key another unfinished job
+/// holds is refused (75, naming it, nothing changed); a changed or removed
+/// key is free at once for a push; a key whose holder ended can be taken.
+#[test]
+fn revising_a_key() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["a"], "key": "k1", "priority": 1}), json!({"cmd": ["b"], "key": "k2"})]);
+        let (a, bj) = (&ids[0], &ids[1]);
+        let key_of = |id: &str| {
+            let e = b.locate(id).unwrap().unwrap();
+            b.job(&e).unwrap().unwrap().1.key
+        };
+        let (seen, new) = revised(b, a, json!({"key": "k2"}));
+        let err = b.revise(a, seen, &new).unwrap_err();
+        assert_eq!(err.kind, Kind::Busy, "{}: {err}", fx.name);
+        assert!(err.to_string().contains(bj.as_str()), "{}: the holder is named: {err}", fx.name);
+        assert_eq!((key_of(a).as_deref(), b.locate(a).unwrap().unwrap().state), (Some("k1"), State::Pending), "{}: nothing changed", fx.name);
+        // Its own key again is no conflict; a new one frees the old.
+        let (seen, new) = revised(b, a, json!({"key": "k3", "name": "a3"}));
+        assert_eq!(b.revise(a, seen, &new).unwrap(), State::Pending, "{}", fx.name);
+        let again = fx.push(&[json!({"cmd": ["c"], "key": "k3"}), json!({"cmd": ["c"], "key": "k1"})]);
+        assert_eq!(again[0], *a, "{}: k3 is a's now: deduped", fx.name);
+        assert_ne!(again[1], *a, "{}: k1 is free: a new job", fx.name);
+        let c = again[1].clone();
+        assert_eq!(key_of(&c).as_deref(), Some("k1"), "{}", fx.name);
+        // Taken away: free too.
+        let (seen, new) = revised(b, a, json!({"key": null}));
+        b.revise(a, seen, &new).unwrap();
+        assert_eq!(key_of(a), None, "{}", fx.name);
+        let d = fx.push(&[json!({"cmd": ["d"], "key": "k3"})]).remove(0);
+        assert_ne!(d, *a, "{}: k3 is free", fx.name);
+        // A held job takes a key whose holder ended.
+        b.hold(a).unwrap();
+        let cl = b.claim(5, &opts(Liveness::Flock)).unwrap();
+        let held_b = cl.iter().find(|x| x.id == *bj).unwrap();
+        b.settle(&held_b.id, &held_b.token, Reason::Ok, &ok(), &so()).unwrap();
+        let (seen, new) = revised(b, a, json!({"key": "k2"}));
+        assert_eq!(b.revise(a, seen, &new).unwrap(), State::Held, "{}: b is done: k2 is free", fx.name);
+        assert_eq!(fx.push(&[json!({"cmd": ["e"], "key": "k2"})]), std::slice::from_ref(a), "{}: and a holds it", fx.name);
+    });
+}
+
+/// Revising `env_from`: switched to `"pusher"`, the job runs in the
+/// environment of whoever changed it (recorded as a push records it);
+/// switched to `"worker"`, in none recorded; unchanged, in its own.
+#[test]
+fn revising_env_from() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let id = fx.push(&[json!({"cmd": ["true"], "env_from": "worker"})]).remove(0);
+        let e = b.locate(&id).unwrap().unwrap();
+        let (e, job) = b.job(&e).unwrap().unwrap();
+        assert_eq!(job.env_ref, None, "{}", fx.name);
+        let env = Arc::new(std::collections::BTreeMap::from([("REVISED_BY".to_owned(), "me".to_owned())]));
+        let line = q_queue::job::merge(&job.to_line(), json!({"env_from": "pusher"}).as_object().unwrap().clone());
+        let new = job.revised(&line, q_queue::time::now_ms(), &env).unwrap();
+        b.revise(&id, e.c.map_or(0, |c| c.attempt), &new).unwrap();
+        // A change of something else keeps the recorded environment.
+        let (seen, new) = revised(b, &id, json!({"name": "n"}));
+        b.revise(&id, seen, &new).unwrap();
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        let r = c.job.env_ref.clone().expect("recorded");
+        assert_eq!(b.load_env(&r, None).unwrap(), *env, "{}", fx.name);
+        b.settle(&c.id, &c.token, Reason::Exit, &failed(), &so()).unwrap();
+        b.retry(&id).unwrap();
+        let (seen, new) = revised(b, &id, json!({"env_from": "worker"}));
+        b.revise(&id, seen, &new).unwrap();
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!((c.job.env_from, c.job.env_ref), (q_queue::job::EnvFrom::Worker, None), "{}", fx.name);
+    });
+}
+
 /// Revisions racing claims: for each job exactly one wins. A revision that
 /// was answered is what the claim took; one refused changed nothing (the
 /// claim took the old record); no job is lost or claimed twice.
@@ -352,7 +425,7 @@ fn a_revision_racing_a_claim_one_wins() {
                 continue;
             }
             let line = q_queue::job::merge(&job.to_line(), json!({"name": "new"}).as_object().unwrap().clone());
-            let new = job.revised(&line, q_queue::time::now_ms()).unwrap();
+            let new = job.revised(&line, q_queue::time::now_ms(), &Default::default()).unwrap();
             match b.revise(id, e.c.map_or(0, |c| c.attempt), &new) {
                 Ok(_) => answered.insert(id.clone(), true),
                 Err(err) => {
