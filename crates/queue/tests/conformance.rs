@@ -464,6 +464,21 @@ fn usage_totals_over_attempts() {
         }
         let u = b.usage(&id).unwrap();
         assert_eq!((u.attempts, u.wall_ms, u.cpu_user_ms, u.cpu_sys_ms, u.max_rss_kb), (2, 1_500, 15, 3, 300), "{}", fx.name);
+        // Both in one look: the same answers as each on its own, after an
+        // attempt and after an end without one (a retried job canceled).
+        let both = |id: &str| {
+            let (last, u) = b.last_result_and_usage(id);
+            (serde_json::to_value(last).unwrap(), u.unwrap())
+        };
+        let apart = |id: &str| (serde_json::to_value(b.last_result(id)).unwrap(), b.usage(id).unwrap());
+        assert_eq!(both(&id), apart(&id), "{}", fx.name);
+        assert_eq!(both(&id).0["reason"], "ok", "{}", fx.name);
+        b.retry(&id).unwrap();
+        b.cancel(&id).unwrap();
+        assert_eq!(both(&id), apart(&id), "{}", fx.name);
+        assert_eq!((both(&id).0["reason"].as_str(), both(&id).1.attempts), (Some("canceled"), 2), "{}", fx.name);
+        let fresh = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        assert_eq!(both(&fresh), (serde_json::Value::Null, q_queue::Usage::default()), "{}", fx.name);
     });
 }
 

@@ -1312,6 +1312,36 @@ impl Backend for PgQueue {
         }
         Ok(u)
     }
+    fn last_result_and_usage(&self, id: &str) -> (Option<ResultRecord>, Result<crate::record::Usage>) {
+        if let Err(e) = crate::id::check_id(id) {
+            return (None, Err(e));
+        }
+        // One round trip: every ended attempt's result, and the end record.
+        let r = match self.row(
+            "SELECT (SELECT jsonb_agg(result ORDER BY attempt) FROM {s}.attempt WHERE queue = $1 AND id = $2 AND result IS NOT NULL),
+                    (SELECT rec FROM {s}.ended WHERE queue = $1 AND id = $2)",
+            &[&self.t.queue, &id],
+        ) {
+            Ok(Some(r)) => r,
+            Ok(None) => return (None, Ok(crate::record::Usage::default())),
+            Err(e) => return (None, Err(e)),
+        };
+        let results: Vec<ResultRecord> = match r.get::<_, Option<Value>>(0) {
+            Some(Value::Array(v)) => v.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect(),
+            _ => Vec::new(),
+        };
+        let mut u = crate::record::Usage::default();
+        for rec in &results {
+            u.add(rec);
+        }
+        let end: Option<ResultRecord> = r.get::<_, Option<Value>>(1).and_then(|v| serde_json::from_value(v).ok());
+        let last = match (results.into_iter().last(), end) {
+            (Some(l), Some(e)) => Some(if e.attempt >= l.attempt { e } else { l }),
+            (l, e) => e.or(l),
+        };
+        (last, Ok(u))
+    }
+
 
     fn request(&self, id: &str, ask: crate::record::Ask) -> Result<State> {
         crate::id::check_id(id)?;
