@@ -396,13 +396,14 @@ fn revising_env_from() {
 
 /// Revisions racing claims: for each job exactly one wins. A revision that
 /// was answered is what the claim took; one refused changed nothing (the
-/// claim took the old record); no job is lost or claimed twice.
+/// claim took the old record); no job is lost or claimed twice; the key
+/// the job holds is its claimed record's (the other is free).
 #[test]
 fn a_revision_racing_a_claim_one_wins() {
     each(|fx| {
         let b = Arc::clone(&fx.b);
         let n = 40;
-        let lines: Vec<_> = (0..n).map(|_| json!({"cmd": ["true"], "name": "old"})).collect();
+        let lines: Vec<_> = (0..n).map(|i| json!({"cmd": ["true"], "name": "old", "key": format!("old-{i}")})).collect();
         let ids = fx.push(&lines);
         let claimer = {
             let b = Arc::clone(&b);
@@ -424,7 +425,8 @@ fn a_revision_racing_a_claim_one_wins() {
                 answered.insert(id.clone(), false);
                 continue;
             }
-            let line = q_queue::job::merge(&job.to_line(), json!({"name": "new"}).as_object().unwrap().clone());
+            let i = ids.iter().position(|x| x == id).unwrap();
+            let line = q_queue::job::merge(&job.to_line(), json!({"name": "new", "key": format!("new-{i}")}).as_object().unwrap().clone());
             let new = job.revised(&line, q_queue::time::now_ms(), &Default::default()).unwrap();
             match b.revise(id, e.c.map_or(0, |c| c.attempt), &new) {
                 Ok(_) => answered.insert(id.clone(), true),
@@ -442,6 +444,12 @@ fn a_revision_racing_a_claim_one_wins() {
             let changed = answered.get(id).copied().unwrap_or(false);
             assert_eq!(name.as_deref(), Some(if changed { "new" } else { "old" }), "{}: job {id}: the claim took the record the answer implies", fx.name);
             wins += usize::from(changed);
+            // The key the running job holds is the one of its record.
+            let i = ids.iter().position(|x| x == id).unwrap();
+            let (held, free) = if changed { ("new", "old") } else { ("old", "new") };
+            let again = fx.push(&[json!({"cmd": ["true"], "key": format!("{held}-{i}")}), json!({"cmd": ["true"], "key": format!("{free}-{i}")})]);
+            assert_eq!(again[0], *id, "{}: job {id} holds its {held} key", fx.name);
+            assert_ne!(again[1], *id, "{}: job {id}'s {free} key is free", fx.name);
         }
         eprintln!("{}: {wins} of {n} revisions won their race", fx.name);
     });
