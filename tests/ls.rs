@@ -79,17 +79,17 @@ fn the_table_lines_up_every_column() {
     let text: String = rows.iter().map(|r| r.iter().collect::<String>() + "\n").collect();
     let cols = columns(&rows[0]);
     let heads: Vec<&str> = cols.iter().map(|(h, _, _)| h.as_str()).collect();
-    assert_eq!(heads, ["ID", "STATE", "PRI", "TRY", "WHEN", "TOOK", "INFO", "NAME", "COMMAND"], "{text}");
+    assert_eq!(heads, ["ID", "STATE", "PRI", "TRY", "WHEN", "TOOK", "CPU", "RSS", "INFO", "NAME", "COMMAND"], "{text}");
     let at = |h: &str| cols.iter().find(|c| c.0 == h).map(|c| (c.1, c.2)).unwrap();
     assert_eq!(rows.len(), 1 + ids.len(), "one row per job:\n{text}");
     for row in &rows[1..] {
         for (h, start, _) in &cols {
-            if ["PRI", "TRY", "TOOK"].contains(&h.as_str()) {
+            if ["PRI", "TRY", "TOOK", "CPU", "RSS"].contains(&h.as_str()) {
                 continue;
             }
             assert!(*start == 0 || row.get(start - 1) == Some(&' '), "column {h} starts at {start} in every row:\n{text}");
         }
-        for h in ["PRI", "TRY", "TOOK"] {
+        for h in ["PRI", "TRY", "TOOK", "CPU", "RSS"] {
             let (_, end) = at(h);
             assert!(row.get(end).is_none_or(|c| *c == ' '), "column {h} ends at {end} in every row:\n{text}");
         }
@@ -258,4 +258,40 @@ fn on_a_terminal_the_table_fits_its_width() {
     assert!(rows.iter().any(|r| r.contains("long") && r.ends_with('…')), "{rows:#?}");
     let screen = s.parser.lock().unwrap().screen().clone();
     assert!((0..20).all(|i| !screen.row_wrapped(i)), "{rows:#?}");
+}
+
+/// The table shows a job's usage over its life, as `--json`'s `usage`
+/// does: TOOK the wall time of its attempts together (not only the last
+/// one's), CPU their user and system time, RSS the highest peak. A listing
+/// with no measured attempt has no CPU or RSS column.
+#[test]
+fn the_table_shows_usage_over_a_jobs_life() {
+    let q = QDir::new();
+    q.push(&["--delay", "1h", "--", "true"]);
+    let heads = |rows: &[Vec<char>]| columns(&rows[0]).into_iter().map(|c| c.0).collect::<Vec<String>>();
+    assert!(!heads(&table(&q, &[])).iter().any(|h| h == "CPU" || h == "RSS"), "nothing ran yet");
+
+    // Attempt 1 fails after 0.3 s, attempt 2 succeeds after 0.3 s.
+    let id = q.push(&["--attempts", "2", "--backoff", "10ms", "--sh", "sleep 0.3; [ \"$Q_ATTEMPT\" = 2 ]"]);
+    for _ in 0..2 {
+        wait_until("the job is due", Duration::from_secs(20), || q.run("q-ls", &["--counts"]).lines()[0]["ready"] == 1);
+        q.run("q-run", &["--once"]);
+    }
+    let j = q.job(&id);
+    assert_eq!((j["state"].as_str(), j["usage"]["attempts"].as_u64()), (Some("done"), Some(2)), "{j}");
+    let u = &j["usage"];
+    let rows = table(&q, &["--all"]);
+    let text: String = rows.iter().map(|r| r.iter().collect::<String>() + "\n").collect();
+    let cols = columns(&rows[0]);
+    assert_eq!(heads(&rows), ["ID", "STATE", "PRI", "TRY", "WHEN", "TOOK", "CPU", "RSS", "INFO", "COMMAND"], "{text}");
+    let at = |h: &str| cols.iter().find(|c| c.0 == h).map(|c| (c.1, c.2)).unwrap();
+    let row = rows.iter().find(|r| r.iter().collect::<String>().starts_with(&id[id.len() - 6..])).unwrap();
+    let took = cell(row, at("TOOK"), true);
+    let wall = u["wall_ms"].as_u64().unwrap();
+    assert!(wall >= 600 && wall > j["result"]["duration_ms"].as_u64().unwrap(), "both attempts: {j}");
+    assert_eq!(took, q_queue::time::human_duration(wall), "TOOK is the total:\n{text}");
+    let cpu = u["cpu_user_ms"].as_u64().unwrap() + u["cpu_sys_ms"].as_u64().unwrap();
+    assert_eq!(cell(row, at("CPU"), true), q_queue::time::human_duration(cpu), "{text}");
+    assert_eq!(cell(row, at("RSS"), true), q::table::human_kb(u["max_rss_kb"].as_u64().unwrap()), "{text}");
+    assert!(u["max_rss_kb"].as_u64().unwrap() > 0, "{j}");
 }

@@ -696,7 +696,7 @@ fn export_and_import_round_trip_dir_postgres_dir() {
 }
 
 /// Reaching a job on PostgreSQL: q-ctl signal and restart through the
-/// attempt's requests, set on a queued job, usage in q-ls.
+/// attempt's requests, set on a queued job (its key too), usage in q-ls.
 #[test]
 fn serial_reach_a_job_on_postgres() {
     let (q, _) = pg_queue(None);
@@ -711,6 +711,19 @@ fn serial_reach_a_job_on_postgres() {
     assert_eq!(o.lines()[0]["changed"], serde_json::json!(["name", "priority"]));
     let j = q.job(&held);
     assert_eq!((j["state"].as_str(), j["priority"].as_i64(), j["name"].as_str()), (Some("held"), Some(4), Some("edited")), "{j}");
+    // A key another unfinished job holds is refused, naming it; a changed
+    // key frees the old one.
+    let keyed = q.push(&["--key", "k1", "--", "true"]);
+    let o = q.run("q-ctl", &["set", &held, "--key", "k1"]);
+    o.expect_code(75);
+    assert!(o.stderr.contains(&format!("\"k1\" is held by job {keyed} (pending)")), "{}", o.stderr);
+    q.run("q-ctl", &["set", &keyed, "--key", "k2"]).ok();
+    let deduped = |key: &str| {
+        let o = q.run("q-push", &["--key", key, "--", "true"]);
+        (o.lines()[0]["id"].as_str().unwrap().to_owned(), o.lines()[0]["deduped"].as_bool().unwrap())
+    };
+    assert_eq!(deduped("k2"), (keyed.clone(), true));
+    assert!(!deduped("k1").1, "k1 is free");
     let mut c = q.cmd("q-run");
     c.args(["--exit-on-idle"]).stdout(std::process::Stdio::null());
     let mut worker = Proc::spawn(c);

@@ -124,13 +124,15 @@ fn ctl_set_changes_a_queued_job() {
 }
 
 /// `q-ctl edit` opens the job's JSON in $EDITOR: an edit is applied as a
-/// push validates it; a bad edit (an unknown field, a changed `key`, an
-/// unknown dependency, not JSON) changes nothing and says why; a file that
+/// push validates it; a bad edit (an unknown field, a key another job
+/// holds, an unknown dependency, not JSON) changes nothing and says why; a file that
 /// is not a job is kept; no edit, no change.
 #[test]
 fn ctl_edit_applies_a_valid_edit_and_refuses_a_bad_one() {
     let q = QDir::new();
     let id = q.push(&["--name", "before", "--", "echo", "hi"]);
+    let holder = q.push(&["--key", "k", "--", "true"]);
+    let held_by = format!("field \"key\": \"k\" is held by job {holder} (pending)");
     let editor = |q: &QDir, script: &str| {
         let p = q.path().join("editor");
         std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
@@ -151,7 +153,7 @@ fn ctl_edit_applies_a_valid_edit_and_refuses_a_bad_one() {
 
     for (script, code, why) in [
         (r#"sed -i 's/"name"/"nmae"/' "$1""#, 65, "unknown field \"nmae\""),
-        (r#"sed -i 's/^{/{"key":"k",/' "$1""#, 65, "field \"key\": cannot be changed"),
+        (r#"sed -i 's/^{/{"key":"k",/' "$1""#, 75, &held_by),
         (r#"sed -i 's/^{/{"after":["01J00000000000000000000000"],/' "$1""#, 66, "field \"after\": no such job"),
         (r#"echo '{not json' > "$1""#, 65, "not JSON"),
         ("exit 3", 65, "failed"),
@@ -192,6 +194,113 @@ fn ctl_set_crash_leaves_the_job_held_never_lost() {
         q.run("q-ctl", &["set", &id, "--name", "again"]).ok();
         assert_eq!(q.job(&id)["name"], "again");
         assert_eq!(q.state(&id), "pending");
+    }
+}
+
+/// Whether a push with `key` is deduped, and against which job.
+fn push_key(q: &QDir, key: &str) -> (String, bool) {
+    let o = q.run("q-push", &["--key", key, "--", "true"]);
+    o.ok();
+    let l = &o.lines()[0];
+    (l["id"].as_str().unwrap().to_owned(), l["deduped"].as_bool().unwrap())
+}
+
+/// `q-ctl set --key` and `--no-key` run the dedupe rule again: a key
+/// another unfinished job holds is refused (75, naming that job; nothing
+/// changed); a new key frees the old one at once; `q-ctl edit` takes a key
+/// away as well; a key whose holder ended can be taken.
+#[test]
+fn ctl_set_key_runs_the_dedupe_rule() {
+    let q = QDir::new();
+    let a = q.push(&["--key", "k1", "--name", "a", "--", "true"]);
+    let b = q.push(&["--key", "k2", "--", "true"]);
+    let o = q.run("q-ctl", &["set", &a, "--key", "k2", "--name", "changed"]);
+    o.expect_code(75);
+    assert!(o.stderr.contains(&format!("field \"key\": \"k2\" is held by job {b} (pending): nothing changed")), "{}", o.stderr);
+    assert_eq!(q.job(&a)["name"], "a", "nothing changed");
+    assert_eq!(push_key(&q, "k1"), (a.clone(), true), "a still holds k1");
+
+    let o = q.run("q-ctl", &["set", &a, "--key", "k3"]);
+    o.ok();
+    assert_eq!(o.lines()[0]["changed"], serde_json::json!(["key"]), "{}", o.stdout);
+    assert_eq!(push_key(&q, "k3"), (a.clone(), true), "a holds k3");
+    let (c, deduped) = push_key(&q, "k1");
+    assert!(!deduped && c != a, "k1 is free: a new job");
+
+    let o = q.run("q-ctl", &["set", &a, "--no-key"]);
+    o.ok();
+    assert_eq!(o.lines()[0]["changed"], serde_json::json!(["key"]), "{}", o.stdout);
+    assert!(!push_key(&q, "k3").1, "k3 is free");
+    q.run("q-ctl", &["set", &a, "--key", "x", "--no-key"]).expect_code(2);
+
+    // edit: the key's line deleted, or a key another job holds.
+    let edit = |id: &str, script: &str| {
+        let p = q.path().join("editor");
+        std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut cmd = q.cmd("q-ctl");
+        cmd.args(["edit", id]).env("EDITOR", &p).env_remove("VISUAL");
+        run_cmd(cmd, None)
+    };
+    let o = edit(&c, r#"sed -i '/"key"/d' "$1""#);
+    o.ok();
+    assert_eq!(o.lines()[0]["changed"], serde_json::json!(["key"]), "{}", o.stdout);
+    assert!(!push_key(&q, "k1").1, "k1 is free");
+
+    // The holder of k2 ends: its key can be taken.
+    q.run("q-ctl", &["cancel", &b]).ok();
+    q.run("q-ctl", &["set", &a, "--key", "k2"]).ok();
+    assert_eq!(push_key(&q, "k2"), (a.clone(), true));
+}
+
+/// `q-ctl set --env-from pusher` records the environment of the `q-ctl`
+/// caller, as a push records its pusher's: the job runs in it; `worker`
+/// drops it again.
+#[test]
+fn ctl_set_env_from_records_the_callers_environment() {
+    let q = QDir::new();
+    let out = q.path().join("out");
+    let id = q.push(&["--env-from", "worker", "--sh", &format!("echo \"${{MARK-unset}}\" >> {}", out.display())]);
+    let mut c = q.cmd("q-ctl");
+    c.args(["set", &id, "--env-from", "pusher"]).env("MARK", "from-ctl");
+    let o = run_cmd(c, None);
+    o.ok();
+    assert_eq!(o.lines()[0]["changed"], serde_json::json!(["env_from"]), "{}", o.stdout);
+    q.run("q-run", &["--once"]).ok();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "from-ctl\n", "the job ran in the caller's environment");
+    q.run("q-ctl", &["retry", &id]).ok();
+    q.run("q-ctl", &["set", &id, "--env-from", "worker"]).ok();
+    let mut w = q.cmd("q-run");
+    w.arg("--once").env("MARK", "from-worker");
+    run_cmd(w, None).ok();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "from-ctl\nfrom-worker\n", "the worker's environment");
+}
+
+/// A crash of `q-ctl set --key` between its steps leaves one holder per
+/// key: after the new key's record, the job still holds its old key (the
+/// new one is free); after the exchange, the new key (the old one is
+/// free). Either way q-gc drops the record that names the job for a key it
+/// does not hold.
+#[test]
+fn ctl_set_key_crash_leaves_one_holder_per_key() {
+    for (site, holds, free) in [("revise.after_key", "old", "new"), ("revise.after_exchange", "new", "old")] {
+        let q = QDir::new();
+        let id = q.push(&["--key", "old", "--", "true"]);
+        let mut c = q.cmd("q-ctl");
+        c.args(["set", &id, "--key", "new"]).env("Q_FAILPOINTS", site);
+        let o = run_cmd(c, None);
+        assert_eq!(o.code(), 134, "{site}: aborted: {}", o.stderr);
+        assert_eq!(q.state(&id), "held", "{site}");
+        // The record that names the job for the key it does not hold is stale.
+        let o = q.run("q-gc", &[]);
+        o.ok();
+        assert_eq!(o.lines().iter().filter(|l| l["action"] == "prune-key").count(), 1, "{site}: {}", o.stdout);
+        assert_eq!(push_key(&q, holds), (id.clone(), true), "{site}: the job holds {holds:?}");
+        let (other, deduped) = push_key(&q, free);
+        assert!(!deduped && other != id, "{site}: {free:?} is free");
+        assert_eq!(push_key(&q, free), (other, true), "{site}: and now the new job's");
+        q.run("q-ctl", &["release", &id]).ok();
+        assert_eq!(push_key(&q, holds), (id.clone(), true), "{site}: released, it still holds {holds:?}");
     }
 }
 

@@ -31,7 +31,7 @@ const TOOL: &str = "q-ctl";
     version,
     about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, change queued ones, signal, stop, resume or restart running ones, settle a claim by hand, move jobs to another queue",
     long_about = "Change the state of a q queue or of its jobs. Job ids come from the arguments, or from stdin when none are given (bare ids or JSON lines with an \"id\" field, so `q-ls ... | q-ctl retry` works). Prints one {\"type\":\"ctl\",...} JSON line per job acted on (`was`: the state it was found in, `state`: the state now); ack and nack print the job's `result` line. An unknown id is reported (exit 66) and the other ids are still handled. An ID on the command line may also be a unique suffix or prefix of at least 6 characters, or the name of a unique unfinished job (ambiguous: exit 66, listing the candidates); an id in JSON is exact only.",
-    after_help = "Examples:\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl signal \"$id\" USR1              # SIGUSR1 to the running job's process group, wherever it runs\n  q-ctl export | Q_DIR=postgres://db/jobs q-ctl import   # move the queued jobs to another queue"
+    after_help = "Examples:\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl signal \"$id\" USR1              # SIGUSR1 to the running job's process group, wherever it runs\n  q-ctl set \"$id\" --key nightly        # dedupe key: refused (75) while another unfinished job holds it\n  q-ctl export | Q_DIR=postgres://db/jobs q-ctl import   # move the queued jobs to another queue"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -171,6 +171,16 @@ struct SetArgs {
     /// Run only after job ID is done (repeatable): the new list of dependencies
     #[arg(long, value_name = "ID")]
     after: Vec<String>,
+    /// The dedupe key: refused (75) while another unfinished job holds it;
+    /// the old key is free at once
+    #[arg(long, value_name = "KEY", conflicts_with = "no_key")]
+    key: Option<String>,
+    /// Take the job's dedupe key away (a later push with it is not deduped against this job)
+    #[arg(long)]
+    no_key: bool,
+    /// pusher: run in your environment, recorded now as q-push records it; worker: in the worker's
+    #[arg(long, value_name = "FROM", value_parser = ["pusher", "worker"])]
+    env_from: Option<String>,
 }
 
 impl SetArgs {
@@ -197,6 +207,8 @@ impl SetArgs {
         put("attempts", self.attempts.map(Value::from));
         put("backoff", self.backoff.clone().map(Value::from));
         put("after", (!after.is_empty()).then(|| Value::from(after)));
+        put("key", self.key.clone().map(Value::from).or_else(|| self.no_key.then_some(Value::Null)));
+        put("env_from", self.env_from.clone().map(Value::from));
         Ok(m)
     }
 }
@@ -283,7 +295,7 @@ fn run(a: Args) -> Result<u8> {
         Cmd::Set(s) => {
             let changes = s.changes(&a.common.open_existing()?)?;
             if changes.is_empty() {
-                bail!(q_queue::Error::new(Kind::Data, "nothing to change: give --priority, --at, --delay, --name, --timeout, --attempts, --backoff or --after"));
+                bail!(q_queue::Error::new(Kind::Data, "nothing to change: give --priority, --at, --delay, --name, --timeout, --attempts, --backoff, --after, --key, --no-key or --env-from"));
             }
             revise_one(&a.common, &s.id, "set", |line| Ok(Some(q_queue::job::merge(line, changes))))
         }
@@ -381,10 +393,13 @@ fn revise_one(common: &Common, id: &str, action: &str, change: impl FnOnce(&serd
         out::line(&json!({"type": "ctl", "action": action, "id": id, "was": found.state.as_str(), "state": found.state.as_str(), "changed": []}))?;
         return Ok(exit::OK);
     };
-    let new = job.revised(&new_line, time::now_ms())?;
+    // Switched to env_from "pusher", the job takes this environment, as a
+    // push would record it.
+    let env = crate::push::context(common)?.env;
+    let new = job.revised(&new_line, time::now_ms(), &env)?;
     let old = serde_json::to_value(&job)?;
     let now = serde_json::to_value(&new.job)?;
-    let mut changed: Vec<&str> = old.as_object().into_iter().chain(now.as_object()).flat_map(|o| o.keys().map(String::as_str)).filter(|k| old.get(k) != now.get(k)).collect();
+    let mut changed: Vec<&str> = old.as_object().into_iter().chain(now.as_object()).flat_map(|o| o.keys().map(String::as_str)).filter(|k| old.get(k) != now.get(k) && *k != "env_ref").collect();
     changed.sort_unstable();
     changed.dedup();
     if found.run_at_ms != Some(new.run_at_ms) && !changed.contains(&"run_at") {

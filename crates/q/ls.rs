@@ -236,7 +236,8 @@ pub fn counts_text(v: &Value) -> String {
 
 /// The `job` record of an entry whose job file was read.
 fn entry_json(q: &Queue, e: &Entry, job: q_queue::Job) -> Value {
-    let last = q.last_result(&e.id);
+    // One look for both: a listing of many jobs reads each result once.
+    let (last, usage) = q.last_result_and_usage(&e.id);
     let attempt = e.c.map(|c| c.attempt).or(last.as_ref().map(|r| r.attempt)).unwrap_or(0);
     let failures = e.c.map(|c| c.failures).or(last.as_ref().map(|r| r.failures)).unwrap_or(0);
     let mut v = json!({
@@ -276,15 +277,11 @@ fn entry_json(q: &Queue, e: &Entry, job: q_queue::Job) -> Value {
     if let Some(r) = last {
         v["result"] = serde_json::to_value(r).unwrap_or(Value::Null);
     }
-    usage_json(q, e, attempt, &mut v);
-    v
-}
-
-/// The `usage` totals over a job's ended attempts (none before its first).
-fn usage_json(q: &Queue, e: &Entry, attempt: u32, v: &mut Value) {
+    // The totals over its ended attempts (none before its first).
     if attempt > 0
-        && let Ok(u) = q.usage(&e.id)
+        && let Ok(u) = usage
     {
         v["usage"] = serde_json::to_value(u).unwrap_or(Value::Null);
     }
+    v
 }

@@ -195,7 +195,9 @@ fn defaults(a: &Args, after: Vec<String>) -> Result<Map<String, Value>> {
     Ok(m)
 }
 
-fn context(common: &Common) -> Result<PushContext> {
+/// The pusher's working directory and environment (recorded for
+/// `env_from: pusher`, without a database password), and the time.
+pub(crate) fn context(common: &Common) -> Result<PushContext> {
     // A database queue's password is never recorded with a job.
     let db = matches!(common.location(), q_queue::Location::Postgres(_));
     let cwd = std::env::current_dir().context("cannot read the current directory")?;

@@ -44,6 +44,22 @@ const GAP: u16 = 2;
 /// The most a flexible column but the last takes before it is cut.
 const FLEX_MAX: u16 = 24;
 
+/// A size in KiB for people, in binary units as ps and top show it:
+/// `900K`, `1.5M`, `12M`, `2.0G`.
+pub fn human_kb(kb: u64) -> String {
+    const UNITS: [&str; 3] = ["M", "G", "T"];
+    if kb < 1024 {
+        return format!("{kb}K");
+    }
+    let mut v = kb as f64 / 1024.0;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if v < 10.0 { format!("{v:.1}{}", UNITS[i]) } else { format!("{v:.0}{}", UNITS[i]) }
+}
+
 /// The lines of a table (heading first), each at most `width` columns when
 /// a width is given; without one (not a terminal) nothing is cut.
 pub fn render(cols: &[Col], rows: &[Vec<String>], width: Option<usize>) -> Vec<String> {
@@ -221,6 +237,12 @@ pub fn unique_suffixes(ids: &[&str], among: &[&str]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_in_binary_units() {
+        let got: Vec<String> = [0, 900, 1023, 1024, 1536, 12 * 1024, 1024 * 1024 * 2].into_iter().map(human_kb).collect();
+        assert_eq!(got, ["0K", "900K", "1023K", "1.0M", "1.5M", "12M", "2.0G"]);
+    }
 
     #[test]
     fn suffixes_are_the_shortest_that_differ() {

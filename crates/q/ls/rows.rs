@@ -1,7 +1,8 @@
 //! `q-ls`'s table: one row per job, in the order the jobs run (running ones
 //! by start, pending ones in claim order — ready ones first — waiting, held,
 //! then finished ones by when they ended), built from the same `job` records
-//! that `--json` prints.
+//! that `--json` prints: a job's usage over its life (TOOK, CPU, RSS) is
+//! their `usage`, found with the job's last result in one look.
 
 use crate::table::{self, Col};
 use q_queue::{Entry, Job, State, time};
@@ -14,13 +15,15 @@ pub struct Listed {
     pub v: Value,
 }
 
-const COLS: [Col; 9] = [
+const COLS: [Col; 11] = [
     Col::fixed("ID"),
     Col::fixed("STATE"),
     Col::right("PRI"),
     Col::right("TRY"),
     Col::fixed("WHEN"),
     Col::right("TOOK"),
+    Col::right("CPU"),
+    Col::right("RSS"),
     Col::fixed("INFO"),
     Col::flexible("NAME"),
     Col::flexible("COMMAND"),
@@ -28,24 +31,30 @@ const COLS: [Col; 9] = [
 
 /// The lines of the table (heading first) for these jobs, at a terminal's
 /// width (`None`: nothing is cut); each id is shown by its shortest suffix
-/// that no job of `among` (the queue's) shares.
+/// that no job of `among` (the queue's) shares. NAME is left out when no
+/// job has a name, CPU and RSS when no attempt was measured.
 pub fn table(mut rows: Vec<Listed>, among: &[&str], now: i64, width: Option<usize>) -> Vec<String> {
     rows.sort_by_cached_key(|r| place(&r.entry, &r.v, now));
     let ids: Vec<&str> = rows.iter().map(|r| r.entry.id.as_str()).collect();
     let short = table::unique_suffixes(&ids, among);
     let cells: Vec<Vec<String>> = rows.iter().zip(short).map(|(r, id)| row(r, id, now)).collect();
     let named = rows.iter().any(|r| r.job.name.is_some());
-    let cols: Vec<Col> = COLS.iter().copied().filter(|c| named || c.head != "NAME").collect();
-    let cells: Vec<Vec<String>> = cells
-        .into_iter()
-        .map(|mut r| {
-            if !named {
-                r.remove(7);
-            }
-            r
-        })
-        .collect();
+    let measured = rows.iter().any(|r| measured(&r.v).is_some());
+    let keep = |c: &Col| match c.head {
+        "NAME" => named,
+        "CPU" | "RSS" => measured,
+        _ => true,
+    };
+    let cols: Vec<Col> = COLS.iter().copied().filter(keep).collect();
+    let cells: Vec<Vec<String>> = cells.into_iter().map(|r| r.into_iter().zip(COLS.iter()).filter(|(_, c)| keep(c)).map(|(s, _)| s).collect()).collect();
     table::render(&cols, &cells, width)
+}
+
+/// The `usage` of a job's record, if an attempt of it was measured (a
+/// runner records its peak RSS; an attempt settled by hand has none).
+fn measured(v: &Value) -> Option<&Value> {
+    let u = &v["usage"];
+    (u["max_rss_kb"].as_u64().unwrap_or(0) > 0).then_some(u)
 }
 
 /// Where a job's row goes: its group, then its order within the group.
@@ -73,6 +82,16 @@ fn row(l: &Listed, id: String, now: i64) -> Vec<String> {
         _ => attempt.to_string(),
     };
     let r = &v["result"];
+    // Over the job's life: wall time and CPU of its ended attempts
+    // together, and the highest peak RSS.
+    let total = v["usage"]["wall_ms"].as_u64().filter(|w| *w > 0);
+    let (cpu, rss) = match measured(v) {
+        Some(u) => (
+            time::human_duration(u["cpu_user_ms"].as_u64().unwrap_or(0) + u["cpu_sys_ms"].as_u64().unwrap_or(0)),
+            table::human_kb(u["max_rss_kb"].as_u64().unwrap_or(0)),
+        ),
+        None => (String::new(), String::new()),
+    };
     let (when, took, info) = match e.state {
         State::Running => {
             let since = ms(&v["started_at"]).or(ms(&v["claimed_at"]));
@@ -94,17 +113,17 @@ fn row(l: &Listed, id: String, now: i64) -> Vec<String> {
                 // A retry: how the last attempt ended.
                 info = format!("{info} (was {last})");
             }
-            (due.map(table::local_time), None, info)
+            (due.map(table::local_time), total.map(time::human_duration), info)
         }
-        State::Held => (ms(&v["run_at"]).map(table::local_time), None, String::new()),
+        State::Held => (ms(&v["run_at"]).map(table::local_time), total.map(time::human_duration), String::new()),
         State::Waiting => {
             let after: Vec<&str> = v["after"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             let after: Vec<String> = after.iter().map(|a| a[a.len().saturating_sub(table::MIN_SUFFIX)..].to_owned()).collect();
-            (None, None, format!("after {}", after.join(" ")))
+            (None, total.map(time::human_duration), format!("after {}", after.join(" ")))
         }
         _ => (
             ms(&r["finished_at"]).map(table::local_time),
-            r["duration_ms"].as_u64().map(time::human_duration),
+            total.or(r["duration_ms"].as_u64()).map(time::human_duration),
             table::how(r),
         ),
     };
@@ -115,6 +134,8 @@ fn row(l: &Listed, id: String, now: i64) -> Vec<String> {
         tries,
         when.unwrap_or_default(),
         took.unwrap_or_default(),
+        cpu,
+        rss,
         info,
         s("name"),
         table::command(&l.job),

@@ -215,6 +215,12 @@ pub trait Backend: Send + Sync {
     // Usage.
     /// The totals of a job's ended attempts (wall time, CPU, peak RSS).
     fn usage(&self, id: &str) -> Result<Usage>;
+    /// A job's latest outcome (`last_result`) and the totals of its ended
+    /// attempts (`usage`) together, as a listing shows each job: a backend
+    /// may find both in one look.
+    fn last_result_and_usage(&self, id: &str) -> (Option<ResultRecord>, Result<Usage>) {
+        (self.last_result(id), self.usage(id))
+    }
 
     // Slots and group limits (`crate::slots`).
     /// Where this host keeps the lock files of the queue's slots.

@@ -262,6 +262,13 @@ impl Backend for Queue {
         crate::id::check_id(id)?;
         Ok(Queue::usage(self, id))
     }
+    fn last_result_and_usage(&self, id: &str) -> (Option<ResultRecord>, Result<Usage>) {
+        if let Err(e) = crate::id::check_id(id) {
+            return (None, Err(e));
+        }
+        let (last, u) = Queue::last_result_and_usage(self, id);
+        (last, Ok(u))
+    }
     fn slot_dir(&self) -> std::path::PathBuf {
         // Per host: a queue directory on a network file system is served
         // by several hosts, each with its own slots.

@@ -289,8 +289,8 @@ impl Gc<'_> {
         }
     }
 
-    /// Dedupe-key records naming jobs that finished (or never appeared) are
-    /// dropped, under the key's lock (a pusher holds it while it pushes). Key
+    /// Dedupe-key records naming jobs that finished (or never appeared), or
+    /// whose key was changed since, are dropped, under the key's lock (a pusher holds it while it pushes). Key
     /// files themselves are never unlinked: pushers lock them by path.
     fn keys(&mut self) {
         let dir = self.q.dir("keys");
@@ -325,13 +325,14 @@ impl Gc<'_> {
         let mut keep = Vec::new();
         let mut dropped = 0;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let id = serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-                .filter(|id| crate::id::is_valid_id(id));
-            let live = match &id {
-                Some(id) => self.job_is_live(id)?,
-                None => false,
+            let rec = serde_json::from_str::<serde_json::Value>(line).ok();
+            let field = |k: &str| rec.as_ref().and_then(|v| v.get(k)).and_then(|i| i.as_str()).map(str::to_owned);
+            let id = field("id").filter(|id| crate::id::is_valid_id(id));
+            // A live job whose record no longer names the key (revised)
+            // does not hold it.
+            let live = match (&id, field("key")) {
+                (Some(id), Some(key)) => self.job_is_live(id)? && self.q.holds_key(id, &key)?.is_some(),
+                _ => false,
             };
             if live {
                 keep.push(line.to_owned());
@@ -357,7 +358,7 @@ impl Gc<'_> {
             "prune-key",
             None,
             p,
-            format!("{dropped} dedupe-key record(s) of finished or missing jobs"),
+            format!("{dropped} dedupe-key record(s) of finished or missing jobs, or of keys changed since"),
         );
         Ok(())
     }

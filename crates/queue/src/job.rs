@@ -552,23 +552,23 @@ impl Job {
     }
 
     /// This job changed as `line` (a whole job line) says, validated as a
-    /// push validates it: the id, creation time and recorded environment
-    /// stay. Changing `key` or `env_from` is refused (65): their rules
-    /// (dedupe, the pusher's environment) are a push's. A changed `after`
-    /// is checked by the backend's revise.
-    pub fn revised(&self, line: &Map<String, Value>, now_ms: i64) -> Result<NewJob> {
-        let ctx = PushContext { cwd: self.cwd.clone(), env: Default::default(), now_ms };
+    /// push validates it: the id and creation time stay. The recorded
+    /// environment stays while `env_from` does; switched to `"pusher"`,
+    /// the job takes `env` (the environment of whoever changes it, as a
+    /// push records its pusher's: `pusher_env`, stored by the backend's
+    /// revise); switched to `"worker"`, it has none. A changed `after` or
+    /// `key` is checked by the backend's revise (the dependency and dedupe
+    /// rules).
+    pub fn revised(&self, line: &Map<String, Value>, now_ms: i64, env: &std::sync::Arc<BTreeMap<String, String>>) -> Result<NewJob> {
+        let ctx = PushContext { cwd: self.cwd.clone(), env: std::sync::Arc::clone(env), now_ms };
         let mut n = validate(line, &ctx)?;
-        for (field, same) in [("key", n.job.key == self.key), ("env_from", n.job.env_from == self.env_from)] {
-            if !same {
-                return Err(field_err(field, "cannot be changed on a queued job: cancel it and push it again"));
-            }
-        }
         n.job.id = self.id.clone();
         n.job.created_at = self.created_at.clone();
-        n.job.env_ref = self.env_ref.clone();
         n.job.extra = self.extra.clone();
-        n.pusher_env = None;
+        if n.job.env_from == self.env_from {
+            n.job.env_ref = self.env_ref.clone();
+            n.pusher_env = None;
+        }
         Ok(n)
     }
 }

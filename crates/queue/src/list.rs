@@ -222,6 +222,28 @@ impl Queue {
         read(var.join(crate::names::var::result(best?)))
     }
 
+    /// `last_result` and `usage` from one listing of `var/<ID>/`, each
+    /// result read once (a listing of many jobs pays for them once).
+    pub fn last_result_and_usage(&self, id: &str) -> (Option<ResultRecord>, Usage) {
+        let var = self.var(id);
+        let mut u = Usage::default();
+        let mut best: Option<(u32, Option<ResultRecord>)> = None;
+        for a in fsx::list(&var).unwrap_or_default().iter().filter_map(|n| crate::names::var::parse_result(n)) {
+            let r = fsx::read_capped(&var.join(crate::names::var::result(a)), 1 << 20).ok().and_then(|b| serde_json::from_slice::<ResultRecord>(&b).ok());
+            if let Some(r) = &r {
+                u.add(r);
+            }
+            if best.as_ref().is_none_or(|(b, _)| a > *b) {
+                best = Some((a, r));
+            }
+        }
+        let top = best.as_ref().map(|(a, _)| *a);
+        if let Some(r) = self.read_end(id).filter(|r| top.is_none_or(|b| r.attempt >= b)) {
+            return (Some(r), u);
+        }
+        (best.and_then(|(_, r)| r), u)
+    }
+
     /// The totals of a job's ended attempts: every `<A>.result.json`.
     pub fn usage(&self, id: &str) -> Usage {
         let var = self.var(id);

@@ -31,6 +31,19 @@ pub struct Pushed {
     pub deduped: bool,
 }
 
+/// Key files locked by a revision (`lock_keys`), released when dropped.
+pub(crate) struct KeyLocks {
+    files: Vec<(PathBuf, File)>,
+}
+
+impl KeyLocks {
+    /// The locked file that holds `key`'s records.
+    pub(crate) fn file(&self, q: &Queue, key: &str) -> Option<&File> {
+        let p = q.key_path(key);
+        self.files.iter().find(|(f, _)| *f == p).map(|(_, f)| f)
+    }
+}
+
 /// The record in `keys/<hash>.json`.
 #[derive(Debug, Serialize, Deserialize)]
 struct KeyRecord {
@@ -309,50 +322,116 @@ impl Queue {
 
     /// Take the lock of a dedupe key; if a live job holds the key, return it.
     fn lock_key(&self, key: &str) -> Result<(File, Option<Pushed>)> {
-        let path = self.dir("keys").join(format!("{:016x}.json", fnv64(key.as_bytes())));
+        let f = self.open_key(&self.key_path(key))?;
+        let holder = self.key_holder(&f, key)?;
+        Ok((f, holder))
+    }
+
+    /// The file of a dedupe key's records (several keys may share it).
+    fn key_path(&self, key: &str) -> PathBuf {
+        self.dir("keys").join(format!("{:016x}.json", fnv64(key.as_bytes())))
+    }
+
+    /// Open and lock a key file (held until the file is dropped).
+    fn open_key(&self, path: &Path) -> Result<File> {
         let f = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .custom_flags_nofollow()
-            .open(&path)
-            .ctx("open key file", &path)?;
+            .open(path)
+            .ctx("open key file", path)?;
         let _ = fsx::share(&f); // group-shared queue: the group locks it too
-        f.lock().ctx("lock key file", &path)?;
+        f.lock().ctx("lock key file", path)?;
+        Ok(f)
+    }
+
+    /// Lock the files of `keys` (a revision's old and new key), in the
+    /// order of their names so that two revisions never wait on each
+    /// other, each file once.
+    pub(crate) fn lock_keys(&self, keys: &[&str]) -> Result<KeyLocks> {
+        let mut paths: Vec<PathBuf> = keys.iter().map(|k| self.key_path(k)).collect();
+        paths.sort();
+        paths.dedup();
+        let files = paths.into_iter().map(|p| self.open_key(&p).map(|f| (p, f))).collect::<Result<Vec<_>>>()?;
+        Ok(KeyLocks { files })
+    }
+
+    /// The live job that holds `key`, from the records in its locked file
+    /// `f`: the job a record names, if it is not terminal and its own
+    /// record still has the key (a revision may have changed it: the
+    /// record is then stale, and the key free).
+    pub(crate) fn key_holder(&self, f: &File, key: &str) -> Result<Option<Pushed>> {
         let mut s = String::new();
-        (&f).read_to_string(&mut s).ok();
+        (&*f).rewind().ctx("read key file", &self.dir("keys"))?;
+        (&*f).read_to_string(&mut s).ok();
         // Several keys may share a hash: the file holds one record per line.
         for line in s.lines() {
             let Ok(rec) = serde_json::from_str::<KeyRecord>(line) else { continue };
             if rec.key != key || crate::id::check_id(&rec.id).is_err() {
                 continue;
             }
-            if let Some(l) = self.locate(&rec.id)?
-                && !l.state.is_terminal()
-            {
-                return Ok((f, Some(Pushed { id: rec.id, state: l.state, run_at_ms: l.run_at_ms.unwrap_or(0), deduped: true })));
+            if let Some(l) = self.holds_key(&rec.id, key)? {
+                return Ok(Some(Pushed { id: rec.id, state: l.state, run_at_ms: l.run_at_ms.unwrap_or(0), deduped: true }));
             }
         }
-        Ok((f, None))
+        Ok(None)
+    }
+
+    /// Where job `id` is, if it holds dedupe key `key`: it is pending,
+    /// waiting, held or running, and its record names the key. A record
+    /// that cannot be read counts as holding it (as it did before keys
+    /// could be revised).
+    pub(crate) fn holds_key(&self, id: &str, key: &str) -> Result<Option<crate::settle::Located>> {
+        let mut last = None;
+        for _ in 0..3 {
+            let Some(l) = self.locate(id)? else { return Ok(None) };
+            if l.state.is_terminal() {
+                return Ok(None);
+            }
+            match self.read_job(&l.path) {
+                Ok(j) => return Ok((j.key.as_deref() == Some(key)).then_some(l)),
+                // Moved meanwhile: look again.
+                Err(_) if !fsx::exists(&l.path) => last = Some(l),
+                Err(_) => return Ok(Some(l)),
+            }
+        }
+        Ok(last)
     }
 
     /// Record that `id` now holds `key` (under the key's lock, before the
     /// job is committed: a crash leaves a record naming a job that never
     /// appeared, which the next pusher treats as free).
-    fn write_key(&self, f: &File, key: &str, id: &str) -> Result<()> {
+    pub(crate) fn write_key(&self, f: &File, key: &str, id: &str) -> Result<()> {
+        self.rewrite_key_file(f, |r| r.key != key, Some(KeyRecord { key: key.into(), id: id.into() }))
+    }
+
+    /// Drop the record that `id` holds `key`, if it is still there (under
+    /// the key's lock): the key's next pusher need not read the job.
+    pub(crate) fn drop_key(&self, f: &File, key: &str, id: &str) -> Result<()> {
+        self.rewrite_key_file(f, |r| r.key != key || r.id != id, None)
+    }
+
+    /// Rewrite a locked key file: the records `keep` keeps, then `add`.
+    fn rewrite_key_file(&self, f: &File, keep: impl Fn(&KeyRecord) -> bool, add: Option<KeyRecord>) -> Result<()> {
         let path = self.dir("keys");
         let mut s = String::new();
         (&*f).rewind().ctx("read key file", &path)?;
         (&*f).read_to_string(&mut s).ok();
         let mut lines: Vec<String> = s
             .lines()
-            .filter(|l| serde_json::from_str::<KeyRecord>(l).is_ok_and(|r| r.key != key))
+            .filter(|l| serde_json::from_str::<KeyRecord>(l).is_ok_and(|r| keep(&r)))
             .map(str::to_owned)
             .collect();
-        lines.push(serde_json::to_string(&KeyRecord { key: key.into(), id: id.into() }).unwrap_or_default());
+        if add.is_none() && lines.len() == s.lines().count() {
+            return Ok(());
+        }
+        lines.extend(add.map(|r| serde_json::to_string(&r).unwrap_or_default()));
         let mut body = lines.join("\n");
-        body.push('\n');
+        if !body.is_empty() {
+            body.push('\n');
+        }
         f.set_len(0).ctx("truncate key file", &path)?;
         (&*f).rewind().ctx("write key file", &path)?;
         (&*f).write_all(body.as_bytes()).ctx("write key file", &path)?;

@@ -2,6 +2,9 @@
 //! pending, waiting or held job is replaced while no claimer can take it
 //! (docs/FORMAT.md, "Revise a queued job"). A claim racing the change
 //! either wins (the change is refused, `Busy`) or never sees the job.
+//! A changed `key` is checked and recorded under the locks of the old and
+//! the new key's files, as a push does; a switch to `env_from: "pusher"`
+//! records the reviser's environment.
 
 use crate::error::{Error, Kind, Result};
 use crate::fsx::{self, Renamed};
@@ -15,6 +18,15 @@ use std::fs;
 
 fn changed(id: &str) -> Error {
     Error::new(Kind::Busy, format!("job {id} was claimed or moved meanwhile: nothing changed"))
+}
+
+/// The refusal of a key another unfinished job holds (75: it is free again
+/// once that job ends).
+pub(crate) fn key_taken(key: &str, holder: &str, state: State) -> Error {
+    Error::new(
+        Kind::Busy,
+        format!("field \"key\": {key:?} is held by job {holder} ({}): nothing changed (a key belongs to one unfinished job at a time)", state.as_str()),
+    )
 }
 
 impl Queue {
@@ -32,8 +44,40 @@ impl Queue {
         if c.attempt != seen {
             return Err(changed(id));
         }
-        // New dependencies: the rules of a push, before anything moves.
         let old = self.read_job(&l.path)?;
+        let mut job = new.job.clone();
+        // A new key: free, or held by this job; the old one is let go
+        // after the exchange. Both files stay locked until the end.
+        let keys = match (&old.key, &new.job.key) {
+            (a, b) if a == b => None,
+            (a, b) => {
+                let both: Vec<&str> = a.iter().chain(b.iter()).map(String::as_str).collect();
+                let locks = self.lock_keys(&both)?;
+                if let Some(k) = b
+                    && let Some(f) = locks.file(self, k)
+                    && let Some(h) = self.key_holder(f, k)?
+                    && h.id != id
+                {
+                    return Err(key_taken(k, &h.id, h.state));
+                }
+                Some(locks)
+            }
+        };
+        // Switched to the pusher's environment: the reviser's, stored as a
+        // push stores it. It is its owner's alone, and a job runs only in
+        // its own owner's: changing another user's job so is refused.
+        if let Some(env) = &new.pusher_env {
+            use std::os::unix::fs::MetadataExt;
+            let owner = fs::symlink_metadata(&l.path).map(|m| m.uid()).unwrap_or_else(|_| crate::owner::euid());
+            if owner != crate::owner::euid() {
+                return Err(Error::new(
+                    Kind::Permission,
+                    format!("field \"env_from\": \"pusher\" would record your environment for a job of {}: only its owner can", crate::owner::describe(owner)),
+                ));
+            }
+            job.env_ref = Some(self.store_env(env, &mut std::collections::HashMap::new())?);
+        }
+        // New dependencies: the rules of a push, before anything moves.
         let waits = if new.job.after == old.after {
             l.state == State::Waiting
         } else {
@@ -58,10 +102,21 @@ impl Queue {
         // with the job's, so that the name never holds anything partial and
         // never goes missing.
         let sync = self.durability == Durability::Full;
+        // The new key's record before the job names the key: a crash
+        // leaves a record whose job does not name it (a free key).
+        if let (Some(locks), Some(k)) = (&keys, &job.key)
+            && let Some(f) = locks.file(self, k)
+        {
+            if let Err(e) = self.write_key(f, k, id) {
+                let _ = self.put_back_unless_held(l.state, &aside, &l.path);
+                return Err(e);
+            }
+            crate::failpoint!("revise.after_key");
+        }
         // Written as a push writes a job file (not group-writable), and it
         // keeps the job's owner: a job belongs to the uid that owns its
         // file, so root's edit of a user's job must not make it root's.
-        let staged = fsx::stage_as(&self.tmp(), &new.job.to_bytes(), sync, fsx::Access::GroupReads)?;
+        let staged = fsx::stage_as(&self.tmp(), &job.to_bytes(), sync, fsx::Access::GroupReads)?;
         use std::os::unix::fs::MetadataExt;
         if let Ok(m) = fs::symlink_metadata(&aside)
             && m.uid() != crate::owner::euid()
@@ -92,12 +147,18 @@ impl Queue {
             fsx::fsync_dir(&held)?;
         }
         crate::failpoint!("revise.after_exchange");
+        // The old key is free now (its record is stale): drop the record.
+        if let (Some(locks), Some(k)) = (&keys, &old.key)
+            && let Some(f) = locks.file(self, k)
+        {
+            self.drop_key(f, k, id)?;
+        }
         // 3. Back to its state, under the name of its new priority and due
         // time (the due time of a pending job is its name's); a job whose
         // dependencies changed waits if one is unfinished, else is pending
         // (a held one stays held: its release decides).
         let run_at = new.run_at_ms;
-        let to = QueuedName { key: Key::new(new.job.priority, run_at, id), c };
+        let to = QueuedName { key: Key::new(job.priority, run_at, id), c };
         let dest = match l.state {
             State::Held => State::Held,
             _ if waits => State::Waiting,
@@ -105,7 +166,7 @@ impl Queue {
         };
         match dest {
             State::Pending => {
-                self.requeue_file(&aside, &new.job, run_at, c)?;
+                self.requeue_file(&aside, &job, run_at, c)?;
             }
             State::Waiting => {
                 let dir = self.dir("waiting");
@@ -161,6 +222,14 @@ impl Queue {
             }
         }
         Ok(unfinished)
+    }
+
+    /// Move a job set aside back where it was, unless it was held there.
+    fn put_back_unless_held(&self, was: State, aside: &std::path::Path, path: &std::path::Path) -> Result<()> {
+        match was {
+            State::Held => Ok(()),
+            _ => self.put_back(aside, path),
+        }
     }
 
     /// Move a job set aside back where it was (its segment may be gone).

@@ -331,7 +331,7 @@ fn revised(b: &dyn q_queue::Backend, id: &str, changes: serde_json::Value) -> (u
     let e = b.locate(id).unwrap().unwrap();
     let (e, job) = b.job(&e).unwrap().unwrap();
     let line = q_queue::job::merge(&job.to_line(), changes.as_object().unwrap().clone());
-    (e.c.map_or(0, |c| c.attempt), job.revised(&line, q_queue::time::now_ms()).unwrap())
+    (e.c.map_or(0, |c| c.attempt), job.revised(&line, q_queue::time::now_ms(), &Default::default()).unwrap())
 }
 
 /// Revise a queued job: a pending one takes its new place in the order and
@@ -404,15 +404,89 @@ fn revising_dependencies() {
     });
 }
 
+/// Revising `key` runs the dedupe rule again: a key another unfinished job
+/// holds is refused (75, naming it, nothing changed); a changed or removed
+/// key is free at once for a push; a key whose holder ended can be taken.
+#[test]
+fn revising_a_key() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["a"], "key": "k1", "priority": 1}), json!({"cmd": ["b"], "key": "k2"})]);
+        let (a, bj) = (&ids[0], &ids[1]);
+        let key_of = |id: &str| {
+            let e = b.locate(id).unwrap().unwrap();
+            b.job(&e).unwrap().unwrap().1.key
+        };
+        let (seen, new) = revised(b, a, json!({"key": "k2"}));
+        let err = b.revise(a, seen, &new).unwrap_err();
+        assert_eq!(err.kind, Kind::Busy, "{}: {err}", fx.name);
+        assert!(err.to_string().contains(bj.as_str()), "{}: the holder is named: {err}", fx.name);
+        assert_eq!((key_of(a).as_deref(), b.locate(a).unwrap().unwrap().state), (Some("k1"), State::Pending), "{}: nothing changed", fx.name);
+        // Its own key again is no conflict; a new one frees the old.
+        let (seen, new) = revised(b, a, json!({"key": "k3", "name": "a3"}));
+        assert_eq!(b.revise(a, seen, &new).unwrap(), State::Pending, "{}", fx.name);
+        let again = fx.push(&[json!({"cmd": ["c"], "key": "k3"}), json!({"cmd": ["c"], "key": "k1"})]);
+        assert_eq!(again[0], *a, "{}: k3 is a's now: deduped", fx.name);
+        assert_ne!(again[1], *a, "{}: k1 is free: a new job", fx.name);
+        let c = again[1].clone();
+        assert_eq!(key_of(&c).as_deref(), Some("k1"), "{}", fx.name);
+        // Taken away: free too.
+        let (seen, new) = revised(b, a, json!({"key": null}));
+        b.revise(a, seen, &new).unwrap();
+        assert_eq!(key_of(a), None, "{}", fx.name);
+        let d = fx.push(&[json!({"cmd": ["d"], "key": "k3"})]).remove(0);
+        assert_ne!(d, *a, "{}: k3 is free", fx.name);
+        // A held job takes a key whose holder ended.
+        b.hold(a).unwrap();
+        let cl = b.claim(5, &opts(Liveness::Flock)).unwrap();
+        let held_b = cl.iter().find(|x| x.id == *bj).unwrap();
+        b.settle(&held_b.id, &held_b.token, Reason::Ok, &ok(), &so()).unwrap();
+        let (seen, new) = revised(b, a, json!({"key": "k2"}));
+        assert_eq!(b.revise(a, seen, &new).unwrap(), State::Held, "{}: b is done: k2 is free", fx.name);
+        assert_eq!(fx.push(&[json!({"cmd": ["e"], "key": "k2"})]), std::slice::from_ref(a), "{}: and a holds it", fx.name);
+    });
+}
+
+/// Revising `env_from`: switched to `"pusher"`, the job runs in the
+/// environment of whoever changed it (recorded as a push records it);
+/// switched to `"worker"`, in none recorded; unchanged, in its own.
+#[test]
+fn revising_env_from() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let id = fx.push(&[json!({"cmd": ["true"], "env_from": "worker"})]).remove(0);
+        let e = b.locate(&id).unwrap().unwrap();
+        let (e, job) = b.job(&e).unwrap().unwrap();
+        assert_eq!(job.env_ref, None, "{}", fx.name);
+        let env = Arc::new(std::collections::BTreeMap::from([("REVISED_BY".to_owned(), "me".to_owned())]));
+        let line = q_queue::job::merge(&job.to_line(), json!({"env_from": "pusher"}).as_object().unwrap().clone());
+        let new = job.revised(&line, q_queue::time::now_ms(), &env).unwrap();
+        b.revise(&id, e.c.map_or(0, |c| c.attempt), &new).unwrap();
+        // A change of something else keeps the recorded environment.
+        let (seen, new) = revised(b, &id, json!({"name": "n"}));
+        b.revise(&id, seen, &new).unwrap();
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        let r = c.job.env_ref.clone().expect("recorded");
+        assert_eq!(b.load_env(&r, None).unwrap(), *env, "{}", fx.name);
+        b.settle(&c.id, &c.token, Reason::Exit, &failed(), &so()).unwrap();
+        b.retry(&id).unwrap();
+        let (seen, new) = revised(b, &id, json!({"env_from": "worker"}));
+        b.revise(&id, seen, &new).unwrap();
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        assert_eq!((c.job.env_from, c.job.env_ref), (q_queue::job::EnvFrom::Worker, None), "{}", fx.name);
+    });
+}
+
 /// Revisions racing claims: for each job exactly one wins. A revision that
 /// was answered is what the claim took; one refused changed nothing (the
-/// claim took the old record); no job is lost or claimed twice.
+/// claim took the old record); no job is lost or claimed twice; the key
+/// the job holds is its claimed record's (the other is free).
 #[test]
 fn a_revision_racing_a_claim_one_wins() {
     each(|fx| {
         let b = Arc::clone(&fx.b);
         let n = 40;
-        let lines: Vec<_> = (0..n).map(|_| json!({"cmd": ["true"], "name": "old"})).collect();
+        let lines: Vec<_> = (0..n).map(|i| json!({"cmd": ["true"], "name": "old", "key": format!("old-{i}")})).collect();
         let ids = fx.push(&lines);
         let claimer = {
             let b = Arc::clone(&b);
@@ -434,8 +508,9 @@ fn a_revision_racing_a_claim_one_wins() {
                 answered.insert(id.clone(), false);
                 continue;
             }
-            let line = q_queue::job::merge(&job.to_line(), json!({"name": "new"}).as_object().unwrap().clone());
-            let new = job.revised(&line, q_queue::time::now_ms()).unwrap();
+            let i = ids.iter().position(|x| x == id).unwrap();
+            let line = q_queue::job::merge(&job.to_line(), json!({"name": "new", "key": format!("new-{i}")}).as_object().unwrap().clone());
+            let new = job.revised(&line, q_queue::time::now_ms(), &Default::default()).unwrap();
             match b.revise(id, e.c.map_or(0, |c| c.attempt), &new) {
                 Ok(_) => answered.insert(id.clone(), true),
                 Err(err) => {
@@ -452,6 +527,12 @@ fn a_revision_racing_a_claim_one_wins() {
             let changed = answered.get(id).copied().unwrap_or(false);
             assert_eq!(name.as_deref(), Some(if changed { "new" } else { "old" }), "{}: job {id}: the claim took the record the answer implies", fx.name);
             wins += usize::from(changed);
+            // The key the running job holds is the one of its record.
+            let i = ids.iter().position(|x| x == id).unwrap();
+            let (held, free) = if changed { ("new", "old") } else { ("old", "new") };
+            let again = fx.push(&[json!({"cmd": ["true"], "key": format!("{held}-{i}")}), json!({"cmd": ["true"], "key": format!("{free}-{i}")})]);
+            assert_eq!(again[0], *id, "{}: job {id} holds its {held} key", fx.name);
+            assert_ne!(again[1], *id, "{}: job {id}'s {free} key is free", fx.name);
         }
         eprintln!("{}: {wins} of {n} revisions won their race", fx.name);
     });
@@ -474,6 +555,21 @@ fn usage_totals_over_attempts() {
         }
         let u = b.usage(&id).unwrap();
         assert_eq!((u.attempts, u.wall_ms, u.cpu_user_ms, u.cpu_sys_ms, u.max_rss_kb), (2, 1_500, 15, 3, 300), "{}", fx.name);
+        // Both in one look: the same answers as each on its own, after an
+        // attempt and after an end without one (a retried job canceled).
+        let both = |id: &str| {
+            let (last, u) = b.last_result_and_usage(id);
+            (serde_json::to_value(last).unwrap(), u.unwrap())
+        };
+        let apart = |id: &str| (serde_json::to_value(b.last_result(id)).unwrap(), b.usage(id).unwrap());
+        assert_eq!(both(&id), apart(&id), "{}", fx.name);
+        assert_eq!(both(&id).0["reason"], "ok", "{}", fx.name);
+        b.retry(&id).unwrap();
+        b.cancel(&id).unwrap();
+        assert_eq!(both(&id), apart(&id), "{}", fx.name);
+        assert_eq!((both(&id).0["reason"].as_str(), both(&id).1.attempts), (Some("canceled"), 2), "{}", fx.name);
+        let fresh = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        assert_eq!(both(&fresh), (serde_json::Value::Null, q_queue::Usage::default()), "{}", fx.name);
     });
 }
 

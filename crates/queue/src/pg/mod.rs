@@ -1339,6 +1339,12 @@ impl Backend for PgQueue {
         crate::id::check_id(id)?;
         let secs = new.run_at_ms as f64 / 1000.0;
         self.tx(|q, tx| {
+            // A key's pushers and revisers in turn, as a push takes it:
+            // before the row's lock, as a push (which may wait on the row
+            // for its `after`) does.
+            if let Some(k) = &new.job.key {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key_lock(q, k)]).map_err(|e| q.err(e))?;
+            }
             let (st, attempt, spec) = locked(q, tx, id)?;
             if !matches!(st, State::Pending | State::Waiting | State::Held) {
                 return Err(Error::new(Kind::Busy, format!("job {id} is {}: only pending, waiting or held jobs can be changed", st.as_str())));
@@ -1347,6 +1353,21 @@ impl Backend for PgQueue {
                 return Err(Error::new(Kind::Busy, format!("job {id} was claimed or moved meanwhile: nothing changed")));
             }
             let old: Job = serde_json::from_value(spec).map_err(|e| Error::new(Kind::Data, format!("job {id}: bad record: {e}")))?;
+            let mut job = new.job.clone();
+            // A new key must be free (the unique index would only refuse);
+            // the old one is free once the row no longer names it.
+            if let Some(k) = &new.job.key
+                && old.key.as_ref() != Some(k)
+                && let Some(r) = tx
+                    .query_opt(&q.q("SELECT id, state FROM {s}.job WHERE queue = $1 AND key = $2 AND state IN ('pending','waiting','held','running') AND id <> $3"), &[&q.t.queue, k, &id])
+                    .map_err(|e| q.err(e))?
+            {
+                return Err(crate::revise::key_taken(k, r.get(0), State::parse(r.get(1)).unwrap_or(State::Pending)));
+            }
+            // Switched to the pusher's environment: the reviser's.
+            if let Some(env) = &new.pusher_env {
+                job.env_ref = Some(store_env(q, tx, env)?);
+            }
             let mut to = st;
             if old.after != new.job.after {
                 let waits = revise_deps(q, tx, id, &new.job.after)?;
@@ -1355,8 +1376,8 @@ impl Backend for PgQueue {
                 }
             }
             tx.execute(
-                &q.q("UPDATE {s}.job SET spec = $3, priority = $4, run_at = to_timestamp($5), state = $6, changed_at = now() WHERE queue = $1 AND id = $2"),
-                &[&q.t.queue, &id, &json(&new.job), &new.job.priority, &secs, &to.as_str()],
+                &q.q("UPDATE {s}.job SET spec = $3, priority = $4, run_at = to_timestamp($5), state = $6, key = $7, changed_at = now() WHERE queue = $1 AND id = $2"),
+                &[&q.t.queue, &id, &json(&job), &job.priority, &secs, &to.as_str(), &job.key],
             )
             .map_err(|e| q.err(e))?;
             if to == State::Pending {
@@ -1377,6 +1398,36 @@ impl Backend for PgQueue {
         }
         Ok(u)
     }
+    fn last_result_and_usage(&self, id: &str) -> (Option<ResultRecord>, Result<crate::record::Usage>) {
+        if let Err(e) = crate::id::check_id(id) {
+            return (None, Err(e));
+        }
+        // One round trip: every ended attempt's result, and the end record.
+        let r = match self.row(
+            "SELECT (SELECT jsonb_agg(result ORDER BY attempt) FROM {s}.attempt WHERE queue = $1 AND id = $2 AND result IS NOT NULL),
+                    (SELECT rec FROM {s}.ended WHERE queue = $1 AND id = $2)",
+            &[&self.t.queue, &id],
+        ) {
+            Ok(Some(r)) => r,
+            Ok(None) => return (None, Ok(crate::record::Usage::default())),
+            Err(e) => return (None, Err(e)),
+        };
+        let results: Vec<ResultRecord> = match r.get::<_, Option<Value>>(0) {
+            Some(Value::Array(v)) => v.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect(),
+            _ => Vec::new(),
+        };
+        let mut u = crate::record::Usage::default();
+        for rec in &results {
+            u.add(rec);
+        }
+        let end: Option<ResultRecord> = r.get::<_, Option<Value>>(1).and_then(|v| serde_json::from_value(v).ok());
+        let last = match (results.into_iter().last(), end) {
+            (Some(l), Some(e)) => Some(if e.attempt >= l.attempt { e } else { l }),
+            (l, e) => e.or(l),
+        };
+        (last, Ok(u))
+    }
+
 
     fn request(&self, id: &str, ask: crate::record::Ask) -> Result<State> {
         crate::id::check_id(id)?;
