@@ -565,13 +565,14 @@ fn ids_and_after_last_on_an_upgraded_schema() {
         "DROP INDEX \"{schema}\".job_id_prefix, \"{schema}\".job_id_suffix, \"{schema}\".job_name, \"{schema}\".job_pusher;
          ALTER TABLE \"{schema}\".job DROP COLUMN pusher;
          ALTER TABLE \"{schema}\".attempt DROP COLUMN requests;
+         DROP TABLE \"{schema}\".supervisor;
          UPDATE \"{schema}\".meta SET v = '1' WHERE k = 'version'"
     ))
     .unwrap();
     // A reader opens it: upgraded.
     assert_eq!(q.run("q-ls", &["--json", &old[20..]]).ok().lines()[0]["id"], old.as_str());
     let v: String = db.query_one(&format!("SELECT v FROM \"{schema}\".meta WHERE k = 'version'"), &[]).unwrap().get(0);
-    assert_eq!(v, "2");
+    assert_eq!(v, "3");
     let indexes: i64 = db
         .query_one("SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname IN ('job_id_prefix','job_id_suffix','job_name','job_pusher')", &[&schema])
         .unwrap()

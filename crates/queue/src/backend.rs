@@ -30,6 +30,7 @@ use crate::record::{Ask, Chunk, Lease, Outcome, Reason, Request, ResultRecord, R
 use crate::resolve::Resolved;
 use crate::settle::{SettleOpts, ToSettle};
 use crate::slots::Fit;
+use crate::supervisor::{SupAsk, Supervisor};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::BorrowedFd;
@@ -224,6 +225,20 @@ pub trait Backend: Send + Sync {
     /// work, and is counted in [`Idle::unfit`] (as the other kinds are
     /// counted: fully when there is no work).
     fn idle_for(&self, horizon_ms: Option<u64>, fit: Option<&Fit>) -> Result<Idle>;
+
+    // Reaching a live supervisor (`crate::supervisor`).
+    /// The live supervisors' records: those whose supervisor holds its
+    /// lock now (a directory has one at most; PostgreSQL one per host).
+    fn supervisors(&self) -> Result<Vec<Supervisor>>;
+    /// Publish the record of this process, the supervisor holding the lock
+    /// (at its start, and after applying asks). A record of a new id drops
+    /// the asks left for the one before.
+    fn publish_supervisor(&self, s: &Supervisor) -> Result<()>;
+    /// Leave a change for the live supervisor `ask.to`; `Busy` when it no
+    /// longer serves the queue.
+    fn ask_supervisor(&self, ask: &SupAsk) -> Result<()>;
+    /// Take (remove) the asks left for supervisor `id`, oldest first.
+    fn take_supervisor_asks(&self, id: &str) -> Result<Vec<SupAsk>>;
 }
 
 /// A worker's claimer (see [`Backend::claimer`]).

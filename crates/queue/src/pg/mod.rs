@@ -6,6 +6,7 @@
 
 mod conn;
 mod schema;
+mod sup;
 
 pub use conn::Secrets;
 
@@ -908,6 +909,22 @@ impl Backend for PgQueue {
 
     fn warnings(&self) -> Vec<String> {
         self.health()
+    }
+
+    fn supervisors(&self) -> Result<Vec<crate::supervisor::Supervisor>> {
+        self.sup_list()
+    }
+
+    fn publish_supervisor(&self, s: &crate::supervisor::Supervisor) -> Result<()> {
+        self.sup_publish(s)
+    }
+
+    fn ask_supervisor(&self, ask: &crate::supervisor::SupAsk) -> Result<()> {
+        self.sup_ask(ask)
+    }
+
+    fn take_supervisor_asks(&self, id: &str) -> Result<Vec<crate::supervisor::SupAsk>> {
+        self.sup_take(id)
     }
 
     fn health(&self) -> Vec<String> {
