@@ -763,3 +763,12 @@ fn serial_slots_on_postgres() {
     let (q, _) = pg_queue(None);
     crate::slots::never_shared_and_not_starved(&q);
 }
+
+/// `q-ctl workers N` on PostgreSQL: the supervisor is reached through its
+/// row (from any host), and the directory scenario holds: more workers
+/// start at once, fewer stop no job.
+#[test]
+fn serial_workers_change_on_postgres() {
+    let (q, _) = pg_queue(None);
+    crate::live::workers_rise_and_fall(&q);
+}

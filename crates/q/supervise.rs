@@ -26,6 +26,7 @@ mod hooks;
 pub(crate) mod idle;
 mod pool;
 mod report;
+mod settings;
 mod sup;
 mod track;
 mod watchdog;
@@ -107,9 +108,9 @@ pub struct Args {
     /// At most N jobs of group NAME run at once (repeatable, or a=1,b=2)
     #[arg(long, value_name = "NAME=N", value_delimiter = ',', value_parser = cli::slot)]
     limit: Vec<(String, u32)>,
-    /// Start at most N jobs per second over all workers (N/s, N/m, N/h), spaced evenly
-    #[arg(long, value_name = "N/s", value_parser = cli::rate)]
-    rate: Option<f64>,
+    /// Start at most N jobs per second over all workers (N/s, N/m, N/h), spaced evenly; NAME=N/s: at most N jobs of group NAME (repeatable, one per group)
+    #[arg(long, value_name = "[NAME=]N/s", value_parser = cli::rate_arg)]
+    rate: Vec<(Option<String>, f64)>,
     /// A handler the workers run instead of each job's command (see q-run)
     #[arg(last = true, value_name = "HANDLER")]
     handler: Vec<OsString>,
@@ -136,6 +137,10 @@ pub fn main() -> ExitCode {
 fn run(a: Args) -> Result<u8> {
     if a.watchdog {
         return watchdog::run(&a.common);
+    }
+    if let Err(e) = cli::rates(&a.rate) {
+        eprintln!("q-supervise: error: {e}");
+        return Ok(exit::USAGE);
     }
     let (tx, rx) = channel();
     {
@@ -194,16 +199,12 @@ fn run(a: Args) -> Result<u8> {
         usize::from,
     );
     let host = q_queue::ident::host().host.clone();
-    let slots = (1..=n)
-        .map(|k| Slot {
-            worker_id: format!("{host}-w{k}"),
-            pid: None,
-            pid_start: 0,
-            started: Instant::now(),
-            restarts: 0,
-            restart_at: None,
-        })
-        .collect();
+    let slots = (1..=n).map(|k| Slot::new(format!("{host}-w{k}"), None)).collect();
+    let settings = q_queue::supervisor::Settings {
+        workers: u32::try_from(n).unwrap_or(u32::MAX),
+        slots: a.slots.iter().cloned().collect(),
+        limits: a.limit.iter().cloned().collect(),
+    };
     let now = Instant::now();
     let sup = Sup {
         q,
@@ -223,10 +224,12 @@ fn run(a: Args) -> Result<u8> {
             pid_worker: HashMap::new(),
             open_pipes: 0,
             ever_started: false,
+            target: n,
         },
+        me: q_queue::supervisor::Supervisor::me(settings),
         track: Track { outcomes: HashMap::new(), claims: HashMap::new(), finished: 0, labels: HashMap::new(), started: now, last_draw: now },
         idle: IdleWatch { exit_on_idle: a.exit_on_idle, horizon: a.idle_horizon, idle_seen: 0, last_idle_check: now, left_behind: None, idle_exit: false, fit: cli::slot_totals(&a.slots, &a.limit).map(|total| q_queue::slots::Fit { total, free: Default::default() }) },
-        upkeep: Upkeep { last_reclaim: now, last_promote: None },
+        upkeep: Upkeep { last_reclaim: now, last_promote: None, last_asks: now },
         common: a.common.clone(),
         hooks: hooks::Hooks::start(hooks::HookCfg {
             on_finish: a.on_finish.clone(),
@@ -284,19 +287,24 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     if a.common.quiet {
         args.push("--quiet".into());
     }
-    if let Some(r) = a.rate {
+    for (group, r) in &a.rate {
         args.push("--rate".into());
-        args.push(format!("{r}/s").into());
+        args.push(match group {
+            Some(g) => format!("{g}={r}/s"),
+            None => format!("{r}/s"),
+        }.into());
     }
-    for (flag, list) in [("--slots", &a.slots), ("--limit", &a.limit)] {
-        for (name, n) in list {
-            args.push(flag.into());
-            args.push(format!("{name}={n}").into());
-        }
-    }
+    let mut tail = Vec::new();
     if !a.handler.is_empty() {
-        args.push("--".into());
-        args.extend(a.handler.iter().cloned());
+        tail.push("--".into());
+        tail.extend(a.handler.iter().cloned());
     }
-    Ok(WorkerCmd { exe, args, loc: a.common.location() })
+    Ok(WorkerCmd {
+        exe,
+        args,
+        slots: a.slots.iter().cloned().collect(),
+        limits: a.limit.iter().cloned().collect(),
+        tail,
+        loc: a.common.location(),
+    })
 }
