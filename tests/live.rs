@@ -158,6 +158,11 @@ fn serial_slots_change_on_a_live_supervisor() {
     for id in &ids {
         assert_eq!(q.job(id)["attempt"], 1, "{id} ran once, never stopped");
     }
+    // Group limits change the same way; 0 takes one away.
+    let rec = ctl(&q, &["limit", "io=2,mail=1"]);
+    assert_eq!((rec["limits"].clone(), rec["slots"].clone()), (json!({"io": 2, "mail": 1}), json!({"gpu": 1})), "{rec}");
+    let rec = ctl(&q, &["limit", "io=0"]);
+    assert_eq!((rec["limits"].clone(), rec["was_limits"].clone()), (json!({"mail": 1}), json!({"io": 2, "mail": 1})), "{rec}");
     sup.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(sup.wait_for(Duration::from_secs(30)), 0);
 }
