@@ -232,3 +232,46 @@ fn serial_a_group_rate_spaces_only_its_group() {
     }
     assert!(other[9] < mail[9], "the jobs of no group waited for the mail group: {other:?} {mail:?}");
 }
+
+/// Counts by group while a supervisor runs under a group limit: the
+/// limited group's running and ready jobs, the other group's and those of
+/// no group (group null) apart; `--group` narrows counts and listings.
+#[test]
+fn serial_counts_by_group_under_a_limit() {
+    let q = QDir::new();
+    let mut lines = Vec::new();
+    for (name, group) in [("io1", Some("io")), ("io2", Some("io")), ("io3", Some("io")), ("etl1", Some("etl")), ("etl2", Some("etl")), ("plain", None)] {
+        let mut j = gated(&q, name, None);
+        if let Some(g) = group {
+            j["group"] = json!(g);
+        }
+        lines.push(j);
+    }
+    let ids = push_lines(&q, &lines);
+    let (mut sup, _) = supervisor(&q, &["-j", "6", "--limit", "io=1"]);
+    wait_until("one io, both etl and the plain job running", Duration::from_secs(30), || started(&q).len() == 4);
+    let by_group = |args: &[&str]| -> std::collections::BTreeMap<String, (u64, u64, u64)> {
+        q.run("q-ls", &[&["--counts"][..], args].concat())
+            .ok()
+            .lines()
+            .into_iter()
+            .map(|v| (v["group"].as_str().unwrap_or("-").to_owned(), (v["ready"].as_u64().unwrap(), v["running"].as_u64().unwrap(), v["done"].as_u64().unwrap())))
+            .collect()
+    };
+    let want: std::collections::BTreeMap<String, (u64, u64, u64)> = [("io".into(), (2, 1, 0)), ("etl".into(), (0, 2, 0)), ("-".into(), (0, 1, 0))].into();
+    assert_eq!(by_group(&["--by", "group"]), want);
+    assert_eq!(by_group(&["--group", "io"]), [("io".to_string(), (2, 1, 0))].into());
+    let listed = q.run("q-ls", &["--group", "etl", "--json"]).ok().lines();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|v| v["group"] == "etl" && v["state"] == "running"), "{listed:?}");
+    let table = q.run("q-ls", &["--counts", "--by", "group", "--table"]).ok().stdout.clone();
+    assert!(table.lines().next().is_some_and(|h| h.starts_with("GROUP") && h.contains("RUNNING")), "{table}");
+    assert!(table.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["io", "2", "0", "0", "0", "1", "0", "0", "0"]), "{table}");
+    for n in ["io1", "io2", "io3", "etl1", "etl2", "plain"] {
+        release(&q, n);
+    }
+    wait_until("all done", Duration::from_secs(30), || ids.iter().all(|id| q.state(id) == "done"));
+    assert_eq!(by_group(&["--by", "group"])["io"], (0, 0, 3));
+    sup.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(sup.wait_for(Duration::from_secs(30)), 0);
+}

@@ -103,6 +103,29 @@ pub trait Backend: Send + Sync {
     fn counts(&self) -> Result<Counts>;
     /// The jobs in some states.
     fn entries(&self, states: &[State]) -> Result<Vec<Entry>>;
+    /// Counts per state of each group (`q-ls --counts --by group`), the
+    /// jobs of no group under `None`. This reads every job's record (a
+    /// backend may do better: PostgreSQL counts in one query).
+    fn group_counts(&self) -> Result<BTreeMap<Option<String>, Counts>> {
+        let now = crate::time::now_ms();
+        let mut out: BTreeMap<Option<String>, Counts> = BTreeMap::new();
+        for e in self.entries(&State::ALL)? {
+            // A job that moved or went meanwhile, or cannot be read, is left out.
+            let Some((e, job)) = self.job(&e).ok().flatten() else { continue };
+            let c = out.entry(job.group.clone()).or_default();
+            match e.state {
+                State::Pending if e.run_at_ms.is_some_and(|t| t > now) => c.scheduled += 1,
+                State::Pending => c.ready += 1,
+                State::Waiting => c.waiting += 1,
+                State::Held => c.held += 1,
+                State::Running => c.running += 1,
+                State::Done => c.done += 1,
+                State::Dead => c.dead += 1,
+                State::Canceled => c.canceled += 1,
+            }
+        }
+        Ok(out)
+    }
     /// Where one job is.
     fn locate(&self, id: &str) -> Result<Option<Entry>>;
     /// What a token typed by a person names (`crate::resolve`): the job

@@ -699,6 +699,37 @@ fn a_live_supervisor_is_reached() {
     });
 }
 
+/// Counts per group: each state of each group, the jobs of no group
+/// under `None`, adding up to the counts per state.
+#[test]
+fn counts_by_group() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        fx.push(&[
+            json!({"cmd": ["true"], "group": "io", "priority": 9}),
+            json!({"cmd": ["true"], "group": "io"}),
+            json!({"cmd": ["true"], "group": "io", "delay": "1h"}),
+            json!({"cmd": ["true"], "group": "render"}),
+            json!({"cmd": ["true"]}),
+        ]);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap();
+        b.settle(&c[0].id, &c[0].token, Reason::Ok, &ok(), &so()).unwrap();
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap();
+        let g = b.group_counts().unwrap();
+        let io = &g[&Some("io".to_string())];
+        let got = |c: &q_queue::Counts| (c.ready, c.scheduled, c.running, c.done);
+        assert_eq!(g.len(), 3, "{}: {g:?}", fx.name);
+        // The io job of priority 9 ran; the second claim took the older io job.
+        assert_eq!(got(io), (0, 1, 1, 1), "{}: {g:?}", fx.name);
+        assert_eq!(got(&g[&Some("render".to_string())]), (1, 0, 0, 0), "{}: {g:?}", fx.name);
+        assert_eq!(got(&g[&None]), (1, 0, 0, 0), "{}: {g:?}", fx.name);
+        let all = b.counts().unwrap();
+        let sum = |f: fn(&q_queue::Counts) -> u64| g.values().map(f).sum::<u64>();
+        assert_eq!((sum(|c| c.ready), sum(|c| c.scheduled), sum(|c| c.running), sum(|c| c.done)), (all.ready, all.scheduled, all.running, all.done), "{}", fx.name);
+        b.settle(&c[0].id, &c[0].token, Reason::Ok, &ok(), &so()).unwrap();
+    });
+}
+
 /// Adopting a claim made elsewhere: refused when it is not current.
 #[test]
 fn adopting_a_claim() {

@@ -750,6 +750,27 @@ impl Backend for PgQueue {
         Ok(c)
     }
 
+    fn group_counts(&self) -> Result<BTreeMap<Option<String>, Counts>> {
+        let rows = self.rows("SELECT spec->>'group', state, run_at <= now(), count(*) FROM {s}.job WHERE queue = $1 GROUP BY 1, 2, 3", &[&self.t.queue])?;
+        let mut out: BTreeMap<Option<String>, Counts> = BTreeMap::new();
+        for r in rows {
+            let c = out.entry(r.get(0)).or_default();
+            let n = r.get::<_, i64>(3) as u64;
+            match (State::parse(r.get(1)), r.get::<_, bool>(2)) {
+                (Some(State::Pending), true) => c.ready += n,
+                (Some(State::Pending), false) => c.scheduled += n,
+                (Some(State::Waiting), _) => c.waiting += n,
+                (Some(State::Held), _) => c.held += n,
+                (Some(State::Running), _) => c.running += n,
+                (Some(State::Done), _) => c.done += n,
+                (Some(State::Dead), _) => c.dead += n,
+                (Some(State::Canceled), _) => c.canceled += n,
+                (None, _) => {}
+            }
+        }
+        Ok(out)
+    }
+
     fn entries(&self, states: &[State]) -> Result<Vec<Entry>> {
         let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
         let rows = self.rows(&format!("SELECT {ENTRY_COLS} FROM {{s}}.job WHERE queue = $1 AND state = ANY($2)"), &[&self.t.queue, &names])?;
