@@ -25,7 +25,7 @@ const RECENT: usize = 20;
     version,
     about = "List the jobs of a q queue, or count them",
     long_about = "List jobs: by default the unfinished ones (pending, waiting, held, running) and the 20 most recently finished. A table on a terminal, one {\"type\":\"job\",...} JSON line per job otherwise (or with --json).\n\nThe table lists jobs in the order they run: running ones, then pending ones in claim order (ready ones by priority, due time and id, then scheduled ones by due time), waiting, held, and finished ones by when they ended. Times are local, with their zone (TZ); an id is shown by its shortest unique suffix (at least 6 characters, which every tool takes for the id). JSON stays UTC with full ids.",
-    after_help = "Examples:\n  q-ls                                  # what is queued and running\n  q-ls --state dead | q-ctl retry       # retry every dead job\n  q-ls --name nightly --since 1d        # the nightly jobs pushed or ended in the last day"
+    after_help = "Examples:\n  q-ls                                  # what is queued and running\n  q-ls --state dead | q-ctl retry       # retry every dead job\n  q-ls --name nightly --since 1d        # the nightly jobs pushed or ended in the last day\n  q-ls --counts --by group              # how many jobs of each group wait and run"
 )]
 pub struct Args {
     #[command(flatten)]
