@@ -32,8 +32,6 @@ fn serial_q_top_shows_a_served_queue_live_and_follows_a_resize() {
     push(&q, &["--name", "flaky", "--priority", "9", "--sh", "exit 3"]);
     let build = push(&q, &["--name", "build", "--priority", "5", "--needs", "gpu=1", "--sh", &hold]);
     let deploy = push(&q, &["--name", "deploy", "--priority", "5", "--group", "deploy", "--sh", &hold]);
-    push(&q, &["--name", "report", "--", "true"]);
-    push(&q, &["--name", "notify", "--", "true"]);
 
     let mut sup = q.cmd("q-supervise");
     sup.args(["-j", "2", "-q", "--slots", "gpu=2", "--limit", "deploy=1"]).stdout(Stdio::null()).stderr(Stdio::null());
@@ -42,6 +40,11 @@ fn serial_q_top_shows_a_served_queue_live_and_follows_a_resize() {
         let marker = q.path().join(format!("{id}.started"));
         wait_until("both long jobs run", Duration::from_secs(60), || marker.exists());
     }
+    // Pushed once both workers are busy, so that they stay ready: a worker
+    // that finds the slots taken for a moment (another worker holds them
+    // while it claims) may pass the slot jobs over for later ones.
+    push(&q, &["--name", "report", "--", "true"]);
+    push(&q, &["--name", "notify", "--", "true"]);
 
     wait_until("the quick jobs are settled", Duration::from_secs(60), || {
         let c = q.run("q-ls", &["--counts"]).lines().remove(0);
