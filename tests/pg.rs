@@ -566,13 +566,14 @@ fn ids_and_after_last_on_an_upgraded_schema() {
         "DROP INDEX \"{schema}\".job_id_prefix, \"{schema}\".job_id_suffix, \"{schema}\".job_name, \"{schema}\".job_pusher;
          ALTER TABLE \"{schema}\".job DROP COLUMN pusher, DROP COLUMN waited;
          ALTER TABLE \"{schema}\".attempt DROP COLUMN requests;
+         DROP TABLE \"{schema}\".supervisor;
          UPDATE \"{schema}\".meta SET v = '1' WHERE k = 'version'"
     ))
     .unwrap();
     // A reader opens it: upgraded.
     assert_eq!(q.run("q-ls", &["--json", &old[20..]]).ok().lines()[0]["id"], old.as_str());
     let v: String = db.query_one(&format!("SELECT v FROM \"{schema}\".meta WHERE k = 'version'"), &[]).unwrap().get(0);
-    assert_eq!(v, "3");
+    assert_eq!(v, "4");
     // Version 3 marks the jobs others wait on (their settle moves them).
     let marked: Vec<String> = db
         .query(&format!("SELECT id FROM \"{schema}\".job WHERE waited"), &[])
@@ -817,4 +818,13 @@ fn serial_a_refused_settle_is_tried_again_while_the_lease_lasts() {
     assert_eq!(q.state(&id), "done");
     let attempts: i64 = db.query_one(&format!("SELECT count(*) FROM \"{schema}\".attempt WHERE id = $1"), &[&id]).unwrap().get(0);
     assert_eq!(attempts, 1, "no second attempt");
+}
+
+/// `q-ctl workers N` on PostgreSQL: the supervisor is reached through its
+/// row (from any host), and the directory scenario holds: more workers
+/// start at once, fewer stop no job.
+#[test]
+fn serial_workers_change_on_postgres() {
+    let (q, _) = pg_queue(None);
+    crate::live::workers_rise_and_fall(&q);
 }

@@ -11,6 +11,7 @@ mod docs;
 mod gc;
 mod ids;
 mod hosts;
+mod live;
 mod log;
 mod ls;
 mod owners;

@@ -30,18 +30,21 @@ fn serial_q_top_shows_a_served_queue_live_and_follows_a_resize() {
         push(&q, &["--name", n, "--priority", "9", "--", "true"]);
     }
     push(&q, &["--name", "flaky", "--priority", "9", "--sh", "exit 3"]);
-    let build = push(&q, &["--name", "build", "--priority", "5", "--sh", &hold]);
-    let deploy = push(&q, &["--name", "deploy", "--priority", "5", "--sh", &hold]);
-    push(&q, &["--name", "report", "--", "true"]);
-    push(&q, &["--name", "notify", "--", "true"]);
+    let build = push(&q, &["--name", "build", "--priority", "5", "--needs", "gpu=1", "--sh", &hold]);
+    let deploy = push(&q, &["--name", "deploy", "--priority", "5", "--group", "deploy", "--sh", &hold]);
 
     let mut sup = q.cmd("q-supervise");
-    sup.args(["-j", "2", "-q"]).stdout(Stdio::null()).stderr(Stdio::null());
+    sup.args(["-j", "2", "-q", "--slots", "gpu=2", "--limit", "deploy=1"]).stdout(Stdio::null()).stderr(Stdio::null());
     let mut sup = Proc::spawn(sup);
     for id in [&build, &deploy] {
         let marker = q.path().join(format!("{id}.started"));
         wait_until("both long jobs run", Duration::from_secs(60), || marker.exists());
     }
+    // Pushed once both workers are busy, so that they stay ready: a worker
+    // that finds the slots taken for a moment (another worker holds them
+    // while it claims) may pass the slot jobs over for later ones.
+    push(&q, &["--name", "report", "--", "true"]);
+    push(&q, &["--name", "notify", "--", "true"]);
 
     wait_until("the quick jobs are settled", Duration::from_secs(60), || {
         let c = q.run("q-ls", &["--counts"]).lines().remove(0);
@@ -52,7 +55,7 @@ fn serial_q_top_shows_a_served_queue_live_and_follows_a_resize() {
     let mut s = Screen::start(&q, "q", &["top", "--interval", "1h"], (100, 30), &[("TZ", "America/New_York"), ("Q_DIR", "q")]);
     let rows = s.wait_for("the view shows the running jobs, what ended and the counts", Duration::from_secs(30), |rows, _| {
         let text = rows.join("\n");
-        ["RUNNING 2", "build", "deploy", "ENDED 4", "flaky", "exit 3", "2 ready", "2 running", "3 done", "1 dead", "jobs/s", "ETA", "EST"]
+        ["RUNNING 2", "build", "deploy", "ENDED 4", "flaky", "exit 3", "2 ready", "2 running", "3 done", "1 dead", "jobs/s", "ETA", "EST", "slots: gpu 1/2", "groups running: deploy 1/1"]
             .iter()
             .all(|w| text.contains(w))
     });
@@ -90,6 +93,35 @@ fn serial_q_top_shows_a_served_queue_live_and_follows_a_resize() {
     wait_until("the long jobs end", Duration::from_secs(60), || q.state(&build) == "done" && q.state(&deploy) == "done");
     sup.signal(nix::sys::signal::SIGTERM);
     sup.wait_for(Duration::from_secs(60));
+}
+
+/// Slots in use and running jobs per group, out of what the live supervisor
+/// has, follow `q-ctl slots` and the jobs that end.
+#[test]
+fn serial_q_top_shows_slots_in_use_and_groups() {
+    let q = QDir::new();
+    let release = q.file("release");
+    let hold = format!("touch \"$Q_JOB_ID.started\"; while [ ! -e {} ]; do sleep 0.05; done", release.display());
+    let a = push(&q, &["--needs", "gpu=2", "--group", "train", "--sh", &hold]);
+    let b = push(&q, &["--group", "etl", "--sh", &hold]);
+    let mut sup = q.cmd("q-supervise");
+    sup.args(["-j", "3", "-q", "--slots", "gpu=3", "--limit", "etl=2"]).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut sup = Proc::spawn(sup);
+    for id in [&a, &b] {
+        let marker = q.path().join(format!("{id}.started"));
+        wait_until("both jobs run", Duration::from_secs(60), || marker.exists());
+    }
+    let mut s = Screen::start(&q, "q", &["top", "--interval", "100ms"], (100, 24), &[]);
+    s.wait_for("slots and groups", Duration::from_secs(30), |rows, _| rows.iter().any(|r| r.trim_end() == "slots: gpu 2/3 · groups running: etl 1/2, train 1"));
+    let o = q.run("q-ctl", &["slots", "gpu=4"]);
+    o.ok();
+    s.wait_for("the new total", Duration::from_secs(30), |rows, _| rows.iter().any(|r| r.contains("slots: gpu 2/4")));
+    std::fs::write(&release, "").unwrap();
+    s.wait_for("nothing in use", Duration::from_secs(30), |rows, _| rows.iter().any(|r| r.trim_end() == "slots: gpu 0/4 · groups running: etl 0/2"));
+    s.keys(b"q");
+    assert_eq!(s.wait_exit(Duration::from_secs(30)), 0);
+    sup.signal(nix::sys::signal::SIGTERM);
+    assert_eq!(sup.wait_for(Duration::from_secs(60)), 0);
 }
 
 /// `q-ls --watch` is the same view; Ctrl-C quits it with 130, as every

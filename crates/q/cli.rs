@@ -144,6 +144,17 @@ pub fn slot(s: &str) -> Result<(String, u32), String> {
     Ok((name.to_owned(), n))
 }
 
+/// `NAME=N` as `q-ctl slots` and `limit` take it: 0 too (none).
+pub fn slot_or_none(s: &str) -> Result<(String, u32), String> {
+    match s.split_once('=') {
+        Some((name, "0")) => {
+            q_queue::slots::check_name(name)?;
+            Ok((name.to_owned(), 0))
+        }
+        _ => slot(s),
+    }
+}
+
 /// The totals of `--slots` and `--limit`; `None` when neither was given.
 pub fn slot_totals(slots: &[(String, u32)], limits: &[(String, u32)]) -> Option<std::collections::BTreeMap<q_queue::slots::Res, u32>> {
     use q_queue::slots::Res;
@@ -170,6 +181,34 @@ pub fn rate(s: &str) -> Result<f64, String> {
         return Err(format!("{s:?}: must be more than 0 and at most 1000/s"));
     }
     Ok(n / per)
+}
+
+/// `--rate N/s` (all jobs) or `--rate NAME=N/s` (the jobs of group NAME).
+pub fn rate_arg(s: &str) -> Result<(Option<String>, f64), String> {
+    match s.split_once('=') {
+        Some((g, r)) => {
+            q_queue::slots::check_name(g)?;
+            Ok((Some(g.to_owned()), rate(r)?))
+        }
+        None => Ok((None, rate(s)?)),
+    }
+}
+
+/// `--rate` given as a list: the one for all jobs, and those per group;
+/// each at most once.
+pub fn rates(list: &[(Option<String>, f64)]) -> Result<(Option<f64>, std::collections::BTreeMap<String, f64>), String> {
+    let mut global = None;
+    let mut groups = std::collections::BTreeMap::new();
+    for (g, r) in list {
+        let dup = match g {
+            None => global.replace(*r).is_some(),
+            Some(g) => groups.insert(g.clone(), *r).is_some(),
+        };
+        if dup {
+            return Err(format!("--rate {}: given twice", g.as_deref().map_or("N/s".to_owned(), |g| format!("{g}=N/s"))));
+        }
+    }
+    Ok((global, groups))
 }
 
 /// The worker id of this process: `$Q_WORKER_ID`, else `<host>-<pid>`.

@@ -22,6 +22,7 @@ use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 mod moving;
+mod reach;
 
 const TOOL: &str = "q-ctl";
 
@@ -31,7 +32,7 @@ const TOOL: &str = "q-ctl";
     version,
     about = "Change state: pause/resume the queue, cancel, retry, hold, release or remove jobs, change queued ones, signal, stop, resume or restart running ones, settle a claim by hand, move jobs to another queue",
     long_about = "Change the state of a q queue or of its jobs. Job ids come from the arguments, or from stdin when none are given (bare ids or JSON lines with an \"id\" field, so `q-ls ... | q-ctl retry` works). Prints one {\"type\":\"ctl\",...} JSON line per job acted on (`was`: the state it was found in, `state`: the state now); ack and nack print the job's `result` line. An unknown id is reported (exit 66) and the other ids are still handled. An ID on the command line may also be a unique suffix or prefix of at least 6 characters, or the name of a unique unfinished job (ambiguous: exit 66, listing the candidates); an id in JSON is exact only.",
-    after_help = "Examples:\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl signal \"$id\" USR1              # SIGUSR1 to the running job's process group, wherever it runs\n  q-ctl set \"$id\" --key nightly        # dedupe key: refused (75) while another unfinished job holds it\n  q-ctl export | Q_DIR=postgres://db/jobs q-ctl import   # move the queued jobs to another queue"
+    after_help = "Examples:\n  q-ls --state dead | q-ctl retry       # give every dead job a fresh failure budget\n  q-ctl workers 8                      # the live supervisor keeps 8 workers until it exits\n  q-ctl signal \"$id\" USR1              # SIGUSR1 to the running job's process group, wherever it runs\n  q-ctl set \"$id\" --key nightly        # dedupe key: refused (75) while another unfinished job holds it\n  q-ctl export | Q_DIR=postgres://db/jobs q-ctl import   # move the queued jobs to another queue"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -140,6 +141,40 @@ enum Cmd {
         #[arg(value_name = "ID")]
         ids: Vec<String>,
     },
+    /// Change how many workers the live supervisor keeps, until it exits:
+    /// more start at once; when fewer, the workers beyond N take no more
+    /// jobs and exit once their running job ends (none is stopped)
+    Workers {
+        #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65535))]
+        n: u32,
+        #[command(flatten)]
+        to: Reach,
+    },
+    /// Change the live supervisor's slots, until it exits (gpu=2; gpu=0:
+    /// none): each worker takes them once its running job ends
+    Slots {
+        #[arg(value_name = "NAME=N", required = true, value_delimiter = ',', value_parser = cli::slot_or_none)]
+        slots: Vec<(String, u32)>,
+        #[command(flatten)]
+        to: Reach,
+    },
+    /// Change the live supervisor's group limits, until it exits (io=1;
+    /// io=0: no limit), as `slots`
+    Limit {
+        #[arg(value_name = "NAME=N", required = true, value_delimiter = ',', value_parser = cli::slot_or_none)]
+        limits: Vec<(String, u32)>,
+        #[command(flatten)]
+        to: Reach,
+    },
+}
+
+/// Which live supervisor to change.
+#[derive(Debug, clap::Args)]
+struct Reach {
+    /// The host whose supervisor to change, when several serve the queue
+    /// (a PostgreSQL queue, one supervisor per host)
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
 }
 
 /// What `set` changes: the job-line fields of the same names.
@@ -311,6 +346,9 @@ fn run(a: Args) -> Result<u8> {
             let until = q.touch(id, token)?;
             Ok(json!({"type": "ctl", "action": "touch", "id": id, "token": token, "lease_expires_at": time::rfc3339(until)}))
         }),
+        Cmd::Workers { n, to } => reach::change(&a.common, "workers", to.host.as_deref(), q_queue::supervisor::SupAsk { workers: Some(n), ..Default::default() }),
+        Cmd::Slots { slots, to } => reach::change(&a.common, "slots", to.host.as_deref(), q_queue::supervisor::SupAsk { slots: reach::pairs(&slots), ..Default::default() }),
+        Cmd::Limit { limits, to } => reach::change(&a.common, "limit", to.host.as_deref(), q_queue::supervisor::SupAsk { limits: reach::pairs(&limits), ..Default::default() }),
         Cmd::Export => moving::export(&a.common),
         Cmd::Import { batch } => moving::import(&a.common, batch),
     }

@@ -25,7 +25,7 @@ const RECENT: usize = 20;
     version,
     about = "List the jobs of a q queue, or count them",
     long_about = "List jobs: by default the unfinished ones (pending, waiting, held, running) and the 20 most recently finished. A table on a terminal, one {\"type\":\"job\",...} JSON line per job otherwise (or with --json).\n\nThe table lists jobs in the order they run: running ones, then pending ones in claim order (ready ones by priority, due time and id, then scheduled ones by due time), waiting, held, and finished ones by when they ended. Times are local, with their zone (TZ); an id is shown by its shortest unique suffix (at least 6 characters, which every tool takes for the id). JSON stays UTC with full ids.",
-    after_help = "Examples:\n  q-ls                                  # what is queued and running\n  q-ls --state dead | q-ctl retry       # retry every dead job\n  q-ls --name nightly --since 1d        # the nightly jobs pushed or ended in the last day"
+    after_help = "Examples:\n  q-ls                                  # what is queued and running\n  q-ls --state dead | q-ctl retry       # retry every dead job\n  q-ls --name nightly --since 1d        # the nightly jobs pushed or ended in the last day\n  q-ls --counts --by group              # how many jobs of each group wait and run"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -39,6 +39,9 @@ pub struct Args {
     /// Only jobs with this name (repeatable: any may match)
     #[arg(long, value_name = "NAME")]
     name: Vec<String>,
+    /// Only jobs of this group (repeatable: any may match); with --counts, the counts of these groups
+    #[arg(long, value_name = "GROUP")]
+    group: Vec<String>,
     /// Only jobs pushed or ended since TIME: a duration ago (1h, 30m, 2d), RFC 3339, or Unix seconds; finished ones are not cut to the 20 most recent
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     since: Option<i64>,
@@ -48,6 +51,9 @@ pub struct Args {
     /// Print the counts per state instead of jobs
     #[arg(long)]
     counts: bool,
+    /// With --counts: one count per group (a line each; jobs of no group: group null)
+    #[arg(long, value_name = "group", value_parser = ["group"], requires = "counts")]
+    by: Option<String>,
     /// JSON lines even on a terminal
     #[arg(long, conflicts_with = "table")]
     json: bool,
@@ -55,7 +61,7 @@ pub struct Args {
     #[arg(long)]
     table: bool,
     /// The live view, redrawn in place until q or Ctrl-C (the same as q top)
-    #[arg(long, conflicts_with_all = ["json", "table", "counts", "ids", "state", "tag", "name", "since", "all"])]
+    #[arg(long, conflicts_with_all = ["json", "table", "counts", "ids", "state", "tag", "name", "group", "since", "all"])]
     watch: bool,
     /// Only these jobs
     #[arg(value_name = "ID")]
@@ -84,6 +90,9 @@ fn run(a: Args) -> Result<u8> {
     }
     let q = a.common.open()?;
     let table = a.table || (!a.json && out::stdout_is_tty());
+    if a.counts && (a.by.is_some() || !a.group.is_empty()) {
+        return group_counts(q.as_ref(), &a.group, table);
+    }
     if a.counts {
         let v = counts_json(q.as_ref())?;
         if table {
@@ -132,6 +141,9 @@ fn run(a: Args) -> Result<u8> {
             }
         }
         if !a.name.is_empty() && !a.name.iter().any(|n| v["name"].as_str() == Some(n.as_str())) {
+            continue;
+        }
+        if !a.group.is_empty() && !a.group.iter().any(|g| job.group.as_deref() == Some(g.as_str())) {
             continue;
         }
         if let Some(t) = a.since {
@@ -223,6 +235,67 @@ pub fn counts_json(q: Option<&Queue>) -> Result<Value> {
     }))
 }
 
+/// `--counts --by group` (or `--counts --group G`): a `counts` record per
+/// group, with its `group` (null: the jobs of no group); on a terminal, a
+/// table of them.
+fn group_counts(q: Option<&Queue>, only: &[String], table: bool) -> Result<u8> {
+    let all = match q {
+        Some(q) => q.group_counts()?,
+        None => Default::default(),
+    };
+    let pause = q.and_then(|q| q.paused(time::now_ms()));
+    let mut recs = Vec::new();
+    for (g, c) in &all {
+        if !only.is_empty() && !only.iter().any(|o| g.as_deref() == Some(o.as_str())) {
+            continue;
+        }
+        recs.push(json!({
+            "type": "counts",
+            "group": g,
+            "pending": c.pending(),
+            "ready": c.ready,
+            "scheduled": c.scheduled,
+            "waiting": c.waiting,
+            "held": c.held,
+            "running": c.running,
+            "done": c.done,
+            "dead": c.dead,
+            "canceled": c.canceled,
+            "paused": pause.is_some(),
+            "paused_until": pause.as_ref().and_then(|p| p.until_ms).map(time::rfc3339),
+        }));
+    }
+    // A group asked for by name that has no job counts zero.
+    for o in only {
+        if !all.contains_key(&Some(o.clone())) {
+            let mut v = counts_json(None)?;
+            v["group"] = json!(o);
+            v["paused"] = json!(pause.is_some());
+            v["paused_until"] = json!(pause.as_ref().and_then(|p| p.until_ms).map(time::rfc3339));
+            recs.push(v);
+        }
+    }
+    if table {
+        const STATES: [&str; 8] = ["ready", "scheduled", "waiting", "held", "running", "done", "dead", "canceled"];
+        const HEADS: [&str; 8] = ["READY", "SCHEDULED", "WAITING", "HELD", "RUNNING", "DONE", "DEAD", "CANCELED"];
+        let cols: Vec<crate::table::Col> = std::iter::once(crate::table::Col::flexible("GROUP")).chain(HEADS.iter().map(|h| crate::table::Col::right(h))).collect();
+        let rows: Vec<Vec<String>> = recs.iter().map(|v| std::iter::once(v["group"].as_str().unwrap_or("-").to_owned()).chain(STATES.iter().map(|k| v[*k].to_string())).collect()).collect();
+        let mut o = std::io::stdout().lock();
+        for l in crate::table::render(&cols, &rows, out::width(&std::io::stdout())) {
+            if writeln!(o, "{l}").is_err() {
+                break;
+            }
+        }
+    } else {
+        for v in &recs {
+            if !out::line(v)? {
+                break;
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
 pub fn counts_text(v: &Value) -> String {
     let mut s = String::new();
     for k in ["ready", "scheduled", "waiting", "held", "running", "done", "dead", "canceled"] {
@@ -261,6 +334,12 @@ fn entry_json(q: &Queue, e: &Entry, job: q_queue::Job) -> Value {
     }
     if !job.after.is_empty() {
         v["after"] = json!(job.after);
+    }
+    if let Some(g) = &job.group {
+        v["group"] = json!(g);
+    }
+    if !job.needs.is_empty() {
+        v["needs"] = json!(job.needs);
     }
     if e.state == State::Running {
         let (lease, run) = q.live_records(&e.id, attempt);

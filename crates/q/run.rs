@@ -14,7 +14,7 @@ use crate::out;
 use anyhow::Result;
 use clap::Parser;
 use heartbeat::{Heartbeat, Held};
-use q_queue::rate::Rate;
+use q_queue::rate::{GroupRates, Rate};
 use q_queue::slots::{Fit, Grabbed, Slots};
 use q_queue::{ClaimOpts, Liveness, Reason};
 use std::ffi::OsString;
@@ -63,9 +63,9 @@ pub struct Args {
     /// At most N jobs of group NAME run at once on this host (repeatable, or a=1,b=2)
     #[arg(long, value_name = "NAME=N", value_delimiter = ',', value_parser = cli::slot)]
     pub limit: Vec<(String, u32)>,
-    /// Start at most N jobs per second (N/s, N/m, N/h), spaced evenly, together with the other workers of this queue on this host that are given --rate
-    #[arg(long, value_name = "N/s", value_parser = cli::rate)]
-    pub rate: Option<f64>,
+    /// Start at most N jobs per second (N/s, N/m, N/h), spaced evenly, together with the other workers of this queue on this host that are given --rate; NAME=N/s: at most N jobs of group NAME per second (repeatable, one per group), the other jobs unaffected
+    #[arg(long, value_name = "[NAME=]N/s", value_parser = cli::rate_arg)]
+    pub rate: Vec<(Option<String>, f64)>,
     /// A handler to run instead of each job's command; it gets the claim line on stdin
     #[arg(last = true, value_name = "HANDLER")]
     handler: Vec<OsString>,
@@ -84,6 +84,10 @@ pub(crate) struct Ctx {
     pub signals: Arc<AtomicUsize>,
     /// The first signal was SIGINT (Ctrl-C).
     pub sigint: Arc<std::sync::atomic::AtomicBool>,
+    /// SIGUSR1 came: take no more jobs, let the running one finish (no
+    /// grace, no kill), then exit 0. A supervisor retires a worker so
+    /// (`q-ctl workers N` lower, or new slots for its next worker).
+    pub retire: Arc<std::sync::atomic::AtomicBool>,
     pub heartbeat: Heartbeat,
     /// Started by q-supervise (which reclaims for its workers).
     pub supervised: bool,
@@ -91,7 +95,7 @@ pub(crate) struct Ctx {
     pub programs: spawn::Resolver,
     /// The attempts' workspaces.
     pub workspaces: q_queue::local::Workspaces,
-    /// Readable once SIGTERM or SIGINT arrived.
+    /// Readable once SIGTERM, SIGINT or SIGUSR1 arrived.
     pub signaled: std::io::PipeReader,
     /// Recorded environments read so far (they never change).
     pub envs: std::sync::Mutex<std::collections::HashMap<EnvKey, Arc<std::collections::BTreeMap<String, String>>>>,
@@ -104,6 +108,11 @@ pub type EnvKey = (Option<u32>, String);
 impl Ctx {
     pub fn draining(&self) -> bool {
         self.signals.load(Ordering::Relaxed) > 0
+    }
+
+    /// Asked to stop taking jobs: drained, or retired (SIGUSR1).
+    pub fn stopping(&self) -> bool {
+        self.draining() || self.retire.load(Ordering::Relaxed)
     }
 
     /// The status of a worker that stopped as asked: 130 after Ctrl-C
@@ -119,17 +128,25 @@ pub fn main() -> ExitCode {
 }
 
 fn run(a: Args) -> Result<u8> {
+    if let Err(e) = cli::rates(&a.rate) {
+        eprintln!("q-run: error: {e}");
+        return Ok(exit::USAGE);
+    }
     let signals = Arc::new(AtomicUsize::new(0));
     let sigint = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let retire = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Readable once a signal came: wakes a worker waiting for jobs at once.
     let (signaled, mut signal_w) = std::io::pipe()?;
     {
         let s = Arc::clone(&signals);
         let int = Arc::clone(&sigint);
-        let mut it = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+        let ret = Arc::clone(&retire);
+        let mut it = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGUSR1])?;
         std::thread::spawn(move || {
             for sig in it.forever() {
-                if s.fetch_add(1, Ordering::Relaxed) == 0 && sig == signal_hook::consts::SIGINT {
+                if sig == signal_hook::consts::SIGUSR1 {
+                    ret.store(true, Ordering::Relaxed);
+                } else if s.fetch_add(1, Ordering::Relaxed) == 0 && sig == signal_hook::consts::SIGINT {
                     int.store(true, Ordering::Relaxed);
                 }
                 let _ = std::io::Write::write_all(&mut signal_w, b"s");
@@ -178,6 +195,7 @@ fn run(a: Args) -> Result<u8> {
         worker_id: cli::worker_id(),
         signals,
         sigint,
+        retire,
         heartbeat: Heartbeat::start(&q),
         envs: Default::default(),
         workspaces: q.workspaces(),
@@ -203,8 +221,15 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
     // it needs until it ends (q_queue::slots).
     let totals = cli::slot_totals(&a.slots, &a.limit);
     let slots = totals.clone().map(|t| Slots::new(ctx.q.slot_dir(), t));
-    let all = totals.map(|total| Fit { total, free: Default::default() });
-    let rate = a.rate.map(|r| Rate::new(ctx.q.slot_dir(), (1000.0 / r).round() as u64));
+    let (global, groups) = cli::rates(&a.rate).map_err(|e| anyhow::anyhow!(e))?;
+    let rate = global.map(|r| Rate::new(ctx.q.slot_dir(), (1000.0 / r).round() as u64));
+    // --rate NAME=N/s: a group's turn is part of what a claim may take.
+    let group_rates = (!groups.is_empty()).then(|| GroupRates::new(ctx.q.slot_dir(), groups));
+    let rated = group_rates.as_ref().map(GroupRates::totals).unwrap_or_default();
+    let all = match totals {
+        None if rated.is_empty() => None,
+        t => Some(Fit { total: t.unwrap_or_default().into_iter().chain(rated.clone()).collect(), free: Default::default() }),
+    };
     // The claims' fsync is left to their settles (on the committer), so a
     // job starts without waiting for the disk.
     let mut claimer = ctx.q.claimer();
@@ -222,24 +247,32 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
         let window = if ctx.q.settles_sync() { Duration::from_millis(a.group_window) } else { Duration::ZERO };
         let committer = Committer::start(scope, ctx, window);
         loop {
-            if ctx.draining() {
+            if ctx.stopping() {
                 committer.flush();
                 return Ok(ctx.stopped());
             }
             // --rate: this worker's turn to start a job, one interval after the last start.
             let turn = match &rate {
                 None => None,
-                Some(r) => match r.turn(&|| ctx.draining())? {
+                Some(r) => match r.turn(&|| ctx.stopping())? {
                     Some(t) => Some(t),
                     None => continue,
                 },
             };
             let grabbed = slots.as_ref().map(Slots::grab).transpose()?;
+            let turns = group_rates.as_ref().map(GroupRates::try_turns).transpose()?;
             opts.fit = grabbed.as_ref().map(Grabbed::fit);
+            if let Some(t) = &turns {
+                let fit = opts.fit.get_or_insert_with(Fit::default);
+                fit.total.extend(rated.clone());
+                fit.free.extend(t.free());
+            }
             let mut claims = claimer.claim(1, &opts)?;
             let Some(c) = claims.pop() else {
                 drop(grabbed);
                 drop(turn);
+                // A group's turn comes sooner than the next look.
+                let wait = turns.and_then(|t| t.next_in).map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
                 // The settle in flight may requeue its job or free a
                 // dependent: only once it is done is "nothing ready" true.
                 if committer.flush() {
@@ -266,11 +299,14 @@ fn run_worker(ctx: &Ctx, a: &Args) -> Result<u8> {
                         continue;
                     }
                 }
-                claimer.wait_or(Duration::from_secs(1), Some(ctx.signaled.as_fd()));
+                claimer.wait_or(wait, Some(ctx.signaled.as_fd()));
                 continue;
             };
             if let Some(t) = turn {
                 t.started()?;
+            }
+            if let Some(t) = turns {
+                t.started(c.job.group.as_deref())?;
             }
             let kept = grabbed.map(|g| g.keep(&c.job.needs, c.job.group.as_deref())).unwrap_or_default();
             let held = ctx.heartbeat.hold(c);
@@ -429,7 +465,7 @@ fn run_stdin(ctx: &Ctx, once: bool) -> Result<u8> {
     let mut code = exit::OK;
     let mut ran = false;
     while let Ok(held) = rx.recv() {
-        if ctx.draining() {
+        if ctx.stopping() {
             // Not started: hand it back at once.
             let _ = ctx.q.settle(&held.id, &held.token, Reason::WorkerShutdown, &Default::default(), &Default::default());
             ctx.heartbeat.release(&held);

@@ -26,6 +26,7 @@ mod hooks;
 pub(crate) mod idle;
 mod pool;
 mod report;
+mod settings;
 mod sup;
 mod track;
 mod watchdog;
@@ -53,8 +54,8 @@ use watchdog::Watchdog;
     name = "q-supervise",
     version,
     about = "Keep N q-run workers on a queue: restart them, drain on SIGTERM, exit when idle",
-    long_about = "Run N q-run workers as child processes, each with a stable worker id across restarts (Q_WORKER_ID=<host>-w<k>). A worker that exits is restarted after 1, 2, 4, 8, 16, then 30 s (times --restart-base / 1s; the backoff starts over after 60 s of healthy running); the jobs it held are reclaimed at once and requeued. Expired leases are reclaimed as it goes; waiting jobs whose dependencies ended unnoticed (after a crash) are moved on at start and every 5 minutes.\n\nOne supervisor per queue: a second one exits 75 naming the live one (with --skip-if-running: 0, silently); a lock left by a dead supervisor is taken over.\n\nSIGTERM or SIGINT drains: workers stop claiming, running jobs get --grace to finish, then they are terminated (SIGTERM, --grace, SIGKILL) and requeued (worker-shutdown). A second signal stops at once. After SIGINT (Ctrl-C) the exit status is 130 (so `q-supervise ... && deploy` does not deploy), unless the drain had already finished all work; after SIGTERM it is 0 or 1 as below (service managers). No process of any job outlives the supervisor, even when it is killed.\n\n--exit-on-idle: exit when nothing is ready, running or due (scheduled retries count; --idle-horizon bounds how far ahead). Held jobs and a paused queue do not keep it alive: it says how many jobs wait. Exit status: 0 when every job it ran ended done, 1 otherwise.\n\nOn a terminal it shows live progress; otherwise it prints nothing on success. Each job that ended other than done gets one line on stderr (id, name, how it ended, attempt, the q-log command that shows it); -q leaves those out. --events asks instead for JSON lines on stderr: {\"type\":\"event\",\"event\":...,\"worker_id\":...,\"pid\":...}, events supervisor-started, worker-started, worker-exited, worker-restarting, job-claimed, job-finished, lease-reclaimed, draining, stopping, idle, worker-stderr, supervisor-exited.",
-    after_help = "Examples:\n  q-supervise -j 4 --exit-on-idle       # drain the queue with 4 workers, then exit (cron, make)\n  q-supervise -j 8 --on-fail 'notify-send \"q: job failed\"'   # a service (systemd, see README); a notification per failed job\n  q-supervise -j 6 --slots gpu=2        # two GPUs: jobs pushed with --needs gpu=1 get Q_SLOT_GPU=0 or 1"
+    long_about = "Run N q-run workers as child processes, each with a stable worker id across restarts (Q_WORKER_ID=<host>-w<k>). A worker that exits is restarted after 1, 2, 4, 8, 16, then 30 s (times --restart-base / 1s; the backoff starts over after 60 s of healthy running); the jobs it held are reclaimed at once and requeued. Expired leases are reclaimed as it goes; waiting jobs whose dependencies ended unnoticed (after a crash) are moved on at start and every 5 minutes.\n\nOne supervisor per queue: a second one exits 75 naming the live one (with --skip-if-running: 0, silently); a lock left by a dead supervisor is taken over (PostgreSQL: one per host).\n\nWhile it runs, q-ctl workers N, q-ctl slots NAME=N and q-ctl limit NAME=N change it until it exits: more workers start at once; workers beyond N, or whose slots changed, take no more jobs and exit once their running job ends (then start again with the new slots); no job is stopped.\n\nSIGTERM or SIGINT drains: workers stop claiming, running jobs get --grace to finish, then they are terminated (SIGTERM, --grace, SIGKILL) and requeued (worker-shutdown). A second signal stops at once. After SIGINT (Ctrl-C) the exit status is 130 (so `q-supervise ... && deploy` does not deploy), unless the drain had already finished all work; after SIGTERM it is 0 or 1 as below (service managers). No process of any job outlives the supervisor, even when it is killed.\n\n--exit-on-idle: exit when nothing is ready, running or due (scheduled retries count; --idle-horizon bounds how far ahead). Held jobs and a paused queue do not keep it alive: it says how many jobs wait. Exit status: 0 when every job it ran ended done, 1 otherwise.\n\nOn a terminal it shows live progress; otherwise it prints nothing on success. Each job that ended other than done gets one line on stderr (id, name, how it ended, attempt, the q-log command that shows it); -q leaves those out. --events asks instead for JSON lines on stderr: {\"type\":\"event\",\"event\":...,\"worker_id\":...,\"pid\":...}, events supervisor-started, worker-started, worker-exited, worker-restarting, job-claimed, job-finished, lease-reclaimed, draining, stopping, idle, worker-stderr, supervisor-exited, settings-changed, worker-retiring.",
+    after_help = "Examples:\n  q-supervise -j 4 --exit-on-idle       # drain the queue with 4 workers, then exit (cron, make)\n  q-supervise -j 8 --on-fail 'notify-send \"q: job failed\"'   # a service (systemd, see README); a notification per failed job\n  q-supervise -j 6 --slots gpu=2        # two GPUs: jobs pushed with --needs gpu=1 get Q_SLOT_GPU=0 or 1\n  q-supervise -j 4 --rate api=5/s      # at most 5 jobs of group api a second, the others as fast as they come"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -107,9 +108,9 @@ pub struct Args {
     /// At most N jobs of group NAME run at once (repeatable, or a=1,b=2)
     #[arg(long, value_name = "NAME=N", value_delimiter = ',', value_parser = cli::slot)]
     limit: Vec<(String, u32)>,
-    /// Start at most N jobs per second over all workers (N/s, N/m, N/h), spaced evenly
-    #[arg(long, value_name = "N/s", value_parser = cli::rate)]
-    rate: Option<f64>,
+    /// Start at most N jobs per second over all workers (N/s, N/m, N/h), spaced evenly; NAME=N/s: at most N jobs of group NAME (repeatable, one per group)
+    #[arg(long, value_name = "[NAME=]N/s", value_parser = cli::rate_arg)]
+    rate: Vec<(Option<String>, f64)>,
     /// A handler the workers run instead of each job's command (see q-run)
     #[arg(last = true, value_name = "HANDLER")]
     handler: Vec<OsString>,
@@ -136,6 +137,10 @@ pub fn main() -> ExitCode {
 fn run(a: Args) -> Result<u8> {
     if a.watchdog {
         return watchdog::run(&a.common);
+    }
+    if let Err(e) = cli::rates(&a.rate) {
+        eprintln!("q-supervise: error: {e}");
+        return Ok(exit::USAGE);
     }
     let (tx, rx) = channel();
     {
@@ -194,16 +199,12 @@ fn run(a: Args) -> Result<u8> {
         usize::from,
     );
     let host = q_queue::ident::host().host.clone();
-    let slots = (1..=n)
-        .map(|k| Slot {
-            worker_id: format!("{host}-w{k}"),
-            pid: None,
-            pid_start: 0,
-            started: Instant::now(),
-            restarts: 0,
-            restart_at: None,
-        })
-        .collect();
+    let slots = (1..=n).map(|k| Slot::new(format!("{host}-w{k}"), None)).collect();
+    let settings = q_queue::supervisor::Settings {
+        workers: u32::try_from(n).unwrap_or(u32::MAX),
+        slots: a.slots.iter().cloned().collect(),
+        limits: a.limit.iter().cloned().collect(),
+    };
     let now = Instant::now();
     let sup = Sup {
         q,
@@ -223,10 +224,12 @@ fn run(a: Args) -> Result<u8> {
             pid_worker: HashMap::new(),
             open_pipes: 0,
             ever_started: false,
+            target: n,
         },
+        me: q_queue::supervisor::Supervisor::me(settings),
         track: Track { outcomes: HashMap::new(), claims: HashMap::new(), finished: 0, labels: HashMap::new(), started: now, last_draw: now },
         idle: IdleWatch { exit_on_idle: a.exit_on_idle, horizon: a.idle_horizon, idle_seen: 0, last_idle_check: now, left_behind: None, idle_exit: false, fit: cli::slot_totals(&a.slots, &a.limit).map(|total| q_queue::slots::Fit { total, free: Default::default() }) },
-        upkeep: Upkeep { last_reclaim: now, last_promote: None },
+        upkeep: Upkeep { last_reclaim: now, last_promote: None, last_asks: now },
         common: a.common.clone(),
         hooks: hooks::Hooks::start(hooks::HookCfg {
             on_finish: a.on_finish.clone(),
@@ -284,19 +287,24 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     if a.common.quiet {
         args.push("--quiet".into());
     }
-    if let Some(r) = a.rate {
+    for (group, r) in &a.rate {
         args.push("--rate".into());
-        args.push(format!("{r}/s").into());
+        args.push(match group {
+            Some(g) => format!("{g}={r}/s"),
+            None => format!("{r}/s"),
+        }.into());
     }
-    for (flag, list) in [("--slots", &a.slots), ("--limit", &a.limit)] {
-        for (name, n) in list {
-            args.push(flag.into());
-            args.push(format!("{name}={n}").into());
-        }
-    }
+    let mut tail = Vec::new();
     if !a.handler.is_empty() {
-        args.push("--".into());
-        args.extend(a.handler.iter().cloned());
+        tail.push("--".into());
+        tail.extend(a.handler.iter().cloned());
     }
-    Ok(WorkerCmd { exe, args, loc: a.common.location() })
+    Ok(WorkerCmd {
+        exe,
+        args,
+        slots: a.slots.iter().cloned().collect(),
+        limits: a.limit.iter().cloned().collect(),
+        tail,
+        loc: a.common.location(),
+    })
 }

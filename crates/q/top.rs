@@ -1,6 +1,9 @@
 //! `q top` (and `q-ls --watch`): a live view of a queue, redrawn in place
 //! every second: the counts, what runs where (worker, host, job, elapsed),
-//! the jobs that ended last (reason, duration), throughput and ETA. It looks
+//! the jobs that ended last (reason, duration), throughput and ETA, and,
+//! when jobs take slots or have groups, the slots in use (`gpu 1/2`, out of
+//! what the live supervisors have) and the running jobs per group (`io
+//! 1/1` under a limit). It looks
 //! at the queue only through the `Backend` trait (counts, entries, live
 //! records, last results), so it shows a queue of either backend, served by
 //! supervisors and workers started anywhere; it never writes to the queue.
@@ -16,7 +19,7 @@ use crate::exit;
 use crate::table::{self, Col};
 use anyhow::Result;
 use q_queue::{Counts, Entry, ResultRecord, State, time};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// How often the queue is looked at (and elapsed times move on).
@@ -94,6 +97,10 @@ pub struct View {
     running: Vec<Running>,
     ended: HashMap<String, Ended>,
     labels: HashMap<String, String>,
+    /// The needs and group of each running job (read once).
+    classes: HashMap<String, (BTreeMap<String, u32>, Option<String>)>,
+    /// The live supervisors' slots and limits, summed.
+    totals: (BTreeMap<String, u32>, BTreeMap<String, u32>),
     error: Option<String>,
     now: i64,
 }
@@ -109,6 +116,8 @@ impl View {
             running: Vec::new(),
             ended: HashMap::new(),
             labels: HashMap::new(),
+            classes: HashMap::new(),
+            totals: Default::default(),
             error: None,
             now: time::now_ms(),
         }
@@ -135,6 +144,23 @@ impl View {
         self.running.sort_by(|a, b| (&a.worker, &a.host, a.since_ms).cmp(&(&b.worker, &b.host, b.since_ms)));
         let live: std::collections::HashSet<&str> = running.iter().map(|e| e.id.as_str()).collect();
         self.labels.retain(|id, _| live.contains(id.as_str()));
+        self.classes.retain(|id, _| live.contains(id.as_str()));
+        for e in &running {
+            if !self.classes.contains_key(&e.id)
+                && let Ok(Some((_, job))) = q.job(e)
+            {
+                self.classes.insert(e.id.clone(), (job.needs.clone(), job.group.clone()));
+            }
+        }
+        let mut totals: (BTreeMap<String, u32>, BTreeMap<String, u32>) = Default::default();
+        for sup in q.supervisors().unwrap_or_default() {
+            for (into, from) in [(&mut totals.0, &sup.settings.slots), (&mut totals.1, &sup.settings.limits)] {
+                for (k, n) in from {
+                    *into.entry(k.clone()).or_default() += n;
+                }
+            }
+        }
+        self.totals = totals;
         let finished = q.entries(&[State::Done, State::Dead, State::Canceled])?;
         let mut seen = HashMap::with_capacity(finished.len());
         for e in &finished {
@@ -170,6 +196,37 @@ impl View {
             since_ms: since.and_then(|s| time::parse_time(&s).ok()),
             label,
         }
+    }
+
+    /// "slots: gpu 1/2 · groups: io 1/1, render 2": the slots the running
+    /// jobs hold out of the live supervisors' (no total: none known), and
+    /// the running jobs of each group (out of its limit, if one is known);
+    /// `None` when no job or supervisor has any.
+    fn slots_line(&self) -> Option<String> {
+        let mut used: BTreeMap<String, u32> = self.totals.0.keys().map(|k| (k.clone(), 0)).collect();
+        let mut groups: BTreeMap<String, u32> = self.totals.1.keys().map(|k| (k.clone(), 0)).collect();
+        for (needs, group) in self.classes.values() {
+            for (k, n) in needs {
+                *used.entry(k.clone()).or_default() += n;
+            }
+            if let Some(g) = group {
+                *groups.entry(g.clone()).or_default() += 1;
+            }
+        }
+        let of = |m: &BTreeMap<String, u32>, totals: &BTreeMap<String, u32>| {
+            m.iter().map(|(k, n)| match totals.get(k) {
+                Some(t) => format!("{k} {n}/{t}"),
+                None => format!("{k} {n}"),
+            }).collect::<Vec<_>>().join(", ")
+        };
+        let mut parts = Vec::new();
+        if !used.is_empty() {
+            parts.push(format!("slots: {}", of(&used, &self.totals.0)));
+        }
+        if !groups.is_empty() {
+            parts.push(format!("groups running: {}", of(&groups, &self.totals.1)));
+        }
+        (!parts.is_empty()).then(|| parts.join(" · "))
     }
 
     /// The most recently ended jobs, newest first, with their results read.
@@ -241,6 +298,9 @@ impl View {
             .join(" · ")
                 + if self.paused { " · paused" } else { "" },
         ];
+        if let Some(l) = self.slots_line() {
+            head.push(l);
+        }
         head.push(match self.throughput() {
             Some((rate, span)) => {
                 let left = c.ready + c.running;

@@ -12,6 +12,7 @@ use super::Ev;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
@@ -37,6 +38,16 @@ pub struct Slot {
     pub restarts: u32,
     /// When to start it again (set while it is down).
     pub restart_at: Option<Instant>,
+    /// Asked to exit after its job (SIGUSR1): restarted at once when it
+    /// does, with the settings of now (or let go, beyond the worker count).
+    pub retiring: bool,
+}
+
+impl Slot {
+    /// A position not started yet.
+    pub fn new(worker_id: String, restart_at: Option<Instant>) -> Slot {
+        Slot { worker_id, pid: None, pid_start: 0, started: Instant::now(), restarts: 0, restart_at, retiring: false }
+    }
 }
 
 /// How to start a worker.
@@ -44,6 +55,11 @@ pub struct Slot {
 pub struct WorkerCmd {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
+    /// `--slots` and `--limit` (q-ctl may change them while we live).
+    pub slots: BTreeMap<String, u32>,
+    pub limits: BTreeMap<String, u32>,
+    /// `-- HANDLER...`, last.
+    pub tail: Vec<OsString>,
     /// The queue, to hand on what opens it (a database password) out of argv.
     pub loc: q_queue::Location,
 }
@@ -53,7 +69,13 @@ impl WorkerCmd {
     pub fn spawn(&self, worker_id: &str, tx: &Sender<Ev>) -> std::io::Result<(i32, u64)> {
         let mut c = Command::new(&self.exe);
         crate::cli::hand_on(&mut c, &self.loc);
-        c.args(&self.args)
+        c.args(&self.args);
+        for (flag, list) in [("--slots", &self.slots), ("--limit", &self.limits)] {
+            for (name, n) in list {
+                c.arg(flag).arg(format!("{name}={n}"));
+            }
+        }
+        c.args(&self.tail)
             .env("Q_WORKER_ID", worker_id)
             .env("Q_SUPERVISOR_PID", std::process::id().to_string())
             .stdin(Stdio::null())
@@ -149,6 +171,14 @@ pub fn kill_worker(pid: i32, start: u64) {
 pub fn term_worker(pid: i32, start: u64) {
     if q_queue::ident::alive(pid, start) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+}
+
+/// Retire a worker: it takes no more jobs, lets its running job finish,
+/// then exits 0 (SIGUSR1, see q-run).
+pub fn retire_worker(pid: i32, start: u64) {
+    if q_queue::ident::alive(pid, start) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGUSR1);
     }
 }
 

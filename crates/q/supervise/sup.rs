@@ -53,6 +53,8 @@ pub(super) struct Sup {
     pub(super) common: crate::cli::Common,
     /// `--on-finish`, `--on-fail`.
     pub(super) hooks: Option<super::hooks::Hooks>,
+    /// What it publishes of itself (q-ctl workers, slots, limit change it).
+    pub(super) me: q_queue::supervisor::Supervisor,
 }
 
 /// The worker positions and their processes.
@@ -67,6 +69,9 @@ pub(super) struct Workers {
     /// Output pipes of workers not closed yet.
     pub(super) open_pipes: usize,
     pub(super) ever_started: bool,
+    /// How many workers it keeps (positions beyond are let go as their
+    /// workers exit).
+    pub(super) target: usize,
 }
 
 /// What the supervisor learned of jobs (track.rs).
@@ -102,6 +107,8 @@ pub(super) struct Upkeep {
     pub(super) last_reclaim: Instant,
     /// When waiting jobs were last looked at for stranded ones.
     pub(super) last_promote: Option<Instant>,
+    /// When the asks of q-ctl were last looked for.
+    pub(super) last_asks: Instant,
 }
 
 pub(super) const TICK: Duration = Duration::from_millis(200);
@@ -150,6 +157,7 @@ impl Sup {
     }
 
     fn started_event(&mut self) {
+        self.publish();
         let n = self.workers.slots.len();
         self.rep.event(
             "supervisor-started",
@@ -202,6 +210,9 @@ impl Sup {
             self.reap();
             if self.upkeep.last_reclaim.elapsed() >= Duration::from_secs(1) {
                 self.reclaim();
+            }
+            if self.upkeep.last_asks.elapsed() >= Duration::from_secs(1) {
+                self.take_asks();
             }
             if self.upkeep.last_promote.is_none_or(|t| t.elapsed() >= PROMOTE_EVERY) {
                 self.promote_stranded();

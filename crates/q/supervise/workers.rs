@@ -124,6 +124,18 @@ impl Sup {
             );
             // Its claims are provably dead now: requeue them in this pass.
             self.reclaim();
+            if k >= self.workers.target {
+                // Let go (q-ctl workers lowered the count).
+                self.workers.slots.remove(k);
+                continue;
+            }
+            if std::mem::take(&mut self.workers.slots[k].retiring) {
+                // Retired to take new settings: again at once, with them.
+                if self.mode == Mode::Running {
+                    self.workers.slots[k].restart_at = Some(Instant::now());
+                }
+                continue;
+            }
             if self.mode == Mode::Running {
                 if e.code != Some(0) {
                     let how = match (e.code, e.signal) {

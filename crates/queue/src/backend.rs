@@ -30,6 +30,7 @@ use crate::record::{Ask, Chunk, Lease, Outcome, Reason, Request, ResultRecord, R
 use crate::resolve::Resolved;
 use crate::settle::{SettleOpts, ToSettle};
 use crate::slots::Fit;
+use crate::supervisor::{SupAsk, Supervisor};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::BorrowedFd;
@@ -102,6 +103,29 @@ pub trait Backend: Send + Sync {
     fn counts(&self) -> Result<Counts>;
     /// The jobs in some states.
     fn entries(&self, states: &[State]) -> Result<Vec<Entry>>;
+    /// Counts per state of each group (`q-ls --counts --by group`), the
+    /// jobs of no group under `None`. This reads every job's record (a
+    /// backend may do better: PostgreSQL counts in one query).
+    fn group_counts(&self) -> Result<BTreeMap<Option<String>, Counts>> {
+        let now = crate::time::now_ms();
+        let mut out: BTreeMap<Option<String>, Counts> = BTreeMap::new();
+        for e in self.entries(&State::ALL)? {
+            // A job that moved or went meanwhile, or cannot be read, is left out.
+            let Some((e, job)) = self.job(&e).ok().flatten() else { continue };
+            let c = out.entry(job.group.clone()).or_default();
+            match e.state {
+                State::Pending if e.run_at_ms.is_some_and(|t| t > now) => c.scheduled += 1,
+                State::Pending => c.ready += 1,
+                State::Waiting => c.waiting += 1,
+                State::Held => c.held += 1,
+                State::Running => c.running += 1,
+                State::Done => c.done += 1,
+                State::Dead => c.dead += 1,
+                State::Canceled => c.canceled += 1,
+            }
+        }
+        Ok(out)
+    }
     /// Where one job is.
     fn locate(&self, id: &str) -> Result<Option<Entry>>;
     /// What a token typed by a person names (`crate::resolve`): the job
@@ -230,6 +254,20 @@ pub trait Backend: Send + Sync {
     /// work, and is counted in [`Idle::unfit`] (as the other kinds are
     /// counted: fully when there is no work).
     fn idle_for(&self, horizon_ms: Option<u64>, fit: Option<&Fit>) -> Result<Idle>;
+
+    // Reaching a live supervisor (`crate::supervisor`).
+    /// The live supervisors' records: those whose supervisor holds its
+    /// lock now (a directory has one at most; PostgreSQL one per host).
+    fn supervisors(&self) -> Result<Vec<Supervisor>>;
+    /// Publish the record of this process, the supervisor holding the lock
+    /// (at its start, and after applying asks). A record of a new id drops
+    /// the asks left for the one before.
+    fn publish_supervisor(&self, s: &Supervisor) -> Result<()>;
+    /// Leave a change for the live supervisor `ask.to`; `Busy` when it no
+    /// longer serves the queue.
+    fn ask_supervisor(&self, ask: &SupAsk) -> Result<()>;
+    /// Take (remove) the asks left for supervisor `id`, oldest first.
+    fn take_supervisor_asks(&self, id: &str) -> Result<Vec<SupAsk>>;
 }
 
 /// A worker's claimer (see [`Backend::claimer`]).

@@ -277,6 +277,18 @@ impl Backend for Queue {
     fn idle_for(&self, horizon_ms: Option<u64>, fit: Option<&crate::slots::Fit>) -> Result<Idle> {
         Queue::idle(self, horizon_ms, fit)
     }
+    fn supervisors(&self) -> Result<Vec<crate::supervisor::Supervisor>> {
+        Queue::supervisors(self, self.is_locked(Singleton::Supervisor))
+    }
+    fn publish_supervisor(&self, s: &crate::supervisor::Supervisor) -> Result<()> {
+        Queue::publish_supervisor(self, s)
+    }
+    fn ask_supervisor(&self, ask: &crate::supervisor::SupAsk) -> Result<()> {
+        Queue::ask_supervisor(self, ask, &Backend::supervisors(self)?)
+    }
+    fn take_supervisor_asks(&self, id: &str) -> Result<Vec<crate::supervisor::SupAsk>> {
+        Queue::take_supervisor_asks(self, id)
+    }
 }
 
 impl Claimer for crate::claim::DirClaimer {

@@ -24,6 +24,7 @@ pub mod record;
 pub mod rate;
 pub mod resolve;
 pub mod slots;
+pub mod supervisor;
 pub mod time;
 #[cfg(test)]
 mod testkit;

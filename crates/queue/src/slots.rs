@@ -42,6 +42,9 @@ pub fn check_name(s: &str) -> std::result::Result<(), String> {
 pub enum Res {
     Slot(String),
     Group(String),
+    /// The turn of group NAME under a per-group rate (`--rate NAME=N/s`):
+    /// free when its next start is due ([`crate::rate::GroupRates`]).
+    Rate(String),
 }
 
 /// A claimer's resources: the totals (`--slots`, `--limit`) and what is
@@ -57,7 +60,8 @@ impl Fit {
     /// group is limited.
     pub fn demand(&self, needs: &BTreeMap<String, u32>, group: Option<&str>) -> Vec<(Res, u32)> {
         let limited = group.map(|g| Res::Group(g.to_owned())).filter(|g| self.total.contains_key(g));
-        needs.iter().map(|(k, n)| (Res::Slot(k.clone()), *n)).chain(limited.map(|g| (g, 1))).collect()
+        let rated = group.map(|g| Res::Rate(g.to_owned())).filter(|g| self.total.contains_key(g));
+        needs.iter().map(|(k, n)| (Res::Slot(k.clone()), *n)).chain(limited.map(|g| (g, 1))).chain(rated.map(|g| (g, 1))).collect()
     }
 
     /// Can a job with this demand ever run here?
@@ -159,6 +163,7 @@ impl Slots {
                 let name = match r {
                     Res::Slot(s) => format!("{s}.{k}"),
                     Res::Group(g) => format!("group.{g}.{k}"),
+                    Res::Rate(_) => break, // a turn, not a slot (crate::rate)
                 };
                 let path = self.dir.join(name);
                 // A lock needs no write: read-only, so that the workers of
@@ -244,6 +249,21 @@ mod tests {
         let mut r = Filter::new(Some(&f));
         assert_eq!(r.judge(&BTreeMap::new(), Some("render")), Verdict::Skip);
         assert_eq!(r.judge(&BTreeMap::new(), Some("other")), Verdict::Take);
+    }
+
+    /// A group under a rate whose turn is not due waits, and holds back
+    /// only later jobs of its group.
+    #[test]
+    fn a_rated_group_waits_for_its_turn() {
+        let r = Res::Rate("mail".into());
+        let mut f = Filter::new(Some(&Fit { total: [(r.clone(), 1)].into(), free: [(r.clone(), 0)].into() }));
+        assert_eq!(f.judge(&BTreeMap::new(), Some("mail")), Verdict::Skip);
+        assert_eq!(f.judge(&BTreeMap::new(), Some("other")), Verdict::Take);
+        assert_eq!(f.judge(&BTreeMap::new(), None), Verdict::Take);
+        let mut f = Filter::new(Some(&Fit { total: [(r.clone(), 1)].into(), free: [(r, 1)].into() }));
+        assert_eq!(f.judge(&BTreeMap::new(), Some("mail")), Verdict::Take);
+        f.taken(&BTreeMap::new(), Some("mail"));
+        assert_eq!(f.judge(&BTreeMap::new(), Some("mail")), Verdict::Skip, "one start per turn");
     }
 
     #[test]

@@ -829,6 +829,86 @@ fn singletons_have_one_holder() {
     });
 }
 
+/// Reaching a live supervisor: its record counts only while it holds the
+/// lock; an ask reaches the supervisor it is addressed to, once, in order;
+/// an ask for a supervisor that stopped or was replaced is refused (75),
+/// and one left for a predecessor is never applied by its successor.
+#[test]
+fn a_live_supervisor_is_reached() {
+    use q_queue::supervisor::{Settings, SupAsk, Supervisor};
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ask = |to: &str, workers: Option<u32>, slots: &[(&str, u32)]| SupAsk {
+            id: q_queue::id::new_id(),
+            to: to.to_owned(),
+            workers,
+            slots: slots.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            ..SupAsk::default()
+        };
+        assert!(b.supervisors().unwrap().is_empty(), "{}", fx.name);
+        let mut s1 = Supervisor::me(Settings { workers: 2, slots: [("gpu".to_string(), 2)].into(), ..Settings::default() });
+        // A record without the lock is no live supervisor's.
+        b.publish_supervisor(&s1).unwrap();
+        assert!(b.supervisors().unwrap().is_empty(), "{}: not locked", fx.name);
+        let Acquired::Held(g) = b.lock(Singleton::Supervisor, Duration::ZERO).unwrap() else { panic!("{}: free", fx.name) };
+        b.publish_supervisor(&s1).unwrap();
+        assert_eq!(b.supervisors().unwrap(), [s1.clone()], "{}", fx.name);
+        assert_eq!(b.ask_supervisor(&ask("01J00000000000000000000000", Some(1), &[])).unwrap_err().kind, Kind::Busy, "{}: no such supervisor", fx.name);
+        let (a1, a2) = (ask(&s1.id, Some(4), &[]), ask(&s1.id, None, &[("gpu", 1)]));
+        b.ask_supervisor(&a1).unwrap();
+        b.ask_supervisor(&a2).unwrap();
+        let got = b.take_supervisor_asks(&s1.id).unwrap();
+        assert_eq!(got, [a1.clone(), a2.clone()], "{}: in order", fx.name);
+        assert!(b.take_supervisor_asks(&s1.id).unwrap().is_empty(), "{}: taken once", fx.name);
+        s1.apply(&got);
+        b.publish_supervisor(&s1).unwrap();
+        let live = b.supervisors().unwrap();
+        assert_eq!(live[0].settings, Settings { workers: 4, slots: [("gpu".to_string(), 1)].into(), ..Settings::default() }, "{}", fx.name);
+        assert_eq!(live[0].applied, [a1.id.clone(), a2.id.clone()], "{}", fx.name);
+        // A successor (a new id) never applies what was left for s1.
+        b.ask_supervisor(&ask(&s1.id, Some(9), &[])).unwrap();
+        let s2 = Supervisor::me(Settings { workers: 1, ..Settings::default() });
+        b.publish_supervisor(&s2).unwrap();
+        assert!(b.take_supervisor_asks(&s2.id).unwrap().is_empty(), "{}: not the successor's", fx.name);
+        assert_eq!(b.ask_supervisor(&ask(&s1.id, Some(3), &[])).unwrap_err().kind, Kind::Busy, "{}: replaced", fx.name);
+        b.ask_supervisor(&ask(&s2.id, Some(3), &[])).unwrap();
+        g.release();
+        assert!(b.supervisors().unwrap().is_empty(), "{}: stopped", fx.name);
+        assert_eq!(b.ask_supervisor(&ask(&s2.id, Some(3), &[])).unwrap_err().kind, Kind::Busy, "{}: stopped", fx.name);
+    });
+}
+
+/// Counts per group: each state of each group, the jobs of no group
+/// under `None`, adding up to the counts per state.
+#[test]
+fn counts_by_group() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        fx.push(&[
+            json!({"cmd": ["true"], "group": "io", "priority": 9}),
+            json!({"cmd": ["true"], "group": "io"}),
+            json!({"cmd": ["true"], "group": "io", "delay": "1h"}),
+            json!({"cmd": ["true"], "group": "render"}),
+            json!({"cmd": ["true"]}),
+        ]);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap();
+        b.settle(&c[0].id, &c[0].token, Reason::Ok, &ok(), &so()).unwrap();
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap();
+        let g = b.group_counts().unwrap();
+        let io = &g[&Some("io".to_string())];
+        let got = |c: &q_queue::Counts| (c.ready, c.scheduled, c.running, c.done);
+        assert_eq!(g.len(), 3, "{}: {g:?}", fx.name);
+        // The io job of priority 9 ran; the second claim took the older io job.
+        assert_eq!(got(io), (0, 1, 1, 1), "{}: {g:?}", fx.name);
+        assert_eq!(got(&g[&Some("render".to_string())]), (1, 0, 0, 0), "{}: {g:?}", fx.name);
+        assert_eq!(got(&g[&None]), (1, 0, 0, 0), "{}: {g:?}", fx.name);
+        let all = b.counts().unwrap();
+        let sum = |f: fn(&q_queue::Counts) -> u64| g.values().map(f).sum::<u64>();
+        assert_eq!((sum(|c| c.ready), sum(|c| c.scheduled), sum(|c| c.running), sum(|c| c.done)), (all.ready, all.scheduled, all.running, all.done), "{}", fx.name);
+        b.settle(&c[0].id, &c[0].token, Reason::Ok, &ok(), &so()).unwrap();
+    });
+}
+
 /// Adopting a claim made elsewhere: refused when it is not current.
 #[test]
 fn adopting_a_claim() {

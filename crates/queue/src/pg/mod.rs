@@ -6,6 +6,7 @@
 
 mod conn;
 mod schema;
+mod sup;
 
 pub use conn::Secrets;
 
@@ -835,6 +836,27 @@ impl Backend for PgQueue {
         Ok(c)
     }
 
+    fn group_counts(&self) -> Result<BTreeMap<Option<String>, Counts>> {
+        let rows = self.rows("SELECT spec->>'group', state, run_at <= now(), count(*) FROM {s}.job WHERE queue = $1 GROUP BY 1, 2, 3", &[&self.t.queue])?;
+        let mut out: BTreeMap<Option<String>, Counts> = BTreeMap::new();
+        for r in rows {
+            let c = out.entry(r.get(0)).or_default();
+            let n = r.get::<_, i64>(3) as u64;
+            match (State::parse(r.get(1)), r.get::<_, bool>(2)) {
+                (Some(State::Pending), true) => c.ready += n,
+                (Some(State::Pending), false) => c.scheduled += n,
+                (Some(State::Waiting), _) => c.waiting += n,
+                (Some(State::Held), _) => c.held += n,
+                (Some(State::Running), _) => c.running += n,
+                (Some(State::Done), _) => c.done += n,
+                (Some(State::Dead), _) => c.dead += n,
+                (Some(State::Canceled), _) => c.canceled += n,
+                (None, _) => {}
+            }
+        }
+        Ok(out)
+    }
+
     fn entries(&self, states: &[State]) -> Result<Vec<Entry>> {
         let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
         let rows = self.rows(&format!("SELECT {ENTRY_COLS} FROM {{s}}.job WHERE queue = $1 AND state = ANY($2)"), &[&self.t.queue, &names])?;
@@ -994,6 +1016,22 @@ impl Backend for PgQueue {
 
     fn warnings(&self) -> Vec<String> {
         self.health()
+    }
+
+    fn supervisors(&self) -> Result<Vec<crate::supervisor::Supervisor>> {
+        self.sup_list()
+    }
+
+    fn publish_supervisor(&self, s: &crate::supervisor::Supervisor) -> Result<()> {
+        self.sup_publish(s)
+    }
+
+    fn ask_supervisor(&self, ask: &crate::supervisor::SupAsk) -> Result<()> {
+        self.sup_ask(ask)
+    }
+
+    fn take_supervisor_asks(&self, id: &str) -> Result<Vec<crate::supervisor::SupAsk>> {
+        self.sup_take(id)
     }
 
     fn health(&self) -> Vec<String> {

@@ -6,7 +6,7 @@ use crate::error::{Error, Kind, Result};
 use postgres::Client;
 
 /// The schema version this q writes and reads.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Version 1. `{s}` is the schema, quoted. A new schema is made as version
 /// 1 and then upgraded by every step of [`UPGRADES`], as an old one is.
@@ -93,7 +93,7 @@ INSERT INTO {s}.meta VALUES ('version', '1');
 "#;
 
 /// `UPGRADES[i]` takes a schema from version `i + 1` to `i + 2`.
-const UPGRADES: [&str; 2] = [
+const UPGRADES: [&str; 3] = [
     // 2: ids people type and `--after last`. The role that pushed a job
     // (NULL for jobs pushed before); indexes for an id's prefix and suffix
     // (upper case: ULIDs ignore case), for a name among unfinished jobs,
@@ -114,6 +114,16 @@ CREATE INDEX job_pusher ON {s}.job (queue, pusher, id COLLATE "C");
     r#"
 ALTER TABLE {s}.job ADD COLUMN waited boolean NOT NULL DEFAULT false;
 UPDATE {s}.job j SET waited = true WHERE EXISTS (SELECT 1 FROM {s}.dep d WHERE d.queue = j.queue AND d.dep = j.id);
+"#,
+    // 4: reaching a live supervisor (`q-ctl workers`, `slots`, `limit`):
+    // per host, the record its supervisor publishes and the asks left for it.
+    r#"
+CREATE TABLE {s}.supervisor (
+  queue text NOT NULL,
+  host text NOT NULL,
+  rec jsonb NOT NULL,
+  asks jsonb NOT NULL DEFAULT '[]',
+  PRIMARY KEY (queue, host));
 "#,
 ];
 
