@@ -107,7 +107,12 @@ impl Queue {
         // Only `waiting/` is looked at: a marker naming a job that never
         // appeared costs one listing, not a scan of every pending segment.
         let Some(l) = self.locate_in(State::Waiting, id)? else { return Ok(None) };
-        let job = self.read_job(&l.path)?;
+        let job = match self.read_job(&l.path) {
+            Ok(job) => job,
+            // Moved on meanwhile by the other side of the race.
+            Err(_) if !fsx::exists(&l.path) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let mut all_done = true;
         for dep in &job.after {
             match self.locate(dep)?.map(|d| d.state) {
