@@ -321,7 +321,7 @@ impl Queue {
     }
 
     /// Take the lock of a dedupe key; if a live job holds the key, return it.
-    fn lock_key(&self, key: &str) -> Result<(File, Option<Pushed>)> {
+    pub(crate) fn lock_key(&self, key: &str) -> Result<(File, Option<Pushed>)> {
         let f = self.open_key(&self.key_path(key))?;
         let holder = self.key_holder(&f, key)?;
         Ok((f, holder))

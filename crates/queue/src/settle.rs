@@ -572,6 +572,21 @@ impl Queue {
             return Err(Error::new(Kind::Busy, format!("job {id} is {}: only done, dead or canceled jobs can be retried", l.state.as_str())));
         }
         let job = self.read_job(&l.path)?;
+        // A dedupe key comes back with the job, if no other unfinished job
+        // took it meanwhile (held under the key's lock until the job is
+        // back; a crash before that leaves a record naming a finished job,
+        // which holds nothing).
+        let _key = match &job.key {
+            Some(k) => {
+                let (f, holder) = self.lock_key(k)?;
+                if let Some(h) = holder.filter(|h| h.id != id) {
+                    return Err(crate::revise::key_taken(k, &h.id, h.state));
+                }
+                self.write_key(&f, k, id)?;
+                Some(f)
+            }
+            None => None,
+        };
         let attempt = self.last_attempt(id);
         let var = self.var(id);
         let end = var.join(var::END);

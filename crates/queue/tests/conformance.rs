@@ -145,6 +145,17 @@ fn dedupe_keys() {
         b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
         let later = fx.push(&[json!({"cmd": ["true"], "key": "nightly"})]).remove(0);
         assert_ne!(later, first, "{}: a finished job's key is free", fx.name);
+        // A retry brings the key back with the job, unless another
+        // unfinished job holds it now: refused (75), nothing changed.
+        let e = b.retry(&first).unwrap_err();
+        assert_eq!(e.kind, Kind::Busy, "{}: {e}", fx.name);
+        assert!(e.to_string().contains(&later), "{}: names the holder: {e}", fx.name);
+        assert_eq!(b.finished(&first), Some(State::Done), "{}: nothing changed", fx.name);
+        b.cancel(&later).unwrap();
+        b.retry(&first).unwrap();
+        assert_eq!(b.locate(&first).unwrap().unwrap().state, State::Pending, "{}", fx.name);
+        let p = b.push(vec![q_queue::job::validate(json!({"cmd": ["true"], "key": "nightly"}).as_object().unwrap(), &ctx).unwrap()]).pop().unwrap().unwrap();
+        assert_eq!((p.id.as_str(), p.deduped), (first.as_str(), true), "{}: the retried job holds its key again", fx.name);
     });
 }
 

@@ -1139,9 +1139,26 @@ impl Backend for PgQueue {
     fn retry(&self, id: &str) -> Result<()> {
         crate::id::check_id(id)?;
         self.tx(|q, tx| {
+            // A dedupe key comes back with the job, if no other unfinished
+            // job took it meanwhile: the key's lock first, as a push takes
+            // it (before any row lock).
+            let key: Option<String> = tx
+                .query_opt(&q.q("SELECT key FROM {s}.job WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id])
+                .map_err(|e| q.err(e))?
+                .and_then(|r| r.get(0));
+            if let Some(k) = &key {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key_lock(q, k)]).map_err(|e| q.err(e))?;
+            }
             let st = locked_state(q, tx, id)?;
             if !st.is_terminal() {
                 return Err(Error::new(Kind::Busy, format!("job {id} is {}: only done, dead or canceled jobs can be retried", st.as_str())));
+            }
+            if let Some(k) = &key
+                && let Some(r) = tx
+                    .query_opt(&q.q("SELECT id, state FROM {s}.job WHERE queue = $1 AND key = $2 AND state IN ('pending','waiting','held','running') AND id <> $3"), &[&q.t.queue, k, &id])
+                    .map_err(|e| q.err(e))?
+            {
+                return Err(crate::revise::key_taken(k, r.get(0), State::parse(r.get(1)).unwrap_or(State::Pending)));
             }
             tx.execute(&q.q("DELETE FROM {s}.ended WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id]).map_err(|e| q.err(e))?;
             tx.execute(
