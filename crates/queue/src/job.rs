@@ -40,6 +40,15 @@ impl Peek {
     pub fn newer(&self) -> bool {
         self.v > u64::from(SLOTS_VERSION)
     }
+
+    /// Does the record say what [`crate::names::Class`] `c` (none: plain)
+    /// says of what it takes?
+    pub fn is_of(&self, c: Option<&crate::names::Class>) -> bool {
+        match c {
+            None => self.needs.is_empty() && self.group.is_none(),
+            Some(c) => c.needs == self.needs && c.group == self.group,
+        }
+    }
 }
 
 /// Is `bytes` a job record of a newer format (a `v` higher than this q
@@ -170,6 +179,14 @@ pub struct Job {
 impl Job {
     pub fn is_at_most_once(&self) -> bool {
         self.delivery == Delivery::AtMostOnce
+    }
+
+    /// The class whose segments the job waits in while pending (none: the
+    /// plain segments): what it takes to run (names.rs, [`Class`]).
+    ///
+    /// [`Class`]: crate::names::Class
+    pub fn class(&self) -> Option<crate::names::Class> {
+        crate::names::Class::of(&self.needs, self.group.as_deref())
     }
 
     /// Parse a stored job record.
