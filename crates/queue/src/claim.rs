@@ -21,7 +21,7 @@ use crate::ident;
 use crate::job::{Job, MAX_RECORD, Peek};
 use crate::slots::{Filter, Verdict};
 use crate::names::{Class, Counters, Key, LeasedName, QueuedName};
-use crate::push::Seg;
+use crate::pending::Seg;
 use crate::queue::Queue;
 use crate::record::{Lease, Liveness};
 use crate::time;

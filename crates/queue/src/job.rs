@@ -565,6 +565,15 @@ impl Job {
         if let Some(n) = self.output_limit {
             put("output_limit", Value::from(n));
         }
+        if self.share_logs {
+            put("share_logs", Value::from(true));
+        }
+        if !self.needs.is_empty() {
+            put("needs", serde_json::to_value(&self.needs).unwrap_or_default());
+        }
+        if let Some(g) = &self.group {
+            put("group", Value::from(g.clone()));
+        }
         m
     }
 
@@ -661,6 +670,15 @@ mod tests {
         assert!(!newer_format(&j.to_bytes()), "this q knows it");
         let p = Peek::of(&j.to_bytes()).unwrap();
         assert_eq!(p.needs, j.needs);
+    }
+
+    /// A job's line (what `q-ctl set` and `edit` change) says everything a
+    /// push said: revised unchanged, it is the same job.
+    #[test]
+    fn a_line_keeps_what_the_job_takes() {
+        let j = v(json!({"cmd": ["a"], "needs": {"gpu": 2}, "group": "render", "share_logs": true})).unwrap().job;
+        let r = j.revised(&j.to_line(), 0).unwrap().job;
+        assert_eq!((r.needs, r.group, r.share_logs, r.v), (j.needs, j.group, j.share_logs, j.v));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::error::{Error, IoContext, Kind, Result};
 use crate::fsx::{self, Renamed};
 use crate::job::{Job, NewJob};
 use crate::names::{Class, Counters, Key, QueuedName};
+use crate::pending::Seg;
 use crate::queue::Queue;
 use crate::record::{Reason, State};
 use serde::{Deserialize, Serialize};
@@ -78,14 +79,6 @@ enum Dest {
     Dir(PathBuf),
 }
 
-/// A pending segment: the class whose directory holds it (none: it is in
-/// `pending/` itself, the plain segments) and its name, the least key it
-/// may hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Seg {
-    pub class: Option<Class>,
-    pub key: Key,
-}
 
 /// Most unnamed files open at once: what the open-file limit leaves, with
 /// room for the rest of the process, and at most one batch's worth.
@@ -654,58 +647,6 @@ impl Queue {
                 out.push(seg.clone());
             }
             i = j;
-        }
-        Ok(out)
-    }
-
-    /// The directory of a class's segments: `pending/c.<CLASS>/`, or
-    /// `pending/` itself for the plain segments.
-    pub(crate) fn tree(&self, class: Option<&Class>) -> PathBuf {
-        match class {
-            None => self.dir("pending"),
-            Some(c) => self.dir("pending").join(c.dir_name()),
-        }
-    }
-
-    /// The directory of a segment.
-    pub(crate) fn seg_dir(&self, seg: &Seg) -> PathBuf {
-        self.tree(seg.class.as_ref()).join(seg.key.to_string())
-    }
-
-    /// What `pending/` holds, from one listing: the plain segments, sorted,
-    /// and the classes that have a directory (foreign names are left to gc).
-    pub(crate) fn pending_dirs(&self) -> Result<(Vec<Key>, Vec<Class>)> {
-        let mut segs = Vec::new();
-        let mut classes = Vec::new();
-        for n in fsx::list(&self.dir("pending"))? {
-            if let Some(k) = Key::parse(&n) {
-                segs.push(k);
-            } else if let Some(c) = Class::parse(&n) {
-                classes.push(c);
-            }
-        }
-        segs.sort();
-        classes.sort();
-        Ok((segs, classes))
-    }
-
-    /// The segment names of a class (none: the plain ones), parsed and
-    /// sorted (foreign names are left to gc).
-    pub(crate) fn segments_in(&self, class: Option<&Class>) -> Result<Vec<Key>> {
-        let mut v: Vec<Key> = fsx::list(&self.tree(class))?.iter().filter_map(|n| Key::parse(n)).collect();
-        v.sort();
-        Ok(v)
-    }
-
-    /// Every segment directory of every class, for the walks that look at
-    /// all pending jobs (counts, listings, lookups).
-    pub(crate) fn segment_dirs(&self) -> Result<Vec<PathBuf>> {
-        let (segs, classes) = self.pending_dirs()?;
-        let pending = self.dir("pending");
-        let mut out: Vec<PathBuf> = segs.iter().map(|k| pending.join(k.to_string())).collect();
-        for c in classes {
-            let tree = self.tree(Some(&c));
-            out.extend(self.segments_in(Some(&c))?.iter().map(|k| tree.join(k.to_string())));
         }
         Ok(out)
     }
