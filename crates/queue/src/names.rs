@@ -123,15 +123,26 @@ impl Class {
 
     /// Its directory's name in `pending/`.
     pub fn dir_name(&self) -> String {
+        format!("{CLASS_PREFIX}{}", self.text())
+    }
+
+    /// The class as text, `gpu=2,mem=4@render` (PostgreSQL's `class`
+    /// column holds the same, and '' for a job that takes nothing).
+    pub fn text(&self) -> String {
         let items: Vec<String> = self.needs.iter().map(|(k, n)| format!("{k}={n}")).collect();
         let group = self.group.as_ref().map(|g| format!("@{g}")).unwrap_or_default();
-        format!("{CLASS_PREFIX}{}{group}", items.join(","))
+        format!("{}{group}", items.join(","))
     }
 
     /// The class a directory name of `pending/` says, if it is one, spelled
     /// exactly as [`Class::dir_name`] spells it (one class, one directory).
     pub fn parse(s: &str) -> Option<Class> {
-        let rest = s.strip_prefix(CLASS_PREFIX)?;
+        let c = Class::parse_text(s.strip_prefix(CLASS_PREFIX)?)?;
+        (c.dir_name().len() <= MAX_CLASS_NAME).then_some(c)
+    }
+
+    /// The class [`Class::text`] spells as `rest` (of any length).
+    pub fn parse_text(rest: &str) -> Option<Class> {
         let (items, group) = match rest.split_once('@') {
             Some((i, g)) => (i, Some(g)),
             None => (rest, None),
@@ -148,8 +159,11 @@ impl Class {
         if let Some(g) = group {
             crate::slots::check_name(g).ok()?;
         }
-        let c = Class::of(&needs, group)?;
-        (c.dir_name() == s).then_some(c)
+        if needs.is_empty() && group.is_none() {
+            return None;
+        }
+        let c = Class { needs, group: group.map(str::to_owned) };
+        (c.text() == rest).then_some(c)
     }
 }
 
