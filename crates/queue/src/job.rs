@@ -43,7 +43,7 @@ impl Peek {
 
     /// Does the record say what [`crate::names::Class`] `c` (none: plain)
     /// says of what it takes?
-    pub fn is_of(&self, c: Option<&crate::names::Class>) -> bool {
+    pub(crate) fn is_of(&self, c: Option<&crate::names::Class>) -> bool {
         match c {
             None => self.needs.is_empty() && self.group.is_none(),
             Some(c) => c.needs == self.needs && c.group == self.group,
@@ -185,7 +185,7 @@ impl Job {
     /// plain segments): what it takes to run (names.rs, [`Class`]).
     ///
     /// [`Class`]: crate::names::Class
-    pub fn class(&self) -> Option<crate::names::Class> {
+    pub(crate) fn class(&self) -> Option<crate::names::Class> {
         crate::names::Class::of(&self.needs, self.group.as_deref())
     }
 
