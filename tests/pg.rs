@@ -560,11 +560,14 @@ fn ids_and_after_last_on_an_upgraded_schema() {
     let (q, schema) = pg_queue(None);
     let old = q.push(&["--name", "old", "--", "true"]);
     let waits = q.push(&["--after", &old, "--", "true"]);
+    let o = q.run_in("q-push", &[], "{\"cmd\": [\"true\"], \"needs\": {\"mem\": 4, \"gpu\": 2}, \"group\": \"render\"}\n");
+    let gpu = o.ok().lines()[0]["id"].as_str().unwrap().to_owned();
     // Back to version 1, as an older q made it.
     let mut db = admin();
     db.batch_execute(&format!(
-        "DROP INDEX \"{schema}\".job_id_prefix, \"{schema}\".job_id_suffix, \"{schema}\".job_name, \"{schema}\".job_pusher;
-         ALTER TABLE \"{schema}\".job DROP COLUMN pusher, DROP COLUMN waited;
+        "DROP INDEX \"{schema}\".job_id_prefix, \"{schema}\".job_id_suffix, \"{schema}\".job_name, \"{schema}\".job_pusher, \"{schema}\".job_class_ready;
+         ALTER TABLE \"{schema}\".job DROP COLUMN pusher, DROP COLUMN class, DROP COLUMN waited;
+         DROP FUNCTION \"{schema}\".class_of;
          ALTER TABLE \"{schema}\".attempt DROP COLUMN requests;
          DROP TABLE \"{schema}\".supervisor;
          UPDATE \"{schema}\".meta SET v = '1' WHERE k = 'version'"
@@ -573,7 +576,7 @@ fn ids_and_after_last_on_an_upgraded_schema() {
     // A reader opens it: upgraded.
     assert_eq!(q.run("q-ls", &["--json", &old[20..]]).ok().lines()[0]["id"], old.as_str());
     let v: String = db.query_one(&format!("SELECT v FROM \"{schema}\".meta WHERE k = 'version'"), &[]).unwrap().get(0);
-    assert_eq!(v, "4");
+    assert_eq!(v, "5");
     // Version 3 marks the jobs others wait on (their settle moves them).
     let marked: Vec<String> = db
         .query(&format!("SELECT id FROM \"{schema}\".job WHERE waited"), &[])
@@ -583,10 +586,13 @@ fn ids_and_after_last_on_an_upgraded_schema() {
         .collect();
     assert_eq!(marked, vec![old.clone()], "{waits} waits on {old}");
     let indexes: i64 = db
-        .query_one("SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname IN ('job_id_prefix','job_id_suffix','job_name','job_pusher')", &[&schema])
+        .query_one("SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname IN ('job_id_prefix','job_id_suffix','job_name','job_pusher','job_class_ready')", &[&schema])
         .unwrap()
         .get(0);
-    assert_eq!(indexes, 4);
+    assert_eq!(indexes, 5);
+    // The class of a job pushed before, as the directory backend names it.
+    let class: String = db.query_one(&format!("SELECT class FROM \"{schema}\".job WHERE id = $1"), &[&gpu]).unwrap().get(0);
+    assert_eq!(class, "gpu=2,mem=4@render");
     let o = q.run("q-push", &["--after", "last", "--", "true"]);
     o.expect_code(66);
     assert!(o.stderr.contains("--after last"), "a job of version 1 has no pusher: {}", o.stderr);
@@ -603,6 +609,8 @@ fn ids_and_after_last_on_an_upgraded_schema() {
     assert!(o.stderr.contains("\"build\" names 2 jobs") && o.stderr.contains(&a), "{}", o.stderr);
     q.run_in("q-ctl", &["cancel"], &format!("{{\"id\":\"{}\"}}\n", &a[20..])).expect_code(66);
     assert_eq!(q.state(&a), "pending", "JSON ids are exact only");
+    q.run("q-run", &["--slots", "gpu=2,mem=4", "--limit", "render=1", "--exit-on-idle"]).ok();
+    assert_eq!(q.state(&gpu), "done", "a worker with the slots claims it");
 }
 
 /// `q top` on a PostgreSQL queue served by a supervisor started elsewhere:

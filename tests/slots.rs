@@ -214,3 +214,104 @@ fn serial_rate_spaces_starts() {
     let want = 49.0 * 50.0;
     assert!((span - want).abs() <= want * 0.1, "50 starts over {span} ms, not {want} ms ± 10 %: {t:?}");
 }
+
+/// Where in `pending/` each pending job's file is: id → the directory of
+/// its segment's class (`c.gpu=1`), or "" for the plain segments.
+fn classes(q: &QDir) -> std::collections::BTreeMap<String, String> {
+    let pending = q.queue.join("pending");
+    let mut out = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(&pending).min_depth(2) {
+        let e = e.expect("walk");
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !e.file_type().is_file() || n.starts_with('.') {
+            continue;
+        }
+        let rel = e.path().strip_prefix(&pending).unwrap();
+        let class = if rel.components().count() == 3 { rel.components().next().unwrap().as_os_str().to_string_lossy().into_owned() } else { String::new() };
+        out.insert(n.split('.').nth(2).expect("a queued name").to_owned(), class);
+    }
+    out
+}
+
+/// Jobs that say what they take wait in the segments of their class
+/// (`pending/c.<CLASS>/`, FORMAT "Classes"), and every way into pending
+/// puts them back there: release, retry, a failure's retry, a revision
+/// (which may change the class), an import. Listings and counts see them,
+/// q-gc quarantines none of them and removes a drained class's directory,
+/// a worker with the slot runs them.
+#[test]
+fn class_jobs_stay_in_their_class_through_every_move() {
+    let q = QDir::new();
+    let plain = q.push(&["--", "true"]);
+    let ids = push_lines(&q, &[json!({"cmd": ["true"], "needs": {"gpu": 1}}), json!({"sh": "exit 3", "needs": {"gpu": 1}, "attempts": 2, "backoff": "10ms"})]);
+    let (a, b) = (&ids[0], &ids[1]);
+    let want = |v: &[(&String, &str)]| v.iter().map(|(i, c)| (i.to_string(), c.to_string())).collect::<std::collections::BTreeMap<_, _>>();
+    assert_eq!(classes(&q), want(&[(&plain, ""), (a, "c.gpu=1"), (b, "c.gpu=1")]));
+    assert!(std::fs::read_to_string(q.queue.join("FORMAT")).unwrap().contains("\"classes\""));
+    assert_eq!(q.run("q-ls", &["--counts", "--json"]).lines()[0]["pending"], 3);
+    assert_eq!(q.state(a), "pending");
+    q.run("q-ctl", &["hold", a]).ok();
+    assert_eq!(q.state(a), "held");
+    q.run("q-ctl", &["release", a]).ok();
+    q.run("q-ctl", &["cancel", b]).ok();
+    q.run("q-ctl", &["retry", b]).ok();
+    assert_eq!(classes(&q), want(&[(&plain, ""), (a, "c.gpu=1"), (b, "c.gpu=1")]));
+    // A revision that changes what the job needs moves it to its new class.
+    let mut c = q.cmd("q-ctl");
+    c.env("EDITOR", r#"sed -i 's/"gpu": *1/"gpu": 2/'"#).args(["edit", b]);
+    run_cmd(c, None).ok();
+    assert_eq!(classes(&q), want(&[(&plain, ""), (a, "c.gpu=1"), (b, "c.gpu=2")]));
+    // Export into another queue: the same classes there.
+    let other = QDir::new();
+    let exported = q.run("q-ctl", &["export"]);
+    exported.ok();
+    other.run_in("q-ctl", &["import"], &exported.stdout).ok();
+    assert_eq!(classes(&other), classes(&q));
+    // q-gc leaves them be.
+    let o = q.run("q-gc", &[]);
+    o.ok();
+    assert!(!o.stdout.contains("quarantine"), "{}", o.stdout);
+    // A worker with two GPUs: b fails, goes back to its class, fails again.
+    for first in [&plain, a] {
+        let o = q.run("q-run", &["--slots", "gpu=2", "--once"]);
+        assert_eq!(o.lines()[0]["id"], first.as_str(), "in claim order across classes: {o:#?}");
+    }
+    let o = q.run("q-run", &["--slots", "gpu=2", "--once"]);
+    o.expect_code(3);
+    assert_eq!(q.job(b)["failures"], 1);
+    assert_eq!(classes(&q), want(&[(b, "c.gpu=2")]));
+    q.run("q-run", &["--slots", "gpu=2", "--exit-on-idle"]).ok();
+    assert_eq!((q.state(&plain), q.state(a), q.state(b)), ("done".into(), "done".into(), "dead".into()));
+    // Drained: q-gc removes the class directories (a push makes one again).
+    let o = q.run("q-gc", &[]);
+    o.ok();
+    let left: Vec<String> = std::fs::read_dir(q.queue.join("pending")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect();
+    assert!(left.is_empty(), "{left:?}: {}", o.stdout);
+}
+
+/// A crash while the first job of a class is pushed, at each step: the
+/// queue's FORMAT is whole and opens, the job was not acknowledged, and
+/// the next push of the class and a worker with the slot finish the work;
+/// q-gc quarantines nothing.
+#[test]
+fn a_crash_while_the_first_class_is_made_loses_nothing() {
+    for fp in ["classes.before_format", "classes.after_format", "push.after_rename"] {
+        let q = QDir::new();
+        q.push(&["--", "true"]);
+        let mut c = q.cmd("q-push");
+        c.env("Q_FAILPOINTS", fp);
+        let o = run_cmd(c, Some(format!("{}\n", json!({"cmd": ["true"], "needs": {"gpu": 1}})).into_bytes()));
+        assert_eq!(o.status, Some(134), "{fp}: aborted at the failpoint: {o:#?}");
+        assert!(o.stdout.is_empty(), "{fp}: nothing acknowledged");
+        let format = std::fs::read_to_string(q.queue.join("FORMAT")).unwrap();
+        assert_eq!(format.contains("\"classes\""), fp != "classes.before_format", "{fp}: {format}");
+        let again = push_lines(&q, &[json!({"cmd": ["true"], "needs": {"gpu": 1}})]);
+        q.run("q-run", &["--slots", "gpu=1", "--exit-on-idle"]).ok();
+        assert_eq!(q.state(&again[0]), "done", "{fp}");
+        let o = q.run("q-gc", &["--tmp-ttl", "0s"]);
+        o.ok();
+        assert!(!o.stdout.contains("quarantine"), "{fp}: {}", o.stdout);
+        let counts = q.run("q-ls", &["--counts", "--json"]).lines()[0].clone();
+        assert_eq!((counts["pending"].as_u64(), counts["running"].as_u64()), (Some(0), Some(0)), "{fp}: {counts}");
+    }
+}

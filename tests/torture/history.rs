@@ -237,12 +237,9 @@ pub fn read_disk(root: &Path) -> Disk {
         }
         d.locs.entry(id.to_owned()).or_default().push(Loc { state, path, attempt });
     };
-    for seg in fs::read_dir(root.join("pending")).map(|r| r.filter_map(|e| e.ok()).collect::<Vec<_>>()).unwrap_or_default() {
-        let sn = seg.file_name().to_string_lossy().into_owned();
-        if sn.starts_with('.') {
-            continue;
-        }
-        for e in fs::read_dir(seg.path()).map(|r| r.filter_map(|e| e.ok()).collect::<Vec<_>>()).unwrap_or_default() {
+    for seg in pending_segments(root) {
+        let sn = seg.strip_prefix(root.join("pending")).unwrap_or(&seg).display().to_string();
+        for e in fs::read_dir(&seg).map(|r| r.filter_map(|e| e.ok()).collect::<Vec<_>>()).unwrap_or_default() {
             let n = e.file_name().to_string_lossy().into_owned();
             match QueuedName::parse(&n) {
                 Some(q) => add(&mut d, "pending", e.path(), &q.key.id, Some(q.c.attempt)),
@@ -624,9 +621,9 @@ impl Snooper {
 
 fn snoop_once(root: &Path, reads: &AtomicU64, bad: &Mutex<Vec<String>>, seen: &mut std::collections::HashSet<PathBuf>) {
     let mut files: Vec<(PathBuf, String, &'static str)> = Vec::new();
-    for seg in names(&root.join("pending")) {
-        for n in names(&root.join("pending").join(&seg)) {
-            files.push((root.join("pending").join(&seg).join(&n), n, "job"));
+    for seg in pending_segments(root) {
+        for n in names(&seg) {
+            files.push((seg.join(&n), n, "job"));
         }
     }
     for dir in STATE_DIRS {
@@ -838,10 +835,25 @@ pub fn wait_leases_older(root: &Path, ms: u64) {
     });
 }
 
+/// Every pending segment directory: those in `pending/`, and those of each
+/// class directory, `pending/c.<CLASS>/` (FORMAT "Classes").
+pub fn pending_segments(root: &Path) -> Vec<PathBuf> {
+    let pending = root.join("pending");
+    let mut out = Vec::new();
+    for n in names(&pending) {
+        if n.starts_with("c.") {
+            out.extend(names(&pending.join(&n)).into_iter().map(|s| pending.join(&n).join(s)));
+        } else {
+            out.push(pending.join(n));
+        }
+    }
+    out
+}
+
 /// Job counts by directory, for messages.
 pub fn counts(root: &Path) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
-    let pending: usize = names(&root.join("pending")).iter().map(|s| names(&root.join("pending").join(s)).len()).sum();
+    let pending: usize = pending_segments(root).iter().map(|s| names(s).len()).sum();
     m.insert("pending".into(), pending);
     for dir in STATE_DIRS {
         m.insert(dir.into(), names(&root.join(dir)).len());

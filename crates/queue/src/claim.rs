@@ -6,7 +6,13 @@
 //! The cost of a claim does not grow with the number of pending jobs: it
 //! reads the list of segments (each holds at most `SEG_CAP` jobs and is named
 //! by the least key it may hold), then only the segments that can contain a
-//! job more urgent than the best found so far.
+//! job more urgent than the best found so far. Nor with the number of jobs
+//! of classes it cannot take: the jobs that say what they take to run wait
+//! in the segments of their class (`pending/c.<CLASS>/`), and a class the
+//! claimer can never take is passed over by its directory's name; the
+//! segments of the others are walked the same way, and their candidates
+//! merged with the plain ones in claim order, each judged by its class
+//! before its file is read.
 
 use crate::names::var;
 use crate::error::{Error, IoContext, Kind, Result};
@@ -14,7 +20,8 @@ use crate::fsx::{self, Renamed};
 use crate::ident;
 use crate::job::{Job, MAX_RECORD, Peek};
 use crate::slots::{Filter, Verdict};
-use crate::names::{Counters, Key, LeasedName, QueuedName};
+use crate::names::{Class, Counters, Key, LeasedName, QueuedName};
+use crate::pending::Seg;
 use crate::queue::Queue;
 use crate::record::{Lease, Liveness};
 use crate::time;
@@ -199,7 +206,7 @@ impl DirClaimer {
                 skipped_before = skipped;
                 rescans += 1;
                 let want = n.max(64) + skipped;
-                self.cache = self.q.candidates(now, want)?;
+                self.cache = self.q.candidates(now, want, opts.fit.as_ref())?;
                 more = self.cache.len() >= want;
                 self.cache.reverse(); // pop from the end: best first
                 self.built = std::time::Instant::now();
@@ -230,7 +237,7 @@ impl DirClaimer {
 /// A ready candidate: the segment it sits in and its name.
 #[derive(Debug, Clone)]
 struct Candidate {
-    seg: Key,
+    seg: Seg,
     name: QueuedName,
 }
 
@@ -249,7 +256,7 @@ impl Queue {
         let mut filter = Filter::new(opts.fit.as_ref());
         for _ in 0..8 {
             let want = (n - out.len()).max(1) + 8 + skipped;
-            let cands = self.candidates(now, want)?;
+            let cands = self.candidates(now, want, opts.fit.as_ref())?;
             if cands.is_empty() {
                 break;
             }
@@ -291,10 +298,32 @@ impl Queue {
     }
 
     /// The most urgent ready jobs, best first, at least `want` of them when
-    /// there are that many: strict order by (priority, due time, id).
-    fn candidates(&self, now: i64, want: usize) -> Result<Vec<Candidate>> {
-        let segs = self.segments()?;
-        let pending = self.dir("pending");
+    /// there are that many: strict order by (priority, due time, id). The
+    /// plain segments, and the segments of every class a claimer with the
+    /// slots of `fit` may take: at least `want` of each (a class it can
+    /// never take is passed over by its name; FORMAT "Classes").
+    fn candidates(&self, now: i64, want: usize, fit: Option<&crate::slots::Fit>) -> Result<Vec<Candidate>> {
+        let (segs, classes) = self.pending_dirs()?;
+        let mut cands = self.tree_candidates(None, segs, now, want)?;
+        if classes.is_empty() {
+            return Ok(cands);
+        }
+        let rule = Filter::new(fit);
+        for class in classes {
+            if rule.never(&class.needs, class.group.as_deref()) {
+                continue;
+            }
+            let segs = self.segments_in(Some(&class))?;
+            cands.extend(self.tree_candidates(Some(&class), segs, now, want)?);
+        }
+        cands.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(cands)
+    }
+
+    /// [`Queue::candidates`] among the segments `segs` (sorted) of one
+    /// class (none: the plain ones).
+    fn tree_candidates(&self, class: Option<&Class>, segs: Vec<Key>, now: i64, want: usize) -> Result<Vec<Candidate>> {
+        let tree = self.tree(class);
         let mut cands: Vec<Candidate> = Vec::new();
         let mut skip_prio: Option<u32> = None;
         for seg in segs {
@@ -313,7 +342,7 @@ impl Queue {
                 skip_prio = Some(seg.inv_prio);
                 continue;
             }
-            let dir = pending.join(seg.to_string());
+            let dir = tree.join(seg.to_string());
             let names = fsx::list(&dir)?;
             if names.is_empty() {
                 // Drained: remove it (a pusher that meets a vanished segment
@@ -323,7 +352,7 @@ impl Queue {
             }
             for n in names {
                 match QueuedName::parse(&n) {
-                    Some(q) if q.key.run_at <= now => cands.push(Candidate { seg: seg.clone(), name: q }),
+                    Some(q) if q.key.run_at <= now => cands.push(Candidate { seg: Seg { class: class.cloned(), key: seg.clone() }, name: q }),
                     Some(_) => {}
                     None => {
                         self.quarantine(&dir.join(&n), "pending file name is not of the queue's form");
@@ -339,7 +368,17 @@ impl Queue {
     /// or `filter` passes it over (then counted in `skipped`).
     /// Not yet durable: the caller makes its claims durable together.
     fn try_claim(&self, c: &Candidate, opts: &ClaimOpts, filter: &mut Filter, skipped: &mut usize) -> Result<Option<Claim>> {
-        let from = self.dir("pending").join(c.seg.to_string()).join(c.name.to_string());
+        // A job of a class is judged by its class's name, before its file
+        // is read: one the rule passes over costs nothing, and is not
+        // counted (every later job of its class is passed over too, so
+        // there is nothing to look for past it).
+        let class = c.seg.class.as_ref();
+        if let Some(cl) = class
+            && filter.judge(&cl.needs, cl.group.as_deref()) != Verdict::Take
+        {
+            return Ok(None);
+        }
+        let from = self.seg_dir(&c.seg).join(c.name.to_string());
         // 0. The record, read before the claim point: it is written once and
         // moves with the claim, so it is what a won claim takes. Gone: another
         // claimer was faster. Unreadable: left to step 4, which quarantines it.
@@ -360,7 +399,11 @@ impl Queue {
             // Written by a newer q: left for a worker that knows its format.
             return Ok(None);
         }
-        if filter.judge(&peek.needs, peek.group.as_deref()) != Verdict::Take {
+        // A job in the plain segments (pushed by a q that put every job
+        // there, or of a class too long to name), or one whose record says
+        // other than its class's name: judged by its record.
+        let judged = class.is_some() && peek.is_of(class);
+        if !judged && filter.judge(&peek.needs, peek.group.as_deref()) != Verdict::Take {
             *skipped += 1;
             return Ok(None);
         }

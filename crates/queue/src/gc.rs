@@ -262,10 +262,26 @@ impl Gc<'_> {
     }
 
     /// Empty pending segments (claimers remove them too; a pusher that finds
-    /// its segment gone re-creates it).
+    /// its segment gone re-creates it), then empty class directories (a
+    /// pusher that finds one gone makes it again).
     fn segments(&mut self) {
-        let pending = self.q.dir("pending");
-        let names = match fsx::list(&pending) {
+        let (_, classes) = match self.q.pending_dirs() {
+            Ok(d) => d,
+            Err(e) => return self.errors.push(e),
+        };
+        let mut trees = vec![self.q.dir("pending")];
+        trees.extend(classes.iter().map(|c| self.q.tree(Some(c))));
+        for tree in &trees {
+            self.empty_segments(tree);
+        }
+        for tree in &trees[1..] {
+            self.remove_empty(tree, "empty class directory");
+        }
+    }
+
+    /// The empty segments of one class's directory (or of pending/).
+    fn empty_segments(&mut self, tree: &Path) {
+        let names = match fsx::list(tree) {
             Ok(n) => n,
             Err(e) => return self.errors.push(e),
         };
@@ -273,20 +289,20 @@ impl Gc<'_> {
             if crate::names::Key::parse(&n).is_none() {
                 continue;
             }
-            let p = pending.join(&n);
-            match fs::read_dir(&p) {
-                Ok(mut rd) => {
-                    if rd.next().is_some() {
-                        continue;
-                    }
-                }
-                Err(_) => continue,
-            }
-            if !self.o.dry_run && fs::remove_dir(&p).is_err() {
-                continue; // a job just arrived
-            }
-            self.emit("remove-segment", None, &p, "empty pending segment");
+            self.remove_empty(&tree.join(&n), "empty pending segment");
         }
+    }
+
+    /// Remove directory `p` if it is empty (one being filled meanwhile
+    /// stays: its remove fails).
+    fn remove_empty(&mut self, p: &Path, why: &str) {
+        if !fs::read_dir(p).is_ok_and(|mut rd| rd.next().is_none()) {
+            return;
+        }
+        if !self.o.dry_run && fs::remove_dir(p).is_err() {
+            return; // a job just arrived
+        }
+        self.emit("remove-segment", None, p, why);
     }
 
     /// Dedupe-key records naming jobs that finished (or never appeared), or

@@ -11,7 +11,7 @@
 
 use crate::error::Result;
 use crate::fsx;
-use crate::names::{Key, QueuedName};
+use crate::names::QueuedName;
 use crate::job::Peek;
 use crate::queue::Queue;
 use crate::slots::Fit;
@@ -89,18 +89,23 @@ impl Queue {
                 s.busy = true;
                 return Ok(s);
             }
-            let pending = q.dir("pending");
-            for seg in fsx::list(&pending)? {
-                if Key::parse(&seg).is_none() {
-                    continue;
-                }
-                for n in fsx::list(&pending.join(&seg))? {
+            let (_, classes) = q.pending_dirs()?;
+            // A class these slots never fit: its due jobs are counted from
+            // the listings, without reading them (FORMAT "Classes").
+            let rule = crate::slots::Filter::new(Some(fit));
+            let unfit: Vec<std::path::PathBuf> =
+                classes.iter().filter(|c| rule.never(&c.needs, c.group.as_deref())).map(|c| q.tree(Some(c))).collect();
+            for dir in q.segment_dirs()? {
+                let never = dir.parent().is_some_and(|t| unfit.iter().any(|u| u == t));
+                for n in fsx::list(&dir)? {
                     let Some(name) = QueuedName::parse(&n) else {
                         continue;
                     };
                     if name.key.run_at > limit {
                         s.later += 1;
-                    } else if let Some(left) = q.left_alone(&pending.join(&seg).join(&n), fit) {
+                    } else if never {
+                        s.unfit += 1;
+                    } else if let Some(left) = q.left_alone(&dir.join(&n), fit) {
                         // A newer q's job, another user's, or one these slots never fit: no worker
                         // of this process's user will run it.
                         match left {

@@ -167,7 +167,10 @@ impl Queue {
             let mut parsed: Vec<(String, QueuedName)> = names.into_iter().filter_map(|n| QueuedName::parse(&n).map(|q| (n, q))).collect();
             parsed.sort_by(|a, b| a.1.cmp(&b.1));
             if st == State::Pending {
-                let keys: Vec<Key> = parsed.iter().map(|(_, q)| q.key.clone()).collect();
+                // Each into the segments of its class: its record says which
+                // (one that cannot be read goes with the plain ones, where
+                // its claim quarantines it).
+                let keys: Vec<_> = parsed.iter().map(|(n, q)| (self.read_job(&from.join(n)).ok().and_then(|j| j.class()), q.key.clone())).collect();
                 for ((n, _), seg) in parsed.iter().zip(self.place(&keys)?) {
                     self.rename_into_segment(&from.join(n), &seg, n, &mut dirty)?;
                 }

@@ -40,6 +40,15 @@ impl Peek {
     pub fn newer(&self) -> bool {
         self.v > u64::from(SLOTS_VERSION)
     }
+
+    /// Does the record say what [`crate::names::Class`] `c` (none: plain)
+    /// says of what it takes?
+    pub(crate) fn is_of(&self, c: Option<&crate::names::Class>) -> bool {
+        match c {
+            None => self.needs.is_empty() && self.group.is_none(),
+            Some(c) => c.needs == self.needs && c.group == self.group,
+        }
+    }
 }
 
 /// Is `bytes` a job record of a newer format (a `v` higher than this q
@@ -170,6 +179,14 @@ pub struct Job {
 impl Job {
     pub fn is_at_most_once(&self) -> bool {
         self.delivery == Delivery::AtMostOnce
+    }
+
+    /// The class whose segments the job waits in while pending (none: the
+    /// plain segments): what it takes to run (names.rs, [`Class`]).
+    ///
+    /// [`Class`]: crate::names::Class
+    pub(crate) fn class(&self) -> Option<crate::names::Class> {
+        crate::names::Class::of(&self.needs, self.group.as_deref())
     }
 
     /// Parse a stored job record.
@@ -548,6 +565,15 @@ impl Job {
         if let Some(n) = self.output_limit {
             put("output_limit", Value::from(n));
         }
+        if self.share_logs {
+            put("share_logs", Value::from(true));
+        }
+        if !self.needs.is_empty() {
+            put("needs", serde_json::to_value(&self.needs).unwrap_or_default());
+        }
+        if let Some(g) = &self.group {
+            put("group", Value::from(g.clone()));
+        }
         m
     }
 
@@ -644,6 +670,15 @@ mod tests {
         assert!(!newer_format(&j.to_bytes()), "this q knows it");
         let p = Peek::of(&j.to_bytes()).unwrap();
         assert_eq!(p.needs, j.needs);
+    }
+
+    /// A job's line (what `q-ctl set` and `edit` change) says everything a
+    /// push said: revised unchanged, it is the same job.
+    #[test]
+    fn a_line_keeps_what_the_job_takes() {
+        let j = v(json!({"cmd": ["a"], "needs": {"gpu": 2}, "group": "render", "share_logs": true})).unwrap().job;
+        let r = j.revised(&j.to_line(), 0).unwrap().job;
+        assert_eq!((r.needs, r.group, r.share_logs, r.v), (j.needs, j.group, j.share_logs, j.v));
     }
 
     #[test]

@@ -48,6 +48,7 @@ mod idle;
 mod import;
 mod list;
 mod logs;
+mod pending;
 #[cfg(feature = "postgres")]
 pub mod pg;
 mod presence;

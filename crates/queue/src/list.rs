@@ -65,8 +65,8 @@ impl Queue {
     pub fn counts(&self) -> Result<Counts> {
         let now = time::now_ms();
         let mut c = Counts::default();
-        for seg in self.segments()? {
-            for n in fsx::list(&self.dir("pending").join(seg.to_string()))? {
+        for dir in self.segment_dirs()? {
+            for n in fsx::list(&dir)? {
                 if let Some(q) = QueuedName::parse(&n) {
                     if q.key.run_at <= now {
                         c.ready += 1;
@@ -92,8 +92,7 @@ impl Queue {
         for &st in states {
             match st {
                 State::Pending => {
-                    for seg in self.segments()? {
-                        let dir = self.dir("pending").join(seg.to_string());
+                    for dir in self.segment_dirs()? {
                         for n in fsx::list(&dir)? {
                             if let Some(q) = QueuedName::parse(&n) {
                                 out.push(Entry { id: q.key.id.clone(), state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at) });

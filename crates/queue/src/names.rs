@@ -88,6 +88,85 @@ fn counters(a: &str, f: &str, i: &str) -> Option<Counters> {
     Some(Counters { attempt: digits(a)?, failures: digits(f)?, interrupts: digits(i)? })
 }
 
+/// The class of a pending job that says what it takes to run: its `needs`
+/// and `group`, canonical. Its pending segments live in a directory of
+/// their own, `pending/c.<CLASS>/`, so that a claimer that can never take
+/// the class passes over all of it by the name alone (docs/FORMAT.md,
+/// "Classes"). `<CLASS>` is `NAME=N` for each need, in name order, joined
+/// by `,`, then `@GROUP` if the job has a group: `gpu=1`, `gpu=2,mem=4@render`,
+/// `@render`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Class {
+    pub needs: std::collections::BTreeMap<String, u32>,
+    pub group: Option<String>,
+}
+
+/// The prefix of a class directory's name in `pending/` (a segment's name
+/// starts with a digit).
+pub const CLASS_PREFIX: &str = "c.";
+
+/// The longest class directory name: a job whose class would be longer
+/// stays in the plain segments (judged by its record, as every job there).
+pub const MAX_CLASS_NAME: usize = 200;
+
+impl Class {
+    /// The class of a job with these needs and group; `None` for a job that
+    /// takes nothing (the plain segments), or whose class name would be too
+    /// long.
+    pub fn of(needs: &std::collections::BTreeMap<String, u32>, group: Option<&str>) -> Option<Class> {
+        if needs.is_empty() && group.is_none() {
+            return None;
+        }
+        let c = Class { needs: needs.clone(), group: group.map(str::to_owned) };
+        (c.dir_name().len() <= MAX_CLASS_NAME).then_some(c)
+    }
+
+    /// Its directory's name in `pending/`.
+    pub fn dir_name(&self) -> String {
+        format!("{CLASS_PREFIX}{}", self.text())
+    }
+
+    /// The class as text, `gpu=2,mem=4@render` (PostgreSQL's `class`
+    /// column holds the same, and '' for a job that takes nothing).
+    pub fn text(&self) -> String {
+        let items: Vec<String> = self.needs.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        let group = self.group.as_ref().map(|g| format!("@{g}")).unwrap_or_default();
+        format!("{}{group}", items.join(","))
+    }
+
+    /// The class a directory name of `pending/` says, if it is one, spelled
+    /// exactly as [`Class::dir_name`] spells it (one class, one directory).
+    pub fn parse(s: &str) -> Option<Class> {
+        let c = Class::parse_text(s.strip_prefix(CLASS_PREFIX)?)?;
+        (c.dir_name().len() <= MAX_CLASS_NAME).then_some(c)
+    }
+
+    /// The class [`Class::text`] spells as `rest` (of any length).
+    pub fn parse_text(rest: &str) -> Option<Class> {
+        let (items, group) = match rest.split_once('@') {
+            Some((i, g)) => (i, Some(g)),
+            None => (rest, None),
+        };
+        let mut needs = std::collections::BTreeMap::new();
+        if !items.is_empty() {
+            for item in items.split(',') {
+                let (k, n) = item.split_once('=')?;
+                crate::slots::check_name(k).ok()?;
+                let n: u32 = digits(n).filter(|n| (1..=crate::slots::MAX_SLOTS).contains(n))?;
+                needs.insert(k.to_owned(), n);
+            }
+        }
+        if let Some(g) = group {
+            crate::slots::check_name(g).ok()?;
+        }
+        if needs.is_empty() && group.is_none() {
+            return None;
+        }
+        let c = Class { needs, group: group.map(str::to_owned) };
+        (c.text() == rest).then_some(c)
+    }
+}
+
 /// Name of a pending, waiting or held job file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedName {
@@ -291,6 +370,27 @@ mod tests {
             let _ = Key::parse(&s);
             let _ = parse_terminal(&s);
         }
+    }
+
+    #[test]
+    fn class_names() {
+        let needs = |v: &[(&str, u32)]| v.iter().map(|(k, n)| (k.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>();
+        assert_eq!(Class::of(&needs(&[]), None), None, "a plain job has no class");
+        for (n, g, name) in [
+            (needs(&[("gpu", 1)]), None, "c.gpu=1"),
+            (needs(&[("mem", 4), ("gpu", 2)]), Some("render"), "c.gpu=2,mem=4@render"),
+            (needs(&[]), Some("render"), "c.@render"),
+        ] {
+            let c = Class::of(&n, g).unwrap();
+            assert_eq!(c.dir_name(), name);
+            assert_eq!(Class::parse(name), Some(c));
+            assert!(Key::parse(name).is_none(), "never a segment's name");
+        }
+        for bad in ["c.", "c.gpu", "c.gpu=0", "c.gpu=01", "c.mem=1,gpu=1", "c.gpu=1@", "c.GPU=1", "c.gpu=1,,mem=1", "c.gpu=1@a@b", "gpu=1", "c.gpu=1/..", "c.gpu=1025"] {
+            assert_eq!(Class::parse(bad), None, "{bad}");
+        }
+        let long: std::collections::BTreeMap<String, u32> = (0..20).map(|i| (format!("slot_name_number_{i}"), 1)).collect();
+        assert_eq!(Class::of(&long, None), None, "too long a name: the plain segments");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 use crate::error::{Error, IoContext, Kind, Result};
 use crate::fsx::{self, Renamed};
 use crate::job::{Job, NewJob};
-use crate::names::{Counters, Key, QueuedName};
+use crate::names::{Class, Counters, Key, QueuedName};
+use crate::pending::Seg;
 use crate::queue::Queue;
 use crate::record::{Reason, State};
 use serde::{Deserialize, Serialize};
@@ -87,9 +88,10 @@ impl Entry {
 /// Where a new job file goes.
 #[derive(PartialEq)]
 enum Dest {
-    Segment(Key),
+    Segment(Seg),
     Dir(PathBuf),
 }
+
 
 /// Most unnamed files open at once: what the open-file limit leaves, with
 /// room for the rest of the process, and at most one batch's worth.
@@ -480,7 +482,8 @@ impl Queue {
 
     /// Where each job goes: its pending segment, or its state directory.
     fn destinations(&self, entries: &[Entry]) -> Result<Vec<Dest>> {
-        let pending: Vec<Key> = entries.iter().filter(|e| e.state == State::Pending).map(|e| e.name.key.clone()).collect();
+        let pending: Vec<(Option<Class>, Key)> =
+            entries.iter().filter(|e| e.state == State::Pending).map(|e| (e.job.class(), e.name.key.clone())).collect();
         let mut segs = self.place(&pending)?.into_iter();
         entries
             .iter()
@@ -615,25 +618,33 @@ impl Queue {
 
     /// Rename a staged file into a pending segment, re-creating the segment
     /// if a claimer removed it as empty meanwhile.
-    pub(crate) fn rename_into_segment(&self, from: &Path, seg: &Key, name: &str, dirty: &mut Vec<PathBuf>) -> Result<()> {
+    pub(crate) fn rename_into_segment(&self, from: &Path, seg: &Seg, name: &str, dirty: &mut Vec<PathBuf>) -> Result<()> {
         self.move_into_segment(seg, name, dirty, |to| fsx::rename_noreplace(from, to))
     }
 
     /// Move a file into a pending segment with `mv`, making the segment
     /// first if it is missing (new, or removed as empty by a claimer
-    /// meanwhile).
-    fn move_into_segment(&self, seg: &Key, name: &str, dirty: &mut Vec<PathBuf>, mut mv: impl FnMut(&Path) -> Result<Renamed>) -> Result<()> {
+    /// meanwhile), and its class's directory if that is missing too (the
+    /// queue's `FORMAT` says `classes` before the first is made).
+    fn move_into_segment(&self, seg: &Seg, name: &str, dirty: &mut Vec<PathBuf>, mut mv: impl FnMut(&Path) -> Result<Renamed>) -> Result<()> {
         let pending = self.dir("pending");
-        let seg_dir = pending.join(seg.to_string());
+        let tree = self.tree(seg.class.as_ref());
+        let seg_dir = tree.join(seg.key.to_string());
         let mut made = false;
+        let mut made_tree = false;
         for _ in 0..10 {
             match mv(&seg_dir.join(name)) {
                 Ok(Renamed::Done) => {
                     if !dirty.contains(&seg_dir) {
                         // A segment someone else made a moment ago may not
-                        // be durable in pending/ yet (its maker fsyncs
-                        // pending/ after its own renames, or crashed first).
-                        if (made || recently_made(&seg_dir)) && !dirty.contains(&pending) {
+                        // be durable in its parent yet (its maker fsyncs
+                        // the parent after its own renames, or crashed
+                        // first); the same for a class's directory in
+                        // pending/.
+                        if (made || recently_made(&seg_dir)) && !dirty.contains(&tree) {
+                            dirty.push(tree.clone());
+                        }
+                        if tree != pending && (made_tree || recently_made(&tree)) && !dirty.contains(&pending) {
                             dirty.push(pending);
                         }
                         dirty.push(seg_dir);
@@ -647,7 +658,17 @@ impl Queue {
                     return Err(Error::new(Kind::Io, format!("{name} exists already in {}", seg_dir.display())));
                 }
                 Err(e) if e.errno() == Some(nix::libc::ENOENT) => {
-                    fsx::mkdir(&seg_dir)?;
+                    if seg.class.is_some() && !fsx::exists(&tree) {
+                        // The first of its class (or the class's directory
+                        // was removed as empty by q-gc a moment ago).
+                        self.enable_classes()?;
+                        fsx::mkdir(&tree)?;
+                        made_tree = true;
+                    }
+                    match fsx::mkdir(&seg_dir) {
+                        Err(e) if e.errno() == Some(nix::libc::ENOENT) => continue, // its class's directory went: again
+                        r => r?,
+                    }
                     made = true;
                 }
                 Err(e) => return Err(e),
@@ -656,16 +677,34 @@ impl Queue {
         Err(Error::new(Kind::Io, format!("cannot create segment {}", seg_dir.display())))
     }
 
-    /// Choose a segment for each key (keys sorted). A segment is named by the
-    /// least key it may hold; a job may join a segment whose name is not
-    /// greater than its key, of the same priority and due-time bucket, while
-    /// it holds fewer than `SEG_CAP` jobs. Otherwise it starts a new one.
-    pub(crate) fn place(&self, keys: &[Key]) -> Result<Vec<Key>> {
+    /// Choose a segment for each job of a class (none: plain) and key (keys
+    /// sorted): among the segments of its class (`place_in`).
+    pub(crate) fn place(&self, jobs: &[(Option<Class>, Key)]) -> Result<Vec<Seg>> {
+        let mut by_class: BTreeMap<Option<&Class>, Vec<usize>> = BTreeMap::new();
+        for (i, (c, _)) in jobs.iter().enumerate() {
+            by_class.entry(c.as_ref()).or_default().push(i);
+        }
+        let mut out: Vec<Option<Seg>> = vec![None; jobs.len()];
+        for (class, idx) in by_class {
+            let keys: Vec<Key> = idx.iter().map(|&i| jobs[i].1.clone()).collect();
+            for (i, key) in idx.into_iter().zip(self.place_in(class, &keys)?) {
+                out[i] = Some(Seg { class: class.cloned(), key });
+            }
+        }
+        Ok(out.into_iter().map(|s| s.expect("a segment for every job")).collect())
+    }
+
+    /// Choose a segment of one class for each key (keys sorted). A segment
+    /// is named by the least key it may hold; a job may join a segment whose
+    /// name is not greater than its key, of the same priority and due-time
+    /// bucket, while it holds fewer than `SEG_CAP` jobs. Otherwise it starts
+    /// a new one.
+    fn place_in(&self, class: Option<&Class>, keys: &[Key]) -> Result<Vec<Key>> {
         let mut out = Vec::with_capacity(keys.len());
         if keys.is_empty() {
             return Ok(out);
         }
-        let top = self.segments()?;
+        let top = self.segments_in(class)?;
         let mut i = 0;
         while i < keys.len() {
             let k = &keys[i];
@@ -680,7 +719,7 @@ impl Queue {
                 .filter(|s| s.inv_prio == k.inv_prio && s.bucket() == k.bucket() && *s <= k)
                 .max();
             let seg = match joinable {
-                Some(s) if n < SEG_CAP / 4 && self.segment_len(s) + n <= SEG_CAP => s.clone(),
+                Some(s) if n < SEG_CAP / 4 && self.segment_len(&self.tree(class).join(s.to_string())) + n <= SEG_CAP => s.clone(),
                 _ => k.clone(),
             };
             for _ in i..j {
@@ -691,22 +730,13 @@ impl Queue {
         Ok(out)
     }
 
-    /// The segment names in `pending/`, parsed (foreign names are left to gc).
-    pub(crate) fn segments(&self) -> Result<Vec<Key>> {
-        let mut v: Vec<Key> = fsx::list(&self.dir("pending"))?.iter().filter_map(|n| Key::parse(n)).collect();
-        v.sort();
-        Ok(v)
-    }
-
     /// An upper bound of the number of jobs in a segment, from one `stat`:
     /// no filesystem spends fewer than 20 bytes of directory size per entry
     /// (tmpfs spends exactly 20, ext4 about 60), and a directory never
     /// shrinks, so this never undercounts. Reading the directory would cost
     /// a push far more.
-    fn segment_len(&self, seg: &Key) -> usize {
-        fs::symlink_metadata(self.dir("pending").join(seg.to_string()))
-            .map(|m| (m.len() / 20) as usize)
-            .unwrap_or(usize::MAX / 2)
+    fn segment_len(&self, seg_dir: &Path) -> usize {
+        fs::symlink_metadata(seg_dir).map(|m| (m.len() / 20) as usize).unwrap_or(usize::MAX / 2)
     }
 }
 
@@ -732,8 +762,8 @@ mod tests {
     fn joining_a_young_segment_syncs_pending_too() {
         let (_d, q) = crate::testkit::queue();
         let pending = q.dir("pending");
-        let seg = Key::new(0, 0, "01AAAAAAAAAAAAAAAAAAAAAAAA");
-        let seg_dir = pending.join(seg.to_string());
+        let seg = Seg { class: None, key: Key::new(0, 0, "01AAAAAAAAAAAAAAAAAAAAAAAA") };
+        let seg_dir = pending.join(seg.key.to_string());
         fs::create_dir(&seg_dir).unwrap(); // made by "another pusher"
         let staged = q.tmp().join("a.tmp");
         fs::write(&staged, b"{}").unwrap();

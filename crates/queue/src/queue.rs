@@ -13,6 +13,14 @@ use std::path::{Path, PathBuf};
 
 /// The format version this tool writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The feature a queue's `FORMAT` names once it holds a class directory
+/// (`pending/c.<CLASS>/`, docs/FORMAT.md "Classes"): a q that does not know
+/// it refuses the queue rather than miss, or quarantine, those jobs.
+pub const FEATURE_CLASSES: &str = "classes";
+
+/// The features this tool knows.
+pub const FEATURES: &[&str] = &[FEATURE_CLASSES];
 const MAGIC: &str = "q-queue";
 
 /// The directories of a queue, in creation order. `FORMAT` is written last.
@@ -68,6 +76,9 @@ pub struct Queue {
     /// Whether `syncfs` makes this queue's files durable (not on FUSE; see
     /// [`fsx::syncfs_reaches_disk`]), found out once.
     pub(crate) syncfs_works: std::sync::OnceLock<bool>,
+    /// Whether `FORMAT` names the feature `classes` (as far as this
+    /// process knows: set when it opened the queue, or added it).
+    pub(crate) classes: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The pause record: `PAUSED` in the queue root.
@@ -152,7 +163,7 @@ impl Queue {
         if rec.magic != MAGIC {
             return Err(Error::new(Kind::Format, format!("{} is not a q queue format file", format.display())));
         }
-        if rec.version > FORMAT_VERSION || !rec.features.is_empty() {
+        if rec.version > FORMAT_VERSION || rec.features.iter().any(|f| !FEATURES.contains(&f.as_str())) {
             return Err(Error::new(
                 Kind::Format,
                 format!(
@@ -163,7 +174,8 @@ impl Queue {
                 ),
             ));
         }
-        let q = Queue { root: root.to_path_buf(), durability: Durability::Full, group: rec.group, unnamed_files: Default::default(), syncfs_works: Default::default() };
+        let classes = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(rec.features.iter().any(|f| f == FEATURE_CLASSES)));
+        let q = Queue { root: root.to_path_buf(), durability: Durability::Full, group: rec.group, unnamed_files: Default::default(), syncfs_works: Default::default(), classes };
         fsx::set_group_shared(rec.group.is_some());
         check_path(root, rec.group)?;
         q.check_owner(root)?;
@@ -184,6 +196,39 @@ impl Queue {
             }
         }
         Ok(q)
+    }
+
+    /// Make sure `FORMAT` names the feature `classes` before the first
+    /// class directory is made: publish the record again with it (staged
+    /// and fsynced in `tmp/`, renamed over `FORMAT`, the root fsynced).
+    /// Two processes doing it at once write the same record. Crash before
+    /// the rename: a `tmp/` file (q-gc); after it: the feature without a
+    /// class directory, which changes nothing but that a q without the
+    /// feature refuses the queue.
+    pub(crate) fn enable_classes(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.classes.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let format = self.root.join("FORMAT");
+        let bytes = fsx::read_capped(&format, 64 * 1024).ctx("read", &format)?;
+        let mut rec: FormatRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::new(Kind::Format, format!("{} is not a q queue format file ({e})", format.display())))?;
+        if !rec.features.iter().any(|f| f == FEATURE_CLASSES) {
+            rec.features.push(FEATURE_CLASSES.to_owned());
+            let mut bytes = serde_json::to_vec(&rec).unwrap_or_default();
+            bytes.push(b'\n');
+            let tmp = fsx::stage(&self.tmp(), &bytes, true)?;
+            crate::failpoint!("classes.before_format");
+            fs::rename(&tmp, &format).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                Error::io("rename", &format, e)
+            })?;
+            fsx::fsync_dir(&self.root)?;
+            crate::failpoint!("classes.after_format");
+        }
+        self.classes.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Refuse a path that another user could write (SPEC: exit 77).

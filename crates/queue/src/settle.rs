@@ -358,7 +358,7 @@ impl Queue {
         match state {
             State::Pending => {
                 let key = Key::new(job.priority, run_at, &job.id);
-                let seg = self.place(std::slice::from_ref(&key))?.remove(0);
+                let seg = self.place(&[(job.class(), key.clone())])?.remove(0);
                 let q = QueuedName { key, c: Counters { attempt: name.c.attempt, ..c } };
                 match self.rename_into_segment(&from, &seg, &q.to_string(), &mut dirty) {
                     Ok(()) => self.wake(),
@@ -415,8 +415,7 @@ impl Queue {
             }
         }
         let needle = format!(".{id}.");
-        for seg in self.segments()? {
-            let dir = self.dir("pending").join(seg.to_string());
+        for dir in self.segment_dirs()? {
             for n in fsx::list(&dir)? {
                 if !n.contains(&needle) {
                     continue;
@@ -527,7 +526,7 @@ impl Queue {
     /// into are added to `dirty`.
     pub(crate) fn requeue_file_into(&self, from: &Path, job: &Job, run_at: i64, c: Counters, dirty: &mut Vec<PathBuf>) -> Result<bool> {
         let key = Key::new(job.priority, run_at, &job.id);
-        let seg = self.place(std::slice::from_ref(&key))?.remove(0);
+        let seg = self.place(&[(job.class(), key.clone())])?.remove(0);
         let q = QueuedName { key, c };
         match self.rename_into_segment(from, &seg, &q.to_string(), dirty) {
             Ok(()) => {}

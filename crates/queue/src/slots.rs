@@ -111,6 +111,13 @@ impl Filter {
         Verdict::Skip
     }
 
+    /// Can a job with these needs and group never run here (`Never`
+    /// whatever the walk has seen)? Then a claimer passes over its whole
+    /// class without reading it.
+    pub fn never(&self, needs: &BTreeMap<String, u32>, group: Option<&str>) -> bool {
+        !(needs.is_empty() && group.is_none()) && !self.fit.can_fit(&self.fit.demand(needs, group))
+    }
+
     /// A job judged `Take` was claimed: what it takes is no longer free.
     pub fn taken(&mut self, needs: &BTreeMap<String, u32>, group: Option<&str>) {
         for (r, n) in self.fit.demand(needs, group) {

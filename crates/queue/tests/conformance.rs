@@ -1068,3 +1068,35 @@ fn claims_with_slots_and_limits() {
         assert!(b.idle_for(None, tpu.as_ref()).unwrap().busy, "{}: it fits a tpu slot", fx.name);
     });
 }
+
+/// A ready job behind many more urgent jobs that a claimer's slots cannot
+/// take now (its GPU is busy) or ever (a slot it has not), in classes of
+/// their own, is claimed all the same, and in claim order with the jobs
+/// of the classes it can take: however many jobs wait ahead of it, not
+/// only within the first few hundred.
+#[test]
+fn a_ready_job_behind_many_it_cannot_take_is_claimed() {
+    use q_queue::slots::{Fit, Res};
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let gpu = json!({"cmd": ["true"], "needs": {"gpu": 1}, "priority": 9});
+        let tpu = json!({"cmd": ["true"], "needs": {"tpu": 1}, "priority": 9});
+        let mut lines = vec![gpu; 300];
+        lines.extend(vec![tpu; 300]);
+        fx.push(&lines);
+        let ids = fx.push(&[json!({"cmd": ["true"], "group": "io", "priority": 2}), json!({"cmd": ["true"], "priority": 1})]);
+        let g = Res::Slot("gpu".into());
+        let busy = Fit { total: [(g.clone(), 1)].into(), free: [(g.clone(), 0)].into() };
+        let o = ClaimOpts { fit: Some(busy), ..opts(Liveness::Flock) };
+        let got: Vec<String> = b.claim(5, &o).unwrap().into_iter().map(|c| c.id).collect();
+        assert_eq!(got, ids, "{}", fx.name);
+        // With the GPU free, its most urgent job comes first.
+        fx.push(&[json!({"cmd": ["true"], "priority": 1})]);
+        let free = Fit { total: [(g.clone(), 1)].into(), free: [(g, 1)].into() };
+        let o = ClaimOpts { fit: Some(free), ..opts(Liveness::Flock) };
+        let got = b.claim(5, &o).unwrap();
+        assert_eq!(got.len(), 2, "{}: one gpu job and the plain one", fx.name);
+        assert_eq!(got[0].job.needs.get("gpu"), Some(&1), "{}", fx.name);
+        assert!(got[1].job.needs.is_empty(), "{}", fx.name);
+    });
+}

@@ -155,7 +155,10 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Push { priority: i32 },
+    /// A job; with `group`, one of a class (`"group": "g"`, which a
+    /// claimer without slots takes: its segments are `pending/c.@g/`), so
+    /// that the claim order is checked across classes too.
+    Push { priority: i32, group: bool },
     Claim { w: usize },
     Touch { w: usize },
     Ok { w: usize },
@@ -172,7 +175,7 @@ const WORKERS: usize = 3;
 fn op() -> impl Strategy<Value = Op> {
     let w = 0..WORKERS;
     prop_oneof![
-        3 => (-2i32..3).prop_map(|priority| Op::Push { priority }),
+        3 => (-2i32..3, any::<bool>()).prop_map(|(priority, group)| Op::Push { priority, group }),
         4 => w.clone().prop_map(|w| Op::Claim { w }),
         1 => w.clone().prop_map(|w| Op::Touch { w }),
         3 => w.clone().prop_map(|w| Op::Ok { w }),
@@ -214,8 +217,11 @@ fn run_machine(fx: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
     for (step, op) in ops.iter().enumerate() {
         let why = format!("step {step}: {op:?}");
         match *op {
-            Op::Push { priority } => {
-                let obj = json!({"cmd": ["true"], "priority": priority, "attempts": ATTEMPTS, "env_from": "worker"});
+            Op::Push { priority, group } => {
+                let mut obj = json!({"cmd": ["true"], "priority": priority, "attempts": ATTEMPTS, "env_from": "worker"});
+                if group {
+                    obj["group"] = json!("g");
+                }
                 let nj = validate(obj.as_object().unwrap(), &ctx).unwrap();
                 let p = q.push(vec![nj]).pop().unwrap().unwrap();
                 model.insert(p.id, MJob { state: State::Pending, attempt: 0, failures: 0, interrupts: 0, priority });
@@ -356,12 +362,19 @@ fn check_files(q: &Queue, model: &BTreeMap<String, MJob>, why: &str) -> Result<(
             *places.entry(id).or_default() += 1;
         }
     }
+    // The plain segments, and those of each class (`pending/c.<CLASS>/`).
+    let mut segs = Vec::new();
     for seg in std::fs::read_dir(q.dir("pending")).unwrap() {
         let seg = seg.unwrap();
-        if seg.file_name().to_string_lossy().starts_with('.') {
-            continue;
+        let n = seg.file_name().to_string_lossy().into_owned();
+        if n.starts_with("c.") {
+            segs.extend(std::fs::read_dir(seg.path()).unwrap().map(|s| s.unwrap().path()));
+        } else if !n.starts_with('.') {
+            segs.push(seg.path());
         }
-        for e in std::fs::read_dir(seg.path()).unwrap() {
+    }
+    for seg in segs {
+        for e in std::fs::read_dir(&seg).unwrap() {
             let n = e.unwrap().file_name().to_string_lossy().into_owned();
             *places.entry(QueuedName::parse(&n).unwrap().key.id).or_default() += 1;
         }

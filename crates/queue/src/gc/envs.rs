@@ -96,9 +96,8 @@ impl Gc<'_> {
                 files.push((leased.join(&n), l.id));
             }
         }
-        let pending = self.q.dir("pending");
         let mut queued_dirs = vec![self.q.dir("held"), self.q.dir("waiting")];
-        queued_dirs.extend(fsx::list(&pending)?.into_iter().map(|seg| pending.join(seg)));
+        queued_dirs.extend(self.q.segment_dirs()?);
         for dir in queued_dirs {
             for n in fsx::list(&dir)? {
                 if let Some(q) = QueuedName::parse(&n) {

@@ -58,8 +58,9 @@ impl Gc<'_> {
             let c = Counters { attempt, failures, interrupts: 0 };
             let moved = if attempt == 0 {
                 // Never claimed as far as the disk knows: back to pending.
-                let key = crate::names::Key::new(self.job_priority(&f.path), self.now, id);
-                let r = self.q.place(std::slice::from_ref(&key)).and_then(|mut segs| {
+                let (priority, class) = self.job_place(&f.path);
+                let key = crate::names::Key::new(priority, self.now, id);
+                let r = self.q.place(&[(class, key.clone())]).and_then(|mut segs| {
                     let mut dirty = Vec::new();
                     let name = crate::names::QueuedName { key, c }.to_string();
                     self.q.rename_into_segment(&f.path, &segs.remove(0), &name, &mut dirty)?;
@@ -122,7 +123,12 @@ impl Gc<'_> {
         if let Some(at) = self.q.locate(&name.id)?
             && let Some(dir) = at.path.parent()
         {
-            fsx::fsync_dirs(&[dir.to_path_buf(), self.q.dir("pending"), self.q.dir("leased")])?;
+            let mut dirs = vec![dir.to_path_buf(), self.q.dir("pending"), self.q.dir("leased")];
+            // A segment of a class: its class's directory too.
+            if let Some(tree) = dir.parent().filter(|t| t.parent() == Some(self.q.dir("pending").as_path())) {
+                dirs.push(tree.to_path_buf());
+            }
+            fsx::fsync_dirs(&dirs)?;
         }
         Ok(st)
     }
@@ -160,7 +166,9 @@ impl Gc<'_> {
     }
 
     /// The priority of a job (its file is whole: pushes are always synced).
-    fn job_priority(&self, path: &std::path::Path) -> i32 {
-        self.q.read_job(path).map_or(0, |j| j.priority)
+    /// The priority and class of the job at `path` (a record that cannot
+    /// be read: 0 and plain; its claim quarantines it).
+    fn job_place(&self, path: &std::path::Path) -> (i32, Option<crate::names::Class>) {
+        self.q.read_job(path).map_or((0, None), |j| (j.priority, j.class()))
     }
 }

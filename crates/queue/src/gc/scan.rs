@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::fsx;
 use crate::id::is_valid_id;
 use crate::job::{Job, MAX_RECORD};
-use crate::names::{Key, LeasedName, QueuedName, parse_terminal};
+use crate::names::{Class, Key, LeasedName, QueuedName, parse_terminal};
 use crate::record::State;
 use std::collections::HashMap;
 use std::fs;
@@ -67,24 +67,21 @@ impl Gc<'_> {
     /// List every state directory, quarantining what is not of the form.
     pub(crate) fn scan(&mut self) -> Result<Inventory> {
         let mut inv = Inventory::default();
-        // Pending: segment directories holding job files.
+        // Pending: segment directories holding job files, in pending/
+        // itself and in the directory of each class.
         let pending = self.q.dir("pending");
         for seg in fsx::list(&pending)? {
             let sp = pending.join(&seg);
             let Ok(m) = fs::symlink_metadata(&sp) else {
                 continue;
             };
-            if Key::parse(&seg).is_none() || !m.is_dir() {
-                self.quarantine(
-                    &sp,
-                    None,
-                    "not a pending segment (bad name, symlink or not a directory)",
-                );
+            if Class::parse(&seg).is_some() && m.is_dir() {
+                for cseg in fsx::list(&sp)? {
+                    self.segment(&mut inv, &sp.join(&cseg), &cseg)?;
+                }
                 continue;
             }
-            for n in fsx::list(&sp)? {
-                self.queued(&mut inv, State::Pending, &sp.join(&n), &n);
-            }
+            self.segment(&mut inv, &sp, &seg)?;
         }
         for st in [State::Waiting, State::Held] {
             let dir = self.q.dir(st.dir());
@@ -121,6 +118,22 @@ impl Gc<'_> {
             }
         }
         Ok(inv)
+    }
+
+    /// One pending segment `n` at `sp`: its job files, or the segment is
+    /// quarantined if it is not one.
+    fn segment(&mut self, inv: &mut Inventory, sp: &Path, n: &str) -> Result<()> {
+        let Ok(m) = fs::symlink_metadata(sp) else {
+            return Ok(());
+        };
+        if Key::parse(n).is_none() || !m.is_dir() {
+            self.quarantine(sp, None, "not a pending segment (bad name, symlink or not a directory)");
+            return Ok(());
+        }
+        for n in fsx::list(sp)? {
+            self.queued(inv, State::Pending, &sp.join(&n), &n);
+        }
+        Ok(())
     }
 
     fn queued(&mut self, inv: &mut Inventory, st: State, p: &Path, n: &str) {

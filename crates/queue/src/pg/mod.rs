@@ -440,13 +440,23 @@ impl PgQueue {
         if n == 0 {
             return Ok(Vec::new());
         }
-        // The ready jobs in claim order; a claimer without slots passes
-        // over jobs with needs in the query itself (one key test per row).
-        const READY: &str = "SELECT id FROM {s}.job
-                            WHERE queue = $1 AND state = 'pending' AND run_at <= now()
-                              AND NOT EXISTS (SELECT 1 FROM {s}.queue WHERE name = $1 AND paused_since IS NOT NULL
-                                                AND (paused_until IS NULL OR paused_until > now()))";
-        const ORDER: &str = " ORDER BY priority DESC, run_at, id";
+        // The classes of the pending jobs (what they take to run; '' for
+        // nothing), from the index of ready jobs by class: a loose index
+        // scan, one probe per class, whatever the number of jobs.
+        const CLASSES: &str = "WITH RECURSIVE cls AS (
+                 (SELECT class FROM {s}.job WHERE queue = $1 AND state = 'pending' ORDER BY class LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT j.class FROM {s}.job j WHERE j.queue = $1 AND j.state = 'pending' AND j.class > cls.class ORDER BY j.class LIMIT 1)
+                   FROM cls WHERE cls.class IS NOT NULL)";
+        // The first $2 ready jobs of each class in `c` (in claim order within
+        // it), locked; merged in claim order.
+        const READY: &str = " CROSS JOIN LATERAL (
+                 SELECT id, priority, run_at FROM {s}.job
+                  WHERE queue = $1 AND state = 'pending' AND class = c.class AND run_at <= now()
+                    AND NOT EXISTS (SELECT 1 FROM {s}.queue WHERE name = $1 AND paused_since IS NOT NULL
+                                      AND (paused_until IS NULL OR paused_until > now()))
+                  ORDER BY priority DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) j";
+        const ORDER: &str = " ORDER BY j.priority DESC, j.run_at, j.id";
         // The claim and its attempt row in one statement (one round trip,
         // one commit): the lease record is made here with the id, attempt
         // and token the server chose filled in.
@@ -467,22 +477,32 @@ impl PgQueue {
         // The lease record but for what the server fills in.
         let lease = json(&Lease::mine("", 0, "", time::now_ms(), opts));
         let rows = match &opts.fit {
+            // Without slots: the jobs that take nothing, or only a place in
+            // a group (not limited here), in one statement (autocommitted).
             None => {
-                let stmt = self.q(&format!("WITH next AS ({READY} AND NOT (spec ? 'needs'){ORDER} LIMIT $2 FOR UPDATE SKIP LOCKED){UPDATE}"));
+                let stmt = self.q(&format!(
+                    "{CLASSES}, next AS (SELECT j.id FROM (SELECT class FROM cls WHERE class = '' OR class LIKE '@%') c{READY}{ORDER} LIMIT $2){UPDATE}"
+                ));
                 self.main.with(|c| {
                     let st = self.main.prepared(c, &stmt).map_err(|e| self.err(e))?;
                     c.query(&st, &[&self.t.queue, &(n as i64), &(opts.lease_ms as i64), &lease]).map_err(|e| self.err(e))
                 })?
             }
             Some(fit) => self.tx(|q, tx| {
-                // With slots: the rule of `crate::slots` over a window of
-                // candidates, locked while it judges them.
-                let window = n as i64 + 256;
+                // With slots: the classes these slots may take (one they
+                // never fit is passed over whole), then the rule of
+                // `crate::slots` over the first n of each, merged in claim
+                // order: a class that is not free blocks with its first.
+                let rule = crate::slots::Filter::new(Some(fit));
+                let classes: Vec<String> = tx
+                    .query(&q.q(&format!("{CLASSES} SELECT class FROM cls WHERE class IS NOT NULL")), &[&q.t.queue])
+                    .map_err(|e| q.err(e))?
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .filter(|c| c.is_empty() || crate::names::Class::parse_text(c).is_some_and(|c| !rule.never(&c.needs, c.group.as_deref())))
+                    .collect();
                 let cands = tx
-                    .query(
-                        &q.q(&format!("{}{ORDER} LIMIT $2 FOR UPDATE SKIP LOCKED", READY.replacen("SELECT id", "SELECT id, spec->'needs', spec->>'group'", 1))),
-                        &[&q.t.queue, &window],
-                    )
+                    .query(&q.q(&format!("SELECT j.id, c.class FROM unnest($3::text[]) AS c(class){READY}{ORDER}")), &[&q.t.queue, &(n as i64), &classes])
                     .map_err(|e| q.err(e))?;
                 let mut filter = crate::slots::Filter::new(Some(fit));
                 let mut ids: Vec<String> = Vec::new();
@@ -490,8 +510,8 @@ impl PgQueue {
                     if ids.len() >= n {
                         break;
                     }
-                    let needs: BTreeMap<String, u32> = c.get::<_, Option<Value>>(1).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
-                    let group: Option<String> = c.get(2);
+                    let class = crate::names::Class::parse_text(&c.get::<_, String>(1));
+                    let (needs, group) = class.map(|c| (c.needs, c.group)).unwrap_or_default();
                     if filter.judge(&needs, group.as_deref()) == crate::slots::Verdict::Take {
                         filter.taken(&needs, group.as_deref());
                         ids.push(c.get(0));

@@ -6,7 +6,7 @@ use crate::error::{Error, Kind, Result};
 use postgres::Client;
 
 /// The schema version this q writes and reads.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Version 1. `{s}` is the schema, quoted. A new schema is made as version
 /// 1 and then upgraded by every step of [`UPGRADES`], as an old one is.
@@ -93,7 +93,7 @@ INSERT INTO {s}.meta VALUES ('version', '1');
 "#;
 
 /// `UPGRADES[i]` takes a schema from version `i + 1` to `i + 2`.
-const UPGRADES: [&str; 3] = [
+const UPGRADES: [&str; 4] = [
     // 2: ids people type and `--after last`. The role that pushed a job
     // (NULL for jobs pushed before); indexes for an id's prefix and suffix
     // (upper case: ULIDs ignore case), for a name among unfinished jobs,
@@ -124,6 +124,21 @@ CREATE TABLE {s}.supervisor (
   rec jsonb NOT NULL,
   asks jsonb NOT NULL DEFAULT '[]',
   PRIMARY KEY (queue, host));
+"#,
+    // 5: claims that stay flat beside many jobs of classes a claimer
+    // cannot take. A job's class: what it takes to run, canonical as the
+    // directory backend names it (`gpu=2,mem=4@render`; '' for a job that
+    // takes nothing), kept by the server from the job's spec; an index of
+    // the ready jobs of each class in claim order, which a claim visits
+    // class by class (POSTGRES.md, "Claim").
+    r#"
+CREATE FUNCTION {s}.class_of(spec jsonb) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$
+  SELECT coalesce((SELECT string_agg(k || '=' || v, ',' ORDER BY k COLLATE "C")
+                     FROM jsonb_each_text(CASE WHEN jsonb_typeof(spec->'needs') = 'object' THEN spec->'needs' END) AS e(k, v)), '')
+      || coalesce('@' || (spec->>'group'), '')
+$f$;
+ALTER TABLE {s}.job ADD COLUMN class text GENERATED ALWAYS AS ({s}.class_of(spec)) STORED;
+CREATE INDEX job_class_ready ON {s}.job (queue, class, priority DESC, run_at, id) WHERE state = 'pending';
 "#,
 ];
 
