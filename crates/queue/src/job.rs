@@ -677,7 +677,7 @@ mod tests {
     #[test]
     fn a_line_keeps_what_the_job_takes() {
         let j = v(json!({"cmd": ["a"], "needs": {"gpu": 2}, "group": "render", "share_logs": true})).unwrap().job;
-        let r = j.revised(&j.to_line(), 0).unwrap().job;
+        let r = j.revised(&j.to_line(), 0, &Default::default()).unwrap().job;
         assert_eq!((r.needs, r.group, r.share_logs, r.v), (j.needs, j.group, j.share_logs, j.v));
     }
 
