@@ -488,38 +488,55 @@ impl PgQueue {
                     c.query(&st, &[&self.t.queue, &(n as i64), &(opts.lease_ms as i64), &lease]).map_err(|e| self.err(e))
                 })?
             }
-            Some(fit) => self.tx(|q, tx| {
+            Some(fit) => {
                 // With slots: the classes these slots may take (one they
                 // never fit is passed over whole), then the rule of
                 // `crate::slots` over the first n of each, merged in claim
                 // order: a class that is not free blocks with its first.
+                // The candidates are read without locks, so that another
+                // claimer judging them does not hide them (the rows behind
+                // them would overtake them); the rows chosen are locked by
+                // the update, and one another claimer took meanwhile is
+                // passed over (then the rule is applied again).
                 let rule = crate::slots::Filter::new(Some(fit));
-                let classes: Vec<String> = tx
-                    .query(&q.q(&format!("{CLASSES} SELECT class FROM cls WHERE class IS NOT NULL")), &[&q.t.queue])
-                    .map_err(|e| q.err(e))?
-                    .iter()
-                    .map(|r| r.get::<_, String>(0))
-                    .filter(|c| c.is_empty() || crate::names::Class::parse_text(c).is_some_and(|c| !rule.never(&c.needs, c.group.as_deref())))
-                    .collect();
-                let cands = tx
-                    .query(&q.q(&format!("SELECT j.id, c.class FROM unnest($3::text[]) AS c(class){READY}{ORDER}")), &[&q.t.queue, &(n as i64), &classes])
-                    .map_err(|e| q.err(e))?;
-                let mut filter = crate::slots::Filter::new(Some(fit));
-                let mut ids: Vec<String> = Vec::new();
-                for c in cands {
-                    if ids.len() >= n {
-                        break;
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let classes: Vec<String> = self
+                        .rows(&format!("{CLASSES} SELECT class FROM cls WHERE class IS NOT NULL"), &[&self.t.queue])?
+                        .iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .filter(|c| c.is_empty() || crate::names::Class::parse_text(c).is_some_and(|c| !rule.never(&c.needs, c.group.as_deref())))
+                        .collect();
+                    let cands = self.rows(
+                        &format!("SELECT j.id, c.class FROM unnest($3::text[]) AS c(class){}{ORDER}", READY.replace(" FOR UPDATE SKIP LOCKED", "")),
+                        &[&self.t.queue, &(n as i64), &classes],
+                    )?;
+                    let mut filter = crate::slots::Filter::new(Some(fit));
+                    let mut ids: Vec<String> = Vec::new();
+                    for c in cands {
+                        if ids.len() >= n {
+                            break;
+                        }
+                        let class = crate::names::Class::parse_text(&c.get::<_, String>(1));
+                        let (needs, group) = class.map(|c| (c.needs, c.group)).unwrap_or_default();
+                        if filter.judge(&needs, group.as_deref()) == crate::slots::Verdict::Take {
+                            filter.taken(&needs, group.as_deref());
+                            ids.push(c.get(0));
+                        }
                     }
-                    let class = crate::names::Class::parse_text(&c.get::<_, String>(1));
-                    let (needs, group) = class.map(|c| (c.needs, c.group)).unwrap_or_default();
-                    if filter.judge(&needs, group.as_deref()) == crate::slots::Verdict::Take {
-                        filter.taken(&needs, group.as_deref());
-                        ids.push(c.get(0));
+                    if ids.is_empty() {
+                        break Vec::new();
+                    }
+                    let rows = self.rows(
+                        &format!("WITH next AS (SELECT id FROM {{s}}.job WHERE queue = $1 AND id = ANY($2) AND state = 'pending' FOR UPDATE SKIP LOCKED){UPDATE}"),
+                        &[&self.t.queue, &ids, &(opts.lease_ms as i64), &lease],
+                    )?;
+                    if !rows.is_empty() || tries >= 3 {
+                        break rows;
                     }
                 }
-                tx.query(&q.q(&format!("WITH next AS (SELECT unnest($2::text[]) AS id){UPDATE}")), &[&q.t.queue, &ids, &(opts.lease_ms as i64), &lease])
-                    .map_err(|e| q.err(e))
-            })?,
+            }
         };
         let mut out = Vec::with_capacity(rows.len());
         let mut keys = Vec::with_capacity(rows.len());
