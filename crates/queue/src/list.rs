@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::fsx;
+use crate::job::Job;
 use crate::names::{Counters, LeasedName, QueuedName, parse_terminal};
 use crate::queue::Queue;
 use crate::record::{Lease, ResultRecord, RunInfo, State, Usage};
@@ -52,6 +53,25 @@ pub struct Entry {
     pub run_at_ms: Option<i64>,
     /// Where the backend found it (the job file, for a directory queue).
     pub(crate) path: PathBuf,
+}
+
+/// A job as a listing shows it ([`crate::Backend::listed`]): where it is
+/// now, its record, its latest outcome, the totals of its ended attempts
+/// and, while it runs, the lease and run records of its attempt.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Where the job is now (it may have moved since it was listed).
+    pub entry: Entry,
+    pub job: Job,
+    /// Its latest outcome ([`crate::Backend::last_result`]).
+    pub last: Option<ResultRecord>,
+    /// The totals of its ended attempts ([`crate::Backend::usage`]);
+    /// `None` when they could not be read.
+    pub usage: Option<Usage>,
+    /// A running job's lease and run records ([`crate::Backend::live_records`]
+    /// of its attempt); `None` for a job in another state.
+    pub lease: Option<Lease>,
+    pub run: Option<RunInfo>,
 }
 
 impl Entry {
