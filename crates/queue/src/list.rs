@@ -53,6 +53,9 @@ pub struct Entry {
     pub run_at_ms: Option<i64>,
     /// Where the backend found it (the job file, for a directory queue).
     pub(crate) path: PathBuf,
+    /// When it last changed state, if the listing said
+    /// ([`crate::Backend::changed_at_ms`]; PostgreSQL's does).
+    pub(crate) changed_at_ms: Option<i64>,
 }
 
 /// A job as a listing shows it ([`crate::Backend::listed`]): where it is
@@ -76,7 +79,7 @@ pub struct Listed {
 
 impl Entry {
     pub(crate) fn located(id: &str, l: crate::settle::Located) -> Entry {
-        Entry { id: id.to_owned(), state: l.state, c: l.c, run_at_ms: l.run_at_ms, path: l.path }
+        Entry { id: id.to_owned(), state: l.state, c: l.c, run_at_ms: l.run_at_ms, path: l.path, changed_at_ms: None }
     }
 }
 
@@ -116,7 +119,7 @@ impl Queue {
                         let dir = self.dir("pending").join(seg.to_string());
                         for n in fsx::list(&dir)? {
                             if let Some(q) = QueuedName::parse(&n) {
-                                out.push(Entry { id: q.key.id.clone(), state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at) });
+                                out.push(Entry { id: q.key.id.clone(), state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at), changed_at_ms: None });
                             }
                         }
                     }
@@ -125,7 +128,7 @@ impl Queue {
                     let dir = self.dir(st.dir());
                     for n in fsx::list(&dir)? {
                         if let Some(q) = QueuedName::parse(&n) {
-                            out.push(Entry { id: q.key.id.clone(), state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at) });
+                            out.push(Entry { id: q.key.id.clone(), state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at), changed_at_ms: None });
                         }
                     }
                 }
@@ -133,7 +136,7 @@ impl Queue {
                     let dir = self.dir("leased");
                     for n in fsx::list(&dir)? {
                         if let Some(l) = LeasedName::parse(&n) {
-                            out.push(Entry { id: l.id.clone(), state: st, path: dir.join(&n), c: Some(l.c), run_at_ms: None });
+                            out.push(Entry { id: l.id.clone(), state: st, path: dir.join(&n), c: Some(l.c), run_at_ms: None, changed_at_ms: None });
                         }
                     }
                 }
@@ -141,7 +144,7 @@ impl Queue {
                     let dir = self.dir(st.dir());
                     for n in fsx::list(&dir)? {
                         if let Some(id) = parse_terminal(&n) {
-                            out.push(Entry { id: id.to_owned(), state: st, path: dir.join(&n), c: None, run_at_ms: None });
+                            out.push(Entry { id: id.to_owned(), state: st, path: dir.join(&n), c: None, run_at_ms: None, changed_at_ms: None });
                         }
                     }
                 }

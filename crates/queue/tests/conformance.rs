@@ -682,6 +682,31 @@ fn a_listing_says_what_each_look_says() {
     });
 }
 
+/// When a listed job last changed state (`changed_at_ms`, by which q-ls
+/// keeps the most recently finished jobs): the time of its last move, not
+/// of its push.
+#[test]
+fn a_listed_job_says_when_it_last_moved() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["true"]}), json!({"cmd": ["true"]})]);
+        std::thread::sleep(Duration::from_millis(50));
+        let t0 = q_queue::time::now_ms();
+        // Ended in the other order than pushed.
+        b.cancel(&ids[1]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        b.cancel(&ids[0]).unwrap();
+        let t1 = q_queue::time::now_ms();
+        let entries = b.entries(&[State::Canceled]).unwrap();
+        let at = |id: &str| b.changed_at_ms(entries.iter().find(|e| e.id == id).unwrap()).unwrap_or_else(|| panic!("{}: {id}", fx.name));
+        assert!(at(&ids[1]) + 30 <= at(&ids[0]), "{}: {} then {}", fx.name, at(&ids[1]), at(&ids[0]));
+        for id in &ids {
+            // A second either way: a file's time is the kernel's coarse clock.
+            assert!((t0 - 1000..=t1 + 1000).contains(&at(id)), "{}: {id} moved at {} (canceled within {t0}..{t1})", fx.name, at(id));
+        }
+    });
+}
+
 /// Hold, release, retry, remove.
 #[test]
 fn operator_moves() {

@@ -154,7 +154,7 @@ impl PgQueue {
 }
 
 /// The columns of a job row as an [`Entry`].
-const ENTRY_COLS: &str = concat!("id, state, attempt, failures, interrupts, ", ms!("run_at"));
+const ENTRY_COLS: &str = concat!("id, state, attempt, failures, interrupts, ", ms!("run_at"), ", ", ms!("changed_at"));
 
 fn entry(r: &Row) -> Entry {
     let state = State::parse(r.get::<_, &str>(1)).unwrap_or(State::Dead);
@@ -166,6 +166,7 @@ fn entry(r: &Row) -> Entry {
         c: (!state.is_terminal()).then_some(c),
         run_at_ms: queued.then(|| r.get(5)),
         path: PathBuf::new(),
+        changed_at_ms: Some(r.get(6)),
     }
 }
 
@@ -185,14 +186,16 @@ fn latest(last: Option<Value>, end: Option<Value>) -> Option<ResultRecord> {
 const LISTED_ROWS: usize = 5000;
 
 /// The jobs of a listing (`Backend::listed`), `$2` their ids: each job's
-/// entry columns and record (0–6), the totals of its attempts' results
-/// (7–11, NULL when none ended), its highest attempt's result (12), its end
-/// record (13), and the lease and run records of a running job's attempt
-/// (14–15). One statement for a few thousand jobs, where asking per job
+/// entry columns and record (0–7), the totals of its attempts' results
+/// (8–12, NULL when none ended), its highest attempt's result (13), its end
+/// record (14), and the lease and run records of a running job's attempt
+/// (15–16). One statement for a few thousand jobs, where asking per job
 /// took three round trips each.
 const LISTED: &str = concat!(
     "SELECT j.id, j.state, j.attempt, j.failures, j.interrupts, ",
     ms!("j.run_at"),
+    ", ",
+    ms!("j.changed_at"),
     ", j.spec, u.n, u.wall, u.usr, u.sys, u.rss, u.last, e.rec, a.lease, a.run
      FROM {s}.job j
      LEFT JOIN (SELECT id, count(*) AS n,
@@ -960,10 +963,14 @@ impl Backend for PgQueue {
         let Some(r) = self.row(&format!("SELECT {ENTRY_COLS}, spec FROM {{s}}.job WHERE queue = $1 AND id = $2"), &[&self.t.queue, &e.id])? else {
             return Ok(None);
         };
-        Ok(Some((entry(&r), self.job_of(r.get(6))?)))
+        Ok(Some((entry(&r), self.job_of(r.get(7))?)))
     }
 
     fn changed_at_ms(&self, e: &Entry) -> Option<i64> {
+        // A listing read it with the entry.
+        if e.changed_at_ms.is_some() {
+            return e.changed_at_ms;
+        }
         self.row(concat!("SELECT ", ms!("changed_at"), " FROM {s}.job WHERE queue = $1 AND id = $2"), &[&self.t.queue, &e.id]).ok().flatten().map(|r| r.get(0))
     }
 
@@ -1000,20 +1007,20 @@ impl Backend for PgQueue {
         for chunk in ids.chunks(LISTED_ROWS) {
             for r in self.rows(LISTED, &[&self.t.queue, &chunk])? {
                 // A record that cannot be read is left out, as `job` leaves it.
-                let Ok(postgres::types::Json(job)) = r.try_get::<_, postgres::types::Json<Job>>(6) else { continue };
+                let Ok(postgres::types::Json(job)) = r.try_get::<_, postgres::types::Json<Job>>(7) else { continue };
                 let entry = entry(&r);
                 let total = |i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0);
                 let usage = crate::record::Usage {
-                    attempts: total(7) as u32,
-                    wall_ms: total(8) as u64,
-                    cpu_user_ms: total(9) as u64,
-                    cpu_sys_ms: total(10) as u64,
-                    max_rss_kb: total(11) as u64,
+                    attempts: total(8) as u32,
+                    wall_ms: total(9) as u64,
+                    cpu_user_ms: total(10) as u64,
+                    cpu_sys_ms: total(11) as u64,
+                    max_rss_kb: total(12) as u64,
                 };
-                let last = latest(r.get(12), r.get(13));
+                let last = latest(r.get(13), r.get(14));
                 let running = entry.state == State::Running;
-                let lease = r.get::<_, Option<Value>>(14).filter(|_| running).and_then(|v| serde_json::from_value(v).ok());
-                let run = r.get::<_, Option<Value>>(15).filter(|_| running).and_then(|v| serde_json::from_value(v).ok());
+                let lease = r.get::<_, Option<Value>>(15).filter(|_| running).and_then(|v| serde_json::from_value(v).ok());
+                let run = r.get::<_, Option<Value>>(16).filter(|_| running).and_then(|v| serde_json::from_value(v).ok());
                 found.push(Some(Listed { entry, job, last, usage: Some(usage), lease, run }));
             }
         }
