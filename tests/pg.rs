@@ -836,3 +836,62 @@ fn serial_workers_change_on_postgres() {
     let (q, _) = pg_queue(None);
     crate::live::workers_rise_and_fall(&q);
 }
+
+/// q-ls on PostgreSQL, whose listing is a few queries for all its jobs:
+/// every filter, ids named on the command line (one twice), a claimed job
+/// with its lease, the table, and by default only the 20 most recently
+/// finished jobs (by when they ended, not when they were pushed).
+#[test]
+fn q_ls_lists_and_filters_on_postgres() {
+    let (q, _) = pg_queue(None);
+    // Pushed first, canceled last: the 20 shown by default.
+    let recent: Vec<String> = (0..20).map(|_| q.push(&["--", "true"])).collect();
+    let old: Vec<String> = (0..2).map(|_| q.push(&["--", "true"])).collect();
+    for id in &old {
+        q.run("q-ctl", &["cancel", id]).ok();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    q.run_in("q-ctl", &["cancel"], &recent.join("\n")).ok();
+    let claimed = q.push(&["--priority", "9", "--name", "claimed", "--", "true"]);
+    assert_eq!(q.run("q-claim", &[]).ok().lines()[0]["id"], claimed.as_str());
+    let a1 = q.push(&["--name", "a", "--tag", "x", "--group", "g1", "--", "true"]);
+    let a2 = q.push(&["--name", "a", "--tag", "x", "--tag", "y", "--", "true"]);
+    let b = q.push(&["--name", "b", "--group", "g2", "--delay", "1h", "--", "true"]);
+    let held = q.push(&["--", "true"]);
+    q.run("q-ctl", &["hold", &held]).ok();
+    let waiting = q.push(&["--after", &a1, "--", "true"]);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = q.run("q-ls", &[&["--json"], args].concat()).ok().lines().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+        v.sort();
+        v
+    };
+    let sorted = |v: &[&String]| -> Vec<String> {
+        let mut v: Vec<String> = v.iter().map(|s| (*s).clone()).collect();
+        v.sort();
+        v
+    };
+    let unfinished = [&claimed, &a1, &a2, &b, &held, &waiting];
+    assert_eq!(ids(&[]), sorted(&unfinished.iter().copied().chain(&recent).collect::<Vec<_>>()), "the unfinished jobs and the 20 that ended last");
+    assert_eq!(ids(&["--all"]).len(), 28);
+    assert_eq!(ids(&["--state", "canceled"]), sorted(&recent.iter().chain(&old).collect::<Vec<_>>()));
+    assert_eq!(ids(&["--state", "pending"]), sorted(&[&a1, &a2, &b]));
+    assert_eq!(ids(&["--state", "waiting", "--state", "held"]), sorted(&[&held, &waiting]));
+    assert_eq!(ids(&["--tag", "x"]), sorted(&[&a1, &a2]));
+    assert_eq!(ids(&["--tag", "x", "--tag", "y"]), sorted(&[&a2]));
+    assert_eq!(ids(&["--name", "a", "--name", "b"]), sorted(&[&a1, &a2, &b]));
+    assert_eq!(ids(&["--group", "g1", "--group", "g2"]), sorted(&[&a1, &b]));
+    assert_eq!(ids(&["--since", "1h", "--name", "claimed"]), sorted(&[&claimed]));
+    assert_eq!(ids(&["--since", &(q_queue::time::now_ms() / 1000 + 3600).to_string()]), Vec::<String>::new());
+    assert_eq!(ids(&[&a2, &old[0], &a2]), sorted(&[&a2, &a2, &old[0]]), "named jobs, finished or not, each time named");
+    let c = q.job(&claimed);
+    let host = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+    assert_eq!((c["state"].as_str(), c["host"].as_str(), c["attempt"].as_u64()), (Some("running"), Some(host.as_str()), Some(1)), "{c}");
+    assert!(c["claimed_at"].is_string() && c["worker_id"].is_string(), "{c}");
+    let j = q.job(&old[0]);
+    assert_eq!((j["state"].as_str(), j["result"]["reason"].as_str(), j["attempt"].as_u64()), (Some("canceled"), Some("canceled"), Some(0)), "{j}");
+    let table = q.run("q-ls", &["--table", "--all"]).ok().stdout.clone();
+    assert_eq!(table.lines().count(), 29, "a heading and a row per job:\n{table}");
+    for id in unfinished.iter().copied().chain(&recent).chain(&old) {
+        assert!(table.contains(&id[id.len() - 6..]), "{id} in\n{table}");
+    }
+}

@@ -19,6 +19,9 @@ use std::process::ExitCode;
 /// Finished jobs shown by default (the most recent ones).
 const RECENT: usize = 20;
 
+/// How many JSON lines go to stdout in one write.
+const LINES_PER_WRITE: usize = 256;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "q-ls",
@@ -130,31 +133,33 @@ fn run(a: Args) -> Result<u8> {
         }
         v
     };
-    let mut rows = Vec::new();
-    for e in entries {
-        let Some((found, job)) = q.job(&e).ok().flatten() else { continue };
-        let v = entry_json(&q, &found, job.clone());
+    let mut listed = q.listed(&entries)?;
+    drop(entries);
+    // The `job` record of a listed job, if it passes the filters.
+    let shown = |l: &q_queue::Listed| -> Option<Value> {
+        let v = entry_json(l);
         if !a.tag.is_empty() {
             let tags: Vec<&str> = v["tags"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             if !a.tag.iter().all(|t| tags.contains(&t.as_str())) {
-                continue;
+                return None;
             }
         }
         if !a.name.is_empty() && !a.name.iter().any(|n| v["name"].as_str() == Some(n.as_str())) {
-            continue;
+            return None;
         }
-        if !a.group.is_empty() && !a.group.iter().any(|g| job.group.as_deref() == Some(g.as_str())) {
-            continue;
+        if !a.group.is_empty() && !a.group.iter().any(|g| l.job.group.as_deref() == Some(g.as_str())) {
+            return None;
         }
         if let Some(t) = a.since {
             let at = |k: &Value| k.as_str().and_then(|s| time::parse_time(s).ok());
             if !(at(&v["created_at"]).is_some_and(|c| c >= t) || at(&v["result"]["finished_at"]).is_some_and(|f| f >= t)) {
-                continue;
+                return None;
             }
         }
-        rows.push(rows::Listed { entry: e, job, v });
-    }
+        Some(v)
+    };
     if table {
+        let rows = listed.into_iter().filter_map(|l| shown(&l).map(|v| rows::Listed { entry: l.entry, job: l.job, v })).collect();
         let width = out::width(&std::io::stdout());
         // Short ids must be unique in the queue, not only among the rows.
         let all: Vec<String> = q.entries(&State::ALL)?.into_iter().map(|e| e.id).collect();
@@ -166,20 +171,17 @@ fn run(a: Args) -> Result<u8> {
             }
         }
     } else {
-        rows.sort_by_key(|r| order(&r.v));
-        for r in &rows {
-            if !out::line(&r.v)? {
+        // In state then id order; each record is made as it is written, a
+        // write per few hundred lines.
+        listed.sort_by(|x, y| (x.entry.state as u8, &x.entry.id).cmp(&(y.entry.state as u8, &y.entry.id)));
+        for part in listed.chunks(LINES_PER_WRITE) {
+            let vs: Vec<Value> = part.iter().filter_map(shown).collect();
+            if !vs.is_empty() && !out::lines(&vs)? {
                 break;
             }
         }
     }
     Ok(status)
-}
-
-/// The order of the JSON records: state, then id.
-fn order(v: &Value) -> (u8, String) {
-    let st = v["state"].as_str().and_then(State::parse).map_or(9, |s| s as u8);
-    (st, v["id"].as_str().unwrap_or("").to_owned())
 }
 
 /// Keep all unfinished jobs and only the most recently finished ones.
@@ -307,10 +309,9 @@ pub fn counts_text(v: &Value) -> String {
     s.trim_end().to_owned()
 }
 
-/// The `job` record of an entry whose job file was read.
-fn entry_json(q: &Queue, e: &Entry, job: q_queue::Job) -> Value {
-    // One look for both: a listing of many jobs reads each result once.
-    let (last, usage) = q.last_result_and_usage(&e.id);
+/// The `job` record of a listed job.
+fn entry_json(l: &q_queue::Listed) -> Value {
+    let (e, job, last) = (&l.entry, &l.job, &l.last);
     let attempt = e.c.map(|c| c.attempt).or(last.as_ref().map(|r| r.attempt)).unwrap_or(0);
     let failures = e.c.map(|c| c.failures).or(last.as_ref().map(|r| r.failures)).unwrap_or(0);
     let mut v = json!({
@@ -341,24 +342,23 @@ fn entry_json(q: &Queue, e: &Entry, job: q_queue::Job) -> Value {
     if !job.needs.is_empty() {
         v["needs"] = json!(job.needs);
     }
-    if e.state == State::Running {
-        let (lease, run) = q.live_records(&e.id, attempt);
-        if let Some(l) = lease {
-            v["host"] = json!(l.host);
-            v["worker_id"] = json!(l.worker_id);
-            v["claimed_at"] = json!(l.claimed_at);
-        }
-        if let Some(r) = run {
-            v["pid"] = json!(r.pgid);
-            v["started_at"] = json!(r.started_at);
-        }
+    // A running job's lease and run records (a listing has none for
+    // a job in another state).
+    if let Some(l) = &l.lease {
+        v["host"] = json!(l.host);
+        v["worker_id"] = json!(l.worker_id);
+        v["claimed_at"] = json!(l.claimed_at);
+    }
+    if let Some(r) = &l.run {
+        v["pid"] = json!(r.pgid);
+        v["started_at"] = json!(r.started_at);
     }
     if let Some(r) = last {
         v["result"] = serde_json::to_value(r).unwrap_or(Value::Null);
     }
     // The totals over its ended attempts (none before its first).
     if attempt > 0
-        && let Ok(u) = usage
+        && let Some(u) = &l.usage
     {
         v["usage"] = serde_json::to_value(u).unwrap_or(Value::Null);
     }

@@ -196,10 +196,12 @@ fn quoted(w: &str) -> std::borrow::Cow<'_, str> {
 /// A short label for a listed job: its name, else its command (empty when
 /// the job is gone meanwhile).
 pub fn label(q: &Queue, e: &Entry) -> String {
-    match q.job(e).ok().flatten() {
-        Some((_, job)) => job.name.clone().unwrap_or_else(|| command(&job)),
-        None => String::new(),
-    }
+    q.job(e).ok().flatten().map_or_else(String::new, |(_, job)| job_label(&job))
+}
+
+/// A job's label: its name, else its command.
+pub fn job_label(job: &Job) -> String {
+    job.name.clone().unwrap_or_else(|| command(job))
 }
 
 /// The fewest characters a suffix of an id may have: what the tools accept

@@ -3,10 +3,10 @@
 //! the jobs that ended last (reason, duration), throughput and ETA, and,
 //! when jobs take slots or have groups, the slots in use (`gpu 1/2`, out of
 //! what the live supervisors have) and the running jobs per group (`io
-//! 1/1` under a limit). It looks
-//! at the queue only through the `Backend` trait (counts, entries, live
-//! records, last results), so it shows a queue of either backend, served by
-//! supervisors and workers started anywhere; it never writes to the queue.
+//! 1/1` under a limit). It looks at the queue only through the `Backend`
+//! trait (counts, entries, the listing of the running jobs, last results),
+//! so it shows a queue of either backend, served by supervisors and workers
+//! started anywhere; it never writes to the queue.
 //!
 //! `View` is what is known of the queue (refreshed from the backend, with
 //! what a finished job cannot change kept between looks); `View::frame` lays
@@ -18,7 +18,7 @@ use crate::cli::{Common, Queue};
 use crate::exit;
 use crate::table::{self, Col};
 use anyhow::Result;
-use q_queue::{Counts, Entry, ResultRecord, State, time};
+use q_queue::{Counts, Listed, ResultRecord, State, time};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -87,6 +87,22 @@ struct Ended {
     label: Option<String>,
 }
 
+/// A running job as the view shows it, from its listing: where and since
+/// when it runs (its run record, else its lease record) and its label.
+fn running_of(l: &Listed) -> Running {
+    let (lease, run) = (l.lease.as_ref(), l.run.as_ref());
+    let worker = run.and_then(|r| r.worker_id.clone()).or_else(|| lease.and_then(|l| l.worker_id.clone()));
+    let host = run.map(|r| r.host.clone()).or_else(|| lease.map(|l| l.host.clone()));
+    let since = run.map(|r| r.started_at.as_str()).or(lease.map(|l| l.claimed_at.as_str()));
+    Running {
+        id: l.entry.id.clone(),
+        worker: worker.unwrap_or_default(),
+        host: host.unwrap_or_default(),
+        since_ms: since.and_then(|s| time::parse_time(s).ok()),
+        label: table::job_label(&l.job),
+    }
+}
+
 pub struct View {
     common: Common,
     /// The queue, once it exists (a view may start before the first push).
@@ -96,8 +112,7 @@ pub struct View {
     paused: bool,
     running: Vec<Running>,
     ended: HashMap<String, Ended>,
-    labels: HashMap<String, String>,
-    /// The needs and group of each running job (read once).
+    /// The needs and group of each running job.
     classes: HashMap<String, (BTreeMap<String, u32>, Option<String>)>,
     /// The live supervisors' slots and limits, summed.
     totals: (BTreeMap<String, u32>, BTreeMap<String, u32>),
@@ -115,7 +130,6 @@ impl View {
             paused: false,
             running: Vec::new(),
             ended: HashMap::new(),
-            labels: HashMap::new(),
             classes: HashMap::new(),
             totals: Default::default(),
             error: None,
@@ -139,19 +153,13 @@ impl View {
         };
         self.counts = q.counts()?;
         self.paused = q.paused(self.now).is_some();
-        let running = q.entries(&[State::Running])?;
-        self.running = running.iter().map(|e| self.running_of(&q, e)).collect();
+        // The running jobs with their jobs and records, in one listing (a
+        // few queries on a database, whatever their number).
+        let mut running = q.listed(&q.entries(&[State::Running])?)?;
+        running.retain(|l| l.entry.state == State::Running);
+        self.running = running.iter().map(running_of).collect();
         self.running.sort_by(|a, b| (&a.worker, &a.host, a.since_ms).cmp(&(&b.worker, &b.host, b.since_ms)));
-        let live: std::collections::HashSet<&str> = running.iter().map(|e| e.id.as_str()).collect();
-        self.labels.retain(|id, _| live.contains(id.as_str()));
-        self.classes.retain(|id, _| live.contains(id.as_str()));
-        for e in &running {
-            if !self.classes.contains_key(&e.id)
-                && let Ok(Some((_, job))) = q.job(e)
-            {
-                self.classes.insert(e.id.clone(), (job.needs.clone(), job.group.clone()));
-            }
-        }
+        self.classes = running.into_iter().map(|l| (l.entry.id, (l.job.needs, l.job.group))).collect();
         let mut totals: (BTreeMap<String, u32>, BTreeMap<String, u32>) = Default::default();
         for sup in q.supervisors().unwrap_or_default() {
             for (into, from) in [(&mut totals.0, &sup.settings.slots), (&mut totals.1, &sup.settings.limits)] {
@@ -173,29 +181,6 @@ impl View {
         }
         self.ended = seen;
         Ok(())
-    }
-
-    fn running_of(&mut self, q: &Queue, e: &Entry) -> Running {
-        let attempt = e.c.map_or(0, |c| c.attempt);
-        let (lease, run) = q.live_records(&e.id, attempt);
-        let worker = run.as_ref().and_then(|r| r.worker_id.clone()).or_else(|| lease.as_ref().and_then(|l| l.worker_id.clone()));
-        let host = run.as_ref().map(|r| r.host.clone()).or_else(|| lease.as_ref().map(|l| l.host.clone()));
-        let since = run.map(|r| r.started_at).or(lease.map(|l| l.claimed_at));
-        let label = match self.labels.get(&e.id) {
-            Some(l) => l.clone(),
-            None => {
-                let l = table::label(q, e);
-                self.labels.insert(e.id.clone(), l.clone());
-                l
-            }
-        };
-        Running {
-            id: e.id.clone(),
-            worker: worker.unwrap_or_default(),
-            host: host.unwrap_or_default(),
-            since_ms: since.and_then(|s| time::parse_time(&s).ok()),
-            label,
-        }
     }
 
     /// "slots: gpu 1/2 · groups: io 1/1, render 2": the slots the running

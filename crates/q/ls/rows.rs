@@ -2,7 +2,7 @@
 //! by start, pending ones in claim order — ready ones first — waiting, held,
 //! then finished ones by when they ended), built from the same `job` records
 //! that `--json` prints: a job's usage over its life (TOOK, CPU, RSS) is
-//! their `usage`, found with the job's last result in one look.
+//! their `usage`, read with the rest of the listing (`Backend::listed`).
 
 use crate::table::{self, Col};
 use q_queue::{Entry, Job, State, time};

@@ -20,7 +20,7 @@ use crate::gc::{Action, GcOpts};
 use crate::idle::Idle;
 use crate::import::Import;
 use crate::job::{Job, NewJob};
-use crate::list::{Counts, Entry};
+use crate::list::{Counts, Entry, Listed};
 use crate::local::Workspaces;
 use crate::lock::Acquired;
 use crate::push::Pushed;
@@ -240,10 +240,30 @@ pub trait Backend: Send + Sync {
     /// The totals of a job's ended attempts (wall time, CPU, peak RSS).
     fn usage(&self, id: &str) -> Result<Usage>;
     /// A job's latest outcome (`last_result`) and the totals of its ended
-    /// attempts (`usage`) together, as a listing shows each job: a backend
-    /// may find both in one look.
+    /// attempts (`usage`) together, as [`Backend::listed`] shows each job:
+    /// a backend may find both in one look.
     fn last_result_and_usage(&self, id: &str) -> (Option<ResultRecord>, Result<Usage>) {
         (self.last_result(id), self.usage(id))
+    }
+    /// Each of `entries` as a listing shows it (`q-ls`, `q top`), in their
+    /// order: the job of its entry (`job`), its latest outcome and usage
+    /// totals (`last_result_and_usage`) and, when running, its attempt's
+    /// records (`live_records`). A job that went meanwhile, or whose
+    /// record cannot be read, is left out. This asks per entry; a backend
+    /// whose every look is a round trip does better (PostgreSQL reads a
+    /// few thousand jobs per query).
+    fn listed(&self, entries: &[Entry]) -> Result<Vec<Listed>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let Some((entry, job)) = self.job(e).ok().flatten() else { continue };
+            let (last, usage) = self.last_result_and_usage(&entry.id);
+            let (lease, run) = match entry.state {
+                State::Running => self.live_records(&entry.id, entry.c.map_or(0, |c| c.attempt)),
+                _ => (None, None),
+            };
+            out.push(Listed { entry, job, last, usage: usage.ok(), lease, run });
+        }
+        Ok(out)
     }
 
     // Slots and group limits (`crate::slots`).

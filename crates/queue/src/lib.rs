@@ -64,7 +64,7 @@ pub use error::{Error, Kind, Result, status};
 pub use idle::Idle;
 pub use import::Import;
 pub use job::{Job, NewJob, PushContext};
-pub use list::{Counts, Entry, claim_order};
+pub use list::{Counts, Entry, Listed, claim_order};
 pub use push::{Pushed, SEG_CAP};
 pub use queue::{Durability, Pause};
 pub use reclaim::Reclaimed;

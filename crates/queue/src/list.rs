@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::fsx;
+use crate::job::Job;
 use crate::names::{Counters, LeasedName, QueuedName, parse_terminal};
 use crate::queue::Queue;
 use crate::record::{Lease, ResultRecord, RunInfo, State, Usage};
@@ -52,11 +53,33 @@ pub struct Entry {
     pub run_at_ms: Option<i64>,
     /// Where the backend found it (the job file, for a directory queue).
     pub(crate) path: PathBuf,
+    /// When it last changed state, if the listing said
+    /// ([`crate::Backend::changed_at_ms`]; PostgreSQL's does).
+    pub(crate) changed_at_ms: Option<i64>,
+}
+
+/// A job as a listing shows it ([`crate::Backend::listed`]): where it is
+/// now, its record, its latest outcome, the totals of its ended attempts
+/// and, while it runs, the lease and run records of its attempt.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Where the job is now (it may have moved since it was listed).
+    pub entry: Entry,
+    pub job: Job,
+    /// Its latest outcome ([`crate::Backend::last_result`]).
+    pub last: Option<ResultRecord>,
+    /// The totals of its ended attempts ([`crate::Backend::usage`]);
+    /// `None` when they could not be read.
+    pub usage: Option<Usage>,
+    /// A running job's lease and run records ([`crate::Backend::live_records`]
+    /// of its attempt); `None` for a job in another state.
+    pub lease: Option<Lease>,
+    pub run: Option<RunInfo>,
 }
 
 impl Entry {
     pub(crate) fn located(id: &str, l: crate::settle::Located) -> Entry {
-        Entry { id: id.to_owned(), state: l.state, c: l.c, run_at_ms: l.run_at_ms, path: l.path }
+        Entry { id: id.to_owned(), state: l.state, c: l.c, run_at_ms: l.run_at_ms, path: l.path, changed_at_ms: None }
     }
 }
 
@@ -95,7 +118,7 @@ impl Queue {
                     for dir in self.segment_dirs()? {
                         for n in fsx::list(&dir)? {
                             if let Some(q) = QueuedName::parse(&n) {
-                                out.push(Entry { id: q.key.id.clone(), state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at) });
+                                out.push(Entry { id: q.key.id.clone(), state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at), changed_at_ms: None });
                             }
                         }
                     }
@@ -104,7 +127,7 @@ impl Queue {
                     let dir = self.dir(st.dir());
                     for n in fsx::list(&dir)? {
                         if let Some(q) = QueuedName::parse(&n) {
-                            out.push(Entry { id: q.key.id.clone(), state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at) });
+                            out.push(Entry { id: q.key.id.clone(), state: st, path: dir.join(&n), c: Some(q.c), run_at_ms: Some(q.key.run_at), changed_at_ms: None });
                         }
                     }
                 }
@@ -112,7 +135,7 @@ impl Queue {
                     let dir = self.dir("leased");
                     for n in fsx::list(&dir)? {
                         if let Some(l) = LeasedName::parse(&n) {
-                            out.push(Entry { id: l.id.clone(), state: st, path: dir.join(&n), c: Some(l.c), run_at_ms: None });
+                            out.push(Entry { id: l.id.clone(), state: st, path: dir.join(&n), c: Some(l.c), run_at_ms: None, changed_at_ms: None });
                         }
                     }
                 }
@@ -120,7 +143,7 @@ impl Queue {
                     let dir = self.dir(st.dir());
                     for n in fsx::list(&dir)? {
                         if let Some(id) = parse_terminal(&n) {
-                            out.push(Entry { id: id.to_owned(), state: st, path: dir.join(&n), c: None, run_at_ms: None });
+                            out.push(Entry { id: id.to_owned(), state: st, path: dir.join(&n), c: None, run_at_ms: None, changed_at_ms: None });
                         }
                     }
                 }

@@ -584,6 +584,140 @@ fn usage_totals_over_attempts() {
     });
 }
 
+/// A listing in one call (`listed`) says what asking per entry says
+/// (`job`, `last_result_and_usage`, `live_records`), in the entries'
+/// order, for a job in each state: a running one with its lease and run
+/// records, one done after a retry with usage summed over its attempts,
+/// one that ended without an attempt. A job gone meanwhile is left out; an
+/// entry given twice is listed twice.
+#[test]
+fn a_listing_says_what_each_look_says() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let n = fx.name;
+        let usage = |start: i64, took: i64, rss: u64| Outcome {
+            started_at_ms: Some(start),
+            finished_at_ms: Some(start + took),
+            cpu_user_ms: Some(7),
+            cpu_sys_ms: Some(1),
+            max_rss_kb: Some(rss),
+            ..Outcome::default()
+        };
+        let retried = fx.push(&[json!({"cmd": ["true"], "attempts": 3, "name": "retried"})]).remove(0);
+        for (outcome, reason) in [(Outcome { exit_code: Some(1), ..usage(1_000, 1_000, 100) }, Reason::Exit), (Outcome { exit_code: Some(0), ..usage(5_000, 500, 300) }, Reason::Ok)] {
+            let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+            b.settle(&c.id, &c.token, reason, &outcome, &so()).unwrap();
+        }
+        let dead = fx.push(&[json!({"cmd": ["false"], "attempts": 1})]).remove(0);
+        let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        b.settle(&c.id, &c.token, Reason::Exit, &Outcome { exit_code: Some(1), ..usage(9_000, 10, 50) }, &so()).unwrap();
+        let running = fx.push(&[json!({"cmd": ["sleep", "60"], "group": "g", "tags": ["t"]})]).remove(0);
+        let held_claim = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
+        let h = q_queue::ident::host();
+        let (pid, pid_start) = q_queue::ident::me();
+        let run = RunInfo { v: 1, host: h.host.clone(), boot_id: h.boot_id.clone(), pidns: h.pidns.clone(), pid, pid_start, pgid: pid, leader_start: pid_start, started_at: q_queue::time::rfc3339(q_queue::time::now_ms()), worker_id: Some("w1".into()) };
+        b.record_start(&held_claim, &run).unwrap();
+        let ids = fx.push(&[
+            json!({"cmd": ["true"], "priority": 3}),
+            json!({"cmd": ["true"], "delay": "1h"}),
+            json!({"cmd": ["true"], "name": "held"}),
+            json!({"cmd": ["true"]}),
+            json!({"cmd": ["true"]}),
+        ]);
+        let (pending, scheduled, held, canceled, gone) = (&ids[0], &ids[1], &ids[2], &ids[3], &ids[4]);
+        let waiting = fx.push(&[json!({"cmd": ["true"], "after": [pending]})]).remove(0);
+        b.hold(held).unwrap();
+        b.cancel(canceled).unwrap();
+        b.cancel(gone).unwrap();
+        let mut entries = b.entries(&State::ALL).unwrap();
+        entries.sort_by(|x, y| y.id.cmp(&x.id));
+        let twice = entries.iter().find(|e| e.id == *pending).unwrap().clone();
+        entries.insert(3, twice);
+        b.remove(gone).unwrap();
+
+        // Everything a listing shows of a job, comparable.
+        let shown = |e: &q_queue::Entry, job: &q_queue::Job, last: &Option<q_queue::ResultRecord>, usage: &Option<q_queue::Usage>, lease: &Option<q_queue::Lease>, run: &Option<RunInfo>| {
+            json!({
+                "entry": [e.id, e.state.as_str(), e.c.map(|c| (c.attempt, c.failures, c.interrupts)), e.run_at_ms],
+                "job": job, "last": last, "usage": usage, "lease": lease, "run": run,
+            })
+        };
+        let apart: Vec<serde_json::Value> = entries
+            .iter()
+            .filter_map(|e| {
+                let (e, job) = b.job(e).unwrap()?;
+                let (last, usage) = b.last_result_and_usage(&e.id);
+                let (lease, run) = if e.state == State::Running { b.live_records(&e.id, e.c.unwrap().attempt) } else { (None, None) };
+                Some(shown(&e, &job, &last, &usage.ok(), &lease, &run))
+            })
+            .collect();
+        let listed = b.listed(&entries).unwrap();
+        let batch: Vec<serde_json::Value> = listed.iter().map(|l| shown(&l.entry, &l.job, &l.last, &l.usage, &l.lease, &l.run)).collect();
+        assert_eq!(batch, apart, "{n}");
+
+        // What each look said is what the jobs are.
+        let of = |id: &str| listed.iter().find(|l| l.entry.id == id).unwrap_or_else(|| panic!("{n}: {id} listed"));
+        let want: Vec<&str> = entries.iter().map(|e| e.id.as_str()).filter(|id| id != gone).collect();
+        let got: Vec<&str> = listed.iter().map(|l| l.entry.id.as_str()).collect();
+        assert_eq!((got.clone(), got.len()), (want, 9), "{n}: in order, all but the job gone, the pending one twice");
+        assert_eq!(got.iter().filter(|id| **id == pending.as_str()).count(), 2, "{n}");
+        assert!(!got.contains(&gone.as_str()), "{n}: a job gone meanwhile is left out");
+        let states: [(&str, State); 8] = [
+            (pending, State::Pending),
+            (scheduled, State::Pending),
+            (&waiting, State::Waiting),
+            (held, State::Held),
+            (&running, State::Running),
+            (&retried, State::Done),
+            (&dead, State::Dead),
+            (canceled, State::Canceled),
+        ];
+        for (id, st) in states {
+            assert_eq!(of(id).entry.state, st, "{n}: {id}");
+            assert_eq!(of(id).lease.is_some(), st == State::Running, "{n}: {id}: a lease record only while it runs");
+        }
+        let r = of(&running);
+        assert_eq!((r.lease.as_ref().unwrap().worker_id.as_deref(), r.run.as_ref().map(|r| (r.pgid, r.worker_id.clone()))), (Some("conformance"), Some((pid, Some("w1".into())))), "{n}");
+        assert_eq!((r.job.group.as_deref(), r.job.tags.clone()), (Some("g"), vec!["t".to_string()]), "{n}");
+        let u = of(&retried).usage.unwrap();
+        assert_eq!((u.attempts, u.wall_ms, u.cpu_user_ms, u.cpu_sys_ms, u.max_rss_kb), (2, 1_500, 14, 2, 300), "{n}: summed over both attempts");
+        assert_eq!(of(&retried).last.as_ref().map(|r| (r.attempt, r.state)), Some((2, State::Done)), "{n}");
+        assert_eq!(of(&dead).last.as_ref().map(|r| (r.state, r.exit_code)), Some((State::Dead, Some(1))), "{n}");
+        assert_eq!(of(canceled).last.as_ref().map(|r| (r.state, r.attempt)), Some((State::Canceled, 0)), "{n}: ended without an attempt");
+        assert_eq!(of(canceled).usage.unwrap().attempts, 0, "{n}");
+        assert!(of(pending).last.is_none() && of(pending).usage.unwrap() == q_queue::Usage::default(), "{n}");
+        assert_eq!(of(held).job.name.as_deref(), Some("held"), "{n}");
+        assert_eq!(of(&waiting).job.after, std::slice::from_ref(pending), "{n}");
+        assert!(b.listed(&[]).unwrap().is_empty(), "{n}");
+        b.settle(&held_claim.id, &held_claim.token, Reason::Ok, &ok(), &so()).unwrap();
+    });
+}
+
+/// When a listed job last changed state (`changed_at_ms`, by which q-ls
+/// keeps the most recently finished jobs): the time of its last move, not
+/// of its push.
+#[test]
+fn a_listed_job_says_when_it_last_moved() {
+    each(|fx| {
+        let b = fx.b.as_ref();
+        let ids = fx.push(&[json!({"cmd": ["true"]}), json!({"cmd": ["true"]})]);
+        std::thread::sleep(Duration::from_millis(50));
+        let t0 = q_queue::time::now_ms();
+        // Ended in the other order than pushed.
+        b.cancel(&ids[1]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        b.cancel(&ids[0]).unwrap();
+        let t1 = q_queue::time::now_ms();
+        let entries = b.entries(&[State::Canceled]).unwrap();
+        let at = |id: &str| b.changed_at_ms(entries.iter().find(|e| e.id == id).unwrap()).unwrap_or_else(|| panic!("{}: {id}", fx.name));
+        assert!(at(&ids[1]) + 30 <= at(&ids[0]), "{}: {} then {}", fx.name, at(&ids[1]), at(&ids[0]));
+        for id in &ids {
+            // A second either way: a file's time is the kernel's coarse clock.
+            assert!((t0 - 1000..=t1 + 1000).contains(&at(id)), "{}: {id} moved at {} (canceled within {t0}..{t1})", fx.name, at(id));
+        }
+    });
+}
+
 /// Hold, release, retry, remove.
 #[test]
 fn operator_moves() {
