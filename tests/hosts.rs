@@ -340,13 +340,15 @@ fn serial_a_dead_hosts_jobs_run_again_elsewhere() {
     // then 60 short ones.
     let mut ids = push(&lab.q, &job_lines(4, &effects_path, Some(&release), 10));
     ids.extend(push(&lab.q, &job_lines(60, &effects_path, None, 0)));
-    let sup = |h: &Host| {
+    // Each supervisor's events go to a file, shown if host b does not drain.
+    let sup = |h: &Host, log: &std::path::Path| {
         let mut c = h.cmd("q-supervise");
-        c.args(["-j", "2", "--exit-on-idle", "--lease", "3s"]).stdout(Stdio::null()).stderr(Stdio::null());
+        c.args(["-j", "2", "--exit-on-idle", "--lease", "3s", "--events"]).stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap());
         Proc::spawn(c)
     };
-    let _pa = sup(&a);
-    let mut pb = sup(&b);
+    let b_log = lab.q.path().join("b.events");
+    let _pa = sup(&a, &lab.q.path().join("a.events"));
+    let mut pb = sup(&b, &b_log);
     let started_on = |h: &Host| -> Vec<String> { effects(&effects_path).into_iter().filter(|(w, _, n, host)| w == "start" && *n == 1 && *host == h.name).map(|e| e.1).collect() };
     wait_until("both hosts run two held jobs each", Duration::from_secs(60), || started_on(&a).len() == 2 && started_on(&b).len() == 2);
     let victims = started_on(&a);
@@ -356,7 +358,8 @@ fn serial_a_dead_hosts_jobs_run_again_elsewhere() {
     }
     a.kill();
     std::fs::write(&release, "").unwrap();
-    assert!(matches!(pb.wait_for(Duration::from_secs(120)), 0 | 1), "host b drains the queue");
+    let said = || format!("; host b's events:\n{}", std::fs::read_to_string(&b_log).unwrap_or_default());
+    assert!(matches!(pb.wait_or_say(Duration::from_secs(120), said), 0 | 1), "host b drains the queue: {}", said());
     check_exactly_once(&lab, &ids, &effects_path);
     let ef = effects(&effects_path);
     for v in &victims {

@@ -247,13 +247,19 @@ impl Proc {
 
     /// Wait for exit with a deadline; panics if it does not exit in time.
     pub fn wait_for(&mut self, within: Duration) -> i32 {
+        self.wait_or_say(within, || String::new())
+    }
+
+    /// [`Proc::wait_for`], and when it does not exit in time the panic
+    /// says what `say` tells (a log of the process, say).
+    pub fn wait_or_say(&mut self, within: Duration, say: impl Fn() -> String) -> i32 {
         let until = Instant::now() + within;
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
                 use std::os::unix::process::ExitStatusExt;
                 return st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0));
             }
-            assert!(Instant::now() < until, "process {} did not exit within {within:?}", self.pid());
+            assert!(Instant::now() < until, "process {} did not exit within {within:?}{}", self.pid(), say());
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -247,15 +247,19 @@ pub fn commit_group(ctx: &Ctx, group: &[(&Held, &Ended)]) -> Vec<Option<ResultRe
 /// Settle `asks` (of `helds`, in the same order); a settle the queue could
 /// not record (a server refusing writes, a full disk: not a lost lease,
 /// not bad data) is tried again, with backoff, while its lease is still
-/// this worker's (the heartbeat keeps extending it meanwhile). Only when
-/// the lease runs out is it given up: the reclaim then decides.
+/// this worker's, for at most one lease from the first refusal (the
+/// heartbeat keeps extending the lease meanwhile: an error that never goes
+/// away must not keep the job forever). Then it is given up: the lease
+/// runs out and the reclaim decides, as before.
 fn settle_while_leased(ctx: &Ctx, helds: &[&Held], asks: &[q_queue::ToSettle]) -> Vec<q_queue::Result<ResultRecord>> {
     let mut answers = ctx.q.settle_group(asks);
     let again = |r: &q_queue::Result<ResultRecord>| matches!(r, Err(e) if matches!(e.kind, q_queue::Kind::Io | q_queue::Kind::Busy));
     let mut pause = Duration::from_millis(100);
     let mut said = false;
+    let since = Instant::now();
     loop {
-        let retry: Vec<usize> = (0..asks.len()).filter(|&i| again(&answers[i]) && helds[i].alive()).collect();
+        let retry: Vec<usize> =
+            (0..asks.len()).filter(|&i| again(&answers[i]) && helds[i].alive() && since.elapsed() < Duration::from_millis(helds[i].lease_ms)).collect();
         if retry.is_empty() {
             return answers;
         }
