@@ -434,6 +434,15 @@ fn serial_a_partitioned_host_gives_its_job_up() {
         (job, att.iter().map(|r| r.get(0)).collect())
     };
     let before = snapshot(&lab);
+    // While cut off, the server ends host a's sessions by its own
+    // keepalives (no FIN crossed the link): within about 25 s, not the
+    // system's two hours, during which they would hold host a's advisory
+    // locks (its worker's presence) and any transaction it left open.
+    let sessions: i64 = lab.admin().query_one("SELECT count(*) FROM pg_stat_activity WHERE host(client_addr) = $1", &[&a.addr]).unwrap().get(0);
+    assert!(sessions > 0, "host a's worker had sessions on the server when it was cut off");
+    wait_until("the server ends the cut-off host's sessions", Duration::from_secs(60), || {
+        lab.admin().query_one("SELECT count(*) FROM pg_stat_activity WHERE host(client_addr) = $1", &[&a.addr]).unwrap().get::<_, i64>(0) == 0
+    });
 
     a.set_link(true);
     wait_until("host a's worker says lease-lost", Duration::from_secs(60), || !lines.lock().unwrap().is_empty());

@@ -305,6 +305,17 @@ pub(crate) struct Conn {
 /// given up (`TCP_USER_TIMEOUT`).
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Set on every session q opens: the server ends a session whose client
+/// vanished (a host that died or was cut off sends no FIN) within about
+/// 25 s — keepalives from the server's side when the session is idle,
+/// `tcp_user_timeout` when the server's own data goes unacknowledged
+/// (a `NOTIFY` to a listener, say) — instead of the system's minutes to
+/// hours: until then the session's advisory locks (a supervisor's, a
+/// worker's presence) stay held. A transaction it left open keeps its row
+/// locks, so that is bounded too (q's own transactions never wait between
+/// statements).
+const SESSION: &str = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; SET tcp_user_timeout = 25000; SET idle_in_transaction_session_timeout = '60s'";
+
 /// How long a lost connection is tried again before an operation fails.
 const RECONNECT_FOR: Duration = Duration::from_secs(30);
 
@@ -390,7 +401,7 @@ impl Conn {
         loop {
             if g.as_ref().is_none_or(Client::is_closed) {
                 match self.target.connect().and_then(|mut c| {
-                    let setup = self.setup.lock().unwrap_or_else(|e| e.into_inner()).join(";");
+                    let setup = std::iter::once(SESSION.to_owned()).chain(self.setup.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned()).collect::<Vec<_>>().join(";");
                     c.batch_execute(&setup).map_err(|e| unreachable(&self.target.shown, &e))?;
                     Ok(c)
                 }) {
