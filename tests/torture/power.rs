@@ -344,7 +344,10 @@ fn power_storm(test: &str, durability: &str) {
         rep.double_completions
     );
     assert!(fsys.cuts >= 3 && h.acked.len() > 20, "{test}: too little happened to mean anything: {} cuts, {} acknowledged", fsys.cuts, h.acked.len());
-    assert!(t.names_undone > 0 && t.dropped + t.cut_short > 0, "{test}: the cuts forgot nothing: {t:?}");
+    // The cuts met unsynced state: names they undid, and files with unsynced
+    // data (each cut drops, keeps or cuts such data short at random, so a
+    // run whose few such files were all kept still tested the names).
+    assert!(t.names_undone > 0 && t.dropped + t.cut_short + t.kept > 0, "{test}: the cuts forgot nothing: {t:?}");
 }
 
 #[test]
