@@ -414,11 +414,12 @@ fn ctl_needs_ids() {
 }
 
 /// A retry killed between archiving the end record and moving the job
-/// leaves the job terminal where it was; a second retry finishes.
+/// (its dedupe key already recorded as its own again) leaves the job
+/// terminal where it was, holding no key; a second retry finishes.
 #[test]
 fn crash_between_retry_steps_leaves_a_terminal_job() {
     let q = QDir::new();
-    let id = q.push(&["--delay", "1h", "--", "true"]);
+    let id = q.push(&["--delay", "1h", "--key", "nightly", "--", "true"]);
     q.run("q-ctl", &["cancel", &id]).ok();
     let var = q.queue.join("var").join(&id);
     assert!(var.join("end.json").exists());
@@ -429,6 +430,11 @@ fn crash_between_retry_steps_leaves_a_terminal_job() {
     assert!(!var.join("end.json").exists());
     let archived = std::fs::read_dir(&var).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("end.")).count();
     assert_eq!(archived, 1, "the end record is kept in the archive");
+    // The key record names a finished job: the key is free.
+    let other = q.push(&["--key", "nightly", "--", "true"]);
+    assert_ne!(other, id, "a terminal job holds no key");
+    q.run("q-ctl", &["retry", &id]).expect_code(75);
+    q.run("q-ctl", &["cancel", &other]).ok();
     q.run("q-ctl", &["retry", &id]).ok();
     assert_eq!(q.state(&id), "pending");
 }

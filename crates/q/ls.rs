@@ -220,9 +220,17 @@ pub fn counts_json(q: Option<&Queue>) -> Result<Value> {
         Some(q) => q.counts()?,
         None => q_queue::Counts::default(),
     };
-    let pause = q.and_then(|q| q.paused(time::now_ms()));
-    Ok(json!({
-        "type": "counts",
+    Ok(counts_record(&c, q.and_then(|q| q.paused(time::now_ms())).as_ref(), None))
+}
+
+/// A `counts` record; with `group`, the counts of that group (`None`: the
+/// jobs of no group).
+fn counts_record(c: &q_queue::Counts, pause: Option<&q_queue::Pause>, group: Option<Option<&str>>) -> Value {
+    let mut v = json!({"type": "counts"});
+    if let Some(g) = group {
+        v["group"] = json!(g);
+    }
+    let rest = json!({
         "pending": c.pending(),
         "ready": c.ready,
         "scheduled": c.scheduled,
@@ -234,7 +242,11 @@ pub fn counts_json(q: Option<&Queue>) -> Result<Value> {
         "canceled": c.canceled,
         "paused": pause.is_some(),
         "paused_until": pause.and_then(|p| p.until_ms).map(time::rfc3339),
-    }))
+    });
+    if let (Some(m), Value::Object(rest)) = (v.as_object_mut(), rest) {
+        m.extend(rest);
+    }
+    v
 }
 
 /// `--counts --by group` (or `--counts --group G`): a `counts` record per
@@ -251,30 +263,12 @@ fn group_counts(q: Option<&Queue>, only: &[String], table: bool) -> Result<u8> {
         if !only.is_empty() && !only.iter().any(|o| g.as_deref() == Some(o.as_str())) {
             continue;
         }
-        recs.push(json!({
-            "type": "counts",
-            "group": g,
-            "pending": c.pending(),
-            "ready": c.ready,
-            "scheduled": c.scheduled,
-            "waiting": c.waiting,
-            "held": c.held,
-            "running": c.running,
-            "done": c.done,
-            "dead": c.dead,
-            "canceled": c.canceled,
-            "paused": pause.is_some(),
-            "paused_until": pause.as_ref().and_then(|p| p.until_ms).map(time::rfc3339),
-        }));
+        recs.push(counts_record(c, pause.as_ref(), Some(g.as_deref())));
     }
     // A group asked for by name that has no job counts zero.
     for o in only {
         if !all.contains_key(&Some(o.clone())) {
-            let mut v = counts_json(None)?;
-            v["group"] = json!(o);
-            v["paused"] = json!(pause.is_some());
-            v["paused_until"] = json!(pause.as_ref().and_then(|p| p.until_ms).map(time::rfc3339));
-            recs.push(v);
+            recs.push(counts_record(&q_queue::Counts::default(), pause.as_ref(), Some(Some(o))));
         }
     }
     if table {

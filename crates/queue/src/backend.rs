@@ -112,17 +112,7 @@ pub trait Backend: Send + Sync {
         for e in self.entries(&State::ALL)? {
             // A job that moved or went meanwhile, or cannot be read, is left out.
             let Some((e, job)) = self.job(&e).ok().flatten() else { continue };
-            let c = out.entry(job.group.clone()).or_default();
-            match e.state {
-                State::Pending if e.run_at_ms.is_some_and(|t| t > now) => c.scheduled += 1,
-                State::Pending => c.ready += 1,
-                State::Waiting => c.waiting += 1,
-                State::Held => c.held += 1,
-                State::Running => c.running += 1,
-                State::Done => c.done += 1,
-                State::Dead => c.dead += 1,
-                State::Canceled => c.canceled += 1,
-            }
+            out.entry(job.group.clone()).or_default().add(e.state, e.run_at_ms.is_none_or(|t| t <= now), 1);
         }
         Ok(out)
     }

@@ -32,6 +32,21 @@ impl Counts {
     pub fn pending(&self) -> u64 {
         self.ready + self.scheduled
     }
+
+    /// Count `n` jobs in `state` (a pending one is ready when `due`).
+    pub fn add(&mut self, state: State, due: bool, n: u64) {
+        let slot = match state {
+            State::Pending if due => &mut self.ready,
+            State::Pending => &mut self.scheduled,
+            State::Waiting => &mut self.waiting,
+            State::Held => &mut self.held,
+            State::Running => &mut self.running,
+            State::Done => &mut self.done,
+            State::Dead => &mut self.dead,
+            State::Canceled => &mut self.canceled,
+        };
+        *slot += n;
+    }
 }
 
 /// The order in which ready jobs are claimed (highest priority, then earliest

@@ -895,20 +895,10 @@ impl Backend for PgQueue {
         )?;
         let mut c = Counts::default();
         for r in rows {
-            let n = r.get::<_, i64>(2) as u64;
-            match (State::parse(r.get(0)), r.get::<_, bool>(1)) {
-                (Some(State::Pending), true) => c.ready += n,
-                (Some(State::Pending), false) => {
-                    c.scheduled += n;
-                    c.next_due_ms = r.get(3);
-                }
-                (Some(State::Waiting), _) => c.waiting += n,
-                (Some(State::Held), _) => c.held += n,
-                (Some(State::Running), _) => c.running += n,
-                (Some(State::Done), _) => c.done += n,
-                (Some(State::Dead), _) => c.dead += n,
-                (Some(State::Canceled), _) => c.canceled += n,
-                (None, _) => {}
+            let (Some(state), due) = (State::parse(r.get(0)), r.get::<_, bool>(1)) else { continue };
+            c.add(state, due, r.get::<_, i64>(2) as u64);
+            if state == State::Pending && !due {
+                c.next_due_ms = r.get(3);
             }
         }
         Ok(c)
@@ -918,19 +908,8 @@ impl Backend for PgQueue {
         let rows = self.rows("SELECT spec->>'group', state, run_at <= now(), count(*) FROM {s}.job WHERE queue = $1 GROUP BY 1, 2, 3", &[&self.t.queue])?;
         let mut out: BTreeMap<Option<String>, Counts> = BTreeMap::new();
         for r in rows {
-            let c = out.entry(r.get(0)).or_default();
-            let n = r.get::<_, i64>(3) as u64;
-            match (State::parse(r.get(1)), r.get::<_, bool>(2)) {
-                (Some(State::Pending), true) => c.ready += n,
-                (Some(State::Pending), false) => c.scheduled += n,
-                (Some(State::Waiting), _) => c.waiting += n,
-                (Some(State::Held), _) => c.held += n,
-                (Some(State::Running), _) => c.running += n,
-                (Some(State::Done), _) => c.done += n,
-                (Some(State::Dead), _) => c.dead += n,
-                (Some(State::Canceled), _) => c.canceled += n,
-                (None, _) => {}
-            }
+            let Some(state) = State::parse(r.get(1)) else { continue };
+            out.entry(r.get(0)).or_default().add(state, r.get(2), r.get::<_, i64>(3) as u64);
         }
         Ok(out)
     }
