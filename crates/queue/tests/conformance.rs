@@ -1090,7 +1090,13 @@ fn the_idle_look() {
         assert!(!s.busy && s.held == 1, "{}: held is not work: {s:?}", fx.name);
         b.release(&held).unwrap();
         let c = b.claim(1, &opts(Liveness::Flock)).unwrap().remove(0);
-        assert!(b.idle(Some(60_000)).unwrap().busy, "{}: running", fx.name);
+        let s = b.idle(Some(60_000)).unwrap();
+        assert!(s.busy && s.running >= 1 && !s.paused, "{}: running: {s:?}", fx.name);
+        // A running job is work even in a paused queue, which the look says.
+        b.pause(None).unwrap();
+        let s = b.idle(Some(60_000)).unwrap();
+        assert!(s.busy && s.paused, "{}: running, paused: {s:?}", fx.name);
+        b.resume().unwrap();
         b.settle(&c.id, &c.token, Reason::Ok, &ok(), &so()).unwrap();
         assert!(!b.idle(Some(60_000)).unwrap().busy, "{}", fx.name);
     });

@@ -1061,6 +1061,20 @@ impl Backend for PgQueue {
     }
 
     fn idle_for(&self, horizon_ms: Option<u64>, fit: Option<&crate::slots::Fit>) -> Result<Idle> {
+        // A running job is work: then the other kinds are not counted (as
+        // on a directory). One probe of the index of running jobs, where
+        // the counts read the whole queue: a supervisor draining with
+        // --exit-on-idle looks every few milliseconds.
+        let running = self
+            .row(
+                "SELECT EXISTS (SELECT 1 FROM {s}.job WHERE queue = $1 AND state = 'running'),
+                        EXISTS (SELECT 1 FROM {s}.queue WHERE name = $1 AND paused_since IS NOT NULL AND (paused_until IS NULL OR paused_until > now()))",
+                &[&self.t.queue],
+            )?
+            .expect("a row");
+        if running.get::<_, bool>(0) {
+            return Ok(Idle { busy: true, paused: running.get(1), running: 1, ..Idle::default() });
+        }
         let mut promoted = false;
         loop {
             let horizon = horizon_ms.map_or(f64::INFINITY, |h| h as f64 / 1000.0);
