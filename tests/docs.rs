@@ -2,7 +2,8 @@
 //! flag documented, mandoc-clean), `--help` examples, shell completions, the
 //! `q` front door, `scripts/install`, `examples/` (each one run against a
 //! temporary queue), `schema/job.schema.json` (equal to what q-push accepts)
-//! and CHANGELOG.md. A check that needs a program this machine lacks (mandoc,
+//! CHANGELOG.md, and the README's "Beyond one machine" recipe (run on two
+//! test hosts and a PostgreSQL server). A check that needs a program this machine lacks (mandoc,
 //! make, jq, man, shellcheck) prints why it skipped and passes, but with
 //! `CI=true` a missing mandoc or shellcheck fails (`.ci/run` installs both).
 
@@ -860,4 +861,79 @@ fn serial_the_demo_logs_every_step() {
     assert!(text.contains("\"name\":\"build\"") || text.contains("\"type\":\"pushed\""), "the build push is shown:\n{text}");
     assert!(text.lines().any(|l| l.starts_with("ID") && l.contains("STATE")), "q-ls shows its table:\n{text}");
     assert!(text.contains("Demo queue was"), "the last step too:\n{text}");
+}
+
+// ---- the README's "Beyond one machine" recipe ----------------------------
+
+/// The README's "Beyond one machine" recipe, as written, on two test hosts
+/// (`tests/hosts.rs`: namespaces of their own, reaching the test's
+/// PostgreSQL server over TCP with a password): its push and listing from
+/// the machine, its supervisor line on each host; the location and
+/// password lines are the test's own. Both hosts run jobs, every job ends
+/// done.
+#[test]
+fn serial_the_readme_recipe_on_two_hosts() {
+    if !crate::hosts::usable("serial_the_readme_recipe_on_two_hosts") {
+        return;
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("### Beyond one machine").nth(1).expect("the README has the recipe");
+    let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
+    let lines: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("export ")).collect();
+    let supervise: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("q-supervise")).collect();
+    assert_eq!(supervise.len(), 1, "one supervisor line, run on each host: {block}");
+    let mut lab = crate::hosts::Lab::new();
+    let (a, b) = (lab.host(), lab.host());
+    let local = |script: &str| {
+        let mut c = Command::new("bash");
+        c.args(["-euo", "pipefail", "-c", script]).env("Q_DIR", &lab.q.queue).current_dir(lab.q.path()).stdin(Stdio::null());
+        c.env("PATH", format!("{}:{}", bin("q-push").parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()));
+        run_cmd(c, None)
+    };
+    // Enough of the push line's jobs that both hosts find some.
+    let push: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("q-push")).collect();
+    assert!(!push.is_empty(), "{block}");
+    for _ in 0..40 {
+        for l in &push {
+            local(l).ok();
+        }
+    }
+    // Four gates first, one per worker of the two hosts: each marks its
+    // host and waits until two hosts have marked. A host holds at most two
+    // (its -j 2), so the other host takes the rest: both hosts run jobs
+    // however fast the first one drains the queue.
+    let gates = lab.q.path().join("gates");
+    std::fs::create_dir(&gates).unwrap();
+    for _ in 0..4 {
+        local(&format!(
+            "GATES={} q-push --priority 9 --sh 'touch \"$GATES/$(hostname)\"; until [ \"$(ls \"$GATES\" | wc -l)\" -ge 2 ]; do sleep 0.05; done'",
+            gates.display()
+        ))
+        .ok();
+    }
+    let runs: Vec<Proc> = [&a, &b]
+        .iter()
+        .map(|h| {
+            let mut c = h.sh(supervise[0]);
+            c.stdout(Stdio::null()).stderr(Stdio::piped());
+            Proc::spawn(c)
+        })
+        .collect();
+    for mut p in runs {
+        assert_eq!(p.wait_for(Duration::from_secs(120)), 0, "a host's supervisor, as the README says");
+    }
+    let rest: Vec<&str> = lines.iter().copied().filter(|l| !l.starts_with("q-push") && !l.starts_with("q-supervise")).collect();
+    let o = local(&rest.join("\n"));
+    o.ok();
+    let counts = o.lines().into_iter().find(|l| l["type"] == "counts").expect("q-ls --counts printed its record");
+    let n = 40 * push.len() as u64 + 4;
+    assert_eq!(counts["done"].as_u64(), Some(n), "{}", o.stdout);
+    let hosts: BTreeSet<String> = lab
+        .admin()
+        .query(&format!("SELECT DISTINCT run->>'host' FROM {}.attempt", lab.schema), &[])
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.get::<_, Option<String>>(0))
+        .collect();
+    assert!(hosts.contains(&a.name) && hosts.contains(&b.name), "both hosts ran jobs: {hosts:?}");
 }

@@ -22,7 +22,7 @@ const PASSWORD: &str = "Host-pw-7";
 
 /// May this test make hosts? `false` (after saying why) to skip it; a
 /// panic under CI, where a skip would count as a pass.
-fn usable(test: &str) -> bool {
+pub(crate) fn usable(test: &str) -> bool {
     let mut missing = Vec::new();
     if !nix::unistd::geteuid().is_root() {
         missing.push("root (namespaces and links)".to_owned());
@@ -49,7 +49,7 @@ fn sh(prog: &str, args: &[&str]) {
 }
 
 /// The network, the server and the queue of one test.
-struct Lab {
+pub(crate) struct Lab {
     /// A short name unique to this test (in interface and host names).
     tag: String,
     /// `10.231.N`: the bridge is `.1`, host k is `.(k+2)`.
@@ -59,7 +59,7 @@ struct Lab {
     /// The queue as the root namespace reaches it (127.0.0.1, no password):
     /// pushes and checks.
     pub q: QDir,
-    schema: String,
+    pub schema: String,
     hosts: usize,
     bridge: Bridge,
 }
@@ -73,7 +73,7 @@ impl Drop for Bridge {
 }
 
 impl Lab {
-    fn new() -> Lab {
+    pub(crate) fn new() -> Lab {
         let id = q_queue::id::new_id().to_lowercase();
         let tag = id[id.len() - 6..].to_owned();
         // A /24 of 10.231.0.0/16 that no interface here has.
@@ -99,12 +99,12 @@ impl Lab {
         format!("postgres://q:{PASSWORD}@{}.1:{}/postgres?schema={}&queue=work", self.prefix, self.cluster.port, self.schema)
     }
 
-    fn admin(&self) -> postgres::Client {
+    pub(crate) fn admin(&self) -> postgres::Client {
         postgres::Client::connect(&self.cluster.url(), postgres::NoTls).unwrap()
     }
 
     /// A new host on the bridge.
-    fn host(&mut self) -> Host {
+    pub(crate) fn host(&mut self) -> Host {
         let k = self.hosts;
         self.hosts += 1;
         let letter = (b'a' + k as u8) as char;
@@ -147,8 +147,8 @@ impl Lab {
 }
 
 /// One host: namespaces with a pid 1 of their own.
-struct Host {
-    name: String,
+pub(crate) struct Host {
+    pub name: String,
     /// The host's pid 1, as the root namespace sees it.
     init: i32,
     unshare: Child,
@@ -168,7 +168,7 @@ impl Host {
     }
 
     /// A shell script run inside the host, the tools in its `PATH`.
-    fn sh(&self, script: &str) -> Command {
+    pub(crate) fn sh(&self, script: &str) -> Command {
         let mut c = self.inside("bash".as_ref());
         c.args(["-euo", "pipefail", "-c", script]);
         let tools = bin("q-push").parent().unwrap().to_path_buf();
@@ -499,74 +499,4 @@ fn serial_two_hosts_outlive_a_server_restart() {
     check_exactly_once(&lab, &ids, &effects_path);
     let after: BTreeSet<String> = effects(&effects_path)[mark..].iter().filter(|e| e.0 == "end").map(|e| e.3.clone()).collect();
     assert!(after.contains(&a.name) && after.contains(&b.name), "each host ran jobs after the restart: {after:?}");
-}
-
-/// The README's "Beyond one machine" recipe, as written, with two hosts:
-/// its push and listing from the machine, its supervisor line on each
-/// host (the location and password lines are the test's own).
-#[test]
-fn serial_the_readme_recipe_on_two_hosts() {
-    if !usable("serial_the_readme_recipe_on_two_hosts") {
-        return;
-    }
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("### Beyond one machine").nth(1).expect("the README has the recipe");
-    let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
-    let lines: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("export ")).collect();
-    let supervise: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("q-supervise")).collect();
-    assert_eq!(supervise.len(), 1, "one supervisor line, run on each host: {block}");
-    let mut lab = Lab::new();
-    let (a, b) = (lab.host(), lab.host());
-    let local = |script: &str| {
-        let mut c = Command::new("bash");
-        c.args(["-euo", "pipefail", "-c", script]).env("Q_DIR", &lab.q.queue).current_dir(lab.q.path()).stdin(Stdio::null());
-        c.env("PATH", format!("{}:{}", bin("q-push").parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()));
-        run_cmd(c, None)
-    };
-    // Enough of the push line's jobs that both hosts find some.
-    let push: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("q-push")).collect();
-    assert!(!push.is_empty(), "{block}");
-    for _ in 0..40 {
-        for l in &push {
-            local(l).ok();
-        }
-    }
-    // Four gates first, one per worker of the two hosts: each marks its
-    // host and waits until two hosts have marked. A host holds at most two
-    // (its -j 2), so the other host takes the rest: both hosts run jobs
-    // however fast the first one drains the queue.
-    let gates = lab.q.path().join("gates");
-    std::fs::create_dir(&gates).unwrap();
-    for _ in 0..4 {
-        local(&format!(
-            "GATES={} q-push --priority 9 --sh 'touch \"$GATES/$(hostname)\"; until [ \"$(ls \"$GATES\" | wc -l)\" -ge 2 ]; do sleep 0.05; done'",
-            gates.display()
-        ))
-        .ok();
-    }
-    let runs: Vec<Proc> = [&a, &b]
-        .iter()
-        .map(|h| {
-            let mut c = h.sh(supervise[0]);
-            c.stdout(Stdio::null()).stderr(Stdio::piped());
-            Proc::spawn(c)
-        })
-        .collect();
-    for mut p in runs {
-        assert_eq!(p.wait_for(Duration::from_secs(120)), 0, "a host's supervisor, as the README says");
-    }
-    let rest: Vec<&str> = lines.iter().copied().filter(|l| !l.starts_with("q-push") && !l.starts_with("q-supervise")).collect();
-    let o = local(&rest.join("\n"));
-    o.ok();
-    let counts = o.lines().into_iter().find(|l| l["type"] == "counts").expect("q-ls --counts printed its record");
-    let n = 40 * push.len() as u64 + 4;
-    assert_eq!(counts["done"].as_u64(), Some(n), "{}", o.stdout);
-    let hosts: BTreeSet<String> = lab
-        .admin()
-        .query(&format!("SELECT DISTINCT run->>'host' FROM {}.attempt", lab.schema), &[])
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.get::<_, Option<String>>(0))
-        .collect();
-    assert!(hosts.contains(&a.name) && hosts.contains(&b.name), "both hosts ran jobs: {hosts:?}");
 }

@@ -190,27 +190,6 @@ fn serial_a_server_restart_mid_drain_loses_nothing() {
     }
 }
 
-/// The README's "Beyond one machine" recipe, as written, on the test
-/// server (the location and password lines are the test's own).
-#[test]
-fn serial_the_readme_recipe_runs() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("### Beyond one machine").nth(1).expect("the README has the recipe");
-    let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
-    let script: Vec<&str> = block.lines().filter(|l| !l.starts_with("export ")).collect();
-    assert!(script.iter().any(|l| l.starts_with("q-supervise")), "{block}");
-    let (q, _) = pg_queue(None);
-    let bin = bin("q-push").parent().unwrap().to_path_buf();
-    let mut c = std::process::Command::new("bash");
-    c.env("Q_DIR", &q.queue).current_dir(q.path()).stdin(std::process::Stdio::null());
-    c.args(["-euo", "pipefail", "-c", &script.join("\n")]);
-    c.env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()));
-    let o = run_cmd(c, None);
-    o.ok();
-    let counts = o.lines().into_iter().find(|l| l["type"] == "counts").expect("q-ls --counts printed its record");
-    assert_eq!(counts["done"], 1, "{}", o.stdout);
-}
-
 /// TLS as libpq's `sslmode` says, against a server that takes TLS
 /// connections only: `verify-full` with the right authority works, with
 /// another one it is refused; `disable` is refused by the server; the
