@@ -66,6 +66,12 @@ while :; do sleep 0.05; done"#,
     let o = q.run("q-ctl", &["signal", &id, "NOPE"]);
     o.expect_code(65);
     assert!(o.stderr.contains("unknown signal"), "{}", o.stderr);
+    // No signal named: a usage error (2), like clap's own, saying how.
+    for args in [&["signal", id.as_str()][..], &["signal"][..]] {
+        let o = q.run("q-ctl", args);
+        o.expect_code(2);
+        assert!(o.stderr.contains("give ID SIG"), "{args:?}: {}", o.stderr);
+    }
     q.run("q-ctl", &["stop", &id]).ok();
     wait_until("stopped again", within, || proc_state(leader) == Some('T'));
 
@@ -120,7 +126,10 @@ fn ctl_set_changes_a_queued_job() {
     let o = q.run("q-ctl", &["set", &a, "--after", &c2]);
     o.expect_code(65);
     assert!(o.stderr.contains("would wait on itself"), "{}", o.stderr);
-    q.run("q-ctl", &["set", &a]).expect_code(65);
+    // Nothing to change: a usage error, saying what can be changed.
+    let o = q.run("q-ctl", &["set", &a]);
+    o.expect_code(2);
+    assert!(o.stderr.contains("nothing to change: give --priority"), "{}", o.stderr);
 }
 
 /// `q-ctl edit` opens the job's JSON in $EDITOR: an edit is applied as a

@@ -330,7 +330,7 @@ fn run(a: Args) -> Result<u8> {
         Cmd::Set(s) => {
             let changes = s.changes(&a.common.open_existing()?)?;
             if changes.is_empty() {
-                bail!(q_queue::Error::new(Kind::Data, "nothing to change: give --priority, --at, --delay, --name, --timeout, --attempts, --backoff, --after, --key, --no-key or --env-from"));
+                bail!(crate::exit::Usage("nothing to change: give --priority, --at, --delay, --name, --timeout, --attempts, --backoff, --after, --key, --no-key or --env-from".into()));
             }
             revise_one(&a.common, &s.id, "set", |line| Ok(Some(q_queue::job::merge(line, changes))))
         }
@@ -508,7 +508,7 @@ fn signal_args(flag: Option<String>, mut args: Vec<String>) -> Result<(Signal, V
         Some(s) => s,
         None => match args.pop() {
             Some(s) if !args.is_empty() => s,
-            _ => bail!(q_queue::Error::new(Kind::Data, "give ID SIG (e.g. q-ctl signal 01J... USR1), or -s SIG with ids as arguments or on stdin")),
+            _ => bail!(crate::exit::Usage("give ID SIG (e.g. q-ctl signal 01J... USR1), or -s SIG with ids as arguments or on stdin".into())),
         },
     };
     Ok((parse_signal(&sig)?, args))

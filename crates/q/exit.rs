@@ -5,10 +5,26 @@ use std::process::ExitCode;
 
 pub use q_queue::status::*;
 
-/// The status for an error: the class of a queue error, else 74 for I/O,
-/// else 1.
+/// A command line that does not say what to do, found after clap's own
+/// checks (a `q-ctl signal` without its signal): status 2, as clap's.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The status for an error: 2 for [`Usage`], the class of a queue error,
+/// else 74 for I/O, else 1.
 pub fn code_of(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if cause.downcast_ref::<Usage>().is_some() {
+            return USAGE;
+        }
         if let Some(qe) = cause.downcast_ref::<q_queue::Error>() {
             return qe.kind.exit_code();
         }
