@@ -505,7 +505,7 @@ fn a_queue_we_may_not_enter_is_77_said_once() {
 #[test]
 fn crash_in_an_import_leaves_the_batch_whole_or_absent() {
     let src = QDir::new();
-    let first = src.push(&["--", "true"]);
+    let first = src.push(&["--key", "k-moved", "--", "true"]);
     let second = src.push(&["--after", &first, "--", "true"]);
     let third = src.push(&["--name", "held", "--", "true"]);
     src.run("q-ctl", &["hold", &third]).ok();
@@ -525,11 +525,24 @@ fn crash_in_an_import_leaves_the_batch_whole_or_absent() {
     for id in ids {
         assert!(q.job(id).is_null(), "job {id} of an uncommitted batch is visible");
     }
+    // Its key record names a job that never appeared: the key is free, and
+    // the batch, tried again, is refused (75) while the new holder lives.
+    let pushed = |q: &QDir| q.run("q-push", &["--key", "k-moved", "--", "true"]).ok().lines()[0].clone();
+    let other = pushed(&q);
+    assert_eq!(other["deduped"], false, "{other}");
+    let o = import(&q, "");
+    o.expect_code(75);
+    assert!(o.stderr.contains(other["id"].as_str().unwrap()), "names the holder: {}", o.stderr);
+    q.run("q-ctl", &["cancel", other["id"].as_str().unwrap()]).ok();
     import(&q, "").ok();
     assert_eq!((q.state(&first), q.state(&second), q.state(&third)), ("pending".into(), "waiting".into(), "held".into()));
-    // After it: q-gc puts the batch in place.
+    assert_eq!(pushed(&q)["id"], first.as_str(), "the imported job holds its key");
+    // After it: the batch holds its keys before it is in place, and q-gc
+    // puts it in place.
     let q = QDir::new();
     import(&q, "import.after_commit").expect_code(134);
+    let dup = pushed(&q);
+    assert_eq!((dup["id"].as_str(), dup["deduped"].as_bool()), (Some(first.as_str()), Some(true)), "{dup}");
     q.run("q-gc", &[]).ok();
     assert_eq!((q.state(&first), q.state(&second), q.state(&third)), ("pending".into(), "waiting".into(), "held".into()));
     let o = import(&q, "");

@@ -247,7 +247,7 @@ impl Proc {
 
     /// Wait for exit with a deadline; panics if it does not exit in time.
     pub fn wait_for(&mut self, within: Duration) -> i32 {
-        self.wait_or_say(within, || String::new())
+        self.wait_or_say(within, String::new)
     }
 
     /// [`Proc::wait_for`], and when it does not exit in time the panic

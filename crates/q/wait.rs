@@ -5,8 +5,9 @@
 //! Invariants: q-wait only reads the queue. It looks again whenever the
 //! queue's waiter reports a change (inotify) and at least every
 //! `q_queue::wake::MAX_SLEEP`; a job's result line is printed exactly once.
-//! Finding whether a job is finished costs three `stat`s; only jobs not yet
-//! finished are located fully, and that at most every few seconds, so
+//! Finding whether a job is finished costs three `stat`s on a directory,
+//! one query for all of them on PostgreSQL; only jobs not yet finished are
+//! located fully, and that at most every few seconds, so
 //! waiting on thousands of ids does not rescan the queue thousands of times.
 
 use crate::cli::{self, Common};
@@ -197,8 +198,11 @@ fn wait_ids(common: &Common, q: Option<Queue>, ids: Vec<String>, stop: &Stop, pr
         // located fully only now and then.
         let mut found: Vec<(usize, Option<State>)> = Vec::new();
         let mut relocate = Vec::new();
-        for (i, j) in jobs.iter().enumerate().filter(|(_, j)| !j.finished) {
-            match terminal_state(&q, &j.id) {
+        let open: Vec<usize> = (0..jobs.len()).filter(|&i| !jobs[i].finished).collect();
+        let ended = q.finished_all(&open.iter().map(|&i| jobs[i].id.as_str()).collect::<Vec<_>>());
+        for (i, st) in open.into_iter().zip(ended) {
+            let j = &jobs[i];
+            match st {
                 Some(s) => found.push((i, Some(s))),
                 None if j.last_located.elapsed() >= RELOCATE => relocate.push(i),
                 None => {}

@@ -128,6 +128,11 @@ pub trait Backend: Send + Sync {
     fn last_pushed(&self) -> Result<Option<String>>;
     /// The terminal state of a job, cheaply; `None` while unfinished or unknown.
     fn finished(&self, id: &str) -> Option<State>;
+    /// [`Backend::finished`] of many jobs, in order (one round trip on a
+    /// database: `q-wait` asks this of every job it waits on at each look).
+    fn finished_all(&self, ids: &[&str]) -> Vec<Option<State>> {
+        ids.iter().map(|id| self.finished(id)).collect()
+    }
     /// The job of an entry: `None` when it is gone; if it moved meanwhile,
     /// where it is now.
     fn job(&self, e: &Entry) -> Result<Option<(Entry, Job)>>;

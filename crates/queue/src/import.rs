@@ -51,6 +51,15 @@ pub(crate) fn check(jobs: &[Import], known: impl Fn(&str) -> Result<bool>) -> Re
             return Err(Error::new(Kind::Data, format!("job {} is twice in the batch", j.new.job.id)));
         }
     }
+    // Every imported job is unfinished: a key belongs to one of them.
+    let mut keys = HashMap::new();
+    for j in jobs {
+        if let Some(k) = j.new.job.key.as_deref()
+            && let Some(other) = keys.insert(k, j.new.job.id.as_str())
+        {
+            return Err(Error::new(Kind::Data, format!("jobs {other} and {} of the batch have key {k:?}: a key belongs to one unfinished job", j.new.job.id)));
+        }
+    }
     for j in jobs {
         for dep in &j.new.job.after {
             if !ids.contains(dep.as_str()) && !known(dep)? {
@@ -59,6 +68,15 @@ pub(crate) fn check(jobs: &[Import], known: impl Fn(&str) -> Result<bool>) -> Re
         }
     }
     Ok(())
+}
+
+/// The refusal of a batch with a key an unfinished job of the queue holds
+/// (75, as a revision's: the key is free again once that job ends).
+pub(crate) fn key_taken(key: &str, holder: &str, state: State) -> Error {
+    Error::new(
+        Kind::Busy,
+        format!("field \"key\": {key:?} is held by job {holder} ({}) of this queue: nothing was imported (a key belongs to one unfinished job at a time)", state.as_str()),
+    )
 }
 
 /// The refusal of ids the queue has already.
@@ -80,6 +98,19 @@ impl Queue {
         }
         if jobs.is_empty() {
             return Ok(0);
+        }
+        // Dedupe keys, as a push takes them: each key's lock (held until
+        // the batch is in place), its holder (one refuses the batch), and
+        // the record naming the imported job, written before the commit
+        // point (a crash before it leaves records of jobs that never
+        // appeared: free keys).
+        let keys: Vec<&str> = jobs.iter().filter_map(|j| j.new.job.key.as_deref()).collect();
+        let key_locks = self.lock_keys(&keys)?;
+        for k in &keys {
+            let f = key_locks.file(self, k).expect("locked above");
+            if let Some(h) = self.key_holder(f, k)? {
+                return Err(key_taken(k, &h.id, h.state));
+            }
         }
         // Stage: the environments, then every job file, durable.
         let mut env_refs = HashMap::new();
@@ -111,6 +142,14 @@ impl Queue {
             let _ = std::fs::remove_dir_all(&stage);
             return Err(e);
         }
+        let recorded = jobs.iter().try_for_each(|j| match j.new.job.key.as_deref() {
+            Some(k) => self.write_key(key_locks.file(self, k).expect("locked above"), k, &j.new.job.id),
+            None => Ok(()),
+        });
+        if let Err(e) = recorded {
+            let _ = std::fs::remove_dir_all(&stage);
+            return Err(e);
+        }
         crate::failpoint!("import.after_stage");
         // The commit point.
         let imports = self.dir("imports");
@@ -122,7 +161,31 @@ impl Queue {
         fsx::fsync_dir(&self.tmp())?;
         crate::failpoint!("import.after_commit");
         self.finish_import(&committed)?;
+        drop(key_locks);
         Ok(jobs.len())
+    }
+
+    /// Where job `id` is in a committed batch not yet in place (after a
+    /// crash between the commit point and the moves): a dedupe key's record
+    /// may name it, and it holds the key as the job it will be.
+    pub(crate) fn importing(&self, id: &str) -> Result<Option<crate::settle::Located>> {
+        let imports = self.dir("imports");
+        let batches = match std::fs::read_dir(&imports) {
+            Ok(_) => fsx::list(&imports)?,
+            Err(_) => return Ok(None),
+        };
+        for b in batches.into_iter().filter(|b| crate::id::check_id(b).is_ok()) {
+            for st in STATES {
+                let dir = imports.join(&b).join(st.dir());
+                let Ok(names) = fsx::list(&dir) else { continue };
+                for n in names {
+                    if let Some(q) = QueuedName::parse(&n).filter(|q| q.key.id == id) {
+                        return Ok(Some(crate::settle::Located { state: st, path: dir.join(n), c: Some(q.c), run_at_ms: Some(q.key.run_at) }));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Imports, and whoever finishes their batches, one at a time.

@@ -382,13 +382,17 @@ impl Queue {
     }
 
     /// Where job `id` is, if it holds dedupe key `key`: it is pending,
-    /// waiting, held or running, and its record names the key. A record
-    /// that cannot be read counts as holding it (as it did before keys
-    /// could be revised).
+    /// waiting, held or running (or in a committed import not yet in
+    /// place), and its record names the key. A record that cannot be read
+    /// counts as holding it (as it did before keys could be revised).
     pub(crate) fn holds_key(&self, id: &str, key: &str) -> Result<Option<crate::settle::Located>> {
         let mut last = None;
         for _ in 0..3 {
-            let Some(l) = self.locate(id)? else { return Ok(None) };
+            let found = match self.locate(id)? {
+                Some(l) => Some(l),
+                None => self.importing(id)?,
+            };
+            let Some(l) = found else { return Ok(None) };
             if l.state.is_terminal() {
                 return Ok(None);
             }

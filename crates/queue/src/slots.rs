@@ -115,7 +115,8 @@ impl Filter {
     /// whatever the walk has seen)? Then a claimer passes over its whole
     /// class without reading it.
     pub fn never(&self, needs: &BTreeMap<String, u32>, group: Option<&str>) -> bool {
-        !(needs.is_empty() && group.is_none()) && !self.fit.can_fit(&self.fit.demand(needs, group))
+        let plain = needs.is_empty() && group.is_none();
+        !plain && !self.fit.can_fit(&self.fit.demand(needs, group))
     }
 
     /// A job judged `Take` was claimed: what it takes is no longer free.

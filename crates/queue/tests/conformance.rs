@@ -185,6 +185,16 @@ fn dependencies_and_their_failure_cascade() {
             assert_eq!(b.finished(id), Some(State::Canceled), "{}: {id}", fx.name);
             assert_eq!(b.last_result(id).unwrap().reason, Reason::DependencyFailed, "{}", fx.name);
         }
+        // Many at once, in order; unfinished and unknown jobs are None.
+        let open = fx.push(&[json!({"cmd": ["true"]})]).remove(0);
+        let unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        assert_eq!(
+            b.finished_all(&[&mid, &open, &bad, unknown, &c.id, &last]),
+            [Some(State::Canceled), None, Some(State::Dead), None, Some(State::Dead), Some(State::Canceled)],
+            "{}",
+            fx.name
+        );
+        b.cancel(&open).unwrap();
         assert_eq!(b.counts().unwrap().waiting, 0);
     });
 }
@@ -1146,6 +1156,21 @@ fn imports_keep_everything_and_are_whole() {
         ];
         assert_eq!(b.import(again).unwrap_err().kind, Kind::Create, "{}", fx.name);
         assert!(b.locate(&fresh.job.id).unwrap().is_none(), "{}: nothing of a refused batch", fx.name);
+        // Dedupe keys: an imported job holds its key (a push with it is
+        // deduped to it); a batch with a key an unfinished job holds is
+        // refused whole (75), as is one with a key twice (65).
+        let dup = b.push(vec![new(json!({"cmd": ["true"], "key": "k-imported"}))]).remove(0).unwrap();
+        assert_eq!((dup.id.as_str(), dup.deduped), (later_id.as_str(), true), "{}: the imported job holds its key", fx.name);
+        let (k1, k2) = (new(json!({"cmd": ["true"]})), new(json!({"cmd": ["true"], "key": "k-imported"})));
+        let e = b
+            .import(vec![Import { new: k1.clone(), state: State::Pending, c: Counters::default() }, Import { new: k2, state: State::Pending, c: Counters::default() }])
+            .unwrap_err();
+        assert_eq!(e.kind, Kind::Busy, "{}: {e}", fx.name);
+        assert!(e.to_string().contains(&later_id), "{}: names the holder: {e}", fx.name);
+        assert!(b.locate(&k1.job.id).unwrap().is_none(), "{}: nothing of a refused batch", fx.name);
+        let twice = |k: &str| Import { new: new(json!({"cmd": ["true"], "key": k})), state: State::Held, c: Counters::default() };
+        let e = b.import(vec![twice("k-twice"), twice("k-twice")]).unwrap_err();
+        assert_eq!(e.kind, Kind::Data, "{}: {e}", fx.name);
         let orphan = new(json!({"cmd": ["true"], "after": ["01ARZ3NDEKTSV4RRFFQ69G5FAV"]}));
         let e = b.import(vec![Import { new: orphan, state: State::Waiting, c: Counters::default() }]).unwrap_err();
         assert_eq!(e.kind, Kind::NoJob, "{}: {e}", fx.name);

@@ -975,6 +975,16 @@ impl Backend for PgQueue {
         self.locate(id).ok().flatten().map(|e| e.state).filter(|s| s.is_terminal())
     }
 
+    fn finished_all(&self, ids: &[&str]) -> Vec<Option<State>> {
+        let ended: HashMap<String, State> = self
+            .rows("SELECT id, state FROM {s}.job WHERE queue = $1 AND id = ANY($2) AND state IN ('done', 'dead', 'canceled')", &[&self.t.queue, &ids])
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| Some((r.get::<_, String>(0), State::parse(r.get(1))?)))
+            .collect();
+        ids.iter().map(|id| ended.get(*id).copied()).collect()
+    }
+
     fn job(&self, e: &Entry) -> Result<Option<(Entry, Job)>> {
         let Some(r) = self.row(&format!("SELECT {ENTRY_COLS}, spec FROM {{s}}.job WHERE queue = $1 AND id = $2"), &[&self.t.queue, &e.id])? else {
             return Ok(None);
@@ -1803,6 +1813,19 @@ fn import_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, jobs: &[Import]) -
         .map(|r| (r.get(0), State::parse(r.get(1)).unwrap_or(State::Dead)))
         .collect();
     crate::import::check(jobs, |id| Ok(known.contains_key(id)))?;
+    // Dedupe keys: each key's lock, in one order (as pushes take them), then
+    // its holder: a key an unfinished job holds refuses the batch.
+    let mut keys: Vec<&str> = jobs.iter().filter_map(|j| j.new.job.key.as_deref()).collect();
+    keys.sort_by_key(|k| key_lock(q, k));
+    for k in &keys {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key_lock(q, k)]).map_err(|e| q.err(e))?;
+    }
+    if let Some(r) = tx
+        .query_opt(&q.q("SELECT key, id, state FROM {s}.job WHERE queue = $1 AND key = ANY($2) AND state IN ('pending','waiting','held','running') LIMIT 1"), &[&q.t.queue, &keys])
+        .map_err(|e| q.err(e))?
+    {
+        return Err(crate::import::key_taken(r.get(0), r.get(1), State::parse(r.get(2)).unwrap_or(State::Pending)));
+    }
     let mut envs: BTreeMap<*const BTreeMap<String, String>, String> = BTreeMap::new();
     let mut ready = false;
     for j in jobs {
