@@ -114,6 +114,9 @@ pub fn workers_rise_and_fall(q: &QDir) {
     sup.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(sup.wait_for(Duration::from_secs(30)), 0);
     assert_eq!(events(&ev, "worker-started").len(), 4, "no worker was started but the two and the two added");
+    if q.queue.is_dir() {
+        assert!(!q.queue.join("locks/supervise.json").exists(), "the supervisor took its record with it");
+    }
 }
 
 /// `q-ctl slots gpu=2` on a supervisor with one GPU slot: a second GPU job

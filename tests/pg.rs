@@ -812,8 +812,10 @@ fn serial_a_refused_settle_is_tried_again_while_the_lease_lasts() {
 /// start at once, fewer stop no job.
 #[test]
 fn serial_workers_change_on_postgres() {
-    let (q, _) = pg_queue(None);
+    let (q, schema) = pg_queue(None);
     crate::live::workers_rise_and_fall(&q);
+    let rows: i64 = admin().query_one(&format!("SELECT count(*) FROM \"{schema}\".supervisor"), &[]).unwrap().get(0);
+    assert_eq!(rows, 0, "the supervisor took its row with it");
 }
 
 /// q-ls on PostgreSQL, whose listing is a few queries for all its jobs:

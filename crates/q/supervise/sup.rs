@@ -474,6 +474,10 @@ impl Sup {
             json!({"status": code, "jobs_done": done, "jobs_failed": failed.len()}),
         );
         if let Some(g) = self.guard.take() {
+            // Its record goes with it (q-ctl finds no supervisor either way).
+            if let Err(e) = self.q.unpublish_supervisor(&self.me.id) {
+                self.rep.error(&format!("cannot remove this supervisor's record: {e}"));
+            }
             g.release();
         }
         code

@@ -278,6 +278,10 @@ pub trait Backend: Send + Sync {
     /// (at its start, and after applying asks). A record of a new id drops
     /// the asks left for the one before.
     fn publish_supervisor(&self, s: &Supervisor) -> Result<()>;
+    /// Take back the record of supervisor `id`, which is exiting while it
+    /// still holds the lock (a record left by a crash is ignored, and its
+    /// successor replaces it).
+    fn unpublish_supervisor(&self, id: &str) -> Result<()>;
     /// Leave a change for the live supervisor `ask.to`; `Busy` when it no
     /// longer serves the queue.
     fn ask_supervisor(&self, ask: &SupAsk) -> Result<()>;

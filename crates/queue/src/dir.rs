@@ -283,6 +283,9 @@ impl Backend for Queue {
     fn publish_supervisor(&self, s: &crate::supervisor::Supervisor) -> Result<()> {
         Queue::publish_supervisor(self, s)
     }
+    fn unpublish_supervisor(&self, id: &str) -> Result<()> {
+        Queue::unpublish_supervisor(self, id)
+    }
     fn ask_supervisor(&self, ask: &crate::supervisor::SupAsk) -> Result<()> {
         Queue::ask_supervisor(self, ask, &Backend::supervisors(self)?)
     }

@@ -147,6 +147,17 @@ impl Queue {
         }).ctx("rename", &tmp)
     }
 
+    /// Remove the record of supervisor `id` (exiting, under the lock), if
+    /// it is still its own; and the asks left for it, never to be applied.
+    pub(crate) fn unpublish_supervisor(&self, id: &str) -> Result<()> {
+        let path = self.dir("locks").join(RECORD);
+        let mine = crate::fsx::read_capped(&path, 64 * 1024).ok().and_then(|b| serde_json::from_slice::<Supervisor>(&b).ok()).is_some_and(|s| s.id == id);
+        if mine {
+            crate::fsx::remove(&path)?;
+        }
+        self.take_supervisor_asks(id).map(drop)
+    }
+
     /// Leave an ask for the live supervisor it is addressed to.
     pub(crate) fn ask_supervisor(&self, a: &SupAsk, live: &[Supervisor]) -> Result<()> {
         if !live.iter().any(|s| s.id == a.to) {

@@ -1144,6 +1144,11 @@ impl Backend for PgQueue {
         self.sup_publish(s)
     }
 
+    fn unpublish_supervisor(&self, id: &str) -> Result<()> {
+        self.exec("DELETE FROM {s}.supervisor WHERE queue = $1 AND rec->>'id' = $2", &[&self.t.queue, &id])?;
+        Ok(())
+    }
+
     fn ask_supervisor(&self, ask: &crate::supervisor::SupAsk) -> Result<()> {
         self.sup_ask(ask)
     }
