@@ -550,3 +550,32 @@ fn crash_in_an_import_leaves_the_batch_whole_or_absent() {
     q.run("q-run", &["--exit-on-idle"]).ok();
     assert_eq!(q.state(&second), "done", "the waiting job moved on after its dependency");
 }
+
+/// A directory import holds every key file of its batch open until the
+/// batch is in place: a batch with more keyed jobs than the process may
+/// open files (a hard `ulimit -n` it cannot raise) is refused before
+/// anything is written, saying how; smaller batches go in.
+#[test]
+fn an_import_with_more_keys_than_open_files_says_to_use_batches() {
+    let src = QDir::new();
+    let lines: String = (0..300).map(|i| format!("{{\"cmd\":[\"true\"],\"key\":\"k{i}\"}}\n")).collect();
+    src.run_in("q-push", &[], &lines).ok();
+    let records = src.run("q-ctl", &["export"]).ok().stdout.clone();
+    let q = QDir::new();
+    let import = |batch: &str| {
+        let mut c = Command::new("bash");
+        c.args(["-c", &format!("ulimit -n 200 && exec \"$0\" import --batch {batch}"), bin("q-ctl").to_str().unwrap()]);
+        c.env("Q_DIR", &q.queue).current_dir(q.path());
+        run_cmd(c, Some(records.clone().into_bytes()))
+    };
+    let o = import("0");
+    o.expect_code(65);
+    assert!(o.stderr.contains("smaller batches (q-ctl import --batch"), "{}", o.stderr);
+    assert_eq!(q.run("q-ls", &["--counts"]).ok().lines()[0]["pending"], 0, "nothing of a refused batch");
+    import("100").ok();
+    let c = &q.run("q-ls", &["--counts"]).ok().lines()[0];
+    assert_eq!(c["pending"], 300, "{c}");
+    // And each holds its key.
+    let o = q.run_in("q-push", &[], "{\"cmd\":[\"true\"],\"key\":\"k7\"}\n").ok().lines()[0].clone();
+    assert_eq!(o["deduped"], true, "{o}");
+}

@@ -874,7 +874,8 @@ fn serial_the_demo_logs_every_step() {
 #[test]
 fn serial_the_readme_recipe_on_two_hosts() {
     if !crate::hosts::usable("serial_the_readme_recipe_on_two_hosts") {
-        return;
+        // No test hosts here (and not CI): the recipe on this host alone.
+        return readme_recipe_on_this_host();
     }
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let section = readme.split("### Beyond one machine").nth(1).expect("the README has the recipe");
@@ -936,4 +937,24 @@ fn serial_the_readme_recipe_on_two_hosts() {
         .filter_map(|r| r.get::<_, Option<String>>(0))
         .collect();
     assert!(hosts.contains(&a.name) && hosts.contains(&b.name), "both hosts ran jobs: {hosts:?}");
+}
+
+/// The README's recipe on the test server from this host only: every line
+/// as written (the location and password lines are the test's own), the
+/// supervisor line once.
+fn readme_recipe_on_this_host() {
+    let readme = read("README.md");
+    let section = readme.split("### Beyond one machine").nth(1).expect("the README has the recipe");
+    let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
+    let script: Vec<&str> = block.lines().filter(|l| !l.starts_with("export ")).collect();
+    assert!(script.iter().any(|l| l.starts_with("q-supervise")), "{block}");
+    let (q, _) = crate::pg::pg_queue(None);
+    let mut c = Command::new("bash");
+    c.env("Q_DIR", &q.queue).current_dir(q.path()).stdin(Stdio::null());
+    c.args(["-euo", "pipefail", "-c", &script.join("\n")]);
+    c.env("PATH", format!("{}:{}", bin("q-push").parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()));
+    let o = run_cmd(c, None);
+    o.ok();
+    let counts = o.lines().into_iter().find(|l| l["type"] == "counts").expect("q-ls --counts printed its record");
+    assert_eq!(counts["done"], 1, "{}", o.stdout);
 }

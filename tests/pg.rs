@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A queue in a fresh schema of the test server, as `Q_DIR` names it.
-fn pg_queue(password: Option<&str>) -> (QDir, String) {
+pub(crate) fn pg_queue(password: Option<&str>) -> (QDir, String) {
     let s = pgserver::server();
     let schema = pgserver::schema();
     let url = match password {
@@ -875,4 +875,51 @@ fn q_ls_lists_and_filters_on_postgres() {
     for id in unfinished.iter().copied().chain(&recent).chain(&old) {
         assert!(table.contains(&id[id.len() - 6..]), "{id} in\n{table}");
     }
+}
+
+/// Two pushes whose batches name the same dedupe keys in opposite orders,
+/// at the same time, round after round: each takes all its keys' locks in
+/// one order before any other, so neither waits on the other forever (the
+/// server would end one with a deadlock error), and every key has one job.
+#[test]
+fn keyed_pushes_in_opposite_orders_both_succeed() {
+    let (q, schema) = pg_queue(None);
+    for round in 0..6 {
+        let keys: Vec<String> = (0..150).map(|i| format!("r{round}-k{i}")).collect();
+        let lines = |rev: bool| {
+            let mut k = keys.clone();
+            if rev {
+                k.reverse();
+            }
+            k.iter().map(|k| format!("{{\"cmd\":[\"true\"],\"key\":\"{k}\"}}\n")).collect::<String>()
+        };
+        let procs: Vec<(std::process::Child, String)> = [false, true]
+            .into_iter()
+            .map(|rev| {
+                let mut c = q.cmd("q-push");
+                c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+                (c.spawn().expect("q-push"), lines(rev))
+            })
+            .collect();
+        // Both inputs written at once (then both waited for): the pushes overlap.
+        let go = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let children: Vec<std::process::Child> = procs
+            .into_iter()
+            .map(|(mut child, input)| {
+                let mut stdin = child.stdin.take().unwrap();
+                let go = std::sync::Arc::clone(&go);
+                std::thread::spawn(move || {
+                    go.wait();
+                    std::io::Write::write_all(&mut stdin, input.as_bytes())
+                });
+                child
+            })
+            .collect();
+        let outs: Vec<std::process::Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        for o in &outs {
+            assert!(o.status.success(), "round {round}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    let rows: i64 = admin().query_one(&format!("SELECT count(*) FROM \"{schema}\".job"), &[]).unwrap().get(0);
+    assert_eq!(rows, 6 * 150, "one job per key");
 }

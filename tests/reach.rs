@@ -130,6 +130,11 @@ fn ctl_set_changes_a_queued_job() {
     let o = q.run("q-ctl", &["set", &a]);
     o.expect_code(2);
     assert!(o.stderr.contains("nothing to change: give --priority"), "{}", o.stderr);
+    // Said before the queue is looked at: also where there is none.
+    let none = QDir::new();
+    let o = none.run("q-ctl", &["set", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
+    o.expect_code(2);
+    assert!(o.stderr.contains("nothing to change"), "{}", o.stderr);
 }
 
 /// `q-ctl edit` opens the job's JSON in $EDITOR: an edit is applied as a

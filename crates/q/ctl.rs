@@ -219,6 +219,22 @@ struct SetArgs {
 }
 
 impl SetArgs {
+    /// Does it name no change at all? (Said before the queue is opened.)
+    fn is_empty(&self) -> bool {
+        let SetArgs { id: _, priority, at, delay, name, timeout, attempts, backoff, after, key, no_key, env_from } = self;
+        priority.is_none()
+            && at.is_none()
+            && delay.is_none()
+            && name.is_none()
+            && timeout.is_none()
+            && attempts.is_none()
+            && backoff.is_none()
+            && after.is_empty()
+            && key.is_none()
+            && !no_key
+            && env_from.is_none()
+    }
+
     /// The changes as job-line fields: `--at` in any form q-push takes
     /// (local civil times in `$TZ` included), `--after` ids as people type
     /// them (resolved in `q`).
@@ -328,10 +344,10 @@ fn run(a: Args) -> Result<u8> {
             settle(q, id, token, Reason::Exit, Some(exit_code), delay)
         }),
         Cmd::Set(s) => {
-            let changes = s.changes(&a.common.open_existing()?)?;
-            if changes.is_empty() {
+            if s.is_empty() {
                 bail!(crate::exit::Usage("nothing to change: give --priority, --at, --delay, --name, --timeout, --attempts, --backoff, --after, --key, --no-key or --env-from".into()));
             }
+            let changes = s.changes(&a.common.open_existing()?)?;
             revise_one(&a.common, &s.id, "set", |line| Ok(Some(q_queue::job::merge(line, changes))))
         }
         Cmd::Edit { id } => revise_one(&a.common, &id, "edit", |line| edit_in_editor(&id, line)),

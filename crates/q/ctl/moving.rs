@@ -98,6 +98,7 @@ pub fn import(common: &Common, batch: usize) -> Result<u8> {
     }
     let q = common.create(None)?;
     let size = if batch == 0 { jobs.len() } else { batch };
+    room_for_keys(&jobs, size);
     let mut it = jobs.into_iter().peekable();
     while it.peek().is_some() {
         let chunk: Vec<Import> = it.by_ref().take(size).collect();
@@ -137,4 +138,18 @@ fn parse(line: &str) -> Result<Import> {
         state,
         c: Counters { attempt: rec.attempt, failures: rec.failures, interrupts: rec.interrupts },
     })
+}
+
+/// A directory import holds the file of each dedupe key of its batch open
+/// until the batch is in place: raise the soft limit of open files to what
+/// the largest batch needs (up to the hard limit).
+fn room_for_keys(jobs: &[q_queue::Import], size: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let most = jobs.chunks(size.max(1)).map(|b| b.iter().filter(|j| j.new.job.key.is_some()).count()).max().unwrap_or(0) as u64;
+    let want = most + 256;
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < want
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+    }
 }

@@ -347,7 +347,7 @@ impl Gc<'_> {
             // A live job whose record no longer names the key (revised)
             // does not hold it.
             let live = match (&id, field("key")) {
-                (Some(id), Some(key)) => self.job_is_live(id)? && self.q.holds_key(id, &key)?.is_some(),
+                (Some(id), Some(key)) => self.q.holds_key(id, &key)?.is_some(),
                 _ => false,
             };
             if live {
@@ -377,16 +377,5 @@ impl Gc<'_> {
             format!("{dropped} dedupe-key record(s) of finished or missing jobs, or of keys changed since"),
         );
         Ok(())
-    }
-
-    /// Is the job pending, waiting, held or running? Looked up twice when
-    /// not found, so a job moving between directories is not missed.
-    pub(crate) fn job_is_live(&self, id: &str) -> Result<bool> {
-        for _ in 0..2 {
-            if let Some(l) = self.q.locate(id)? {
-                return Ok(!l.state.is_terminal());
-            }
-        }
-        Ok(false)
     }
 }

@@ -70,6 +70,24 @@ pub(crate) fn check(jobs: &[Import], known: impl Fn(&str) -> Result<bool>) -> Re
     Ok(())
 }
 
+/// Can this process hold the files of `n` keys open at once (with some to
+/// spare)? Else the batch is refused before anything is written, saying
+/// how to import it (`q-ctl import` raises its limit first).
+fn room_for_keys(n: usize) -> Result<()> {
+    use nix::sys::resource::{Resource, getrlimit};
+    const SPARE: u64 = 64;
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if n as u64 + SPARE > soft => Err(Error::new(
+            Kind::Data,
+            format!(
+                "the batch has {n} jobs with dedupe keys, and an import holds each key's file open until the batch is in place: more than this process may open (ulimit -n {soft}); import it in smaller batches (q-ctl import --batch {})",
+                soft.saturating_sub(SPARE).max(1)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The refusal of a batch with a key an unfinished job of the queue holds
 /// (75, as a revision's: the key is free again once that job ends).
 pub(crate) fn key_taken(key: &str, holder: &str, state: State) -> Error {
@@ -105,6 +123,7 @@ impl Queue {
         // point (a crash before it leaves records of jobs that never
         // appeared: free keys).
         let keys: Vec<&str> = jobs.iter().filter_map(|j| j.new.job.key.as_deref()).collect();
+        room_for_keys(keys.len())?;
         let key_locks = self.lock_keys(&keys)?;
         for k in &keys {
             let f = key_locks.file(self, k).expect("locked above");

@@ -388,9 +388,11 @@ impl Queue {
     pub(crate) fn holds_key(&self, id: &str, key: &str) -> Result<Option<crate::settle::Located>> {
         let mut last = None;
         for _ in 0..3 {
-            let found = match self.locate(id)? {
+            // A committed import's job first: a file only ever leaves
+            // `imports/` (for its place), so one of the two looks sees it.
+            let found = match self.importing(id)? {
                 Some(l) => Some(l),
-                None => self.importing(id)?,
+                None => self.locate(id)?,
             };
             let Some(l) = found else { return Ok(None) };
             if l.state.is_terminal() {

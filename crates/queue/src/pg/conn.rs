@@ -433,6 +433,9 @@ impl Conn {
 }
 
 const LOST: &str = "connection lost";
+/// A transaction the server ended for another's sake (a deadlock, a
+/// serialization failure): done again by [`crate::pg::PgQueue`]'s `tx`.
+pub(crate) const CONFLICT: &str = "a conflict with another transaction";
 
 /// A database error as q's: a lost connection is temporary (and retried by
 /// [`Conn::with`]); a missing privilege says what to grant.
@@ -447,6 +450,8 @@ pub(crate) fn sql(shown: &str, e: postgres::Error) -> Error {
     };
     match code.as_str() {
         "42501" => Error::new(Kind::Permission, format!("queue {shown}: {what}")),
+        // The server ended the transaction for another's sake: try again.
+        "40P01" | "40001" => Error::new(Kind::Busy, format!("{CONFLICT}: queue {shown}: {what}")),
         _ => Error::new(Kind::Io, format!("queue {shown}: {what}")),
     }
 }

@@ -139,13 +139,23 @@ impl PgQueue {
 
     /// Run `f` in a transaction on the main connection (again, on a new
     /// connection, if the old one was lost before the commit).
+    /// Run `f` in one transaction; one the server ends for another's sake
+    /// (a deadlock) is done again, a few times.
     fn tx<T>(&self, mut f: impl FnMut(&PgQueue, &mut postgres::Transaction<'_>) -> Result<T>) -> Result<T> {
-        self.main.with(|c| {
-            let mut tx = c.transaction().map_err(|e| self.err(e))?;
-            let v = f(self, &mut tx)?;
-            tx.commit().map_err(|e| self.err(e))?;
-            Ok(v)
-        })
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let r = self.main.with(|c| {
+                let mut tx = c.transaction().map_err(|e| self.err(e))?;
+                let v = f(self, &mut tx)?;
+                tx.commit().map_err(|e| self.err(e))?;
+                Ok(v)
+            });
+            match r {
+                Err(e) if e.kind == Kind::Busy && e.msg.starts_with(conn::CONFLICT) && tries < 5 => continue,
+                r => return r,
+            }
+        }
     }
 
     fn job_of(&self, spec: Value) -> Result<Job> {
@@ -657,6 +667,9 @@ impl Backend for PgQueue {
                 }
                 job
             };
+            // The batch's key locks, all at once and in one order, before
+            // any row lock (each job's own takes them again: no wait).
+            lock_keys(q, tx, jobs.iter().filter_map(|nj| nj.job.key.as_deref()))?;
             let mut out: Vec<Option<Result<Pushed>>> = jobs.iter().map(|_| None).collect();
             let (plain, guarded): (Vec<usize>, Vec<usize>) = (0..jobs.len()).partition(|&i| jobs[i].job.key.is_none() && jobs[i].job.after.is_empty());
             let mut notify = false;
@@ -1809,6 +1822,17 @@ fn import_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, jobs: &[Import]) -
     if !have.is_empty() {
         return Err(crate::import::taken(&have));
     }
+    // Dedupe keys: their locks (as a push takes them, before any row
+    // lock), then their holders: a key an unfinished job holds refuses the
+    // batch.
+    let keys: Vec<&str> = jobs.iter().filter_map(|j| j.new.job.key.as_deref()).collect();
+    lock_keys(q, tx, keys.iter().copied())?;
+    if let Some(r) = tx
+        .query_opt(&q.q("SELECT key, id, state FROM {s}.job WHERE queue = $1 AND key = ANY($2) AND state IN ('pending','waiting','held','running') LIMIT 1"), &[&q.t.queue, &keys])
+        .map_err(|e| q.err(e))?
+    {
+        return Err(crate::import::key_taken(r.get(0), r.get(1), State::parse(r.get(2)).unwrap_or(State::Pending)));
+    }
     // Dependencies outside the batch: marked and locked, as a push does.
     let deps: Vec<&str> = jobs.iter().flat_map(|j| j.new.job.after.iter().map(String::as_str)).filter(|d| !ids.contains(d)).collect();
     let known: BTreeMap<String, State> = tx
@@ -1818,19 +1842,6 @@ fn import_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, jobs: &[Import]) -
         .map(|r| (r.get(0), State::parse(r.get(1)).unwrap_or(State::Dead)))
         .collect();
     crate::import::check(jobs, |id| Ok(known.contains_key(id)))?;
-    // Dedupe keys: each key's lock, in one order (as pushes take them), then
-    // its holder: a key an unfinished job holds refuses the batch.
-    let mut keys: Vec<&str> = jobs.iter().filter_map(|j| j.new.job.key.as_deref()).collect();
-    keys.sort_by_key(|k| key_lock(q, k));
-    for k in &keys {
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key_lock(q, k)]).map_err(|e| q.err(e))?;
-    }
-    if let Some(r) = tx
-        .query_opt(&q.q("SELECT key, id, state FROM {s}.job WHERE queue = $1 AND key = ANY($2) AND state IN ('pending','waiting','held','running') LIMIT 1"), &[&q.t.queue, &keys])
-        .map_err(|e| q.err(e))?
-    {
-        return Err(crate::import::key_taken(r.get(0), r.get(1), State::parse(r.get(2)).unwrap_or(State::Pending)));
-    }
     let mut envs: BTreeMap<*const BTreeMap<String, String>, String> = BTreeMap::new();
     let mut ready = false;
     for j in jobs {
@@ -1889,8 +1900,26 @@ const WAITED_ON: &str = "UPDATE {s}.job SET waited = true WHERE queue = $1 AND i
 /// [`WAITED_ON`] for one job: its state.
 const WAITED_ON_ONE: &str = "UPDATE {s}.job SET waited = true WHERE queue = $1 AND id = $2 RETURNING state";
 
+/// The advisory lock of a dedupe key: one of [`KEY_LOCKS`] per queue (a
+/// batch with many keys takes at most that many of the server's lock
+/// slots; two keys of one lock only wait on each other).
 fn key_lock(q: &PgQueue, key: &str) -> i64 {
-    self::key(&q.t.schema, &q.t.queue, &format!("key\0{key}"))
+    self::key(&q.t.schema, &q.t.queue, &format!("key\0{}", crate::push::fnv64(key.as_bytes()) % KEY_LOCKS))
+}
+
+const KEY_LOCKS: u64 = 1024;
+
+/// Take the locks of `keys` in one order (that of the lock numbers), as
+/// every transaction that takes several does, before any row lock: two
+/// never wait on each other.
+fn lock_keys<'k>(q: &PgQueue, tx: &mut postgres::Transaction<'_>, keys: impl IntoIterator<Item = &'k str>) -> Result<()> {
+    let mut locks: Vec<i64> = keys.into_iter().map(|k| key_lock(q, k)).collect();
+    locks.sort_unstable();
+    locks.dedup();
+    if !locks.is_empty() {
+        tx.execute("SELECT pg_advisory_xact_lock(l) FROM unnest($1::int8[]) WITH ORDINALITY AS t(l, n) ORDER BY n", &[&locks]).map_err(|e| q.err(e))?;
+    }
+    Ok(())
 }
 
 fn stream_no(s: Stream) -> i16 {
