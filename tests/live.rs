@@ -1,5 +1,5 @@
 //! Changing a live supervisor (`q-ctl workers N`, `q-ctl slots`, `q-ctl
-//! limit`) and per-group rates (`--rate NAME=N/s`), under real workers:
+//! limit`, `q-ctl rate`) and per-group rates (`--rate NAME=N/s`), under real workers:
 //! jobs that wait for a file of their own to end, markers each job writes
 //! when it starts, and the supervisor's events.
 
@@ -275,6 +275,47 @@ fn serial_counts_by_group_under_a_limit() {
     }
     wait_until("all done", Duration::from_secs(30), || ids.iter().all(|id| q.state(id) == "done"));
     assert_eq!(by_group(&["--by", "group"])["io"], (0, 0, 3));
+    sup.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(sup.wait_for(Duration::from_secs(30)), 0);
+}
+
+/// `q-ctl rate mail=50/s` on a supervisor started with `--rate mail=1/s`:
+/// the mail jobs that waited a second each start close together from then
+/// on; `q-ctl rate mail=0` lifts the rate, and the records say each step.
+#[test]
+fn serial_a_group_rate_changes_on_a_live_supervisor() {
+    let q = QDir::new();
+    let log = q.file("starts.log");
+    let line = json!({"sh": format!("date +%s%N >>'{}'", log.display()), "group": "mail"});
+    let ids = push_lines(&q, &vec![line; 12]);
+    let (mut sup, ev) = supervisor(&q, &["-j", "3", "--rate", "mail=1/s"]);
+    let starts = || std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| l.parse::<u64>().unwrap() / 1_000_000).collect::<Vec<u64>>();
+    wait_until("two mail jobs started", Duration::from_secs(30), || starts().len() >= 2);
+    let early = starts();
+    assert!(early[1] - early[0] >= 900, "one a second at first: {early:?}");
+    let rec = ctl(&q, &["rate", "mail=50/s"]);
+    assert_eq!((rec["action"].as_str(), rec["rates"]["mail"].as_str(), rec["was_rates"]["mail"].as_str()), (Some("rate"), Some("50/s"), Some("1/s")), "{rec}");
+    assert_eq!((rec["rate"].clone(), rec["workers"].as_u64()), (Value::Null, Some(3)), "the rest is kept: {rec}");
+    let changed = starts().len();
+    wait_until("all mail jobs done", Duration::from_secs(30), || ids.iter().all(|id| q.state(id) == "done"));
+    let all = starts();
+    assert_eq!(all.len(), 12);
+    // Those left when the rate changed: at 1/s they would take a second
+    // each; at 50/s (20 ms apart) they all start within a few seconds of
+    // the change (the workers start again with the new rate first).
+    let rest = &all[changed..];
+    assert!(rest.len() >= 8, "most waited for the change: {all:?}");
+    let span = rest[rest.len() - 1] - rest[0];
+    assert!(span < (rest.len() as u64 - 1) * 500, "{} starts over {span} ms after the change: {all:?}", rest.len());
+    let e = events(&ev, "settings-changed");
+    assert_eq!(e.last().map(|e| e["rates"]["mail"].clone()), Some(json!("50/s")), "{e:?}");
+    let rec = ctl(&q, &["rate", "mail=0"]);
+    assert_eq!((rec["rates"].clone(), rec["was_rates"]["mail"].as_str()), (json!({}), Some("50/s")), "{rec}");
+    // Bad input is refused before anything is asked.
+    q.run("q-ctl", &["rate", "mail=fast"]).expect_code(2);
+    let o = q.run("q-ctl", &["rate", "mail=5/s,mail=2/s"]);
+    o.expect_code(2);
+    assert!(o.stderr.contains("given twice"), "{}", o.stderr);
     sup.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(sup.wait_for(Duration::from_secs(30)), 0);
 }

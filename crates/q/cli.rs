@@ -183,6 +183,27 @@ pub fn rate(s: &str) -> Result<f64, String> {
     Ok(n / per)
 }
 
+/// A rate as a live supervisor's settings keep it: starts per second.
+pub fn rate_text(per_second: f64) -> String {
+    format!("{per_second}/s")
+}
+
+/// `q-ctl rate`: `[NAME=]N/s` as [`rate_arg`] (kept as [`rate_text`]), or
+/// `[NAME=]0` for no rate.
+pub fn rate_or_none(s: &str) -> Result<(Option<String>, String), String> {
+    let (group, r) = match s.split_once('=') {
+        Some((g, r)) => {
+            q_queue::slots::check_name(g)?;
+            (Some(g.to_owned()), r)
+        }
+        None => (None, s),
+    };
+    if r == q_queue::supervisor::NO_RATE {
+        return Ok((group, r.to_owned()));
+    }
+    Ok((group, rate_text(rate(r)?)))
+}
+
 /// `--rate N/s` (all jobs) or `--rate NAME=N/s` (the jobs of group NAME).
 pub fn rate_arg(s: &str) -> Result<(Option<String>, f64), String> {
     match s.split_once('=') {

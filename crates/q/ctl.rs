@@ -166,6 +166,14 @@ enum Cmd {
         #[command(flatten)]
         to: Reach,
     },
+    /// Change the live supervisor's rates, until it exits (mail=5/s: the
+    /// jobs of group mail; 2/s: all jobs; mail=0 or 0: no rate), as `slots`
+    Rate {
+        #[arg(value_name = "[NAME=]N/s", required = true, value_delimiter = ',', value_parser = cli::rate_or_none)]
+        rates: Vec<(Option<String>, String)>,
+        #[command(flatten)]
+        to: Reach,
+    },
 }
 
 /// Which live supervisor to change.
@@ -365,6 +373,10 @@ fn run(a: Args) -> Result<u8> {
         Cmd::Workers { n, to } => reach::change(&a.common, "workers", to.host.as_deref(), q_queue::supervisor::SupAsk { workers: Some(n), ..Default::default() }),
         Cmd::Slots { slots, to } => reach::change(&a.common, "slots", to.host.as_deref(), q_queue::supervisor::SupAsk { slots: reach::pairs(&slots), ..Default::default() }),
         Cmd::Limit { limits, to } => reach::change(&a.common, "limit", to.host.as_deref(), q_queue::supervisor::SupAsk { limits: reach::pairs(&limits), ..Default::default() }),
+        Cmd::Rate { rates, to } => {
+            let (rate, rates) = reach::rates(&rates)?;
+            reach::change(&a.common, "rate", to.host.as_deref(), q_queue::supervisor::SupAsk { rate, rates, ..Default::default() })
+        }
         Cmd::Export => moving::export(&a.common),
         Cmd::Import { batch } => moving::import(&a.common, batch),
     }

@@ -204,6 +204,8 @@ fn run(a: Args) -> Result<u8> {
         workers: u32::try_from(n).unwrap_or(u32::MAX),
         slots: a.slots.iter().cloned().collect(),
         limits: a.limit.iter().cloned().collect(),
+        rate: a.rate.iter().find(|(g, _)| g.is_none()).map(|(_, r)| cli::rate_text(*r)),
+        rates: a.rate.iter().filter_map(|(g, r)| Some((g.clone()?, cli::rate_text(*r)))).collect(),
     };
     let now = Instant::now();
     let sup = Sup {
@@ -287,13 +289,6 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     if a.common.quiet {
         args.push("--quiet".into());
     }
-    for (group, r) in &a.rate {
-        args.push("--rate".into());
-        args.push(match group {
-            Some(g) => format!("{g}={r}/s"),
-            None => format!("{r}/s"),
-        }.into());
-    }
     let mut tail = Vec::new();
     if !a.handler.is_empty() {
         tail.push("--".into());
@@ -304,6 +299,8 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
         args,
         slots: a.slots.iter().cloned().collect(),
         limits: a.limit.iter().cloned().collect(),
+        rate: a.rate.iter().find(|(g, _)| g.is_none()).map(|(_, r)| cli::rate_text(*r)),
+        rates: a.rate.iter().filter_map(|(g, r)| Some((g.clone()?, cli::rate_text(*r)))).collect(),
         tail,
         loc: a.common.location(),
     })

@@ -185,9 +185,11 @@ fn serial_matrix_full_disk() {
     let mut c = on(&root, "q-push");
     c.args(["--sh", &script]);
     let id = run_cmd(c, None).lines()[0]["id"].as_str().unwrap().to_owned();
-    // Run the first job out of the way, then the filling one.
+    // Run the first job out of the way, then the filling one. A settle
+    // the disk refuses is tried again while the lease lasts: a short one,
+    // so the worker gives the attempt up in seconds, not a minute.
     let mut c = on(&root, "q-run");
-    c.args(["--exit-on-idle"]);
+    c.args(["--exit-on-idle", "--lease", "2s"]);
     let o = run_cmd(c, None);
     assert!(o.stderr.contains("cannot record the result") || o.stderr.contains("No space"), "{o:?}");
     assert_ne!(qd.state(&id), "done", "a result that was never written is not a completion");

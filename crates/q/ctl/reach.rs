@@ -1,4 +1,5 @@
-//! `q-ctl workers N`, `q-ctl slots NAME=N`, `q-ctl limit NAME=N`: change a
+//! `q-ctl workers N`, `q-ctl slots NAME=N`, `q-ctl limit NAME=N`, `q-ctl
+//! rate [NAME=]N/s`: change a
 //! live supervisor until it exits ([`q_queue::supervisor`]). The change is
 //! left for the supervisor through the backend (so it reaches one on
 //! another host of a PostgreSQL queue); q-ctl waits until the supervisor
@@ -87,11 +88,32 @@ pub(super) fn change(common: &Common, action: &str, host: Option<&str>, mut ask:
         "workers": after.workers,
         "slots": after.slots,
         "limits": after.limits,
+        "rate": after.rate,
+        "rates": after.rates,
         "was_workers": s.settings.workers,
         "was_slots": s.settings.slots,
         "was_limits": s.settings.limits,
+        "was_rate": s.settings.rate,
+        "was_rates": s.settings.rates,
     }))?;
     Ok(exit::OK)
+}
+
+/// `q-ctl rate`'s arguments: the rate of all jobs and those per group, each
+/// given once.
+pub(super) fn rates(list: &[(Option<String>, String)]) -> Result<(Option<String>, BTreeMap<String, String>)> {
+    let mut all = None;
+    let mut groups = BTreeMap::new();
+    for (g, r) in list {
+        let twice = match g {
+            None => all.replace(r.clone()).is_some(),
+            Some(g) => groups.insert(g.clone(), r.clone()).is_some(),
+        };
+        if twice {
+            bail!(exit::Usage(format!("the rate of {} is given twice", g.as_deref().map_or("all jobs".to_owned(), |g| format!("group {g}")))));
+        }
+    }
+    Ok((all, groups))
 }
 
 /// `NAME=N` pairs as a map (0: none of that name).

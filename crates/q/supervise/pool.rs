@@ -58,6 +58,9 @@ pub struct WorkerCmd {
     /// `--slots` and `--limit` (q-ctl may change them while we live).
     pub slots: BTreeMap<String, u32>,
     pub limits: BTreeMap<String, u32>,
+    /// `--rate N/s` and `--rate NAME=N/s`, as `N/s` (q-ctl may change them too).
+    pub rate: Option<String>,
+    pub rates: BTreeMap<String, String>,
     /// `-- HANDLER...`, last.
     pub tail: Vec<OsString>,
     /// The queue, to hand on what opens it (a database password) out of argv.
@@ -74,6 +77,12 @@ impl WorkerCmd {
             for (name, n) in list {
                 c.arg(flag).arg(format!("{name}={n}"));
             }
+        }
+        if let Some(r) = &self.rate {
+            c.arg("--rate").arg(r);
+        }
+        for (group, r) in &self.rates {
+            c.arg("--rate").arg(format!("{group}={r}"));
         }
         c.args(&self.tail)
             .env("Q_WORKER_ID", worker_id)

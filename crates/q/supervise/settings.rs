@@ -1,12 +1,13 @@
 //! Changes asked of a live supervisor (`q-ctl workers N`, `q-ctl slots
-//! NAME=N`, `q-ctl limit NAME=N`; `q_queue::supervisor`). Every second it
+//! NAME=N`, `q-ctl limit NAME=N`, `q-ctl rate [NAME=]N/s`;
+//! `q_queue::supervisor`). Every second it
 //! takes the asks left for it, applies them, and publishes its record
 //! again (which tells q-ctl they were applied). They last until it exits.
 //!
 //! More workers: new positions, started at once. Fewer: the workers beyond
 //! the count are retired (SIGUSR1: no more claims, the running job runs to
 //! its end, then the worker exits) and their positions let go as they exit;
-//! no job is stopped. New slots or limits: each worker is retired the same
+//! no job is stopped. New slots, limits or rates: each worker is retired the same
 //! way and started again at once with them. A worker of the old settings
 //! and one of the new share the slot files, so a slot is never run twice.
 
@@ -39,16 +40,18 @@ impl Sup {
         let now = self.me.settings.clone();
         self.apply_settings(&before, &now);
         self.publish();
-        self.rep.event("settings-changed", None, Self::me(), json!({"workers": now.workers, "slots": now.slots, "limits": now.limits}));
+        self.rep.event("settings-changed", None, Self::me(), json!({"workers": now.workers, "slots": now.slots, "limits": now.limits, "rate": now.rate, "rates": now.rates}));
         if !self.rep.events {
             self.rep.note(&describe(&before, &now));
         }
     }
 
     fn apply_settings(&mut self, before: &Settings, now: &Settings) {
-        if before.slots != now.slots || before.limits != now.limits {
+        if before.slots != now.slots || before.limits != now.limits || before.rate != now.rate || before.rates != now.rates {
             self.workers.cmd.slots = now.slots.clone();
             self.workers.cmd.limits = now.limits.clone();
+            self.workers.cmd.rate = now.rate.clone();
+            self.workers.cmd.rates = now.rates.clone();
             let pairs = |m: &std::collections::BTreeMap<String, u32>| m.iter().map(|(k, n)| (k.clone(), *n)).collect::<Vec<_>>();
             self.idle.fit = crate::cli::slot_totals(&pairs(&now.slots), &pairs(&now.limits)).map(|total| q_queue::slots::Fit { total, free: Default::default() });
             for s in &mut self.workers.slots {
@@ -106,6 +109,13 @@ fn describe(before: &Settings, now: &Settings) -> String {
     }
     if before.limits != now.limits {
         parts.push(format!("limits {} → {}", list(&before.limits), list(&now.limits)));
+    }
+    if before.rate != now.rate {
+        parts.push(format!("rate {} → {}", before.rate.as_deref().unwrap_or("none"), now.rate.as_deref().unwrap_or("none")));
+    }
+    if before.rates != now.rates {
+        let list = |m: &std::collections::BTreeMap<String, String>| if m.is_empty() { "none".to_owned() } else { m.iter().map(|(k, r)| format!("{k}={r}")).collect::<Vec<_>>().join(",") };
+        parts.push(format!("group rates {} → {}", list(&before.rates), list(&now.rates)));
     }
     if parts.is_empty() {
         return "settings asked by q-ctl: no change".to_owned();

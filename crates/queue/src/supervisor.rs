@@ -40,14 +40,30 @@ pub struct Settings {
     /// `--limit`: group → N.
     #[serde(default)]
     pub limits: BTreeMap<String, u32>,
+    /// `--rate N/s`: starts of all jobs, as `N/s` (none: not limited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// `--rate NAME=N/s`: group → starts of its jobs, as `N/s`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rates: BTreeMap<String, String>,
 }
 
 impl Settings {
     /// The settings after an ask: its worker count if it has one; its
-    /// slots and limits replace those of the same names (0: none).
+    /// slots, limits and rates replace those of the same names (0: none).
     pub fn apply(&mut self, a: &SupAsk) {
         if let Some(n) = a.workers {
             self.workers = n;
+        }
+        if let Some(r) = &a.rate {
+            self.rate = (r != NO_RATE).then(|| r.clone());
+        }
+        for (k, r) in &a.rates {
+            if r == NO_RATE {
+                self.rates.remove(k);
+            } else {
+                self.rates.insert(k.clone(), r.clone());
+            }
         }
         for (into, from) in [(&mut self.slots, &a.slots), (&mut self.limits, &a.limits)] {
             for (k, n) in from {
@@ -105,7 +121,16 @@ pub struct SupAsk {
     pub slots: BTreeMap<String, u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub limits: BTreeMap<String, u32>,
+    /// The rate of all jobs, as `N/s`; [`NO_RATE`]: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// Group → its rate, as `N/s`; [`NO_RATE`]: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rates: BTreeMap<String, String>,
 }
+
+/// A rate in an ask that removes the rate (`q-ctl rate mail=0`).
+pub const NO_RATE: &str = "0";
 
 /// The answer when the supervisor asked is gone, or was replaced.
 pub(crate) fn gone(to: &str) -> crate::Error {
@@ -196,14 +221,28 @@ mod tests {
 
     #[test]
     fn asks_apply_in_order_and_zero_removes() {
-        let mut s = Supervisor::me(Settings { workers: 2, slots: [("gpu".into(), 2)].into(), limits: BTreeMap::new() });
+        let mut s = Supervisor::me(Settings { workers: 2, slots: [("gpu".into(), 2)].into(), ..Settings::default() });
         let to = s.id.clone();
-        let ask = |id: &str, w: Option<u32>, slots: &[(&str, u32)]| SupAsk { id: id.into(), to: to.clone(), workers: w, slots: slots.iter().map(|(k, n)| (k.to_string(), *n)).collect(), limits: BTreeMap::new() };
+        let ask = |id: &str, w: Option<u32>, slots: &[(&str, u32)]| SupAsk { id: id.into(), to: to.clone(), workers: w, slots: slots.iter().map(|(k, n)| (k.to_string(), *n)).collect(), limits: BTreeMap::new(), ..SupAsk::default() };
         let asks = [ask("a", Some(4), &[]), ask("b", None, &[("gpu", 0), ("mem", 8)]), ask("c", Some(3), &[])];
         s.apply(&asks);
         assert_eq!(s.settings.workers, 3);
         assert_eq!(s.settings.slots, [("mem".to_string(), 8)].into());
         assert_eq!(s.applied, ["a", "b", "c"]);
+        // Rates: set, replaced, removed with "0"; the others kept.
+        let rate = |id: &str, all: Option<&str>, groups: &[(&str, &str)]| SupAsk {
+            id: id.into(),
+            to: to.clone(),
+            rate: all.map(str::to_owned),
+            rates: groups.iter().map(|(k, r)| (k.to_string(), r.to_string())).collect(),
+            ..SupAsk::default()
+        };
+        s.apply(&[rate("d", Some("2/s"), &[("mail", "5/s"), ("api", "1/s")])]);
+        assert_eq!((s.settings.rate.as_deref(), s.settings.rates.len()), (Some("2/s"), 2));
+        s.apply(&[rate("e", Some(NO_RATE), &[("mail", NO_RATE), ("api", "3/s")])]);
+        assert_eq!(s.settings.rate, None);
+        assert_eq!(s.settings.rates, [("api".to_string(), "3/s".to_string())].into());
+        assert_eq!(s.settings.workers, 3, "a rate leaves the rest");
         for i in 0..40 {
             s.apply(&[ask(&format!("x{i:02}"), None, &[])]);
         }
