@@ -547,6 +547,16 @@ fn crash_in_an_import_leaves_the_batch_whole_or_absent() {
     assert_eq!((q.state(&first), q.state(&second), q.state(&third)), ("pending".into(), "waiting".into(), "held".into()));
     let o = import(&q, "");
     assert_eq!(o.code(), 73, "the committed batch is there: {}", o.stderr);
+    // In batches: those before the refused one came in, and it says so.
+    let fresh = src.push(&["--", "true"]);
+    let mut c = q.cmd("q-ctl");
+    c.args(["import", "--batch", "1"]);
+    let first_rec = src.run("q-ctl", &["export"]).ok().stdout.lines().find(|l| l.contains(&fresh)).unwrap().to_owned();
+    let o = run_cmd(c, Some(format!("{first_rec}\n{records}").into_bytes()));
+    assert_eq!(o.code(), 73, "{}", o.stderr);
+    assert!(o.stderr.contains("1 of the 4 jobs came in (the batches before this one)"), "{}", o.stderr);
+    assert_eq!(o.lines().len(), 1, "the one that came in is printed");
+    assert_eq!(q.state(&fresh), "pending");
     q.run("q-run", &["--exit-on-idle"]).ok();
     assert_eq!(q.state(&second), "done", "the waiting job moved on after its dependency");
 }

@@ -309,7 +309,7 @@ fn serial_a_group_rate_changes_on_a_live_supervisor() {
     assert!(span < (rest.len() as u64 - 1) * 500, "{} starts over {span} ms after the change: {all:?}", rest.len());
     let e = events(&ev, "settings-changed");
     assert_eq!(e.last().map(|e| e["rates"]["mail"].clone()), Some(json!("50/s")), "{e:?}");
-    let rec = ctl(&q, &["rate", "mail=0"]);
+    let rec = ctl(&q, &["rate", "mail=0/s"]);
     assert_eq!((rec["rates"].clone(), rec["was_rates"]["mail"].as_str()), (json!({}), Some("50/s")), "{rec}");
     // Bad input is refused before anything is asked.
     q.run("q-ctl", &["rate", "mail=fast"]).expect_code(2);

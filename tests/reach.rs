@@ -66,6 +66,10 @@ while :; do sleep 0.05; done"#,
     let o = q.run("q-ctl", &["signal", &id, "NOPE"]);
     o.expect_code(65);
     assert!(o.stderr.contains("unknown signal"), "{}", o.stderr);
+    // No ids: 66, with an example that fits the action.
+    let o = q.run_in("q-ctl", &["signal", "-s", "HUP"], "");
+    o.expect_code(66);
+    assert!(o.stderr.contains("q-ls --state running --json | q-ctl signal -s"), "{}", o.stderr);
     // No signal named: a usage error (2), like clap's own, saying how.
     for args in [&["signal", id.as_str()][..], &["signal"][..]] {
         let o = q.run("q-ctl", args);

@@ -176,7 +176,7 @@ pub fn rate(s: &str) -> Result<f64, String> {
         Some(_) => return Err(format!("{s:?}: expected N/s, N/m or N/h")),
         None => (s, 1.0),
     };
-    let n: f64 = n.parse().map_err(|_| format!("{s:?}: {n:?} is not a number"))?;
+    let n: f64 = n.parse().map_err(|_| format!("{s:?}: expected N/s, N/m or N/h, N a number (5/s, 30/m, 0.5/s)"))?;
     if !(n.is_finite() && n > 0.0 && n / per <= 1000.0) {
         return Err(format!("{s:?}: must be more than 0 and at most 1000/s"));
     }
@@ -198,8 +198,8 @@ pub fn rate_or_none(s: &str) -> Result<(Option<String>, String), String> {
         }
         None => (None, s),
     };
-    if r == q_queue::supervisor::NO_RATE {
-        return Ok((group, r.to_owned()));
+    if matches!(r, "0" | "0/s" | "0/m" | "0/h") {
+        return Ok((group, q_queue::supervisor::NO_RATE.to_owned()));
     }
     Ok((group, rate_text(rate(r)?)))
 }

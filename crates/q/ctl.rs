@@ -393,10 +393,15 @@ fn note(quiet: bool, msg: &str) {
 fn per_id(common: &Common, args: &[String], action: &str, act: impl Fn(&Queue, &str) -> Result<Value>) -> Result<u8> {
     let tokens = ids::collect(args, TOOL)?;
     if tokens.is_empty() {
-        bail!(q_queue::Error::new(
-            Kind::NoJob,
-            format!("no job ids given: pass IDs as arguments or pipe them in (e.g. q-ls --state dead | q-ctl {action})")
-        ));
+        // An example of the kind of job the action is for.
+        let example = match action {
+            "signal" => "q-ls --state running --json | q-ctl signal -s USR1".to_owned(),
+            "stop" | "cont" | "restart" => format!("q-ls --state running --json | q-ctl {action}"),
+            "release" => "q-ls --state held | q-ctl release".to_owned(),
+            "cancel" | "hold" => format!("q-ls --state pending | q-ctl {action}"),
+            _ => format!("q-ls --state dead | q-ctl {action}"),
+        };
+        bail!(q_queue::Error::new(Kind::NoJob, format!("no job ids given: pass IDs as arguments or pipe them in (e.g. {example})")));
     }
     // Malformed ids are refused (65) before a missing queue is (66).
     let q = common.open()?;

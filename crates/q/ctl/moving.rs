@@ -99,11 +99,20 @@ pub fn import(common: &Common, batch: usize) -> Result<u8> {
     let q = common.create(None)?;
     let size = if batch == 0 { jobs.len() } else { batch };
     room_for_keys(&jobs, size);
+    let total = jobs.len();
+    let mut done = 0;
     let mut it = jobs.into_iter().peekable();
     while it.peek().is_some() {
         let chunk: Vec<Import> = it.by_ref().take(size).collect();
         let ids: Vec<(String, State)> = chunk.iter().map(|j| (j.new.job.id.clone(), j.state)).collect();
-        q.import(chunk)?;
+        if let Err(e) = q.import(chunk) {
+            // Say what earlier batches brought in (their lines are printed).
+            if done > 0 {
+                return Err(anyhow::Error::new(e).context(format!("{done} of the {total} jobs came in (the batches before this one); this batch and the rest did not")));
+            }
+            return Err(e.into());
+        }
+        done += ids.len();
         for (id, state) in ids {
             if !out::line(&serde_json::json!({"type": "ctl", "action": "import", "id": id, "state": state.as_str()}))? {
                 return Ok(exit::OK);

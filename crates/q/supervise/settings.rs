@@ -120,5 +120,8 @@ fn describe(before: &Settings, now: &Settings) -> String {
     if parts.is_empty() {
         return "settings asked by q-ctl: no change".to_owned();
     }
-    format!("changed by q-ctl: {} (until this supervisor exits; running jobs finish first)", parts.join(", "))
+    // Only fewer workers, or workers started again, wait for running jobs.
+    let waits = now.workers < before.workers || before.slots != now.slots || before.limits != now.limits || before.rate != now.rate || before.rates != now.rates;
+    let then = if waits { "; running jobs finish first" } else { "" };
+    format!("changed by q-ctl: {} (until this supervisor exits{then})", parts.join(", "))
 }

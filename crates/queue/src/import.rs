@@ -93,7 +93,7 @@ fn room_for_keys(n: usize) -> Result<()> {
 pub(crate) fn key_taken(key: &str, holder: &str, state: State) -> Error {
     Error::new(
         Kind::Busy,
-        format!("field \"key\": {key:?} is held by job {holder} ({}) of this queue: nothing was imported (a key belongs to one unfinished job at a time)", state.as_str()),
+        format!("field \"key\": {key:?} is held by job {holder} ({}) of this queue: nothing of the batch was imported (a key belongs to one unfinished job at a time)", state.as_str()),
     )
 }
 
@@ -101,7 +101,7 @@ pub(crate) fn key_taken(key: &str, holder: &str, state: State) -> Error {
 pub(crate) fn taken(ids: &[String]) -> Error {
     let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
     let more = if ids.len() > 5 { format!(" and {} more", ids.len() - 5) } else { String::new() };
-    Error::new(Kind::Create, format!("the queue has job {}{more} already: nothing was imported", shown.join(", ")))
+    Error::new(Kind::Create, format!("the queue has job {}{more} already: nothing of the batch was imported", shown.join(", ")))
 }
 
 impl Queue {
