@@ -589,3 +589,22 @@ fn an_import_with_more_keys_than_open_files_says_to_use_batches() {
     let o = q.run_in("q-push", &[], "{\"cmd\":[\"true\"],\"key\":\"k7\"}\n").ok().lines()[0].clone();
     assert_eq!(o["deduped"], true, "{o}");
 }
+
+/// `q-ctl export` prints jobs in push order: a held job another waits on
+/// (listed after the waiting one) comes first, so an import one job per
+/// batch finds it in the batch before.
+#[test]
+fn export_is_in_push_order_so_batches_find_their_dependencies() {
+    let src = QDir::new();
+    let dep = src.push(&["--", "true"]);
+    src.run("q-ctl", &["hold", &dep]).ok();
+    let waiting = src.push(&["--after", &dep, "--", "true"]);
+    let later = src.push(&["--priority", "9", "--", "true"]);
+    let records = src.run("q-ctl", &["export"]);
+    records.ok();
+    let ids: Vec<String> = records.lines().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, [dep.clone(), waiting.clone(), later.clone()], "push order");
+    let q = QDir::new();
+    q.run_in("q-ctl", &["import", "--batch", "1"], &records.stdout).ok();
+    assert_eq!((q.state(&dep), q.state(&waiting), q.state(&later)), ("held".into(), "waiting".into(), "pending".into()));
+}

@@ -296,17 +296,17 @@ fn serial_a_group_rate_changes_on_a_live_supervisor() {
     let rec = ctl(&q, &["rate", "mail=50/s"]);
     assert_eq!((rec["action"].as_str(), rec["rates"]["mail"].as_str(), rec["was_rates"]["mail"].as_str()), (Some("rate"), Some("50/s"), Some("1/s")), "{rec}");
     assert_eq!((rec["rate"].clone(), rec["workers"].as_u64()), (Value::Null, Some(3)), "the rest is kept: {rec}");
-    let changed = starts().len();
     wait_until("all mail jobs done", Duration::from_secs(30), || ids.iter().all(|id| q.state(id) == "done"));
     let all = starts();
     assert_eq!(all.len(), 12);
-    // Those left when the rate changed: at 1/s they would take a second
-    // each; at 50/s (20 ms apart) they all start within a few seconds of
-    // the change (the workers start again with the new rate first).
-    let rest = &all[changed..];
-    assert!(rest.len() >= 8, "most waited for the change: {all:?}");
-    let span = rest[rest.len() - 1] - rest[0];
-    assert!(span < (rest.len() as u64 - 1) * 500, "{} starts over {span} ms after the change: {all:?}", rest.len());
+    // At 1/s the twelve would start over 11 s, a second apart. The change
+    // came within about two seconds of the second start (q-ctl waits for
+    // the supervisor, which looks every second): from then on they start
+    // 20 ms apart, so most gaps are short and the whole run is short.
+    let short = all.windows(2).filter(|w| w[1] - w[0] < 500).count();
+    assert!(short >= 6, "{short} of 11 gaps under half a second: {all:?}");
+    let span = all[11] - all[0];
+    assert!(span < 8_000, "twelve starts over {span} ms: {all:?}");
     let e = events(&ev, "settings-changed");
     assert_eq!(e.last().map(|e| e["rates"]["mail"].clone()), Some(json!("50/s")), "{e:?}");
     let rec = ctl(&q, &["rate", "mail=0/s"]);

@@ -35,11 +35,15 @@ struct Record {
     env: Option<BTreeMap<String, String>>,
 }
 
-/// `q-ctl export`: one `import` line per pending, waiting and held job.
+/// `q-ctl export`: one `import` line per pending, waiting and held job, in
+/// the order they were pushed (ids sort by creation): a job comes after
+/// those it was pushed to wait for, so an import in batches finds them.
 pub fn export(common: &Common) -> Result<u8> {
     let Some(q) = common.open()? else { return Ok(exit::OK) };
     let mut status = exit::OK;
-    for e in q.entries(&[State::Pending, State::Waiting, State::Held])? {
+    let mut entries = q.entries(&[State::Pending, State::Waiting, State::Held])?;
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    for e in entries {
         // Gone or moved on meanwhile (claimed): not exported.
         let Some((e, mut job)) = q.job(&e)? else { continue };
         if !matches!(e.state, State::Pending | State::Waiting | State::Held) {
