@@ -877,20 +877,13 @@ fn serial_the_readme_recipe_on_two_hosts() {
         // No test hosts here (and not CI): the recipe on this host alone.
         return readme_recipe_on_this_host();
     }
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("### Beyond one machine").nth(1).expect("the README has the recipe");
-    let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
-    let lines: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("export ")).collect();
+    let lines = readme_recipe();
+    let block = lines.join("\n");
     let supervise: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("q-supervise")).collect();
     assert_eq!(supervise.len(), 1, "one supervisor line, run on each host: {block}");
     let mut lab = crate::hosts::Lab::new();
     let (a, b) = (lab.host(), lab.host());
-    let local = |script: &str| {
-        let mut c = Command::new("bash");
-        c.args(["-euo", "pipefail", "-c", script]).env("Q_DIR", &lab.q.queue).current_dir(lab.q.path()).stdin(Stdio::null());
-        c.env("PATH", format!("{}:{}", bin("q-push").parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()));
-        run_cmd(c, None)
-    };
+    let local = |script: &str| run_cmd(recipe_shell(script, &lab.q), None);
     // Enough of the push line's jobs that both hosts find some.
     let push: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("q-push")).collect();
     assert!(!push.is_empty(), "{block}");
@@ -943,18 +936,29 @@ fn serial_the_readme_recipe_on_two_hosts() {
 /// as written (the location and password lines are the test's own), the
 /// supervisor line once.
 fn readme_recipe_on_this_host() {
-    let readme = read("README.md");
-    let section = readme.split("### Beyond one machine").nth(1).expect("the README has the recipe");
-    let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
-    let script: Vec<&str> = block.lines().filter(|l| !l.starts_with("export ")).collect();
-    assert!(script.iter().any(|l| l.starts_with("q-supervise")), "{block}");
+    let script = readme_recipe();
+    assert!(script.iter().any(|l| l.starts_with("q-supervise")), "{script:?}");
     let (q, _) = crate::pg::pg_queue(None);
-    let mut c = Command::new("bash");
-    c.env("Q_DIR", &q.queue).current_dir(q.path()).stdin(Stdio::null());
-    c.args(["-euo", "pipefail", "-c", &script.join("\n")]);
-    c.env("PATH", format!("{}:{}", bin("q-push").parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()));
-    let o = run_cmd(c, None);
+    let o = run_cmd(recipe_shell(&script.join("\n"), &q), None);
     o.ok();
     let counts = o.lines().into_iter().find(|l| l["type"] == "counts").expect("q-ls --counts printed its record");
     assert_eq!(counts["done"], 1, "{}", o.stdout);
+}
+
+/// The lines of the README's "Beyond one machine" block but for its
+/// `export` lines (the location and password are the test's own).
+fn readme_recipe() -> Vec<&'static str> {
+    static README: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let readme = README.get_or_init(|| read("README.md"));
+    let section = readme.split("### Beyond one machine").nth(1).expect("the README has the recipe");
+    let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
+    block.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("export ")).collect()
+}
+
+/// `bash -euo pipefail -c script` on queue `q`, the tools first on PATH.
+fn recipe_shell(script: &str, q: &QDir) -> Command {
+    let mut c = Command::new("bash");
+    c.args(["-euo", "pipefail", "-c", script]).env("Q_DIR", &q.queue).current_dir(q.path()).stdin(Stdio::null());
+    c.env("PATH", format!("{}:{}", bin("q-push").parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()));
+    c
 }

@@ -16,13 +16,6 @@ fn gated(q: &QDir, name: &str, needs: Option<Value>) -> Value {
     j
 }
 
-fn push_lines(q: &QDir, lines: &[Value]) -> Vec<String> {
-    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let o = q.run_in("q-push", &[], &input);
-    o.ok();
-    o.lines().iter().map(|l| l["id"].as_str().expect("id").to_owned()).collect()
-}
-
 /// The jobs that started so far, by name.
 fn started(q: &QDir) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(q.path())
@@ -76,7 +69,7 @@ fn serial_workers_rise_and_fall_on_a_live_supervisor() {
 /// any queue (pg.rs runs it on PostgreSQL).
 pub fn workers_rise_and_fall(q: &QDir) {
     let names: Vec<String> = (1..=6).map(|i| format!("j{i}")).collect();
-    let ids = push_lines(q, &names.iter().map(|n| gated(q, n, None)).collect::<Vec<_>>());
+    let ids = q.push_lines(&names.iter().map(|n| gated(q, n, None)).collect::<Vec<_>>());
     let (mut sup, ev) = supervisor(q, &["-j", "2"]);
     wait_until("two jobs running", Duration::from_secs(30), || started(q).len() == 2);
     assert_eq!(running(q), 2, "two workers run two jobs");
@@ -127,7 +120,7 @@ pub fn workers_rise_and_fall(q: &QDir) {
 fn serial_slots_change_on_a_live_supervisor() {
     let q = QDir::new();
     let names = ["g1", "g2", "g3", "g4"];
-    let ids = push_lines(&q, &names.iter().map(|n| gated(&q, n, Some(json!({"gpu": 1})))).collect::<Vec<_>>());
+    let ids = q.push_lines(&names.iter().map(|n| gated(&q, n, Some(json!({"gpu": 1})))).collect::<Vec<_>>());
     let (mut sup, ev) = supervisor(&q, &["-j", "3", "--slots", "gpu=1"]);
     wait_until("one GPU job running", Duration::from_secs(30), || started(&q).len() == 1);
     assert_eq!(running(&q), 1, "one slot, one job");
@@ -211,7 +204,7 @@ fn serial_a_group_rate_spaces_only_its_group() {
     };
     let mut lines = vec![line(Some("mail")); 10];
     lines.extend(vec![line(None); 10]);
-    let ids = push_lines(&q, &lines);
+    let ids = q.push_lines(&lines);
     let o = q.run("q-supervise", &["-j", "3", "--rate", "mail=5/s", "--exit-on-idle"]);
     o.ok();
     for id in &ids {
@@ -250,7 +243,7 @@ fn serial_counts_by_group_under_a_limit() {
         }
         lines.push(j);
     }
-    let ids = push_lines(&q, &lines);
+    let ids = q.push_lines(&lines);
     let (mut sup, _) = supervisor(&q, &["-j", "6", "--limit", "io=1"]);
     wait_until("one io, both etl and the plain job running", Duration::from_secs(30), || started(&q).len() == 4);
     let by_group = |args: &[&str]| -> std::collections::BTreeMap<String, (u64, u64, u64)> {
@@ -287,7 +280,7 @@ fn serial_a_group_rate_changes_on_a_live_supervisor() {
     let q = QDir::new();
     let log = q.file("starts.log");
     let line = json!({"sh": format!("date +%s%N >>'{}'", log.display()), "group": "mail"});
-    let ids = push_lines(&q, &vec![line; 12]);
+    let ids = q.push_lines(&vec![line; 12]);
     let (mut sup, ev) = supervisor(&q, &["-j", "3", "--rate", "mail=1/s"]);
     let starts = || std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| l.parse::<u64>().unwrap() / 1_000_000).collect::<Vec<u64>>();
     wait_until("two mail jobs started", Duration::from_secs(30), || starts().len() >= 2);

@@ -24,13 +24,6 @@ fn logging_job(log: &Path, name: &str, needs: Option<Value>, group: Option<&str>
     j
 }
 
-fn push_lines(q: &QDir, lines: &[Value]) -> Vec<String> {
-    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let o = q.run_in("q-push", &[], &input);
-    o.ok();
-    o.lines().iter().map(|l| l["id"].as_str().expect("id").to_owned()).collect()
-}
-
 /// The job file of a finished job.
 fn stored(q: &QDir, id: &str) -> Value {
     serde_json::from_slice(&std::fs::read(q.queue.join("done").join(format!("{id}.json"))).expect("a done job")).expect("a job record")
@@ -92,7 +85,7 @@ pub fn never_shared_and_not_starved(q: &QDir) -> Vec<String> {
         lines.push(logging_job(&log, &format!("io{i}"), None, Some("io")));
         lines.push(logging_job(&log, &format!("cpu{i}"), None, None));
     }
-    let ids = push_lines(q, &lines);
+    let ids = q.push_lines(&lines);
     let o = q.run("q-supervise", &["-j", "4", "--slots", "gpu=2", "--limit", "io=1", "--exit-on-idle"]);
     o.ok();
     for id in &ids {
@@ -118,7 +111,7 @@ fn serial_cpu_jobs_run_while_the_gpu_is_busy() {
     let go = q.path().join("go");
     let running = q.path().join("running");
     let hold = json!({"sh": format!("echo $Q_SLOT_GPU >'{}'; while [ ! -e '{}' ]; do sleep 0.02; done", running.display(), go.display()), "needs": {"gpu": 1}});
-    let ids = push_lines(&q, &[hold, json!({"cmd": ["true"], "needs": {"gpu": 1}}), json!({"cmd": ["true"]}), json!({"cmd": ["true"]})]);
+    let ids = q.push_lines(&[hold, json!({"cmd": ["true"], "needs": {"gpu": 1}}), json!({"cmd": ["true"]}), json!({"cmd": ["true"]})]);
     let mut c = q.cmd("q-supervise");
     c.args(["-j", "2", "--slots", "gpu=1", "--exit-on-idle"]).stdout(Stdio::null()).stderr(Stdio::null());
     let mut p = Proc::spawn(c);
@@ -140,7 +133,7 @@ fn serial_a_dead_worker_frees_its_slot() {
     let started = q.path().join("started");
     // The first job runs until its worker is gone, then (run again) ends at once.
     let first = json!({"sh": format!("[ -e '{s}' ] && exit 0; touch '{s}'; while kill -0 $PPID 2>/dev/null; do sleep 0.02; done", s = started.display()), "needs": {"gpu": 1}});
-    let ids = push_lines(&q, &[first, json!({"sh": format!("echo $Q_SLOT_GPU >'{}'", q.path().join("second").display()), "needs": {"gpu": 1}})]);
+    let ids = q.push_lines(&[first, json!({"sh": format!("echo $Q_SLOT_GPU >'{}'", q.path().join("second").display()), "needs": {"gpu": 1}})]);
     let mut c = q.cmd("q-run");
     c.args(["--slots", "gpu=1"]).stdout(Stdio::null()).stderr(Stdio::null());
     let mut w = Proc::spawn(c);
@@ -161,7 +154,7 @@ fn serial_a_dead_worker_frees_its_slot() {
 #[test]
 fn jobs_that_cannot_fit_are_left_and_counted() {
     let q = QDir::new();
-    let ids = push_lines(&q, &[json!({"cmd": ["true"], "needs": {"gpu": 1}}), json!({"cmd": ["true"], "needs": {"gpu": 4}})]);
+    let ids = q.push_lines(&[json!({"cmd": ["true"], "needs": {"gpu": 1}}), json!({"cmd": ["true"], "needs": {"gpu": 4}})]);
     q.run("q-claim", &[]).expect_code(1);
     let o = q.run("q-supervise", &["-j", "1", "--exit-on-idle"]);
     o.ok();
@@ -171,7 +164,7 @@ fn jobs_that_cannot_fit_are_left_and_counted() {
     assert_eq!(q.state(&ids[0]), "done");
     assert_eq!(q.state(&ids[1]), "pending");
     assert!(o.stderr.contains("1 needing slots"), "{}", o.stderr);
-    let g = push_lines(&q, &[json!({"cmd": ["true"], "group": "io"})]);
+    let g = q.push_lines(&[json!({"cmd": ["true"], "group": "io"})]);
     let o = q.run("q-claim", &[]);
     o.ok();
     assert_eq!(o.lines()[0]["id"], g[0]);
@@ -201,7 +194,7 @@ fn serial_rate_spaces_starts() {
     let q = QDir::new();
     let log = q.path().join("starts.log");
     let line = json!({"sh": format!("date +%s%N >>'{}'", log.display())});
-    let ids = push_lines(&q, &vec![line; 50]);
+    let ids = q.push_lines(&vec![line; 50]);
     let o = q.run("q-supervise", &["-j", "3", "--rate", "20/s", "--exit-on-idle"]);
     o.ok();
     for id in &ids {
@@ -243,7 +236,7 @@ fn classes(q: &QDir) -> std::collections::BTreeMap<String, String> {
 fn class_jobs_stay_in_their_class_through_every_move() {
     let q = QDir::new();
     let plain = q.push(&["--", "true"]);
-    let ids = push_lines(&q, &[json!({"cmd": ["true"], "needs": {"gpu": 1}}), json!({"sh": "exit 3", "needs": {"gpu": 1}, "attempts": 2, "backoff": "10ms"})]);
+    let ids = q.push_lines(&[json!({"cmd": ["true"], "needs": {"gpu": 1}}), json!({"sh": "exit 3", "needs": {"gpu": 1}, "attempts": 2, "backoff": "10ms"})]);
     let (a, b) = (&ids[0], &ids[1]);
     let want = |v: &[(&String, &str)]| v.iter().map(|(i, c)| (i.to_string(), c.to_string())).collect::<std::collections::BTreeMap<_, _>>();
     assert_eq!(classes(&q), want(&[(&plain, ""), (a, "c.gpu=1"), (b, "c.gpu=1")]));
@@ -305,7 +298,7 @@ fn a_crash_while_the_first_class_is_made_loses_nothing() {
         assert!(o.stdout.is_empty(), "{fp}: nothing acknowledged");
         let format = std::fs::read_to_string(q.queue.join("FORMAT")).unwrap();
         assert_eq!(format.contains("\"classes\""), fp != "classes.before_format", "{fp}: {format}");
-        let again = push_lines(&q, &[json!({"cmd": ["true"], "needs": {"gpu": 1}})]);
+        let again = q.push_lines(&[json!({"cmd": ["true"], "needs": {"gpu": 1}})]);
         q.run("q-run", &["--slots", "gpu=1", "--exit-on-idle"]).ok();
         assert_eq!(q.state(&again[0]), "done", "{fp}");
         let o = q.run("q-gc", &["--tmp-ttl", "0s"]);

@@ -78,6 +78,14 @@ impl QDir {
         run_cmd(c, Some(input.as_bytes().to_vec()))
     }
 
+    /// Push job lines (JSON) in one q-push; their ids, in order.
+    pub fn push_lines(&self, lines: &[Value]) -> Vec<String> {
+        let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let o = self.run_in("q-push", &[], &input);
+        o.ok();
+        o.lines().iter().map(|l| l["id"].as_str().expect("id").to_owned()).collect()
+    }
+
     /// Push one argv job and return its id.
     pub fn push(&self, args: &[&str]) -> String {
         let o = self.run("q-push", args);

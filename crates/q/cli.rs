@@ -217,16 +217,16 @@ pub fn rate_arg(s: &str) -> Result<(Option<String>, f64), String> {
 
 /// `--rate` given as a list: the one for all jobs, and those per group;
 /// each at most once.
-pub fn rates(list: &[(Option<String>, f64)]) -> Result<(Option<f64>, std::collections::BTreeMap<String, f64>), String> {
+pub fn rates<R: Clone>(list: &[(Option<String>, R)]) -> Result<(Option<R>, std::collections::BTreeMap<String, R>), String> {
     let mut global = None;
     let mut groups = std::collections::BTreeMap::new();
     for (g, r) in list {
         let dup = match g {
-            None => global.replace(*r).is_some(),
-            Some(g) => groups.insert(g.clone(), *r).is_some(),
+            None => global.replace(r.clone()).is_some(),
+            Some(g) => groups.insert(g.clone(), r.clone()).is_some(),
         };
         if dup {
-            return Err(format!("--rate {}: given twice", g.as_deref().map_or("N/s".to_owned(), |g| format!("{g}=N/s"))));
+            return Err(format!("the rate of {} is given twice", g.as_deref().map_or("all jobs".to_owned(), |g| format!("group {g}"))));
         }
     }
     Ok((global, groups))

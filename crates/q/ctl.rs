@@ -374,7 +374,7 @@ fn run(a: Args) -> Result<u8> {
         Cmd::Slots { slots, to } => reach::change(&a.common, "slots", to.host.as_deref(), q_queue::supervisor::SupAsk { slots: reach::pairs(&slots), ..Default::default() }),
         Cmd::Limit { limits, to } => reach::change(&a.common, "limit", to.host.as_deref(), q_queue::supervisor::SupAsk { limits: reach::pairs(&limits), ..Default::default() }),
         Cmd::Rate { rates, to } => {
-            let (rate, rates) = reach::rates(&rates)?;
+            let (rate, rates) = cli::rates(&rates).map_err(exit::Usage)?;
             reach::change(&a.common, "rate", to.host.as_deref(), q_queue::supervisor::SupAsk { rate, rates, ..Default::default() })
         }
         Cmd::Export => moving::export(&a.common),

@@ -129,7 +129,7 @@ pub fn main() -> ExitCode {
 
 fn run(a: Args) -> Result<u8> {
     if let Err(e) = cli::rates(&a.rate) {
-        eprintln!("q-run: error: {e}");
+        eprintln!("q-run: error: --rate: {e}");
         return Ok(exit::USAGE);
     }
     let signals = Arc::new(AtomicUsize::new(0));

@@ -139,7 +139,7 @@ fn run(a: Args) -> Result<u8> {
         return watchdog::run(&a.common);
     }
     if let Err(e) = cli::rates(&a.rate) {
-        eprintln!("q-supervise: error: {e}");
+        eprintln!("q-supervise: error: --rate: {e}");
         return Ok(exit::USAGE);
     }
     let (tx, rx) = channel();
@@ -200,13 +200,7 @@ fn run(a: Args) -> Result<u8> {
     );
     let host = q_queue::ident::host().host.clone();
     let slots = (1..=n).map(|k| Slot::new(format!("{host}-w{k}"), None)).collect();
-    let settings = q_queue::supervisor::Settings {
-        workers: u32::try_from(n).unwrap_or(u32::MAX),
-        slots: a.slots.iter().cloned().collect(),
-        limits: a.limit.iter().cloned().collect(),
-        rate: a.rate.iter().find(|(g, _)| g.is_none()).map(|(_, r)| cli::rate_text(*r)),
-        rates: a.rate.iter().filter_map(|(g, r)| Some((g.clone()?, cli::rate_text(*r)))).collect(),
-    };
+    let settings = settings_of(&a, n);
     let now = Instant::now();
     let sup = Sup {
         q,
@@ -219,7 +213,7 @@ fn run(a: Args) -> Result<u8> {
         signals: 0,
         interrupted: false,
         workers: Workers {
-            cmd: worker_cmd(&a)?,
+            cmd: worker_cmd(&a, settings.clone())?,
             slots,
             base_ms: a.restart_base.max(1),
             tx,
@@ -264,7 +258,20 @@ fn wait_for_queue(a: &Args, rx: &Receiver<Ev>, rep: &mut Reporter) -> Result<Res
     }
 }
 
-fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
+/// What the supervisor starts with: `-j`, `--slots`, `--limit`, `--rate`.
+fn settings_of(a: &Args, workers: usize) -> q_queue::supervisor::Settings {
+    // Checked at the start (`cli::rates`): each given once.
+    let (rate, rates) = cli::rates(&a.rate).unwrap_or_default();
+    q_queue::supervisor::Settings {
+        workers: u32::try_from(workers).unwrap_or(u32::MAX),
+        slots: a.slots.iter().cloned().collect(),
+        limits: a.limit.iter().cloned().collect(),
+        rate: rate.map(cli::rate_text),
+        rates: rates.into_iter().map(|(g, r)| (g, cli::rate_text(r))).collect(),
+    }
+}
+
+fn worker_cmd(a: &Args, settings: q_queue::supervisor::Settings) -> Result<WorkerCmd> {
     let exe = std::env::current_exe()?.with_file_name("q-run");
     let mut args: Vec<OsString> = vec![
         "--queue".into(),
@@ -297,10 +304,7 @@ fn worker_cmd(a: &Args) -> Result<WorkerCmd> {
     Ok(WorkerCmd {
         exe,
         args,
-        slots: a.slots.iter().cloned().collect(),
-        limits: a.limit.iter().cloned().collect(),
-        rate: a.rate.iter().find(|(g, _)| g.is_none()).map(|(_, r)| cli::rate_text(*r)),
-        rates: a.rate.iter().filter_map(|(g, r)| Some((g.clone()?, cli::rate_text(*r)))).collect(),
+        settings,
         tail,
         loc: a.common.location(),
     })

@@ -99,23 +99,6 @@ pub(super) fn change(common: &Common, action: &str, host: Option<&str>, mut ask:
     Ok(exit::OK)
 }
 
-/// `q-ctl rate`'s arguments: the rate of all jobs and those per group, each
-/// given once.
-pub(super) fn rates(list: &[(Option<String>, String)]) -> Result<(Option<String>, BTreeMap<String, String>)> {
-    let mut all = None;
-    let mut groups = BTreeMap::new();
-    for (g, r) in list {
-        let twice = match g {
-            None => all.replace(r.clone()).is_some(),
-            Some(g) => groups.insert(g.clone(), r.clone()).is_some(),
-        };
-        if twice {
-            bail!(exit::Usage(format!("the rate of {} is given twice", g.as_deref().map_or("all jobs".to_owned(), |g| format!("group {g}")))));
-        }
-    }
-    Ok((all, groups))
-}
-
 /// `NAME=N` pairs as a map (0: none of that name).
 pub(super) fn pairs(list: &[(String, u32)]) -> BTreeMap<String, u32> {
     list.iter().cloned().collect()

@@ -12,7 +12,6 @@ use super::Ev;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
@@ -55,12 +54,9 @@ impl Slot {
 pub struct WorkerCmd {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
-    /// `--slots` and `--limit` (q-ctl may change them while we live).
-    pub slots: BTreeMap<String, u32>,
-    pub limits: BTreeMap<String, u32>,
-    /// `--rate N/s` and `--rate NAME=N/s`, as `N/s` (q-ctl may change them too).
-    pub rate: Option<String>,
-    pub rates: BTreeMap<String, String>,
+    /// `--slots`, `--limit` and `--rate` from these (q-ctl may change them
+    /// while we live; the worker count is not the worker's).
+    pub settings: q_queue::supervisor::Settings,
     /// `-- HANDLER...`, last.
     pub tail: Vec<OsString>,
     /// The queue, to hand on what opens it (a database password) out of argv.
@@ -73,15 +69,16 @@ impl WorkerCmd {
         let mut c = Command::new(&self.exe);
         crate::cli::hand_on(&mut c, &self.loc);
         c.args(&self.args);
-        for (flag, list) in [("--slots", &self.slots), ("--limit", &self.limits)] {
+        let s = &self.settings;
+        for (flag, list) in [("--slots", &s.slots), ("--limit", &s.limits)] {
             for (name, n) in list {
                 c.arg(flag).arg(format!("{name}={n}"));
             }
         }
-        if let Some(r) = &self.rate {
+        if let Some(r) = &s.rate {
             c.arg("--rate").arg(r);
         }
-        for (group, r) in &self.rates {
+        for (group, r) in &s.rates {
             c.arg("--rate").arg(format!("{group}={r}"));
         }
         c.args(&self.tail)

@@ -47,11 +47,8 @@ impl Sup {
     }
 
     fn apply_settings(&mut self, before: &Settings, now: &Settings) {
-        if before.slots != now.slots || before.limits != now.limits || before.rate != now.rate || before.rates != now.rates {
-            self.workers.cmd.slots = now.slots.clone();
-            self.workers.cmd.limits = now.limits.clone();
-            self.workers.cmd.rate = now.rate.clone();
-            self.workers.cmd.rates = now.rates.clone();
+        if before.workers_differ(now) {
+            self.workers.cmd.settings = now.clone();
             let pairs = |m: &std::collections::BTreeMap<String, u32>| m.iter().map(|(k, n)| (k.clone(), *n)).collect::<Vec<_>>();
             self.idle.fit = crate::cli::slot_totals(&pairs(&now.slots), &pairs(&now.limits)).map(|total| q_queue::slots::Fit { total, free: Default::default() });
             for s in &mut self.workers.slots {
@@ -99,7 +96,6 @@ impl Sup {
 
 /// "workers 2 → 4, slots gpu=2 → gpu=1", for a note.
 fn describe(before: &Settings, now: &Settings) -> String {
-    let list = |m: &std::collections::BTreeMap<String, u32>| if m.is_empty() { "none".to_owned() } else { m.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(",") };
     let mut parts = Vec::new();
     if before.workers != now.workers {
         parts.push(format!("workers {} → {}", before.workers, now.workers));
@@ -114,14 +110,21 @@ fn describe(before: &Settings, now: &Settings) -> String {
         parts.push(format!("rate {} → {}", before.rate.as_deref().unwrap_or("none"), now.rate.as_deref().unwrap_or("none")));
     }
     if before.rates != now.rates {
-        let list = |m: &std::collections::BTreeMap<String, String>| if m.is_empty() { "none".to_owned() } else { m.iter().map(|(k, r)| format!("{k}={r}")).collect::<Vec<_>>().join(",") };
         parts.push(format!("group rates {} → {}", list(&before.rates), list(&now.rates)));
     }
     if parts.is_empty() {
         return "settings asked by q-ctl: no change".to_owned();
     }
     // Only fewer workers, or workers started again, wait for running jobs.
-    let waits = now.workers < before.workers || before.slots != now.slots || before.limits != now.limits || before.rate != now.rate || before.rates != now.rates;
+    let waits = now.workers < before.workers || before.workers_differ(now);
     let then = if waits { "; running jobs finish first" } else { "" };
     format!("changed by q-ctl: {} (until this supervisor exits{then})", parts.join(", "))
+}
+
+/// `gpu=2,mem=4`, or `none`.
+fn list<V: std::fmt::Display>(m: &std::collections::BTreeMap<String, V>) -> String {
+    if m.is_empty() {
+        return "none".to_owned();
+    }
+    m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }

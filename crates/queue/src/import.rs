@@ -88,14 +88,8 @@ fn room_for_keys(n: usize) -> Result<()> {
     }
 }
 
-/// The refusal of a batch with a key an unfinished job of the queue holds
-/// (75, as a revision's: the key is free again once that job ends).
-pub(crate) fn key_taken(key: &str, holder: &str, state: State) -> Error {
-    Error::new(
-        Kind::Busy,
-        format!("field \"key\": {key:?} is held by job {holder} ({}) of this queue: nothing of the batch was imported (a key belongs to one unfinished job at a time)", state.as_str()),
-    )
-}
+/// What a batch refused for a key did not do.
+pub(crate) const NOT_IMPORTED: &str = "nothing of the batch was imported";
 
 /// The refusal of ids the queue has already.
 pub(crate) fn taken(ids: &[String]) -> Error {
@@ -128,7 +122,7 @@ impl Queue {
         for k in &keys {
             let f = key_locks.file(self, k).expect("locked above");
             if let Some(h) = self.key_holder(f, k)? {
-                return Err(key_taken(k, &h.id, h.state));
+                return Err(crate::revise::key_taken(k, &h.id, h.state, NOT_IMPORTED));
             }
         }
         // Stage: the environments, then every job file, durable.
@@ -189,10 +183,7 @@ impl Queue {
     /// may name it, and it holds the key as the job it will be.
     pub(crate) fn importing(&self, id: &str) -> Result<Option<crate::settle::Located>> {
         let imports = self.dir("imports");
-        let batches = match std::fs::read_dir(&imports) {
-            Ok(_) => fsx::list(&imports)?,
-            Err(_) => return Ok(None),
-        };
+        let batches = fsx::list(&imports)?;
         for b in batches.into_iter().filter(|b| crate::id::check_id(b).is_ok()) {
             for st in STATES {
                 let dir = imports.join(&b).join(st.dir());

@@ -388,11 +388,15 @@ impl Queue {
     pub(crate) fn holds_key(&self, id: &str, key: &str) -> Result<Option<crate::settle::Located>> {
         let mut last = None;
         for _ in 0..3 {
-            // A committed import's job first: a file only ever leaves
-            // `imports/` (for its place), so one of the two looks sees it.
-            let found = match self.importing(id)? {
+            // Not in the queue: maybe a committed import's job not yet in
+            // place. A file only ever leaves `imports/` for its place, so
+            // a look there and one more in the queue cannot both miss it.
+            let found = match self.locate(id)? {
                 Some(l) => Some(l),
-                None => self.locate(id)?,
+                None => match self.importing(id)? {
+                    Some(l) => Some(l),
+                    None => self.locate(id)?,
+                },
             };
             let Some(l) = found else { return Ok(None) };
             if l.state.is_terminal() {

@@ -21,13 +21,16 @@ fn changed(id: &str) -> Error {
 }
 
 /// The refusal of a key another unfinished job holds (75: it is free again
-/// once that job ends).
-pub(crate) fn key_taken(key: &str, holder: &str, state: State) -> Error {
+/// once that job ends); `undone` says what did not happen.
+pub(crate) fn key_taken(key: &str, holder: &str, state: State, undone: &str) -> Error {
     Error::new(
         Kind::Busy,
-        format!("field \"key\": {key:?} is held by job {holder} ({}): nothing changed (a key belongs to one unfinished job at a time)", state.as_str()),
+        format!("field \"key\": {key:?} is held by job {holder} ({}): {undone} (a key belongs to one unfinished job at a time)", state.as_str()),
     )
 }
+
+/// What a refused revision or retry did not do.
+pub(crate) const NOTHING_CHANGED: &str = "nothing changed";
 
 impl Queue {
     /// Replace the record of job `id` with `new`, if the job is pending,
@@ -58,7 +61,7 @@ impl Queue {
                     && let Some(h) = self.key_holder(f, k)?
                     && h.id != id
                 {
-                    return Err(key_taken(k, &h.id, h.state));
+                    return Err(key_taken(k, &h.id, h.state, NOTHING_CHANGED));
                 }
                 Some(locks)
             }

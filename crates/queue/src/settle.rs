@@ -579,7 +579,7 @@ impl Queue {
             Some(k) => {
                 let (f, holder) = self.lock_key(k)?;
                 if let Some(h) = holder.filter(|h| h.id != id) {
-                    return Err(crate::revise::key_taken(k, &h.id, h.state));
+                    return Err(crate::revise::key_taken(k, &h.id, h.state, crate::revise::NOTHING_CHANGED));
                 }
                 self.write_key(&f, k, id)?;
                 Some(f)

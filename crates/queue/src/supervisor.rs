@@ -49,6 +49,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Do workers started with `self` take jobs otherwise than with
+    /// `other` (slots, limits or rates)? Then they are started again.
+    pub fn workers_differ(&self, other: &Settings) -> bool {
+        self.slots != other.slots || self.limits != other.limits || self.rate != other.rate || self.rates != other.rates
+    }
+
     /// The settings after an ask: its worker count if it has one; its
     /// slots, limits and rates replace those of the same names (0: none).
     pub fn apply(&mut self, a: &SupAsk) {

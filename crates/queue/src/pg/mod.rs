@@ -137,10 +137,10 @@ impl PgQueue {
         })
     }
 
-    /// Run `f` in a transaction on the main connection (again, on a new
-    /// connection, if the old one was lost before the commit).
-    /// Run `f` in one transaction; one the server ends for another's sake
-    /// (a deadlock) is done again, a few times.
+    /// Run `f` in a transaction on the main connection; again, on a new
+    /// connection, if the old one was lost before the commit, and again
+    /// (a few times) when the server ended it for another's sake (a
+    /// deadlock).
     fn tx<T>(&self, mut f: impl FnMut(&PgQueue, &mut postgres::Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut tries = 0;
         loop {
@@ -371,6 +371,22 @@ fn end_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, id: &str, to: State, 
 }
 
 impl PgQueue {
+    /// A singleton's name (in `holder`) and advisory lock: the collector,
+    /// or this host's supervisor ([`PgQueue::supervisor_key`]).
+    fn singleton(&self, which: Singleton) -> (String, i64) {
+        let what = match which {
+            Singleton::Supervisor => supervisor_of(&ident::host().host),
+            Singleton::Collector => "gc".to_owned(),
+        };
+        let k = key(&self.t.schema, &self.t.queue, &what);
+        (what, k)
+    }
+
+    /// The advisory lock of the supervisor of `host`.
+    pub(super) fn supervisor_key(&self, host: &str) -> i64 {
+        key(&self.t.schema, &self.t.queue, &supervisor_of(host))
+    }
+
     fn notify(&self, tx: &mut postgres::Transaction<'_>) -> Result<()> {
         tx.execute("SELECT pg_notify($1, '')", &[&self.channel]).map_err(|e| self.err(e))?;
         Ok(())
@@ -668,7 +684,7 @@ impl Backend for PgQueue {
                 job
             };
             // The batch's key locks, all at once and in one order, before
-            // any row lock (each job's own takes them again: no wait).
+            // any row lock; held until the commit.
             lock_keys(q, tx, jobs.iter().filter_map(|nj| nj.job.key.as_deref()))?;
             let mut out: Vec<Option<Result<Pushed>>> = jobs.iter().map(|_| None).collect();
             let (plain, guarded): (Vec<usize>, Vec<usize>) = (0..jobs.len()).partition(|&i| jobs[i].job.key.is_none() && jobs[i].job.after.is_empty());
@@ -1095,8 +1111,9 @@ impl Backend for PgQueue {
                 &[&self.t.queue],
             )?
             .expect("a row");
+        let paused: bool = running.get(1);
         if running.get::<_, bool>(0) {
-            return Ok(Idle { busy: true, paused: running.get(1), running: 1, ..Idle::default() });
+            return Ok(Idle { busy: true, paused, running: 1, ..Idle::default() });
         }
         let mut promoted = false;
         loop {
@@ -1113,7 +1130,6 @@ impl Backend for PgQueue {
                 )?
                 .expect("an aggregate row");
             let n = |i: usize| r.get::<_, i64>(i) as u64;
-            let paused = self.paused(time::now_ms()).is_some();
             let mut s = Idle { paused, running: n(0), due: n(1), later: n(2), waiting: n(3), held: n(4), ..Idle::default() };
             if s.due > 0 {
                 // Due jobs that say what they take: those these slots never fit are not work.
@@ -1158,8 +1174,7 @@ impl Backend for PgQueue {
     }
 
     fn unpublish_supervisor(&self, id: &str) -> Result<()> {
-        self.exec("DELETE FROM {s}.supervisor WHERE queue = $1 AND rec->>'id' = $2", &[&self.t.queue, &id])?;
-        Ok(())
+        self.sup_unpublish(id)
     }
 
     fn ask_supervisor(&self, ask: &crate::supervisor::SupAsk) -> Result<()> {
@@ -1282,19 +1297,15 @@ impl Backend for PgQueue {
                 .query_opt(&q.q("SELECT key FROM {s}.job WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id])
                 .map_err(|e| q.err(e))?
                 .and_then(|r| r.get(0));
-            if let Some(k) = &key {
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key_lock(q, k)]).map_err(|e| q.err(e))?;
-            }
+            lock_keys(q, tx, key.as_deref())?;
             let st = locked_state(q, tx, id)?;
             if !st.is_terminal() {
                 return Err(Error::new(Kind::Busy, format!("job {id} is {}: only done, dead or canceled jobs can be retried", st.as_str())));
             }
             if let Some(k) = &key
-                && let Some(r) = tx
-                    .query_opt(&q.q("SELECT id, state FROM {s}.job WHERE queue = $1 AND key = $2 AND state IN ('pending','waiting','held','running') AND id <> $3"), &[&q.t.queue, k, &id])
-                    .map_err(|e| q.err(e))?
+                && let Some((holder, state)) = key_holder(q, tx, k, id)?
             {
-                return Err(crate::revise::key_taken(k, r.get(0), State::parse(r.get(1)).unwrap_or(State::Pending)));
+                return Err(crate::revise::key_taken(k, &holder, state, crate::revise::NOTHING_CHANGED));
             }
             tx.execute(&q.q("DELETE FROM {s}.ended WHERE queue = $1 AND id = $2"), &[&q.t.queue, &id]).map_err(|e| q.err(e))?;
             tx.execute(
@@ -1388,11 +1399,7 @@ impl Backend for PgQueue {
     }
 
     fn lock(&self, which: Singleton, patience: Duration) -> Result<Acquired> {
-        let what = match which {
-            Singleton::Supervisor => format!("supervise@{}", ident::host().host),
-            Singleton::Collector => "gc".to_owned(),
-        };
-        let k = key(&self.t.schema, &self.t.queue, &what);
+        let (what, k) = self.singleton(which);
         let until = Instant::now() + patience;
         let mut c = self.main.target().connect()?;
         loop {
@@ -1419,11 +1426,7 @@ impl Backend for PgQueue {
     }
 
     fn is_locked(&self, which: Singleton) -> bool {
-        let what = match which {
-            Singleton::Supervisor => format!("supervise@{}", ident::host().host),
-            Singleton::Collector => "gc".to_owned(),
-        };
-        let k = key(&self.t.schema, &self.t.queue, &what);
+        let (_, k) = self.singleton(which);
         self.advisory_held(k)
     }
 
@@ -1533,9 +1536,7 @@ impl Backend for PgQueue {
             // A key's pushers and revisers in turn, as a push takes it:
             // before the row's lock, as a push (which may wait on the row
             // for its `after`) does.
-            if let Some(k) = &new.job.key {
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key_lock(q, k)]).map_err(|e| q.err(e))?;
-            }
+            lock_keys(q, tx, new.job.key.as_deref())?;
             let (st, attempt, spec) = locked(q, tx, id)?;
             if !matches!(st, State::Pending | State::Waiting | State::Held) {
                 return Err(Error::new(Kind::Busy, format!("job {id} is {}: only pending, waiting or held jobs can be changed", st.as_str())));
@@ -1549,11 +1550,9 @@ impl Backend for PgQueue {
             // the old one is free once the row no longer names it.
             if let Some(k) = &new.job.key
                 && old.key.as_ref() != Some(k)
-                && let Some(r) = tx
-                    .query_opt(&q.q("SELECT id, state FROM {s}.job WHERE queue = $1 AND key = $2 AND state IN ('pending','waiting','held','running') AND id <> $3"), &[&q.t.queue, k, &id])
-                    .map_err(|e| q.err(e))?
+                && let Some((holder, state)) = key_holder(q, tx, k, id)?
             {
-                return Err(crate::revise::key_taken(k, r.get(0), State::parse(r.get(1)).unwrap_or(State::Pending)));
+                return Err(crate::revise::key_taken(k, &holder, state, crate::revise::NOTHING_CHANGED));
             }
             // Switched to the pusher's environment: the reviser's.
             if let Some(env) = &new.pusher_env {
@@ -1752,8 +1751,8 @@ fn push_one(q: &PgQueue, tx: &mut postgres::Transaction<'_>, job: &Job, run_at_m
         return Ok(Pushed { id: job.id.clone(), state: State::parse(r.get(0)).unwrap_or(State::Pending), run_at_ms: r.get(1), deduped: false });
     }
     if let Some(key) = &job.key {
-        // Serialize pushers of one key: the unique index would only refuse.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key_lock(q, key)]).map_err(|e| q.err(e))?;
+        // Pushers of one key in turn (the unique index would only refuse):
+        // the call holds the key's lock ([`lock_keys`], all of them first).
         if let Some(r) = tx
             .query_opt(
                 &q.q(concat!("SELECT id, state, ", ms!("run_at"), " FROM {s}.job WHERE queue = $1 AND key = $2 AND state IN ('pending','waiting','held','running')")),
@@ -1828,10 +1827,10 @@ fn import_in(q: &PgQueue, tx: &mut postgres::Transaction<'_>, jobs: &[Import]) -
     let keys: Vec<&str> = jobs.iter().filter_map(|j| j.new.job.key.as_deref()).collect();
     lock_keys(q, tx, keys.iter().copied())?;
     if let Some(r) = tx
-        .query_opt(&q.q("SELECT key, id, state FROM {s}.job WHERE queue = $1 AND key = ANY($2) AND state IN ('pending','waiting','held','running') LIMIT 1"), &[&q.t.queue, &keys])
+        .query_opt(&q.q(&format!("SELECT key, id, state FROM {{s}}.job WHERE queue = $1 AND key = ANY($2) AND {UNFINISHED} LIMIT 1")), &[&q.t.queue, &keys])
         .map_err(|e| q.err(e))?
     {
-        return Err(crate::import::key_taken(r.get(0), r.get(1), State::parse(r.get(2)).unwrap_or(State::Pending)));
+        return Err(crate::revise::key_taken(r.get(0), r.get(1), State::parse(r.get(2)).unwrap_or(State::Pending), crate::import::NOT_IMPORTED));
     }
     // Dependencies outside the batch: marked and locked, as a push does.
     let deps: Vec<&str> = jobs.iter().flat_map(|j| j.new.job.after.iter().map(String::as_str)).filter(|d| !ids.contains(d)).collect();
@@ -1903,6 +1902,24 @@ const WAITED_ON_ONE: &str = "UPDATE {s}.job SET waited = true WHERE queue = $1 A
 /// The advisory lock of a dedupe key: one of [`KEY_LOCKS`] per queue (a
 /// batch with many keys takes at most that many of the server's lock
 /// slots; two keys of one lock only wait on each other).
+/// The singleton name of the supervisor of `host`.
+fn supervisor_of(host: &str) -> String {
+    format!("supervise@{host}")
+}
+
+/// The unfinished job other than `except` that holds `key`, and its state
+/// (under the key's lock).
+fn key_holder(q: &PgQueue, tx: &mut postgres::Transaction<'_>, key: &str, except: &str) -> Result<Option<(String, State)>> {
+    Ok(tx
+        .query_opt(&q.q(&format!("SELECT id, state FROM {{s}}.job WHERE queue = $1 AND key = $2 AND {UNFINISHED} AND id <> $3")), &[&q.t.queue, &key, &except])
+        .map_err(|e| q.err(e))?
+        .map(|r| (r.get(0), State::parse(r.get(1)).unwrap_or(State::Pending))))
+}
+
+/// The states of an unfinished job, as SQL (the unique index of keys, and
+/// who holds a key).
+const UNFINISHED: &str = "state IN ('pending','waiting','held','running')";
+
 fn key_lock(q: &PgQueue, key: &str) -> i64 {
     self::key(&q.t.schema, &q.t.queue, &format!("key\0{}", crate::push::fnv64(key.as_bytes()) % KEY_LOCKS))
 }

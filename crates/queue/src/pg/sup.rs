@@ -4,7 +4,7 @@
 //! an ask appends to and the supervisor empties, each in one statement).
 //! A row counts while its host's supervisor lock (an advisory lock) is held.
 
-use super::{PgQueue, json, key};
+use super::{PgQueue, json};
 use crate::error::Result;
 use crate::supervisor::{SupAsk, Supervisor, gone};
 use serde_json::Value;
@@ -14,7 +14,7 @@ impl PgQueue {
         let rows = self.rows("SELECT host, rec FROM {s}.supervisor WHERE queue = $1 ORDER BY host", &[&self.t.queue])?;
         Ok(rows
             .iter()
-            .filter(|r| self.advisory_held(key(&self.t.schema, &self.t.queue, &format!("supervise@{}", r.get::<_, String>(0)))))
+            .filter(|r| self.advisory_held(self.supervisor_key(r.get(0))))
             .filter_map(|r| serde_json::from_value(r.get::<_, Value>(1)).ok())
             .collect())
     }
@@ -26,6 +26,11 @@ impl PgQueue {
                asks = CASE WHEN {s}.supervisor.rec->>'id' = EXCLUDED.rec->>'id' THEN {s}.supervisor.asks ELSE '[]' END",
             &[&self.t.queue, &s.holder.host, &json(s)],
         )?;
+        Ok(())
+    }
+
+    pub(super) fn sup_unpublish(&self, id: &str) -> Result<()> {
+        self.exec("DELETE FROM {s}.supervisor WHERE queue = $1 AND rec->>'id' = $2", &[&self.t.queue, &id])?;
         Ok(())
     }
 
